@@ -1,0 +1,204 @@
+"""The bus protocol every transport implements, and the handling loop shared by all of them.
+
+Semantics (both transports):
+- Events of one type are delivered in publish order. Each type is its own stream.
+- A consumer group shares the work of its streams among its consumers; an event is handled by one
+  consumer of the group, and stays pending until that consumer acknowledges it.
+- A consumer restarted under the same name first gets back its own pending (unacknowledged) events;
+  entries pending on a consumer that has been idle longer than `claim_idle_ms` are claimed by another.
+- A message that does not decode is moved to the dead-letter stream with the reason, acknowledged on
+  its own stream, counted, and never stops the consumer.
+- `tail` reads without a group: live fan-out, from now or from a stream id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from barfinex_cli.contracts.envelope import Envelope
+
+AnyEnvelope = Envelope[Any]
+Handler = Callable[[AnyEnvelope], Awaitable[None]]
+StartFrom = Literal["$", "0"]
+
+DEAD_LETTER = "_deadletter"
+"""The stream that holds messages which failed to decode; never matched by type patterns."""
+
+
+@dataclass(slots=True, frozen=True)
+class Delivery:
+    """One event handed to a consumer: its type stream, its stream entry id and the event."""
+
+    type: str
+    entry_id: str
+    event: AnyEnvelope
+    raw: bytes | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class DeadLetter:
+    """A message that could not be decoded, with where it came from and why."""
+
+    entry_id: str
+    type: str
+    origin_id: str
+    error: str
+    data: bytes
+
+
+class Consumer(Protocol):
+    """A member of a consumer group reading one or more type streams."""
+
+    group: str
+    name: str
+    dead_lettered: int
+
+    async def fetch(self, count: int = 100, block_ms: int = 1000) -> list[Delivery]:
+        """Return up to `count` deliveries: own pending first, then claimed, then new ones."""
+        ...
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge handled deliveries; they will never be delivered to this group again."""
+        ...
+
+
+class Deduplicator(Protocol):
+    """Remembers which event ids a group has handled, so redelivery is handled once."""
+
+    async def seen(self, group: str, event_ids: Sequence[str]) -> list[bool]:
+        """Tell, per id, whether the group has already handled it."""
+        ...
+
+    async def mark(self, group: str, event_ids: Sequence[str]) -> None:
+        """Record ids as handled by the group."""
+        ...
+
+
+class Bus(Protocol):
+    """Publish events, read them in groups with acknowledgement, or tail them live."""
+
+    namespace: str
+    url: str
+
+    async def ping(self) -> None:
+        """Raise `ServiceUnreachable` if the transport does not answer."""
+        ...
+
+    async def publish(self, event: AnyEnvelope) -> str:
+        """Append one event to its type's stream; return the stream entry id."""
+        ...
+
+    async def publish_many(self, events: Sequence[AnyEnvelope]) -> list[str]:
+        """Append many events in one round trip, in order."""
+        ...
+
+    async def publish_raw(self, event_type: str, data: bytes) -> str:
+        """Append bytes as they are (bridges and tests of malformed input)."""
+        ...
+
+    async def consumer(
+        self,
+        group: str,
+        name: str,
+        types: Sequence[str] = ("*",),
+        *,
+        start: StartFrom = "$",
+        claim_idle_ms: int = 30_000,
+    ) -> Consumer:
+        """Join `group` as consumer `name` over every stream whose type matches a pattern."""
+        ...
+
+    def tail(
+        self, types: Sequence[str] = ("*",), *, since: str | None = None, block_ms: int = 1000
+    ) -> AsyncIterator[Delivery]:
+        """Yield events live without a group; from now, or after stream id `since`."""
+        ...
+
+    async def stream_types(self) -> list[str]:
+        """Return the types that have a stream, sorted."""
+        ...
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Return the newest dead letters, oldest first."""
+        ...
+
+    def deduplicator(self, ttl_s: int = 86_400) -> Deduplicator:
+        """Return the id store that `consume` uses to handle each event once per group."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+def matches(event_type: str, patterns: Sequence[str]) -> bool:
+    """Tell whether a type matches any glob pattern; the dead-letter stream never matches."""
+    if event_type == DEAD_LETTER:
+        return False
+    return any(fnmatch.fnmatchcase(event_type, p) for p in patterns)
+
+
+def now_entry_id() -> str:
+    """Return a stream id for the current millisecond, for reads 'from now'."""
+    return f"{time.time_ns() // 1_000_000}-0"
+
+
+def entry_id_key(entry_id: str) -> tuple[int, int]:
+    """Split a stream entry id into a sortable (ms, seq) pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def consume(
+    consumer: Consumer,
+    handler: Handler,
+    stop: asyncio.Event,
+    *,
+    dedup: Deduplicator | None = None,
+    batch: int = 100,
+    block_ms: int = 500,
+) -> int:
+    """Handle events until `stop` is set; return how many were handled.
+
+    Each delivery is handled, marked as seen, then acknowledged. When `stop` is set mid-batch the
+    handled part is acknowledged and the rest stays pending for the next start: nothing is lost
+    and nothing is half-handled. With `dedup`, an event id already handled by the group is
+    acknowledged without calling the handler again.
+    """
+    handled = 0
+    while not stop.is_set():
+        deliveries = await consumer.fetch(batch, block_ms)
+        if not deliveries:
+            continue
+        fresh = deliveries
+        if dedup is not None:
+            flags = await dedup.seen(consumer.group, [d.event.id for d in deliveries])
+            fresh, duplicates = [], []
+            batch_ids: set[str] = set()
+            for delivery, was_seen in zip(deliveries, flags, strict=True):
+                if was_seen or delivery.event.id in batch_ids:
+                    duplicates.append(delivery)
+                else:
+                    batch_ids.add(delivery.event.id)
+                    fresh.append(delivery)
+            if duplicates:
+                await consumer.ack(duplicates)
+        done: list[Delivery] = []
+        try:
+            for delivery in fresh:
+                if stop.is_set():
+                    break
+                await handler(delivery.event)
+                done.append(delivery)
+        finally:
+            if done:
+                if dedup is not None:
+                    await dedup.mark(consumer.group, [d.event.id for d in done])
+                await consumer.ack(done)
+                handled += len(done)
+    return handled

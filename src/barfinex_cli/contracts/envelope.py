@@ -1,0 +1,65 @@
+"""The envelope every message on the bus and every row in the audit store carries.
+
+`trace_id` is the id of the root event of a chain and is copied down it, so one query returns the
+candle, signal, decision, verdict and order of a trade. `parent_id` links each event to the one that
+caused it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import ConfigDict, Field
+
+from barfinex_cli.contracts.ids import uuid7
+from barfinex_cli.contracts.types import Model, Payload, UtcDatetime
+
+SCHEMA_VERSION = 1
+
+P = TypeVar("P")
+
+
+class Envelope(Model, Generic[P]):
+    """One event: header fields plus a typed payload."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+    id: str
+    type: str
+    source: str
+    ts: UtcDatetime
+    trace_id: str
+    parent_id: str | None = None
+    schema_version: int = Field(default=SCHEMA_VERSION, alias="schema")
+    payload: P
+
+
+AnyEnvelope = Envelope[Any]
+
+
+def make_event(
+    payload: Payload,
+    *,
+    source: str,
+    parent: Envelope[Any] | None = None,
+    ts: datetime | None = None,
+) -> Envelope[Any]:
+    """Wrap `payload` in a new envelope; a child of `parent` inherits its trace."""
+    event_id = uuid7()
+    return Envelope[type(payload)](  # type: ignore[misc]
+        id=event_id,
+        type=payload.event_type,
+        source=source,
+        ts=ts or datetime.now(UTC),
+        trace_id=parent.trace_id if parent is not None else event_id,
+        parent_id=parent.id if parent is not None else None,
+        payload=payload,
+    )

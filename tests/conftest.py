@@ -1,0 +1,52 @@
+"""Fixtures shared by the whole suite: real Redis with a unique namespace, and both buses."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+REDIS_URL = os.environ.get("BFX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def namespace() -> str:
+    """Return a namespace no other test uses, so tests never see each other's keys."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def redis_bus(namespace: str) -> AsyncIterator[object]:
+    """Yield a Redis Streams bus on the real server, and delete its keys afterwards."""
+    from barfinex_cli.bus.redis_streams import RedisStreamsBus
+
+    bus = RedisStreamsBus(REDIS_URL, namespace)
+    await bus.ping()
+    try:
+        yield bus
+    finally:
+        await bus.delete_namespace()
+        await bus.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def bus(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator[object]:
+    """Yield each bus implementation in turn: the behaviour suite runs against both."""
+    if request.param == "memory":
+        from barfinex_cli.bus.memory import MemoryBus
+
+        memory = MemoryBus(namespace)
+        yield memory
+        await memory.close()
+        return
+    from barfinex_cli.bus.redis_streams import RedisStreamsBus
+
+    redis = RedisStreamsBus(REDIS_URL, namespace)
+    await redis.ping()
+    try:
+        yield redis
+    finally:
+        await redis.delete_namespace()
+        await redis.close()
