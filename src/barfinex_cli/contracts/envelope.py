@@ -54,7 +54,8 @@ def make_event(
 ) -> Envelope[Any]:
     """Wrap `payload` in a new envelope; a child of `parent` inherits its trace."""
     event_id = uuid7()
-    return Envelope[type(payload)](  # type: ignore[misc]
+    cls: type[Envelope[Any]] = Envelope[type(payload)]  # type: ignore[misc]
+    return cls(
         id=event_id,
         type=payload.event_type,
         source=source,

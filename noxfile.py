@@ -1,0 +1,34 @@
+"""Developer sessions: tests, lint (ruff, mypy, import-linter) and benchmarks."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite (needs Redis on 127.0.0.1:6379)."""
+    session.install("-e", ".[dev]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """Check style, types and the layering contracts."""
+    session.install("-e", ".[dev]")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run("mypy")
+    session.run("lint-imports")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Run every benchmark script; each prints a table of ratios against its baseline."""
+    session.install("-e", ".[dev]")
+    scripts = session.posargs or sorted(str(p) for p in __import__("pathlib").Path("benchmarks").glob("*.py"))
+    for script in scripts:
+        session.run("python", script)

@@ -1,0 +1,1 @@
+"""The `bfx` command line: one module per command group, thin — parse, call, render."""

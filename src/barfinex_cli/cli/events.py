@@ -1,0 +1,273 @@
+"""`bfx events`: the catalogue, live tail, queries of the audit store, publishing and recording."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from barfinex_cli.cli.state import state_of
+
+if TYPE_CHECKING:
+    from barfinex_cli.contracts.envelope import Envelope
+
+app = typer.Typer(help="Inspect, tail, query, publish and record events.", no_args_is_help=True)
+
+TypeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--type", "-t", help="Event type or glob (repeatable), e.g. 'market.*'."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON lines on stdout, for scripts.")]
+
+
+def check_types(patterns: list[str] | None) -> list[str]:
+    """Return the patterns, rejecting a plain (non-glob) type that is not in the catalogue."""
+    from barfinex_cli.contracts.catalog import is_known, known_types
+    from barfinex_cli.errors import UnknownEventType
+
+    for p in patterns or []:
+        if not any(ch in p for ch in "*?[") and not is_known(p):
+            raise UnknownEventType(p, known_types())
+    return list(patterns or ["*"])
+
+
+def summary(event: Envelope[Any], width: int = 6) -> str:
+    """Return `key=value` pairs of the first scalar payload fields."""
+    payload = event.payload
+    data = payload.model_dump() if hasattr(payload, "model_dump") else dict(payload)
+    parts = []
+    for key, value in data.items():
+        if isinstance(value, dict | list | tuple) or value is None:
+            continue
+        parts.append(f"{key}={value}")
+        if len(parts) >= width:
+            break
+    return " ".join(parts)
+
+
+def event_line(event: Envelope[Any]) -> str:
+    """Return the one-line human rendering of an event."""
+    ts = event.ts.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return f"{ts}  {event.type:<28} {event.source:<16} {event.id}  {summary(event)}"
+
+
+@app.command("schema")
+def schema(
+    event_type: Annotated[str | None, typer.Argument(help="Type to show; omit for the list.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the event catalogue, or the JSON Schema of one type's payload.
+
+    Examples: bfx events schema | bfx events schema detector.signal
+    """
+    from barfinex_cli.cli.render import out, print_json
+    from barfinex_cli.contracts.catalog import CATALOG, payload_model
+
+    if event_type is not None:
+        print_json(payload_model(event_type).model_json_schema())
+        return
+    rows = [
+        {"type": t, "model": m.__name__, "doc": (m.__doc__ or "").strip().splitlines()[0]}
+        for t, m in sorted(CATALOG.items())
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} event types", title_justify="left")
+    for column in ("type", "model", "description"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["type"], r["model"], r["doc"])
+    out().print(table)
+
+
+@app.command("tail")
+def tail(
+    ctx: typer.Context,
+    types: TypeOpt = None,
+    since: Annotated[
+        str | None, typer.Option(help="Start after this stream entry id (default: now).")
+    ] = None,
+    count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Follow events live from the bus (no consumer group: it takes nothing from the roles).
+
+    Examples: bfx events tail -t 'market.*' | bfx events tail -t detector.signal --json | jq .
+    """
+    from barfinex_cli.cli.render import err, print_json_line
+    from barfinex_cli.contracts.codec import encode
+    from barfinex_cli.runtime.connect import open_bus
+
+    patterns = check_types(types)
+    settings = state_of(ctx).settings()
+
+    async def follow() -> None:
+        bus = await open_bus(settings)
+        seen = 0
+        try:
+            if not as_json:
+                err().print(f"tailing {', '.join(patterns)} on {bus.url} (Ctrl-C to stop)")
+            async for delivery in bus.tail(patterns, since=since, block_ms=500):
+                if as_json:
+                    import json
+
+                    print_json_line(json.loads(delivery.raw or encode(delivery.event)))
+                else:
+                    typer.echo(event_line(delivery.event))
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+        finally:
+            await bus.close()
+
+    try:
+        asyncio.run(follow())
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def open_store(ctx: typer.Context) -> Any:
+    from barfinex_cli.errors import NotFound
+    from barfinex_cli.store.audit import AuditStore
+
+    path = state_of(ctx).settings().audit_path
+    if not path.exists():
+        raise NotFound(
+            f"no audit store at {path} — record events first (`bfx events record`, or any role "
+            "that records), or point --data-dir at the directory that holds audit.db"
+        )
+    return AuditStore(path)
+
+
+@app.command("query")
+def query(
+    ctx: typer.Context,
+    types: TypeOpt = None,
+    since: Annotated[str | None, typer.Option(help="From this time: ISO 8601 or 15m/2h/3d.")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this time: ISO 8601 or an age.")] = None,
+    trace_id: Annotated[str | None, typer.Option("--trace", help="Only this trace id.")] = None,
+    source: Annotated[str | None, typer.Option(help="Only events from this source.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many events.", min=1)] = 100,
+    newest: Annotated[bool, typer.Option("--newest", help="Newest first.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Query the audit store (SQLite) by type, time range, trace and source.
+
+    Examples: bfx events query -t detector.signal --since 1h | bfx events query --trace ID --json
+    """
+    from barfinex_cli.cli.render import print_json_line
+    from barfinex_cli.cli.timeparse import parse_time
+
+    patterns = check_types(types)
+    with open_store(ctx) as store:
+        events = store.query(
+            None if patterns == ["*"] else patterns,
+            since=parse_time(since) if since else None,
+            until=parse_time(until) if until else None,
+            trace_id=trace_id,
+            source=source,
+            limit=limit,
+            order="desc" if newest else "asc",
+        )
+    for event in events:
+        if as_json:
+            print_json_line(event.model_dump(mode="json", by_alias=True))
+        else:
+            typer.echo(event_line(event))
+
+
+@app.command("publish")
+def publish(
+    ctx: typer.Context,
+    event_type: Annotated[str, typer.Argument(help="Event type, e.g. market.candle.")],
+    payload: Annotated[str, typer.Argument(help="The payload as JSON ('-' reads stdin).")],
+    source: Annotated[str, typer.Option(help="Source recorded on the envelope.")] = "cli",
+) -> None:
+    """Validate a payload and publish it as a new event; prints the event id.
+
+    Example: bfx events publish inspector.alert '{"severity": "warning", "message": "test"}'
+    """
+    import sys
+
+    from pydantic import ValidationError
+
+    from barfinex_cli.contracts.catalog import payload_model
+    from barfinex_cli.contracts.envelope import make_event
+    from barfinex_cli.errors import UsageError
+    from barfinex_cli.runtime.connect import open_bus
+
+    model = payload_model(event_type)
+    text = sys.stdin.read() if payload == "-" else payload
+    try:
+        body = model.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(payload)"
+        raise UsageError(
+            f"payload is not a valid {event_type}: {where}: {first['msg']} — see "
+            f"`bfx events schema {event_type}`"
+        ) from None
+    event = make_event(body, source=source)
+    settings = state_of(ctx).settings()
+
+    async def send() -> None:
+        bus = await open_bus(settings)
+        try:
+            await bus.publish(event)
+        finally:
+            await bus.close()
+
+    asyncio.run(send())
+    typer.echo(event.id)
+
+
+@app.command("record")
+def record(
+    ctx: typer.Context,
+    group: Annotated[str, typer.Option(help="Consumer group of the recorder.")] = "recorder",
+) -> None:
+    """Record every event on the bus into the audit store until Ctrl-C (resumes where it left off).
+
+    Example: bfx --data-dir ./run events record
+    """
+    from barfinex_cli.cli.render import err
+    from barfinex_cli.runtime.recording import run_recorder
+
+    settings = state_of(ctx).settings()
+    written = asyncio.run(run_recorder(settings, group=group))
+    err().print(f"recorded {written} events into {settings.audit_path}")
+
+
+@app.command("dead-letters")
+def dead_letters(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(help="At most this many.", min=1)] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List messages that failed to decode, with the reason (newest last).
+
+    Example: bfx events dead-letters --json
+    """
+    from barfinex_cli.cli.render import print_json_line
+    from barfinex_cli.runtime.connect import open_bus
+
+    settings = state_of(ctx).settings()
+
+    async def fetch() -> list[Any]:
+        bus = await open_bus(settings)
+        try:
+            return await bus.dead_letters(limit)
+        finally:
+            await bus.close()
+
+    for letter in asyncio.run(fetch()):
+        data = letter.data.decode(errors="replace")
+        if as_json:
+            print_json_line({"id": letter.entry_id, "type": letter.type,
+                             "origin_id": letter.origin_id, "error": letter.error, "data": data})
+        else:
+            typer.echo(f"{letter.entry_id}  {letter.type}  {letter.error}  {data[:80]}")

@@ -1,0 +1,129 @@
+"""The `bfx` Typer app: global options, the command tree and the one exit point for errors.
+
+Only Typer is imported here; every command imports what it needs when it runs, so `bfx --help`
+answers fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from barfinex_cli import __version__
+from barfinex_cli.cli import config, doctor, events, pending, trace
+from barfinex_cli.cli.state import State
+from barfinex_cli.errors import BfxError
+
+
+class BfxGroup(TyperGroup):
+    """The root group: turns a `BfxError` anywhere below it into one red line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BfxError as exc:
+            from barfinex_cli.cli.render import error_line
+
+            error_line(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(
+    cls=BfxGroup,
+    name="bfx",
+    help=(
+        "barfinex-cli: a small trading operating system for the terminal.\n\n"
+        "Roles (provider, detector, advisor, inspector, studio) run as their own processes and "
+        "talk only through typed, audited events on a Redis Streams bus.\n\n"
+        "Examples:\n\n"
+        "  bfx doctor\n\n"
+        "  bfx events tail --type 'market.*'\n\n"
+        "  bfx events query --type detector.signal --since 1h --json\n\n"
+        "  bfx trace 01a2105c-df3a-7000-8a1b-d346e336bd8a"
+    ),
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    config_file: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Settings file (default: ./bfx.toml if present).",
+                     envvar="BFX_CONFIG", show_envvar=True),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Data directory (default: ~/.bfx).", envvar="BFX_HOME",
+                     show_envvar=True),
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option("--redis-url", help="Redis URL (default: redis://127.0.0.1:6379/0).",
+                     envvar="BFX_REDIS_URL", show_envvar=True),
+    ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option("--namespace", "-n", help="Bus namespace: streams are bfx:NAMESPACE:TYPE.",
+                     envvar="BFX_NAMESPACE", show_envvar=True),
+    ] = None,
+    bus: Annotated[
+        str | None,
+        typer.Option("--bus", help="Event bus: redis or memory (in-process, one process only).",
+                     envvar="BFX_BUS", show_envvar=True),
+    ] = None,
+    log_json: Annotated[
+        bool | None,
+        typer.Option("--log-json/--log-rich", help="Logs as JSON lines (default when not a TTY).",
+                     show_default=False),
+    ] = None,
+) -> None:
+    """Global options apply to every command."""
+    ctx.obj = State(
+        config=config_file,
+        overrides={
+            "home": data_dir,
+            "redis_url": redis_url,
+            "namespace": namespace,
+            "bus": bus,
+            "log_json": log_json,
+        },
+    )
+
+
+@app.command()
+def version(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Print the bfx version.
+
+    Example: bfx version --json
+    """
+    import platform
+
+    if as_json:
+        from barfinex_cli.cli.render import print_json
+
+        print_json({"version": __version__, "python": platform.python_version()})
+    else:
+        typer.echo(f"bfx {__version__} (Python {platform.python_version()})")
+
+
+app.add_typer(config.app, name="config")
+app.add_typer(events.app, name="events")
+app.command("doctor")(doctor.doctor)
+app.command("trace")(trace.trace)
+pending.mount(app)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,176 @@
+"""Inspector events: risk verdicts, protective orders, fill audits, reconciliation, KPIs, alerts.
+
+The inspector stands between the advisor and the exchange. Every decision gets a verdict, even an
+ALLOW, so the audit trail shows which policy let each trade through. `decision_id` is the id of the
+`advisor.decision` event a verdict or audit is about.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt
+
+from barfinex_cli.contracts.orders import Amount
+from barfinex_cli.contracts.types import Payload, UtcDatetime
+
+Verdict = Literal["ALLOW", "BLOCK", "THROTTLE", "STAND_DOWN", "CLOSE_ALL"]
+ProtectiveKind = Literal["stop_loss", "take_profit", "trailing_stop"]
+Severity = Literal["info", "warning", "error", "critical"]
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class VerdictIssued(Payload):
+    """The inspector's ruling on a decision, naming the policy that made it."""
+
+    event_type = "inspector.verdict"
+
+    decision_id: str
+    verdict: Verdict
+    policy: str
+    reason: str
+    until: UtcDatetime | None = None
+    """When a THROTTLE or STAND_DOWN ends; None for verdicts that do not expire."""
+
+
+class ProtectivePlaced(Payload):
+    """A stop-loss, take-profit or trailing stop placed to guard an open position."""
+
+    event_type = "inspector.protective.placed"
+
+    order_id: str
+    account: str
+    symbol: str
+    kind: ProtectiveKind
+    price: Decimal
+    amount: Amount
+    decision_id: str | None = None
+
+
+class ProtectiveMoved(Payload):
+    """A protective order moved to a new price, such as a stop trailed or moved to break-even."""
+
+    event_type = "inspector.protective.moved"
+
+    order_id: str
+    symbol: str
+    kind: ProtectiveKind
+    previous_price: Decimal
+    price: Decimal
+    reason: str
+
+
+class ProtectiveTriggered(Payload):
+    """A protective order that fired and closed all or part of its position."""
+
+    event_type = "inspector.protective.triggered"
+
+    order_id: str
+    symbol: str
+    kind: ProtectiveKind
+    trigger_price: Decimal
+    fill_price: Decimal | None = None
+    amount: Amount
+
+
+class FillAudited(Payload):
+    """How well an order was executed: slippage against the intended price, fees and fill rate."""
+
+    event_type = "inspector.fill_audit"
+
+    order_id: str
+    decision_id: str | None = None
+    symbol: str
+    intended_price: Decimal
+    average_price: Decimal
+    slippage_bps: float
+    fees: Decimal
+    fee_currency: str
+    fill_rate: Unit
+    partials: NonNegativeInt
+    latency_ms: NonNegativeFloat
+
+
+class AccountReconciled(Payload):
+    """Local orders, positions and balances checked against the exchange; 0 divergences is clean."""
+
+    event_type = "inspector.reconciled"
+
+    account: str
+    exchange: str
+    orders_checked: NonNegativeInt
+    positions_checked: NonNegativeInt
+    balances_checked: NonNegativeInt
+    divergences: NonNegativeInt
+    duration_ms: NonNegativeFloat
+
+
+class DivergenceFound(Payload):
+    """One record where local state and the exchange disagree, and what the inspector did."""
+
+    event_type = "inspector.divergence"
+
+    account: str
+    exchange: str
+    kind: Literal["order", "position", "balance"]
+    key: str
+    local: str | None
+    remote: str | None
+    action: Literal["flagged", "adopted_remote", "cancelled", "closed"]
+
+
+class KpiReported(Payload):
+    """Trading results of an account over a closed period."""
+
+    event_type = "inspector.kpi"
+
+    account: str
+    period: Literal["hour", "day", "week", "month"]
+    period_start: UtcDatetime
+    period_end: UtcDatetime
+    trades: NonNegativeInt
+    win_rate: Unit
+    profit_factor: NonNegativeFloat | None = None
+    expectancy: Decimal
+    pnl: Decimal
+    pnl_currency: str
+    max_drawdown: Unit
+    sharpe: float | None = None
+
+
+class AlertRaised(Payload):
+    """Something an operator should see, with how urgently."""
+
+    event_type = "inspector.alert"
+
+    severity: Severity
+    message: str
+    policy: str | None = None
+    subject: str | None = None
+    """What the alert is about: an account, a symbol or an app id."""
+
+
+class ThrottleOrdered(Payload):
+    """The inspector told one detector instance to mute its signals until `until`."""
+
+    event_type = "inspector.throttle"
+
+    instance: str
+    until: UtcDatetime
+    policy: str
+    reason: str
+
+
+EVENTS: tuple[type[Payload], ...] = (
+    VerdictIssued,
+    ProtectivePlaced,
+    ProtectiveMoved,
+    ProtectiveTriggered,
+    FillAudited,
+    AccountReconciled,
+    DivergenceFound,
+    KpiReported,
+    AlertRaised,
+    ThrottleOrdered,
+)

@@ -1,0 +1,183 @@
+"""Market data events: trades, closed candles, books, tickers, gaps and repairs, provider health.
+
+The provider is the only role that emits these. A series is keyed by exchange, symbol and timeframe;
+gap, repair and incident events carry that key so the detector knows which history to distrust.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt
+
+from barfinex_cli.contracts.types import Payload, UtcDatetime
+
+Timeframe = Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "1w"]
+TradeSide = Literal["buy", "sell"]
+Amount = Annotated[Decimal, Field(ge=0)]
+BookLevel = tuple[Decimal, Amount]
+"""One price level of a book as `[price, amount]`; a pair keeps bursty books small on the wire."""
+GapKind = Literal["hole", "duplicate", "out_of_order", "seam", "stale", "bad_ohlc"]
+IncidentAction = Literal["NONE", "TARGETED_REPAIR", "VERIFY_ONLY", "CONNECTOR_RECOVERY", "ESCALATE"]
+QualityScore = Annotated[float, Field(ge=0.0, le=100.0)]
+
+
+class TradeExecuted(Payload):
+    """A public trade printed on the exchange tape."""
+
+    event_type = "market.trade"
+
+    exchange: str
+    symbol: str
+    trade_id: str
+    price: Decimal
+    amount: Amount
+    side: TradeSide
+    time: UtcDatetime
+
+
+class CandleClosed(Payload):
+    """A candle that has closed; never emitted while it is still forming."""
+
+    event_type = "market.candle"
+
+    exchange: str
+    symbol: str
+    timeframe: Timeframe
+    open_time: UtcDatetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    trades: int | None = None
+
+
+class BookUpdated(Payload):
+    """Top levels of an order book, best first; `snapshot` is false for a delta."""
+
+    event_type = "market.book"
+
+    exchange: str
+    symbol: str
+    bids: list[BookLevel]
+    asks: list[BookLevel]
+    snapshot: bool = True
+    sequence: NonNegativeInt | None = None
+    time: UtcDatetime
+
+
+class TickerUpdated(Payload):
+    """Best bid and ask, last price and the rolling 24-hour figures of one symbol."""
+
+    event_type = "market.ticker"
+
+    exchange: str
+    symbol: str
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    last: Decimal
+    volume_24h: Amount | None = None
+    change_24h_pct: float | None = None
+    time: UtcDatetime
+
+
+class GapDetected(Payload):
+    """A flaw in a candle series between two open times, found by the provider's checks."""
+
+    event_type = "market.gap"
+
+    exchange: str
+    symbol: str
+    timeframe: Timeframe
+    start: UtcDatetime
+    end: UtcDatetime
+    missing: NonNegativeInt
+    kind: GapKind
+
+
+class GapRepaired(Payload):
+    """A flaw in a candle series that has been repaired, with the rows backfilled and dropped."""
+
+    event_type = "market.repaired"
+
+    exchange: str
+    symbol: str
+    timeframe: Timeframe
+    start: UtcDatetime
+    end: UtcDatetime
+    kind: GapKind
+    backfilled: NonNegativeInt
+    dropped: NonNegativeInt
+    source: Literal["rest", "archive", "stream"]
+    duration_ms: NonNegativeFloat
+
+
+class ConnectorHealth(Payload):
+    """A periodic health report of one exchange connector."""
+
+    event_type = "provider.health"
+
+    connector: str
+    exchange: str
+    connected: bool
+    last_trade_at: UtcDatetime | None = None
+    last_candle_at: UtcDatetime | None = None
+    lag_ms: NonNegativeFloat
+    messages_per_s: NonNegativeFloat
+    reconnects: NonNegativeInt
+    gaps: NonNegativeInt
+    rate_limit_waits: NonNegativeInt
+
+
+class _SeriesIncident(Payload):
+    """Fields every data-quality incident carries: its id, the series and the chosen action."""
+
+    incident_id: str
+    exchange: str
+    symbol: str
+    timeframe: Timeframe
+    action: IncidentAction
+    quality_score: QualityScore
+    reason: str
+
+
+class IncidentOpened(_SeriesIncident):
+    """A series fell below its quality bar and the provider opened an incident for it."""
+
+    event_type = "provider.incident.opened"
+
+    opened_at: UtcDatetime
+
+
+class IncidentResolved(_SeriesIncident):
+    """An incident whose series is healthy again; `quality_score` is the score after the fix."""
+
+    event_type = "provider.incident.resolved"
+
+    resolved_at: UtcDatetime
+    duration_s: NonNegativeFloat
+
+
+class IncidentEscalated(_SeriesIncident):
+    """An incident the provider could not fix by itself and hands to an operator."""
+
+    event_type = "provider.incident.escalated"
+
+    attempts: NonNegativeInt
+    escalated_at: UtcDatetime
+
+
+EVENTS: tuple[type[Payload], ...] = (
+    TradeExecuted,
+    CandleClosed,
+    BookUpdated,
+    TickerUpdated,
+    GapDetected,
+    GapRepaired,
+    ConnectorHealth,
+    IncidentOpened,
+    IncidentResolved,
+    IncidentEscalated,
+)

@@ -1,0 +1,48 @@
+"""Logging for every role: rich lines on a terminal, JSON lines otherwise (or with --log-json).
+
+Logs go to stderr: stdout belongs to data that scripts read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonLines(logging.Formatter):
+    """Format each record as one JSON object with its extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                doc[key] = value if isinstance(value, str | int | float | bool) else str(value)
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
+def setup_logging(level: str = "INFO", *, json_lines: bool | None = None) -> None:
+    """Configure the `bfx` loggers once for this process."""
+    use_json = json_lines if json_lines is not None else not sys.stderr.isatty()
+    handler: logging.Handler
+    if use_json:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonLines())
+    else:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, rich_tracebacks=False)
+    root = logging.getLogger("bfx")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,212 @@
+"""Market history in SQLite: candles and trades keyed by series, written with upserts.
+
+Kept in its own file (`market.db`) beside the audit store, so that bulk downloads and the recorder
+never wait on each other's write lock. Prices are stored as REAL: candles feed analysis in float;
+exact money (orders, fills, balances) lives in events as Decimal.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, Self
+
+if TYPE_CHECKING:
+    import polars as pl
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS candles (
+    exchange TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
+    open_ms INTEGER NOT NULL,
+    open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
+    volume REAL NOT NULL, trades INTEGER,
+    PRIMARY KEY (exchange, symbol, timeframe, open_ms)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trades (
+    exchange TEXT NOT NULL, symbol TEXT NOT NULL, time_ms INTEGER NOT NULL,
+    trade_id TEXT NOT NULL, price REAL NOT NULL, amount REAL NOT NULL, side TEXT NOT NULL,
+    PRIMARY KEY (exchange, symbol, time_ms, trade_id)
+) WITHOUT ROWID;
+"""
+
+CANDLE_COLUMNS = ("open_ms", "open", "high", "low", "close", "volume", "trades")
+
+
+class CandleRow(NamedTuple):
+    """One candle of a series; `open_ms` is the open time in UTC milliseconds."""
+
+    open_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trades: int | None = None
+
+
+class TradeRow(NamedTuple):
+    """One trade of a symbol; `time_ms` in UTC milliseconds."""
+
+    time_ms: int
+    trade_id: str
+    price: float
+    amount: float
+    side: str
+
+
+class SeriesKey(NamedTuple):
+    """Which series: exchange, symbol and timeframe."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+
+
+class SeriesInfo(NamedTuple):
+    """What the store holds of one candle series."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    rows: int
+    first_ms: int
+    last_ms: int
+
+
+class MarketStore:
+    """Candles and trades in one SQLite file (WAL)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def upsert_candles(self, key: SeriesKey, rows: Iterable[CandleRow]) -> int:
+        """Insert or replace candles of one series in one transaction; return how many."""
+        params = [(*key, *row) for row in rows]
+        with _transaction(self.conn):
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO candles VALUES (?,?,?,?,?,?,?,?,?,?)", params
+            )
+        return len(params)
+
+    def candles(
+        self,
+        key: SeriesKey,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> list[CandleRow]:
+        """Return candles with `since_ms <= open_ms <= until_ms`, oldest first.
+
+        With `newest`, the last `limit` candles of the range are returned (still oldest first).
+        """
+        sql = f"SELECT {', '.join(CANDLE_COLUMNS)} FROM candles WHERE exchange=? AND symbol=? " \
+              "AND timeframe=?"
+        params: list[object] = list(key)
+        if since_ms is not None:
+            sql += " AND open_ms >= ?"
+            params.append(since_ms)
+        if until_ms is not None:
+            sql += " AND open_ms <= ?"
+            params.append(until_ms)
+        sql += " ORDER BY open_ms DESC" if newest else " ORDER BY open_ms"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = [CandleRow(*r) for r in self.conn.execute(sql, params)]
+        return rows[::-1] if newest else rows
+
+    def candles_frame(self, key: SeriesKey, **kwargs: int | None) -> pl.DataFrame:
+        """Return candles as a polars frame with a UTC `time` column (see `candles`)."""
+        import polars as pl
+
+        rows = self.candles(key, **kwargs)  # type: ignore[arg-type]
+        frame = pl.DataFrame(
+            rows,
+            schema={"open_ms": pl.Int64, "open": pl.Float64, "high": pl.Float64,
+                    "low": pl.Float64, "close": pl.Float64, "volume": pl.Float64,
+                    "trades": pl.Int64},
+            orient="row",
+        )
+        return frame.with_columns(
+            pl.from_epoch("open_ms", time_unit="ms").dt.replace_time_zone("UTC").alias("time")
+        )
+
+    def delete_candles(self, key: SeriesKey, open_ms: Sequence[int]) -> int:
+        """Delete the given candles of a series; return how many were deleted."""
+        with _transaction(self.conn):
+            cur = self.conn.executemany(
+                "DELETE FROM candles WHERE exchange=? AND symbol=? AND timeframe=? AND open_ms=?",
+                [(*key, ms) for ms in open_ms],
+            )
+        return max(cur.rowcount, 0)
+
+    def series(self) -> list[SeriesInfo]:
+        """Return every candle series held, with row count and first/last open time."""
+        rows = self.conn.execute(
+            "SELECT exchange, symbol, timeframe, count(*), min(open_ms), max(open_ms) "
+            "FROM candles GROUP BY exchange, symbol, timeframe ORDER BY 1, 2, 3"
+        )
+        return [SeriesInfo(*r) for r in rows]
+
+    def upsert_trades(self, exchange: str, symbol: str, rows: Iterable[TradeRow]) -> int:
+        """Insert trades (a trade already held is kept as it is); return how many were given."""
+        params = [(exchange, symbol, *row) for row in rows]
+        with _transaction(self.conn):
+            self.conn.executemany("INSERT OR IGNORE INTO trades VALUES (?,?,?,?,?,?,?)", params)
+        return len(params)
+
+    def trades(
+        self,
+        exchange: str,
+        symbol: str,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[TradeRow]:
+        """Return trades of a symbol in time order."""
+        sql = "SELECT time_ms, trade_id, price, amount, side FROM trades " \
+              "WHERE exchange=? AND symbol=?"
+        params: list[object] = [exchange, symbol]
+        if since_ms is not None:
+            sql += " AND time_ms >= ?"
+            params.append(since_ms)
+        if until_ms is not None:
+            sql += " AND time_ms <= ?"
+            params.append(until_ms)
+        sql += " ORDER BY time_ms, trade_id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [TradeRow(*r) for r in self.conn.execute(sql, params)]
+
+
+class _transaction:
+    """BEGIN ... COMMIT on an autocommit connection; ROLLBACK if the block raises."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
