@@ -29,6 +29,8 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Run every benchmark script; each prints a table of ratios against its baseline."""
     session.install("-e", ".[dev]")
-    scripts = session.posargs or sorted(str(p) for p in __import__("pathlib").Path("benchmarks").glob("*.py"))
+    scripts = session.posargs or sorted(
+        str(p) for p in __import__("pathlib").Path("benchmarks").glob("*.py")
+    )
     for script in scripts:
         session.run("python", script)

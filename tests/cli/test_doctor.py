@@ -48,7 +48,8 @@ def test_config_layers_file_then_environment_then_flags(tmp_path: Path, runner: 
     config.write_text('namespace = "from-file"\nbus_maxlen = 5000\nlog_level = "DEBUG"\n')
     env = {"BFX_NAMESPACE": "", "BFX_BUS_MAXLEN": "7000"}
     result = runner.invoke(
-        app, ["--config", str(config), "--namespace", "from-flag", "config", "show", "--json"],
+        app,
+        ["--config", str(config), "--namespace", "from-flag", "config", "show", "--json"],
         env=env,
     )
     assert result.exit_code == 0, result.output

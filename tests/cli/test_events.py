@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -9,28 +10,51 @@ import sys
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from typer.testing import CliRunner
 
+from barfinex_cli.bus.redis_streams import RedisStreamsBus
 from barfinex_cli.cli.main import app
 from barfinex_cli.contracts.detector import RuleAttribution, SignalGenerated
-from barfinex_cli.contracts.envelope import make_event
+from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import CandleClosed
 from cli.conftest import BfxRun
+from conftest import REDIS_URL
 
 CANDLE = CandleClosed(
-    exchange="replay", symbol="BTC/USDT", timeframe="1m",
-    open_time=datetime(2024, 1, 1, tzinfo=UTC), open=Decimal("100"), high=Decimal("101"),
-    low=Decimal("99"), close=Decimal("100.5"), volume=Decimal("3"),
+    exchange="replay",
+    symbol="BTC/USDT",
+    timeframe="1m",
+    open_time=datetime(2024, 1, 1, tzinfo=UTC),
+    open=Decimal("100"),
+    high=Decimal("101"),
+    low=Decimal("99"),
+    close=Decimal("100.5"),
+    volume=Decimal("3"),
 )
 
 
 def _signal() -> SignalGenerated:
     return SignalGenerated(
-        strategy="trend", instance="t1", exchange="replay", symbol="BTC/USDT", timeframe="1m",
-        candle_time=datetime(2024, 1, 1, tzinfo=UTC), direction="long", score=2.0, threshold=1.5,
-        attribution=[RuleAttribution(rule="ema_cross", held=True, weight=2.0, direction="long",
-                                     values={"ema_fast": 100.2})],
+        strategy="trend",
+        instance="t1",
+        exchange="replay",
+        symbol="BTC/USDT",
+        timeframe="1m",
+        candle_time=datetime(2024, 1, 1, tzinfo=UTC),
+        direction="long",
+        score=2.0,
+        threshold=1.5,
+        attribution=[
+            RuleAttribution(
+                rule="ema_cross",
+                held=True,
+                weight=2.0,
+                direction="long",
+                values={"ema_fast": 100.2},
+            )
+        ],
     )
 
 
@@ -57,17 +81,35 @@ def test_publish_rejects_an_invalid_payload_naming_the_field(runner: CliRunner) 
     assert "not a valid market.candle" in result.output
 
 
-def test_tail_prints_events_published_by_another_process(bfx: BfxRun, cli_env: dict[str, str]
-                                                         ) -> None:
+def test_tail_prints_events_published_by_another_process(
+    bfx: BfxRun, cli_env: dict[str, str]
+) -> None:
     tail = subprocess.Popen(
-        [sys.executable, "-m", "barfinex_cli", "events", "tail", "-t", "inspector.*", "--json",
-         "--count", "1"],
-        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "barfinex_cli",
+            "events",
+            "tail",
+            "-t",
+            "inspector.*",
+            "--json",
+            "--count",
+            "1",
+        ],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         time.sleep(2.0)  # let the tail start and find streams
-        sent = bfx("events", "publish", "inspector.alert",
-                   '{"severity": "warning", "message": "drawdown near limit"}')
+        sent = bfx(
+            "events",
+            "publish",
+            "inspector.alert",
+            '{"severity": "warning", "message": "drawdown near limit"}',
+        )
         assert sent.returncode == 0, sent.stderr
         out, err = tail.communicate(timeout=30)
     finally:
@@ -78,20 +120,29 @@ def test_tail_prints_events_published_by_another_process(bfx: BfxRun, cli_env: d
     assert event["payload"]["message"] == "drawdown near limit"
 
 
-async def test_record_then_query_and_trace_a_chain(bfx: BfxRun, cli_env: dict[str, str],
-                                                   redis_bus: object) -> None:
-    from barfinex_cli.bus.redis_streams import RedisStreamsBus
+async def _publish(namespace: str, events: list[Envelope[Any]]) -> None:
+    bus = RedisStreamsBus(REDIS_URL, namespace)
+    await bus.publish_many(events)
+    await bus.close()
 
-    assert isinstance(redis_bus, RedisStreamsBus)
-    bus = RedisStreamsBus(redis_bus.url, cli_env["BFX_NAMESPACE"])
+
+async def _purge(namespace: str) -> None:
+    bus = RedisStreamsBus(REDIS_URL, namespace)
+    await bus.delete_namespace()
+    await bus.close()
+
+
+def test_record_then_query_and_trace_a_chain(bfx: BfxRun, cli_env: dict[str, str]) -> None:
     candle = make_event(CANDLE, source="provider")
     signal_event = make_event(_signal(), source="detector/t1", parent=candle)
-    await bus.publish_many([candle, signal_event])
-    await bus.close()
+    asyncio.run(_publish(cli_env["BFX_NAMESPACE"], [candle, signal_event]))
 
     recorder = subprocess.Popen(
         [sys.executable, "-m", "barfinex_cli", "events", "record"],
-        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -118,6 +169,7 @@ async def test_record_then_query_and_trace_a_chain(bfx: BfxRun, cli_env: dict[st
     human = bfx("trace", signal_event.id[:13])
     assert human.returncode == 0
     assert "market.candle" in human.stdout and "detector.signal" in human.stdout
+    asyncio.run(_purge(cli_env["BFX_NAMESPACE"]))
 
 
 def test_trace_of_an_unknown_id_names_the_fix(bfx: BfxRun) -> None:

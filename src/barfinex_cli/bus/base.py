@@ -4,8 +4,8 @@ Semantics (both transports):
 - Events of one type are delivered in publish order. Each type is its own stream.
 - A consumer group shares the work of its streams among its consumers; an event is handled by one
   consumer of the group, and stays pending until that consumer acknowledges it.
-- A consumer restarted under the same name first gets back its own pending (unacknowledged) events;
-  entries pending on a consumer that has been idle longer than `claim_idle_ms` are claimed by another.
+- A consumer restarted under the same name first gets back its own pending (unacknowledged)
+  events; entries pending on a consumer idle longer than `claim_idle_ms` are claimed by another.
 - A message that does not decode is moved to the dead-letter stream with the reason, acknowledged on
   its own stream, counted, and never stops the consumer.
 - `tail` reads without a group: live fan-out, from now or from a stream id.
@@ -18,7 +18,7 @@ import fnmatch
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from barfinex_cli.contracts.envelope import Envelope
 
@@ -30,8 +30,7 @@ DEAD_LETTER = "_deadletter"
 """The stream that holds messages which failed to decode; never matched by type patterns."""
 
 
-@dataclass(slots=True, frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     """One event handed to a consumer: its type stream, its stream entry id and the event."""
 
     type: str

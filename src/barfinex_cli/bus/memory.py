@@ -2,8 +2,8 @@
 
 Same streams per type, entry ids, consumer groups, pending lists, reclaim, dead letters and tail as
 `redis_streams`, so the same role code and the same behaviour suite run on both. Events published
-as objects are handed over as they are (they are immutable); bytes given to `publish_raw` are decoded
-on delivery, exactly where the Redis transport decodes.
+as objects are handed over as they are (they are immutable); bytes given to `publish_raw` are
+decoded on delivery, exactly where the Redis transport decodes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
 from barfinex_cli.bus.base import (
     DEAD_LETTER,
     AnyEnvelope,
@@ -29,10 +31,9 @@ from barfinex_cli.contracts.codec import MalformedEvent, decode
 Item = AnyEnvelope | bytes
 
 
-@dataclass(slots=True)
-class _Pending:
+class _Pending(NamedTuple):
     consumer: str
-    index: int
+    position: int
     delivered_ms: float
 
 
@@ -107,7 +108,7 @@ class MemoryBus:
         return stream
 
     def _append(self, event_type: str, item: Item) -> str:
-        stream = self._stream(event_type)
+        stream = self._streams.get(event_type) or self._stream(event_type)
         entry_id = self._next_id()
         stream.ids.append(entry_id)
         stream.entries.append(item)
@@ -287,20 +288,31 @@ class MemoryConsumer:
                 own = p.consumer == self.name
                 stale = not own and now - p.delivered_ms >= self.claim_idle_ms
                 if (own and self._recovering) or stale:
-                    p.consumer = self.name
-                    p.delivered_ms = now
-                    self._deliver(out, event_type, stream, group, p.index, entry_id)
+                    group.pending[entry_id] = _Pending(self.name, p.position, now)
+                    self._deliver(out, event_type, stream, group, p.position, entry_id)
         self._recovering = False
         for event_type, stream in streams:
             group = stream.groups[self.group]
-            while group.next_index < stream.end and len(out) < count:
-                index = max(group.next_index, stream.base)
-                group.next_index = index + 1
-                got = stream.get(index)
-                if got is None:
-                    continue
-                group.pending[got[0]] = _Pending(self.name, index, now)
-                self._deliver(out, event_type, stream, group, index, got[0])
+            first = max(group.next_index, stream.base)
+            last = min(stream.end, first + count - len(out))
+            if last <= first:
+                continue
+            group.next_index = last
+            lo, hi = first - stream.base, last - stream.base
+            pending = group.pending
+            name = self.name
+            for index, entry_id, item in zip(
+                range(first, last), stream.ids[lo:hi], stream.entries[lo:hi], strict=True
+            ):
+                if type(item) is bytes:
+                    delivery = self.bus._decode(event_type, entry_id, item)
+                    if delivery is None:
+                        self.dead_lettered += 1
+                        continue
+                else:
+                    delivery = Delivery(event_type, entry_id, item)  # type: ignore[arg-type]
+                pending[entry_id] = _Pending(name, index, now)
+                out.append(delivery)
         return out
 
     def _deliver(

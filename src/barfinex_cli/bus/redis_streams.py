@@ -129,7 +129,7 @@ class RedisStreamsBus:
             if not positions:
                 await asyncio.sleep(min(block_ms / 1000, REFRESH_S))
                 continue
-            reply = await self.redis.xread(
+            reply: Any = await self.redis.xread(
                 positions,  # type: ignore[arg-type]
                 count=500,
                 block=min(block_ms, int(REFRESH_S * 1000)),
@@ -149,7 +149,7 @@ class RedisStreamsBus:
                         continue  # tailing never dead-letters: the groups do that once
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        rows = await self.redis.xrevrange(self._dead_key, count=limit)
+        rows: Any = await self.redis.xrevrange(self._dead_key, count=limit)
         out = []
         for raw_id, f in reversed(rows):
             out.append(
@@ -265,7 +265,7 @@ class RedisConsumer:
             return []
         redis = self.bus.redis
         if self._recovering:
-            reply = await redis.xreadgroup(
+            reply: Any = await redis.xreadgroup(
                 self.group, self.name, dict.fromkeys(self._streams, "0"), count=count
             )
             out = await self._decode_reply(reply)
@@ -278,15 +278,15 @@ class RedisConsumer:
             if out:
                 return out
         block = max(1, min(block_ms, int(REFRESH_S * 1000)))
-        reply = await redis.xreadgroup(
+        fresh: Any = await redis.xreadgroup(
             self.group, self.name, dict.fromkeys(self._streams, ">"), count=count, block=block
         )
-        return await self._decode_reply(reply)
+        return await self._decode_reply(fresh)
 
     async def _autoclaim(self, count: int) -> list[Delivery]:
         out: list[Delivery] = []
         for key in self._streams:
-            reply = await self.bus.redis.xautoclaim(
+            reply: Any = await self.bus.redis.xautoclaim(
                 key, self.group, self.name, self.claim_idle_ms, start_id="0-0", count=count
             )
             out.extend(await self._decode_entries(key, reply[1]))

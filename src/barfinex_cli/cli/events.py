@@ -54,7 +54,9 @@ def event_line(event: Envelope[Any]) -> str:
 
 @app.command("schema")
 def schema(
-    event_type: Annotated[str | None, typer.Argument(help="Type to show; omit for the list.")] = None,
+    event_type: Annotated[
+        str | None, typer.Argument(help="Type to show; omit for the list.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Print the event catalogue, or the JSON Schema of one type's payload.
@@ -147,7 +149,9 @@ def open_store(ctx: typer.Context) -> Any:
 def query(
     ctx: typer.Context,
     types: TypeOpt = None,
-    since: Annotated[str | None, typer.Option(help="From this time: ISO 8601 or 15m/2h/3d.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this time: ISO 8601 or 15m/2h/3d.")
+    ] = None,
     until: Annotated[str | None, typer.Option(help="Up to this time: ISO 8601 or an age.")] = None,
     trace_id: Annotated[str | None, typer.Option("--trace", help="Only this trace id.")] = None,
     source: Annotated[str | None, typer.Option(help="Only events from this source.")] = None,
@@ -267,7 +271,14 @@ def dead_letters(
     for letter in asyncio.run(fetch()):
         data = letter.data.decode(errors="replace")
         if as_json:
-            print_json_line({"id": letter.entry_id, "type": letter.type,
-                             "origin_id": letter.origin_id, "error": letter.error, "data": data})
+            print_json_line(
+                {
+                    "id": letter.entry_id,
+                    "type": letter.type,
+                    "origin_id": letter.origin_id,
+                    "error": letter.error,
+                    "data": data,
+                }
+            )
         else:
             typer.echo(f"{letter.entry_id}  {letter.type}  {letter.error}  {data[:80]}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -22,7 +21,7 @@ from barfinex_cli.errors import BfxError
 class BfxGroup(TyperGroup):
     """The root group: turns a `BfxError` anywhere below it into one red line and an exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context
         try:
             return super().invoke(ctx)
         except BfxError as exc:
@@ -57,33 +56,58 @@ def main(
     ctx: typer.Context,
     config_file: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="Settings file (default: ./bfx.toml if present).",
-                     envvar="BFX_CONFIG", show_envvar=True),
+        typer.Option(
+            "--config",
+            "-c",
+            help="Settings file (default: ./bfx.toml if present).",
+            envvar="BFX_CONFIG",
+            show_envvar=True,
+        ),
     ] = None,
     data_dir: Annotated[
         Path | None,
-        typer.Option("--data-dir", help="Data directory (default: ~/.bfx).", envvar="BFX_HOME",
-                     show_envvar=True),
+        typer.Option(
+            "--data-dir",
+            help="Data directory (default: ~/.bfx).",
+            envvar="BFX_HOME",
+            show_envvar=True,
+        ),
     ] = None,
     redis_url: Annotated[
         str | None,
-        typer.Option("--redis-url", help="Redis URL (default: redis://127.0.0.1:6379/0).",
-                     envvar="BFX_REDIS_URL", show_envvar=True),
+        typer.Option(
+            "--redis-url",
+            help="Redis URL (default: redis://127.0.0.1:6379/0).",
+            envvar="BFX_REDIS_URL",
+            show_envvar=True,
+        ),
     ] = None,
     namespace: Annotated[
         str | None,
-        typer.Option("--namespace", "-n", help="Bus namespace: streams are bfx:NAMESPACE:TYPE.",
-                     envvar="BFX_NAMESPACE", show_envvar=True),
+        typer.Option(
+            "--namespace",
+            "-n",
+            help="Bus namespace: streams are bfx:NAMESPACE:TYPE.",
+            envvar="BFX_NAMESPACE",
+            show_envvar=True,
+        ),
     ] = None,
     bus: Annotated[
         str | None,
-        typer.Option("--bus", help="Event bus: redis or memory (in-process, one process only).",
-                     envvar="BFX_BUS", show_envvar=True),
+        typer.Option(
+            "--bus",
+            help="Event bus: redis or memory (in-process, one process only).",
+            envvar="BFX_BUS",
+            show_envvar=True,
+        ),
     ] = None,
     log_json: Annotated[
         bool | None,
-        typer.Option("--log-json/--log-rich", help="Logs as JSON lines (default when not a TTY).",
-                     show_default=False),
+        typer.Option(
+            "--log-json/--log-rich",
+            help="Logs as JSON lines (default when not a TTY).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Global options apply to every command."""

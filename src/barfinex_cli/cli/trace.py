@@ -15,7 +15,7 @@ def build_tree(events: list[Envelope[Any]]) -> list[dict[str, Any]]:
     nodes: dict[str, dict[str, Any]] = {
         e.id: {"event": e.model_dump(mode="json", by_alias=True), "children": []} for e in events
     }
-    roots = []
+    roots: list[dict[str, Any]] = []
     for e in events:
         parent = nodes.get(e.parent_id) if e.parent_id else None
         (parent["children"] if parent is not None else roots).append(nodes[e.id])
@@ -48,8 +48,10 @@ def trace(
     def label(node: dict[str, Any]) -> str:
         e = by_id[node["event"]["id"]]
         mark = "[bold yellow]*[/] " if e.id.startswith(ref) else ""
-        return (f"{mark}[bold]{e.type}[/] [dim]{e.ts:%Y-%m-%d %H:%M:%S} {e.source} {e.id}[/]\n"
-                f"{escape(summary(e, 8))}")
+        return (
+            f"{mark}[bold]{e.type}[/] [dim]{e.ts:%Y-%m-%d %H:%M:%S} {e.source} {e.id}[/]\n"
+            f"{escape(summary(e, 8))}"
+        )
 
     def grow(branch: Tree, node: dict[str, Any]) -> None:
         for child in node["children"]:

@@ -54,7 +54,7 @@ def make_event(
 ) -> Envelope[Any]:
     """Wrap `payload` in a new envelope; a child of `parent` inherits its trace."""
     event_id = uuid7()
-    cls: type[Envelope[Any]] = Envelope[type(payload)]  # type: ignore[misc]
+    cls: type[Envelope[Any]] = Envelope[type(payload)]  # type: ignore[misc,assignment]
     return cls(
         id=event_id,
         type=payload.event_type,

@@ -22,7 +22,7 @@ from barfinex_cli.errors import ConfigError
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ENV_PREFIX = "BFX_"
 
-_toml_data: ContextVar[dict[str, Any]] = ContextVar("bfx_toml_data", default={})
+_toml_data: ContextVar[dict[str, Any] | None] = ContextVar("bfx_toml_data", default=None)
 
 
 def default_home() -> Path:
@@ -70,10 +70,10 @@ class _TomlSource(PydanticBaseSettingsSource):
     """The lowest-priority source: the TOML file `load_settings` read."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return _toml_data.get().get(field_name), field_name, False
+        return (_toml_data.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_toml_data.get())
+        return dict(_toml_data.get() or {})
 
 
 def find_config(explicit: Path | None) -> Path | None:
