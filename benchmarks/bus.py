@@ -164,14 +164,18 @@ def codec_us(event: Envelope[Any], rounds: int = 20_000) -> float:
     return (time.perf_counter() - start) / rounds * 1e6
 
 
-async def recorder(events: list[Envelope[Any]]) -> float:
+async def recorder(events: list[Envelope[Any]], *, as_bytes: bool) -> float:
+    """Recorder throughput; `as_bytes` delivers JSON that is decoded and validated on delivery
+    (as off Redis), otherwise the in-process bus hands over objects that the recorder encodes."""
     bus = MemoryBus("bench", maxlen=len(events) * 2)
-    raw = [(e, encode(e)) for e in events]
     with tempfile.TemporaryDirectory() as tmp:
         store = AuditStore(Path(tmp) / "audit.db")
         consumer = await bus.consumer("recorder", "r", ["*"], start="0")
-        for e, blob in raw:
-            await bus.publish_raw(e.type, blob)  # as off Redis: bytes that decode on delivery
+        if as_bytes:
+            for e in events:
+                await bus.publish_raw(e.type, encode(e))
+        else:
+            await bus.publish_many(events)
         rec = Recorder(consumer, store, batch_size=1000, block_ms=10)
         start = time.perf_counter()
         while rec.written < len(events):
@@ -186,7 +190,8 @@ async def main(n: int) -> None:
     raw = await raw_redis(events)
     typed = await typed_redis(events)
     mem = await memory(candles(max(n, 200_000)))
-    rec = await recorder(events)
+    rec_objects = await recorder(events, as_bytes=False)
+    rec_bytes = await recorder(events, as_bytes=True)
     table = Table(title=f"bus benchmark ({n:,} events, batches of {BATCH})", title_justify="left")
     for col in ("figure", "measured", "baseline", "ratio", "target"):
         table.add_column(col)
@@ -207,9 +212,20 @@ async def main(n: int) -> None:
         "envelope encode+decode: advisor.decision", f"{codec_us(decision()):.1f} us", "-", "-", "-"
     )
     table.add_row(
-        "recorder: events -> SQLite (batched)", f"{rec:,.0f} ev/s", "-", "-", ">= 50,000 ev/s"
+        "recorder: events -> SQLite (batched, encodes)",
+        f"{rec_objects:,.0f} ev/s",
+        "-",
+        "-",
+        ">= 50,000 ev/s",
     )
-    Console().print(table)
+    table.add_row(
+        "recorder: bytes -> validated -> SQLite",
+        f"{rec_bytes:,.0f} ev/s",
+        "-",
+        "-",
+        ">= 50,000 ev/s",
+    )
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":
