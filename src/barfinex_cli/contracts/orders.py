@@ -16,6 +16,7 @@ from barfinex_cli.contracts.types import Model, Payload, UtcDatetime
 
 OrderSide = Literal["buy", "sell"]
 OrderType = Literal["market", "limit", "stop_market", "stop_limit"]
+OrderStatus = Literal["submitted", "open", "filled", "cancelled", "rejected"]
 PositionSide = Literal["long", "short", "flat"]
 Amount = Annotated[Decimal, Field(ge=0)]
 
@@ -38,6 +39,8 @@ class OrderState(Model):
     filled: Amount = Decimal(0)
     average_price: Decimal | None = None
     decision_id: str | None = None
+    status: OrderStatus | None = None
+    """Where the order stands; None where the source did not say."""
 
 
 class Fill(Model):

@@ -1,0 +1,1 @@
+"""The advisor role (lands with a later issue; see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""The inspector role (lands with a later issue; see docs/architecture.md)."""

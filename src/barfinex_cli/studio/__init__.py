@@ -1,0 +1,1 @@
+"""The studio role (lands with a later issue; see docs/architecture.md)."""
