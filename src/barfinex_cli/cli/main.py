@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from barfinex_cli import __version__
-from barfinex_cli.cli import config, doctor, events, pending, trace
+from barfinex_cli.cli import config, data, doctor, events, pending, trace
 from barfinex_cli.cli.state import State
 from barfinex_cli.errors import BfxError
 
@@ -143,9 +143,10 @@ def version(
 
 app.add_typer(config.app, name="config")
 app.add_typer(events.app, name="events")
+app.add_typer(data.app, name="data")
 app.command("doctor")(doctor.doctor)
 app.command("trace")(trace.trace)
-pending.mount(app)
+pending.mount(app, skip=frozenset({"data"}))
 
 
 def run() -> None:

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         """Return the SQLite file of the audit store."""
         return self.home / "audit.db"
 
+    @property
+    def market_path(self) -> Path:
+        """Return the SQLite file of market history (candles and trades)."""
+        return self.home / "market.db"
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -1,0 +1,158 @@
+"""`bfx data`: import, list, export and synth against a real market store in a temporary home."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from barfinex_cli.cli import data
+from barfinex_cli.cli.main import BfxGroup
+from barfinex_cli.provider.synthetic import generate_candles
+from barfinex_cli.store.market import MarketStore, SeriesKey
+
+START = 1_704_067_200_000
+CANDLES = generate_candles("BTC/USDT", START, 30)
+
+
+def _root() -> typer.Typer:
+    """The data group under a root with bfx's error exit point (until main.py mounts it)."""
+    root = typer.Typer(cls=BfxGroup)
+
+    @root.callback()
+    def _root_callback() -> None:
+        """Test root."""
+
+    root.add_typer(data.app, name="data")
+    return root
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> CliRunner:
+    return CliRunner(env={"BFX_HOME": str(tmp_path / "home"), "BFX_CONFIG": None})
+
+
+def _klines(path: Path, extra: list[str] | None = None) -> Path:
+    lines = [
+        f"{c.open_ms},{c.open},{c.high},{c.low},{c.close},{c.volume},{c.open_ms + 59_999},"
+        f"1,{c.trades},0,0,0"
+        for c in CANDLES
+    ]
+    path.write_text("\n".join([*lines, *(extra or [])]) + "\n")
+    return path
+
+
+def test_import_list_export_round_trip(run: CliRunner, tmp_path: Path) -> None:
+    source = _klines(tmp_path / "BTCUSDT-1m-2024-01.csv")
+    result = run.invoke(_root(), ["data", "import", str(source)])
+    assert result.exit_code == 0, result.output
+    assert "imported 30 candles of imported BTC/USDT 1m (binance-klines, csv)" in result.stdout
+
+    listed = run.invoke(_root(), ["data", "list", "--json"])
+    assert json.loads(listed.stdout) == [
+        {"exchange": "imported", "symbol": "BTC/USDT", "timeframe": "1m", "rows": 30,
+         "first": "2024-01-01T00:00:00Z", "last": "2024-01-01T00:29:00Z", "label": ""}
+    ]  # fmt: skip
+
+    out = tmp_path / "out.csv"
+    exported = run.invoke(
+        _root(),
+        ["data", "export", "--exchange", "imported", "--symbol", "BTC/USDT", "--out", str(out),
+         "--since", "2024-01-01T00:10Z", "--until", "2024-01-01T00:19Z", "--json"],
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.stdout)["rows"] == 10
+    again = run.invoke(
+        _root(),
+        ["data", "import", str(out), "--exchange", "copy", "--symbol", "BTC/USDT", "--json"],
+    )
+    report = json.loads(again.stdout)
+    assert (report["layout"], report["imported"], report["rejected"]) == ("candles-header", 10, 0)
+    with MarketStore(tmp_path / "home" / "market.db") as store:
+        assert store.candles(SeriesKey("copy", "BTC/USDT", "1m")) == CANDLES[10:20]
+
+
+def test_bad_rows_are_listed_on_stderr_as_file_and_line(run: CliRunner, tmp_path: Path) -> None:
+    source = _klines(tmp_path / "BTCUSDT-1m-2024-01.csv", ["1704069000000,1,2,3"])
+    result = run.invoke(_root(), ["data", "import", str(source)])
+    assert result.exit_code == 0
+    assert "30 rows read" not in result.stdout and "31 rows read, 1 rejected" in result.stdout
+    assert f"{source}:31: expected 12 fields, found 4" in result.stderr
+    as_json = run.invoke(_root(), ["data", "import", str(source), "--json"])
+    assert json.loads(as_json.stdout)["errors"] == [f"{source}:31: expected 12 fields, found 4"]
+
+
+def test_import_mistakes_are_one_line_errors(run: CliRunner, tmp_path: Path) -> None:
+    unnamed = _klines(tmp_path / "prices.csv")
+    cases = [
+        (["data", "import", str(unnamed)], 2, "give --symbol"),
+        (["data", "import", str(tmp_path / "missing.csv")], 1, "no such file"),
+        (["data", "import", str(unnamed), "--symbol", "X/Y", "--kind", "bars"], 2, "--kind"),
+        (["data", "import", str(unnamed), "--symbol", "X/Y", "--exchange", "synthetic"], 2,
+         "kept for `bfx data synth`"),
+        (["data", "import", str(unnamed), "--symbol", "X/Y", "--columns", "ts=0,open=1"], 2,
+         "need high"),
+        (["data", "export", "--exchange", "a", "--symbol", "B/C", "--out", "x.txt"], 2,
+         ".csv or .parquet"),
+    ]  # fmt: skip
+    for args, code, message in cases:
+        result = run.invoke(_root(), args)
+        assert result.exit_code == code, (args, result.output)
+        assert message in result.stderr and "Traceback" not in result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_export_of_a_series_not_held_names_the_list_command(run: CliRunner, tmp_path: Path) -> None:
+    args = [
+        "data",
+        "export",
+        "--exchange",
+        "x",
+        "--symbol",
+        "B/C",
+        "--out",
+        str(tmp_path / "o.csv"),
+    ]
+    assert "bfx data import" in run.invoke(_root(), args).stderr  # no store yet
+    run.invoke(_root(), ["data", "synth", "--days", "0.01"])
+    result = run.invoke(_root(), args)
+    assert result.exit_code == 1 and "bfx data list" in result.stderr
+
+
+def test_synth_writes_a_labelled_reproducible_market(run: CliRunner, tmp_path: Path) -> None:
+    result = run.invoke(
+        _root(), ["data", "synth", "--symbols", "BTC/USDT,DOGE/USDT", "--days", "0.5", "--trades"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "synthetic BTC/USDT: 720 1m candles and" in result.stdout
+    rows = json.loads(run.invoke(_root(), ["data", "list", "--json"]).stdout)
+    assert {(r["symbol"], r["timeframe"], r["label"]) for r in rows} == {
+        ("BTC/USDT", "1m", "synthetic"),
+        ("DOGE/USDT", "1m", "synthetic"),
+        ("BTC/USDT", "trades", "synthetic"),
+        ("DOGE/USDT", "trades", "synthetic"),
+    }
+    with MarketStore(tmp_path / "home" / "market.db") as store:
+        held = store.candles(SeriesKey("synthetic", "BTC/USDT", "1m"))
+    assert held == generate_candles("BTC/USDT", START, 720, seed=7)
+    table = run.invoke(_root(), ["data", "list"]).stdout.splitlines()
+    assert table[0].split() == ["exchange", "symbol", "tf", "rows", "first", "last", "label"]
+    assert all(line.endswith("synthetic") for line in table[1:])
+
+
+def test_list_of_an_empty_home_says_how_to_add_data(run: CliRunner) -> None:
+    result = run.invoke(_root(), ["data", "list"])
+    assert result.exit_code == 0 and result.stdout == ""
+    assert "bfx data synth" in result.stderr
+    assert json.loads(run.invoke(_root(), ["data", "list", "--json"]).stdout) == []
+
+
+def test_every_data_command_has_help_with_an_example() -> None:
+    group = typer.main.get_command(data.app)
+    assert isinstance(group, typer.core.TyperGroup)
+    assert "Examples" in (group.help or "")
+    for name, command in group.commands.items():
+        assert "Example" in (command.help or ""), name

@@ -1,0 +1,287 @@
+"""Importers: every layout recognised, bad rows reported as file:line, and export reads back."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zipfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from barfinex_cli.errors import NotFound, UsageError
+from barfinex_cli.provider import importers
+from barfinex_cli.provider.importers import ColumnMap, import_file, read_file
+from barfinex_cli.provider.synthetic import generate_candles, generate_trades
+from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey
+
+START = 1_704_067_200_000  # 2024-01-01T00:00Z
+CANDLES = generate_candles("BTC/USDT", START, 20)
+TRADES = generate_trades(CANDLES[:2], "BTC/USDT")
+
+
+def _plain(rows: list[CandleRow]) -> list[CandleRow]:
+    return [c._replace(trades=None) for c in rows]
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def _ohlcv(c: CandleRow, ts: object = None) -> str:
+    return f"{c.open_ms if ts is None else ts},{c.open},{c.high},{c.low},{c.close},{c.volume}"
+
+
+def _kline(c: CandleRow, scale: int = 1) -> str:
+    close_time = (c.open_ms + 59_999) * scale
+    prices = f"{c.open},{c.high},{c.low},{c.close},{c.volume}"
+    return f"{c.open_ms * scale},{prices},{close_time},1.0,{c.trades},0.5,0.5,0"
+
+
+def test_freqtrade_json_arrays_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "BTC_USDT-1m.json"
+    path.write_text(
+        json.dumps([[c.open_ms, c.open, c.high, c.low, c.close, c.volume] for c in CANDLES])
+    )
+    parsed = read_file(path)
+    assert (parsed.layout, parsed.kind, parsed.symbol, parsed.timeframe) == (
+        "ohlcv-json", "candles", "BTC/USDT", "1m",
+    )  # fmt: skip
+    assert parsed.candles == _plain(CANDLES) and parsed.rejected == []
+
+
+def test_a_ccxt_csv_without_header_is_read(tmp_path: Path) -> None:
+    parsed = read_file(_write(tmp_path / "ETHUSDT-1m.csv", [_ohlcv(c) for c in CANDLES]))
+    assert (parsed.layout, parsed.symbol) == ("ohlcv-csv", "ETH/USDT")
+    assert parsed.candles == _plain(CANDLES)
+
+
+@pytest.mark.parametrize("scale", [1, 1000], ids=["ms", "us"])
+def test_binance_kline_dumps_are_read_in_ms_and_us(tmp_path: Path, scale: int) -> None:
+    parsed = read_file(
+        _write(tmp_path / "BTCUSDT-1m-2024-01.csv", [_kline(c, scale) for c in CANDLES])
+    )
+    assert (parsed.layout, parsed.symbol, parsed.timeframe) == ("binance-klines", "BTC/USDT", "1m")
+    assert parsed.candles == CANDLES  # trade counts come from column 8
+
+
+def test_binance_klines_with_their_header_are_read(tmp_path: Path) -> None:
+    header = (
+        "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
+        "taker_buy_quote_volume,ignore"
+    )
+    parsed = read_file(_write(tmp_path / "BTCUSDT-1m.csv", [header, *(_kline(c) for c in CANDLES)]))
+    assert parsed.layout == "binance-klines"
+    assert parsed.candles == CANDLES
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+STAMPS: dict[str, Callable[[int], str]] = {
+    "ms": str,
+    "s": lambda ms: str(ms // 1000),
+    "s-float": lambda ms: f"{ms / 1000:.1f}",
+    "iso-z": lambda ms: _at(ms).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    "iso-space": lambda ms: _at(ms).strftime("%Y-%m-%d %H:%M:%S"),
+    "iso-offset": lambda ms: _at(ms).astimezone(timezone(timedelta(hours=2))).isoformat(),
+}
+
+
+@pytest.mark.parametrize("stamp", STAMPS.values(), ids=STAMPS.keys())
+def test_a_named_header_reads_every_timestamp_form(
+    tmp_path: Path, stamp: Callable[[int], str]
+) -> None:
+    lines = [
+        "timestamp,open,high,low,close,volume",
+        *(_ohlcv(c, stamp(c.open_ms)) for c in CANDLES),
+    ]
+    parsed = read_file(_write(tmp_path / "prices.csv", lines), symbol="BTC/USDT")
+    assert parsed.layout == "candles-header"
+    assert parsed.rejected == []
+    assert parsed.candles == _plain(CANDLES)
+
+
+def test_a_trade_csv_with_header_is_read_and_numbered(tmp_path: Path) -> None:
+    lines = [
+        "timestamp,price,amount,side",
+        *(f"{t.time_ms},{t.price},{t.amount},{t.side}" for t in TRADES),
+    ]
+    parsed = read_file(_write(tmp_path / "SOLUSDT-trades.csv", lines))
+    assert (parsed.layout, parsed.kind, parsed.symbol) == ("trades-header", "trades", "SOL/USDT")
+    assert [(t.time_ms, t.price, t.amount, t.side) for t in parsed.trades] == [
+        (t.time_ms, t.price, t.amount, t.side) for t in TRADES
+    ]
+    assert len({t.trade_id for t in parsed.trades}) == len(TRADES)
+
+
+def test_binance_aggtrades_and_trades_dumps_are_read(tmp_path: Path) -> None:
+    maker = {"buy": "False", "sell": "True"}  # the buyer made the book when the taker sold
+    agg = [
+        f"{i},{t.price},{t.amount},{i},{i},{t.time_ms},{maker[t.side]},True"
+        for i, t in enumerate(TRADES)
+    ]
+    raw = [
+        f"{i},{t.price},{t.amount},{t.price * t.amount},{t.time_ms},{maker[t.side]},True"
+        for i, t in enumerate(TRADES)
+    ]
+    for name, lines, layout in (("BTCUSDT-aggTrades-2024-01.csv", agg, "binance-aggtrades"),
+                                ("BTCUSDT-trades-2024-01.csv", raw, "binance-trades")):  # fmt: skip
+        parsed = read_file(_write(tmp_path / name, lines))
+        assert parsed.layout == layout
+        assert [(t.time_ms, t.price, t.side) for t in parsed.trades] == [
+            (t.time_ms, t.price, t.side) for t in TRADES
+        ]
+        assert [t.trade_id for t in parsed.trades] == [str(i) for i in range(len(TRADES))]
+
+
+def test_parquet_and_feather_with_datetime_columns_are_read(tmp_path: Path) -> None:
+    frame = pl.DataFrame(
+        [c[:6] for c in CANDLES],
+        orient="row",
+        schema=["date", "open", "high", "low", "close", "volume"],
+    ).with_columns(pl.from_epoch("date", time_unit="ms").dt.replace_time_zone("UTC"))
+    frame.write_parquet(tmp_path / "BTC_USDT-1m.parquet")
+    frame.write_ipc(tmp_path / "BTC_USDT-1m.feather")
+    for name in ("BTC_USDT-1m.parquet", "BTC_USDT-1m.feather"):
+        parsed = read_file(tmp_path / name)
+        assert parsed.candles == _plain(CANDLES), name
+
+
+def test_zip_and_gzip_archives_are_read_as_their_csv(tmp_path: Path) -> None:
+    body = "".join(_kline(c) + "\n" for c in CANDLES)
+    with zipfile.ZipFile(tmp_path / "BTCUSDT-1m-2024-01.zip", "w") as archive:
+        archive.writestr("BTCUSDT-1m-2024-01.csv", body)
+    (tmp_path / "BTCUSDT-1m.csv.gz").write_bytes(gzip.compress(body.encode()))
+    for name in ("BTCUSDT-1m-2024-01.zip", "BTCUSDT-1m.csv.gz"):
+        assert read_file(tmp_path / name).candles == CANDLES, name
+
+
+def test_explicit_columns_by_index_and_by_name(tmp_path: Path) -> None:
+    odd = _write(
+        tmp_path / "odd.csv",
+        [f"x,{c.volume},{c.close},{c.open},{c.high},{c.low},{c.open_ms // 1000}" for c in CANDLES],
+    )
+    by_index = ColumnMap.parse("ts=6,open=3,high=4,low=5,close=2,volume=1")
+    assert read_file(odd, columns=by_index).candles == _plain(CANDLES)
+    named = _write(
+        tmp_path / "named.csv",
+        ["When,Px,Qty,Who", *(f"{t.time_ms},{t.price},{t.amount},{t.side}" for t in TRADES)],
+    )
+    parsed = read_file(named, columns=ColumnMap.parse("ts=When,price=Px,amount=Qty,side=Who"))
+    assert parsed.layout == "columns" and len(parsed.trades) == len(TRADES)
+
+
+def test_column_maps_that_cannot_work_are_refused() -> None:
+    with pytest.raises(UsageError, match="need high"):
+        ColumnMap.parse("ts=0,open=1,low=3,close=4,volume=5")
+    with pytest.raises(UsageError, match="ROLE=INDEX"):
+        ColumnMap.parse("ts=0,colour=1")
+
+
+def test_a_layout_it_cannot_tell_names_the_columns_flag(tmp_path: Path) -> None:
+    path = _write(tmp_path / "mystery.csv", ["1,2,3", "4,5,6"])
+    with pytest.raises(UsageError, match="--columns"):
+        read_file(path)
+    with pytest.raises(NotFound):
+        read_file(tmp_path / "missing.csv")
+
+
+def test_malformed_rows_are_reported_by_file_and_line_and_the_rest_imported(tmp_path: Path) -> None:
+    c = CANDLES
+    lines = [
+        "timestamp,open,high,low,close,volume",   # line 1
+        _ohlcv(c[0]),                             # 2
+        f"{c[1].open_ms},{c[1].open},oops,{c[1].low},{c[1].close},{c[1].volume}",  # 3
+        "",                                       # 4: blank lines are skipped, not rejected
+        _ohlcv(c[2]),                             # 5
+        f"{c[3].open_ms},1,2,3",                  # 6
+        f"{c[4].open_ms},10,9,11,10,1",           # 7
+        f"{c[5].open_ms + 30_000},10,11,9,10,1",  # 8
+        _ohlcv(c[2]),                             # 9: a duplicate of line 5
+        "yesterday,10,11,9,10,1",                 # 10
+        f"{c[6].open_ms},10,11,9,10,-1",          # 11
+        _ohlcv(c[7]),                             # 12
+    ]  # fmt: skip
+    path = _write(tmp_path / "BTCUSDT-1m.csv", lines)
+    with MarketStore(tmp_path / "market.db") as store:
+        report = import_file(store, path, exchange="test")
+        held = store.candles(SeriesKey("test", "BTC/USDT", "1m"))
+    assert report.errors == [
+        f"{path}:3: high 'oops' is not a number",
+        f"{path}:6: expected 6 fields, found 4",
+        f"{path}:7: high 9.0 is below low 11.0",
+        f"{path}:8: open time '{c[5].open_ms + 30_000}' is not on a 1m boundary",
+        f"{path}:9: duplicate open time (first on line 5)",
+        f"{path}:10: timestamp 'yesterday' is neither epoch s/ms/µs nor an ISO 8601 time",
+        f"{path}:11: volume -1.0 is negative",
+    ]
+    assert (report.rows_read, report.imported, report.rejected) == (10, 3, 7)
+    assert held == _plain([c[0], c[2], c[7]])
+
+
+def test_a_file_with_no_valid_row_writes_nothing(tmp_path: Path) -> None:
+    path = _write(tmp_path / "BTCUSDT-1m.csv", ["1,x,2,3,4,5", "2,x,2,3,4,5"])
+    with MarketStore(tmp_path / "market.db") as store:
+        with pytest.raises(UsageError, match="none valid"):
+            import_file(store, path)
+        assert store.series() == []
+
+
+def test_the_report_names_the_series_and_its_time_span(tmp_path: Path) -> None:
+    path = _write(tmp_path / "data.csv", [_ohlcv(c) for c in CANDLES[::5]])
+    with MarketStore(tmp_path / "market.db") as store:
+        with pytest.raises(UsageError, match="--symbol"):
+            import_file(store, path)
+        report = import_file(store, path, symbol="ADA/USDT")
+    assert (report.exchange, report.symbol, report.timeframe) == ("imported", "ADA/USDT", "5m")
+    assert report.first is not None and report.last is not None
+    assert int(report.first.timestamp() * 1000) == CANDLES[0].open_ms
+    assert int(report.last.timestamp() * 1000) == CANDLES[15].open_ms
+
+
+@pytest.mark.parametrize(
+    ("name", "symbol", "timeframe"),
+    [
+        ("BTCUSDT-1m-2024-01.csv", "BTC/USDT", "1m"),
+        ("BTC_USDT-5m.json", "BTC/USDT", "5m"),
+        ("BTC_USDT_USDT-1h-futures.feather", "BTC/USDT:USDT", "1h"),
+        ("ethusdt_15m.csv", "ETH/USDT", "15m"),
+        ("SOLUSDT-aggTrades-2024-01-01.zip", "SOL/USDT", None),
+        ("prices.csv", None, None),
+    ],
+)
+def test_file_names_say_symbol_and_timeframe(
+    name: str, symbol: str | None, timeframe: str | None
+) -> None:
+    assert importers.symbol_from_name(name) == symbol
+    assert importers.timeframe_from_name(name) == timeframe
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_export_round_trips_what_import_read(tmp_path: Path, suffix: str) -> None:
+    source = _write(tmp_path / "BTCUSDT-1m-2024-01.csv", [_kline(c) for c in CANDLES])
+    tape = _write(
+        tmp_path / "BTCUSDT-trades.csv",
+        [
+            "timestamp,id,price,amount,side",
+            *(f"{t.time_ms},{t.trade_id},{t.price},{t.amount},{t.side}" for t in TRADES),
+        ],
+    )
+    with MarketStore(tmp_path / "market.db") as store:
+        import_file(store, source, exchange="a")
+        import_file(store, tape, exchange="a")
+        key = SeriesKey("a", "BTC/USDT", "1m")
+        assert importers.export_candles(store, key, tmp_path / f"out{suffix}") == len(CANDLES)
+        assert importers.export_trades(store, "a", "BTC/USDT", tmp_path / f"tape{suffix}") == len(
+            TRADES
+        )
+        import_file(store, tmp_path / f"out{suffix}", exchange="b", symbol="BTC/USDT")
+        import_file(store, tmp_path / f"tape{suffix}", exchange="b", symbol="BTC/USDT")
+        assert store.candles(SeriesKey("b", "BTC/USDT", "1m")) == store.candles(key) == CANDLES
+        assert store.trades("b", "BTC/USDT") == store.trades("a", "BTC/USDT") == TRADES
