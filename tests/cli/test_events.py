@@ -166,7 +166,7 @@ def test_record_then_query_and_trace_a_chain(bfx: BfxRun, cli_env: dict[str, str
     tree = json.loads(bfx("trace", signal_event.id, "--json").stdout)
     assert tree[0]["event"]["id"] == candle.id
     assert tree[0]["children"][0]["event"]["id"] == signal_event.id
-    human = bfx("trace", signal_event.id[:13])
+    human = bfx("trace", signal_event.id[:28])
     assert human.returncode == 0
     assert "market.candle" in human.stdout and "detector.signal" in human.stdout
     asyncio.run(_purge(cli_env["BFX_NAMESPACE"]))

@@ -13,7 +13,16 @@ import typer
 from typer.core import TyperGroup
 
 from barfinex_cli import __version__
-from barfinex_cli.cli import config, data, doctor, events, pending, trace
+from barfinex_cli.cli import (
+    config,
+    data,
+    data_download,
+    doctor,
+    events,
+    pending,
+    provider,
+    trace,
+)
 from barfinex_cli.cli.state import State
 from barfinex_cli.errors import BfxError
 
@@ -143,10 +152,12 @@ def version(
 
 app.add_typer(config.app, name="config")
 app.add_typer(events.app, name="events")
+data.app.command("download")(data_download.download)
 app.add_typer(data.app, name="data")
+app.add_typer(provider.app, name="provider")
 app.command("doctor")(doctor.doctor)
 app.command("trace")(trace.trace)
-pending.mount(app, skip=frozenset({"data"}))
+pending.mount(app, skip=frozenset({"data", "provider"}))
 
 
 def run() -> None:

@@ -1,0 +1,293 @@
+"""`bfx data gaps` and `bfx data repair`: integrity of the market store, and its repair.
+
+Two command functions the `data` group mounts. `gaps` scans every stored candle series (holes,
+misaligned or impossible rows, freshness with `--live`) and scores it; `repair` plans the fix of
+one series, prints the plan, and without `--dry-run` backfills from the exchange's history (or the
+synthetic market), drops bad rows and verifies. Thin: the work is in `provider.gaps` and
+`provider.healing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from barfinex_cli.cli.state import state_of
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from barfinex_cli.contracts.types import Payload
+    from barfinex_cli.provider.gaps import ScanReport
+    from barfinex_cli.provider.healing import HealOutcome, RepairPlan
+    from barfinex_cli.runtime.settings import Settings
+    from barfinex_cli.store.market import MarketStore, SeriesKey
+
+ExchangeOpt = Annotated[str | None, typer.Option("--exchange", "-e", help="Only this exchange.")]
+SymbolOpt = Annotated[str | None, typer.Option("--symbol", "-s", help="Only this symbol.")]
+TimeframeOpt = Annotated[str | None, typer.Option("--timeframe", "-t", help="Only this timeframe.")]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(help="Range start: ISO time or an age (7d); holes before the first row count."),
+]
+UntilOpt = Annotated[
+    str | None,
+    typer.Option(help="Range end (open times): ISO time or an age; holes after the last count."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout, for scripts.")]
+
+
+def gaps(
+    ctx: typer.Context,
+    exchange: ExchangeOpt = None,
+    symbol: SymbolOpt = None,
+    timeframe: TimeframeOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Also judge freshness against the clock (live feeds).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Scan stored candle series for holes, bad rows and staleness; score each 0-100.
+
+    Severity is critical for structural faults (duplicates, disorder, misaligned or impossible
+    candles, seam), warn for holes and lag. Exits 0 whatever it finds: it is a report.
+
+    Examples:
+
+      bfx data gaps
+
+      bfx data gaps --exchange binance --symbol BTC/USDT --since 30d --until 1m
+
+      bfx data gaps --timeframe 1m --live --json
+    """
+    import time
+
+    from barfinex_cli.cli.render import print_json
+    from barfinex_cli.errors import NotFound
+    from barfinex_cli.provider.gaps import scan_store
+    from barfinex_cli.store.market import MarketStore, SeriesKey
+
+    path = _market_path(ctx)
+    since_ms, until_ms = _ms(since), _ms(until)
+    now_ms = int(time.time() * 1000) if live else None
+    with MarketStore(path) as store:
+        held = [
+            s
+            for s in store.series()
+            if (exchange is None or s.exchange == exchange)
+            and (symbol is None or s.symbol == symbol)
+            and (timeframe is None or s.timeframe == timeframe)
+        ]
+        if not held and (exchange or symbol or timeframe):
+            raise NotFound("no stored series matches those filters — `bfx data list` shows them")
+        reports = [
+            scan_store(store, SeriesKey(s.exchange, s.symbol, s.timeframe), since_ms=since_ms,
+                       until_ms=until_ms, now_ms=now_ms)
+            for s in held
+        ]  # fmt: skip
+    if as_json:
+        print_json([r.to_dict() for r in reports])
+        return
+    _print_reports(reports)
+
+
+def repair(
+    ctx: typer.Context,
+    exchange: Annotated[str, typer.Option("--exchange", "-e", help="Exchange of the series.")],
+    symbol: Annotated[str, typer.Option("--symbol", "-s", help="Symbol, e.g. BTC/USDT.")],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Timeframe, e.g. 1m.")],
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and change nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Repair one series: drop bad rows, backfill holes from history, verify the result.
+
+    Prints the plan first. History comes from the exchange (ccxt, needs the network) or, for
+    the exchange 'synthetic', from the synthetic market. Exits 1 if the repair escalates.
+
+    Examples:
+
+      bfx data repair -e binance -s BTC/USDT -t 1m --since 7d --dry-run
+
+      bfx data repair -e synthetic -s BTC/USDT -t 1m
+
+      bfx data repair -e binance -s ETH/USDT -t 1h --since 2024-01-01 --until 2024-02-01 --json
+    """
+    from barfinex_cli.cli.render import print_json
+    from barfinex_cli.errors import NotFound
+    from barfinex_cli.provider.candles import timeframe_ms
+    from barfinex_cli.provider.gaps import scan_store
+    from barfinex_cli.provider.healing import Action, plan
+    from barfinex_cli.store.market import MarketStore, SeriesKey
+
+    timeframe_ms(timeframe)
+    key = SeriesKey(exchange, symbol, timeframe)
+    since_ms, until_ms = _ms(since), _ms(until)
+    settings = state_of(ctx).settings()
+    with MarketStore(_market_path(ctx)) as store:
+        if not store.candles(key, limit=1) and (since_ms is None or until_ms is None):
+            raise NotFound(
+                f"no {timeframe} candles of {exchange} {symbol} stored; give --since and --until "
+                "to fetch a whole range, or see `bfx data list`"
+            )
+        report = scan_store(store, key, since_ms=since_ms, until_ms=until_ms)
+        todo = plan(report)
+        if dry_run or todo.action in (Action.NONE, Action.ESCALATE):
+            if as_json:
+                print_json({"dry_run": dry_run, "plan": todo.to_dict(), "report": report.to_dict()})
+            else:
+                _print_plan(todo, dry_run)
+            if todo.action is Action.ESCALATE and not dry_run:
+                raise typer.Exit(1)
+            return
+        events: list[Payload] = []
+        outcome = asyncio.run(_heal(store, key, since_ms, until_ms, settings, todo, events))
+    if as_json:
+        print_json(
+            {"dry_run": False, "plan": todo.to_dict(), "outcome": _outcome(outcome),
+             "events": [{"type": e.event_type, **e.model_dump(mode="json")} for e in events]}
+        )  # fmt: skip
+    else:
+        _print_plan(todo, dry_run=False)
+        _print_outcome(outcome, events)
+    if outcome.escalated:
+        raise typer.Exit(1)
+
+
+async def _heal(
+    store: MarketStore,
+    key: SeriesKey,
+    since_ms: int | None,
+    until_ms: int | None,
+    settings: Settings,
+    todo: RepairPlan,
+    events: list[Payload],
+) -> HealOutcome:
+    from barfinex_cli.errors import BfxError, ServiceUnreachable
+    from barfinex_cli.provider.healing import Healer, HealingPolicy, history_source_for
+
+    async def collect(payload: Payload) -> None:
+        events.append(payload)
+
+    source = history_source_for(key.exchange, settings) if todo.backfill else None
+    hint = "run with network or import the missing range with `bfx data import`"
+    if todo.backfill and source is None:
+        raise ServiceUnreachable(
+            f"cannot reach {key.exchange} to backfill: no connector for it is installed — {hint}"
+        )
+    try:
+        if source is not None:
+            try:
+                await source.start()
+            except BfxError as exc:
+                detail = str(exc).split(" — ")[0]  # the connector's own hint does not apply
+                if detail.startswith(f"cannot reach {key.exchange}") and ": " in detail:
+                    detail = detail.split(": ", 1)[1]
+                raise ServiceUnreachable(
+                    f"cannot reach {key.exchange} to backfill: {detail} — {hint}"
+                ) from None
+        # History is not waiting for a late candle: re-check at once.
+        healer = Healer(store, source, collect, policy=HealingPolicy(verify_delay_s=0.0))
+        return await healer.heal(key, since_ms=since_ms, until_ms=until_ms)
+    finally:
+        if source is not None:
+            await source.stop()
+
+
+def _market_path(ctx: typer.Context) -> Path:
+    from barfinex_cli.errors import NotFound
+
+    path = state_of(ctx).settings().home / "market.db"
+    if not path.exists():
+        raise NotFound(
+            f"no market store at {path} — add data with `bfx data import FILE` or "
+            "`bfx data synth`, or point --data-dir at the directory that holds market.db"
+        )
+    return path
+
+
+def _ms(text: str | None) -> int | None:
+    from barfinex_cli.cli.timeparse import parse_time
+
+    return None if text is None else int(parse_time(text).timestamp() * 1000)
+
+
+def _iso(ms: int | None) -> str:
+    from datetime import UTC, datetime
+
+    if ms is None:
+        return "-"
+    shape = "%Y-%m-%d %H:%M" if ms % 60_000 == 0 else "%Y-%m-%d %H:%M:%S"  # misaligned rows
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime(shape)
+
+
+def _print_reports(reports: list[ScanReport]) -> None:
+    from barfinex_cli.cli.render import err
+
+    if not reports:
+        err().print("no candle series stored — try `bfx data import FILE` or `bfx data synth`")
+        return
+    header = ("series", "rows", "holes", "missing", "duplicates", "score", "severity")
+    lines: list[tuple[str, ...]] = [header]
+    for r in reports:
+        d = r.to_dict()
+        series = f"{r.key.exchange} {r.key.symbol} {r.key.timeframe}"
+        counts = (r.rows, d["holes"], d["missing"], d["duplicates"])
+        lines.append(
+            (series, *(f"{n:,}" for n in counts), f"{r.score:g}", r.severity.value.upper())
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        cells = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        typer.echo("  ".join(cells).rstrip())
+    for r in reports:
+        for defect in r.defects:
+            typer.echo(
+                f"  {r.key.exchange} {r.key.symbol} {r.key.timeframe}: {defect.kind} "
+                f"{_iso(defect.start_ms)}..{_iso(defect.end_ms)}Z  {defect.detail}"
+            )
+
+
+def _print_plan(todo: RepairPlan, dry_run: bool) -> None:
+    key = todo.key
+    typer.echo(f"{key.exchange} {key.symbol} {key.timeframe}: {todo.action.value} — {todo.reason}")
+    if todo.drop:
+        shown = ", ".join(_iso(ms) + "Z" for ms in todo.drop[:5])
+        more = f" and {len(todo.drop) - 5} more" if len(todo.drop) > 5 else ""
+        typer.echo(f"  drop {len(todo.drop)} row(s): {shown}{more}")
+    if todo.backfill:
+        typer.echo(f"  backfill {todo.candles_to_fetch} candle(s) in {len(todo.backfill)} range(s)")
+        for start, end in todo.backfill[:10]:
+            typer.echo(f"    {_iso(start)}Z .. {_iso(end)}Z")
+        if len(todo.backfill) > 10:
+            typer.echo(f"    ... and {len(todo.backfill) - 10} more range(s) (--json lists all)")
+    if dry_run:
+        typer.echo("dry run: nothing changed")
+
+
+def _outcome(outcome: HealOutcome) -> dict[str, Any]:
+    return {
+        "action": outcome.action.value, "resolved": outcome.resolved,
+        "escalated": outcome.escalated, "attempts": outcome.attempts,
+        "backfilled": outcome.backfilled, "dropped": outcome.dropped,
+        "score_before": outcome.before.score,
+        "score_after": outcome.after.score if outcome.after else None,
+        "incident_id": outcome.incident_id, "reason": outcome.reason,
+    }  # fmt: skip
+
+
+def _print_outcome(outcome: HealOutcome, events: list[Payload]) -> None:
+    for event in events:
+        typer.echo(f"  {event.event_type}")
+    verdict = "resolved" if outcome.resolved else "ESCALATED"
+    typer.echo(f"{verdict} after {outcome.attempts} attempt(s): {outcome.reason}")

@@ -1,0 +1,333 @@
+"""`bfx detector`: check a strategy file, scan history with it, prove it does not look ahead.
+
+Offline commands only; the live service (`bfx detector run`) is mounted beside them. Candles come
+from a file (`--data`, any layout `bfx data import` reads, or a CSV/Parquet with `open_ms` or
+`timestamp` plus `buy_volume`/`sell_volume` for order-flow rules) or from the market store
+(`--exchange`, DATA_DIR/market.db).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from barfinex_cli.cli.state import state_of
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from barfinex_cli.detector.engine import SignalRecord
+    from barfinex_cli.detector.strategy import Strategy
+
+app = typer.Typer(
+    help=(
+        "Detector role: strategy files of weighted rules, and the signals they fire.\n\n"
+        "Examples:\n\n"
+        "  bfx detector check strategies/trend_ema_adx.py\n\n"
+        "  bfx detector scan strategies/trend_ema_adx.py --data BTCUSDT-1m-2024-01.zip\n\n"
+        "  bfx detector scan strategies/breakout_volume.py --exchange synthetic --json\n\n"
+        "  bfx detector lookahead strategies/mean_reversion_rsi_bb.py --data btc.parquet"
+    ),
+    no_args_is_help=True,
+)
+
+StrategyArg = Annotated[Path, typer.Argument(help="Strategy file (.py exporting `strategy`).")]
+DataOpt = Annotated[Path | None, typer.Option("--data", help="Candle file: CSV, Parquet, JSON.")]
+ExchangeOpt = Annotated[
+    str | None, typer.Option("--exchange", help="Read candles of this exchange from market.db.")
+]
+SymbolOpt = Annotated[
+    str | None, typer.Option("--symbol", help="Symbol (default: the strategy's symbols).")
+]
+TimeframeOpt = Annotated[
+    str | None, typer.Option("--timeframe", help="Timeframe (default: the strategy's).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout, for scripts.")]
+
+
+@app.command("check")
+def check(path: StrategyArg, as_json: JsonOpt = False) -> None:
+    """Load a strategy file, validate it, and print its rules and warm-up.
+
+    Example: bfx detector check strategies/trend_ema_adx.py
+    """
+    from barfinex_cli.cli.render import out, print_json
+    from barfinex_cli.detector.loader import load_strategy
+
+    strategy = load_strategy(path)
+    info = describe(strategy)
+    if as_json:
+        print_json(info)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{strategy.name}: {len(strategy.rules)} rules", title_justify="left")
+    for column in ("rule", "weight", "direction", "action", "candles", "condition"):
+        table.add_column(column, justify="right" if column in ("weight", "candles") else "left")
+    for r in info["rules"]:
+        table.add_row(
+            r["name"],
+            f"{r['weight']:g}",
+            r["direction"],
+            r["action"],
+            str(r["lookback"] + 1),
+            r["condition"],
+        )
+    out().print(table)
+    out().print(
+        f"symbols {', '.join(strategy.symbols)} · timeframe {strategy.timeframe} · threshold "
+        f"{strategy.threshold:g} · cooldown {strategy.cooldown} candles · warm-up "
+        f"{info['warmup']} candles (the rules need {info['needed_warmup']})"
+    )
+    if not info["live"]:
+        out().print("uses ta.raw: it can be scanned, but `bfx detector run` refuses it")
+
+
+def describe(strategy: Strategy) -> dict[str, Any]:
+    """Return what `check` reports about a strategy, as plain data."""
+    vector_only = strategy.vector_only()
+    return {
+        "name": strategy.name,
+        "symbols": list(strategy.symbols),
+        "timeframe": strategy.timeframe,
+        "threshold": strategy.threshold,
+        "cooldown": strategy.cooldown,
+        "warmup": strategy.effective_warmup,
+        "needed_warmup": strategy.needed_warmup,
+        "columns": sorted(strategy.columns()),
+        "live": not vector_only,
+        "rules": [
+            {
+                "name": r.name,
+                "weight": r.weight,
+                "direction": r.direction,
+                "action": r.action,
+                "condition": str(r.condition),
+                "lookback": r.lookback,
+                "reads": [str(n) for n in r.reported()],
+            }
+            for r in strategy.rules
+        ],
+    }
+
+
+@app.command("scan")
+def scan(
+    ctx: typer.Context,
+    path: StrategyArg,
+    data: DataOpt = None,
+    exchange: ExchangeOpt = None,
+    symbol: SymbolOpt = None,
+    timeframe: TimeframeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a strategy over history in one vectorised pass; list the signals live would fire.
+
+    Examples: bfx detector scan strat.py --data btc.csv | bfx detector scan strat.py
+    --exchange binance --symbol BTC/USDT --json
+    """
+    from barfinex_cli.cli.render import err, out, print_json
+    from barfinex_cli.detector.engine import VectorEngine, open_time
+    from barfinex_cli.detector.loader import load_strategy
+
+    strategy = load_strategy(path)
+    frame = candles(ctx, strategy, data, exchange, symbol, timeframe)
+    engine = VectorEngine(strategy)
+    records = engine.evaluate(frame)
+    for rule, reason in engine.broken.items():
+        err().print(f"warning: rule {rule} is broken and never held: {reason}", style="yellow")
+    if as_json:
+        print_json(
+            {
+                "strategy": strategy.name,
+                "candles": frame.height,
+                "warmup": strategy.effective_warmup,
+                "broken": engine.broken,
+                "signals": [record_json(r) for r in records],
+            }
+        )
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(records)} signals", title_justify="left")
+    for column in ("time (UTC)", "symbol", "direction", "action", "score", "rules"):
+        table.add_column(column, justify="right" if column == "score" else "left")
+    for r in records:
+        when = open_time(r.open_ms).strftime("%Y-%m-%d %H:%M")
+        table.add_row(when, r.symbol, r.direction, r.action, f"{r.score:g}", ", ".join(r.rules))
+    out().print(table)
+    err().print(
+        f"{strategy.name}: {frame.height:,} candles scanned, warm-up "
+        f"{strategy.effective_warmup}, {len(records)} signals"
+    )
+
+
+def record_json(record: SignalRecord) -> dict[str, Any]:
+    """Return a signal record as plain data (times in ISO 8601 UTC)."""
+    from barfinex_cli.detector.engine import open_time
+
+    return {
+        "time": open_time(record.open_ms).isoformat(),
+        "open_ms": record.open_ms,
+        "index": record.index,
+        "symbol": record.symbol,
+        "direction": record.direction,
+        "action": record.action,
+        "score": record.score,
+        "threshold": record.threshold,
+        "rules": list(record.rules),
+        "held": record.held,
+        "attribution": [a.model_dump() for a in record.attribution],
+    }
+
+
+@app.command("lookahead")
+def lookahead(
+    ctx: typer.Context,
+    path: StrategyArg,
+    data: DataOpt = None,
+    exchange: ExchangeOpt = None,
+    symbol: SymbolOpt = None,
+    timeframe: TimeframeOpt = None,
+    samples: Annotated[int, typer.Option(min=1, help="Candles to check.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prove no rule looks ahead: values at t must not change when candles after t are cut.
+
+    Exits 1 and names the rule and candle if one does, 0 if clean.
+    Example: bfx detector lookahead strat.py --data btc.parquet
+    """
+    from dataclasses import asdict
+
+    from barfinex_cli.cli.render import out, print_json
+    from barfinex_cli.detector.engine import open_time
+    from barfinex_cli.detector.loader import load_strategy
+    from barfinex_cli.detector.lookahead import check_lookahead
+
+    strategy = load_strategy(path)
+    frame = candles(ctx, strategy, data, exchange, symbol, timeframe)
+    report = check_lookahead(strategy, frame, samples)
+    if as_json:
+        print_json(
+            {
+                "clean": report.clean,
+                "candles": report.candles,
+                "checked": list(report.checked),
+                "biased": [asdict(b) for b in report.biased],
+            }
+        )
+    elif report.clean:
+        out().print(
+            f"no look-ahead: {len(report.checked)} of {report.candles:,} candles checked; "
+            "every rule and indicator at t is unchanged with the candles after t cut"
+        )
+    else:
+        for b in report.biased:
+            when = open_time(b.open_ms).strftime("%Y-%m-%d %H:%M")
+            out().print(
+                f"rule {b.rule} looks ahead: {b.node} at candle {b.index} ({b.symbol} "
+                f"{when} UTC) is {b.full} with the full history, {b.cut} without the "
+                "candles after it"
+            )
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+def candles(
+    ctx: typer.Context,
+    strategy: Strategy,
+    data: Path | None,
+    exchange: str | None,
+    symbol: str | None,
+    timeframe: str | None,
+) -> pl.DataFrame:
+    """Return the candles the options name, with a `symbol` column."""
+    from barfinex_cli.errors import UsageError
+
+    if (data is None) == (exchange is None):
+        raise UsageError("give the candles with --data FILE or --exchange NAME (not both)")
+    if data is not None:
+        return _from_file(strategy, data, symbol, timeframe)
+    assert exchange is not None
+    return _from_store(ctx, strategy, exchange, symbol, timeframe)
+
+
+def _from_file(strategy: Strategy, path: Path, symbol: str | None, tf: str | None) -> pl.DataFrame:
+    import polars as pl
+
+    from barfinex_cli.cli.render import err
+    from barfinex_cli.errors import NotFound, UsageError
+
+    if not path.is_file():
+        raise NotFound(f"{path}: no such file")
+    name = symbol or strategy.symbols[0]
+    flow = _flow_file(path)
+    if flow is not None:
+        return flow.with_columns(pl.lit(name).alias("symbol"))
+    from barfinex_cli.provider.importers import read_file
+
+    parsed = read_file(path, kind="candles", symbol=symbol, timeframe=tf)
+    if not parsed.candles:
+        first = parsed.errors[0] if parsed.errors else f"{path}: no rows"
+        raise UsageError(f"no candles to scan: {parsed.rows_read} rows read, none valid ({first})")
+    if parsed.rejected:
+        err().print(
+            f"warning: {len(parsed.rejected)} rows left out ({parsed.errors[0]})", style="yellow"
+        )
+    frame = pl.DataFrame(parsed.candles, schema=_schema(), orient="row")
+    return frame.with_columns(pl.lit(symbol or parsed.symbol or name).alias("symbol"))
+
+
+def _schema() -> dict[str, Any]:
+    import polars as pl
+
+    prices = dict.fromkeys(("open", "high", "low", "close", "volume"), pl.Float64)
+    return {"open_ms": pl.Int64, **prices, "trades": pl.Int64}
+
+
+def _flow_file(path: Path) -> pl.DataFrame | None:
+    """Read a CSV/Parquet that carries buy_volume and sell_volume; None for other files."""
+    import polars as pl
+
+    if path.suffix not in (".csv", ".parquet"):
+        return None
+    scan = pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_csv(path)
+    names = scan.collect_schema().names()
+    if not {"buy_volume", "sell_volume"} <= set(names):
+        return None
+    frame = scan.collect(engine="in-memory")
+    if "open_ms" not in names and "timestamp" in names:
+        ts = frame["timestamp"]
+        frame = frame.with_columns(
+            (ts.dt.epoch("ms") if ts.dtype.is_temporal() else ts.cast(pl.Int64)).alias("open_ms")
+        )
+    return frame
+
+
+def _from_store(
+    ctx: typer.Context, strategy: Strategy, exchange: str, symbol: str | None, tf: str | None
+) -> pl.DataFrame:
+    import polars as pl
+
+    from barfinex_cli.errors import NotFound
+    from barfinex_cli.store.market import MarketStore, SeriesKey
+
+    path = state_of(ctx).settings().home / "market.db"
+    if not path.is_file():
+        raise NotFound(f"no market data at {path}; import some with `bfx data import FILE`")
+    timeframe = tf or strategy.timeframe
+    frames = []
+    with MarketStore(path) as store:
+        for name in [symbol] if symbol else strategy.symbols:
+            rows = store.candles(SeriesKey(exchange, name, timeframe))
+            if not rows:
+                held = ", ".join(f"{s.exchange} {s.symbol} {s.timeframe}" for s in store.series())
+                raise NotFound(
+                    f"no {timeframe} candles of {name} on {exchange} in {path}; "
+                    f"the store holds: {held or 'nothing'}"
+                )
+            frame = pl.DataFrame(rows, schema=_schema(), orient="row")
+            frames.append(frame.with_columns(pl.lit(name).alias("symbol")))
+    return pl.concat(frames)

@@ -1,0 +1,165 @@
+"""`bfx provider`: start the provider service, or ask a running one how it is."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from barfinex_cli.cli.state import state_of
+
+app = typer.Typer(
+    help=(
+        "Provider role: the one door to market data and orders, with the REST/WS gateway.\n\n"
+        "Examples:\n\n"
+        "  bfx provider start                      # synthetic replay at 60x, paper broker\n\n"
+        "  bfx provider start --replay btc.parquet --speed max --exit-at-end\n\n"
+        "  bfx provider start --exchange binance --symbols BTC/USDT --timeframes 1m,5m,1h\n\n"
+        "  bfx provider status --json"
+    ),
+    no_args_is_help=True,
+)
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (text or "").split(",") if p.strip())
+
+
+@app.command("start")
+def start(
+    ctx: typer.Context,
+    exchange: Annotated[
+        str | None, typer.Option(help="Live exchange (any ccxt id); omit to replay.")
+    ] = None,
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated, e.g. BTC/USDT,ETH/USDT.")
+    ] = None,
+    timeframes: Annotated[str, typer.Option(help="Candles to build and publish.")] = "1m,5m,15m,1h",
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            help="Replay this CSV/Parquet file or folder (default: the synthetic market)."
+        ),
+    ] = None,
+    speed: Annotated[
+        str, typer.Option(help="Replay speed: a multiple of real time, or max.")
+    ] = "60",
+    history: Annotated[
+        int, typer.Option(help="Replay: base candles kept as history before the live part.", min=0)
+    ] = 720,
+    paper: Annotated[
+        bool, typer.Option("--paper/--live-orders", help="Route orders to the paper broker.")
+    ] = True,
+    host: Annotated[str, typer.Option(help="Gateway address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Gateway port (0 picks a free one).")] = 8081,
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="Do not run the recorder.")
+    ] = False,
+    exit_at_end: Annotated[
+        bool, typer.Option("--exit-at-end", help="Stop when the replay ends.")
+    ] = False,
+    mcp_orders: Annotated[
+        bool, typer.Option("--mcp-orders", help="Offer the place_order MCP tool.")
+    ] = False,
+) -> None:
+    """Start the provider: market data onto the bus, the paper broker, the gateway on :8081.
+
+    With no --exchange it replays (the synthetic market unless --replay names files), which needs
+    no network and no account. Stop it with Ctrl-C: in-flight events are finished and recorded.
+    """
+    from pydantic import ValidationError
+
+    from barfinex_cli.cli.render import err
+    from barfinex_cli.errors import UsageError
+    from barfinex_cli.provider.service import Provider, ProviderOptions
+    from barfinex_cli.runtime.lifecycle import run_until_signalled
+    from barfinex_cli.runtime.logs import setup_logging
+
+    settings = state_of(ctx).settings()
+    setup_logging(settings.log_level, json_lines=settings.log_json or None)
+    try:
+        options = ProviderOptions(
+            exchange=exchange,
+            symbols=_split(symbols),
+            timeframes=_split(timeframes),
+            replay=replay,
+            speed=None if speed.lower() in ("max", "0") else float(speed.removesuffix("x")),
+            history=history,
+            paper=paper,
+            host=host,
+            port=port,
+            record=not no_record,
+            exit_at_end=exit_at_end,
+            mcp_orders=mcp_orders,
+        )
+    except (ValidationError, ValueError) as exc:
+        raise UsageError(f"bad provider option: {str(exc).splitlines()[-1].strip()}") from None
+    provider = Provider(settings, options)
+
+    def token_created(token: str, path: Path) -> None:
+        err().print(f"gateway token created in {path} (shown once): {token}")
+
+    provider.on_token_created = token_created
+
+    async def main(stop: asyncio.Event) -> int:
+        task = asyncio.create_task(provider.run(stop))
+        ready = asyncio.create_task(provider.ready.wait())
+        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if provider.ready.is_set():
+            source = exchange or (str(replay) if replay else "synthetic market (replay)")
+            err().print(
+                f"provider up: {source}, gateway {provider.gateway_url}, "
+                f"bus {settings.bus}:{settings.namespace}, data {settings.home}"
+            )
+        ready.cancel()
+        return await task
+
+    events = asyncio.run(run_until_signalled(main))
+    err().print(f"provider stopped after publishing {events} events")
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Ask the running provider (settings.provider_url) for its health and connectors.
+
+    Example: bfx provider status --json
+    """
+    import httpx
+
+    from barfinex_cli.cli.render import out, print_json
+    from barfinex_cli.errors import ServiceUnreachable
+    from barfinex_cli.provider.auth import ensure_token
+
+    settings = state_of(ctx).settings()
+    token = ensure_token(settings)
+    url = settings.provider_url
+    try:
+        with httpx.Client(
+            base_url=url, timeout=5, headers={"Authorization": f"Bearer {token}"}
+        ) as c:
+            health: Any = c.get("/api/v1/health").json()
+            connectors_response = c.get("/api/v1/connectors")
+    except httpx.HTTPError as exc:
+        raise ServiceUnreachable(
+            f"provider not reachable at {url} ({exc}) — start it with `bfx provider start`"
+        ) from None
+    if connectors_response.status_code in (401, 403):
+        raise ServiceUnreachable(
+            f"the provider at {url} refused the token — set BFX_TOKEN to the provider's token"
+        )
+    connectors = connectors_response.json().get("connectors", [])
+    if as_json:
+        print_json({"health": health, "connectors": connectors})
+        return
+    out().print(f"provider {url}: {health.get('status')} (up {health.get('uptime_s')} s)")
+    for c in connectors:
+        out().print(
+            f"  {c['name']:<10} {c['exchange']:<10} connected={c['connected']} "
+            f"last candle={c.get('last_candle_at')} msgs/s={c['messages_per_s']:.1f} "
+            f"reconnects={c['reconnects']} gaps={c['gaps']}"
+        )

@@ -1,0 +1,424 @@
+"""The gateway's REST routes under `/api/v1`, and the proxy to registered apps.
+
+Market reads come from the `MarketStore` (candles, trades) and from what the provider keeps in
+memory (last books, connector health); order routes go to the `Broker`; the app registry answers
+`/apps`. The read functions (`read_candles`, `read_symbols`, ...) are shared with the MCP tools, so
+both doors give the same answers.
+
+This module runs past 400 lines because it is the whole REST surface of one service, and its
+routes share their parameter types, their helpers and the read functions with each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from starlette.background import BackgroundTask
+
+from barfinex_cli.contracts.market import Timeframe
+from barfinex_cli.contracts.orders import OrderSide, OrderState, OrderType
+from barfinex_cli.errors import BfxError, NotFound, ServiceUnreachable, UsageError
+from barfinex_cli.provider.connectors.base import Broker, OrderRequest
+from barfinex_cli.provider.gateway import GatewayContext, GatewayState, gateway_state
+from barfinex_cli.provider.registry import AppInfo, HeartbeatRequest, RegisterRequest
+from barfinex_cli.store.market import SeriesKey
+
+State = Annotated[GatewayState, Depends(gateway_state)]
+
+open_router = APIRouter(prefix="/api/v1", tags=["health"])
+router = APIRouter(prefix="/api/v1")
+proxy_router = APIRouter(tags=["proxy"])
+
+MAX_ROWS = 10_000
+SYMBOLS_TIMEOUT_S = 10.0
+_HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+    "transfer-encoding", "upgrade", "host", "content-length",
+}  # fmt: skip
+
+
+def parse_time_ms(value: str | int | None) -> int | None:
+    """Turn epoch milliseconds or an ISO 8601 time (naive means UTC) into epoch milliseconds."""
+    if value is None or isinstance(value, int):
+        return value
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("expected epoch milliseconds or an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _before_ms(value: object) -> object:
+    return parse_time_ms(value) if isinstance(value, str | int) else value
+
+
+TimeMs = Annotated[int | None, BeforeValidator(_before_ms)]
+Since = Annotated[TimeMs, Query(description="epoch ms or ISO 8601, inclusive")]
+Until = Annotated[TimeMs, Query(description="epoch ms or ISO 8601, inclusive")]
+
+
+class SeriesNotFound(NotFound):
+    """A candle series the store does not hold; `series` lists the ones it does."""
+
+    def __init__(self, key: SeriesKey, series: list[dict[str, Any]]) -> None:
+        self.series = series
+        held = ", ".join(f"{s['exchange']} {s['symbol']} {s['timeframe']}" for s in series[:20])
+        super().__init__(
+            f"no candles held for {key.exchange} {key.symbol} {key.timeframe}; "
+            f"held series: {held or 'none'}"
+        )
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def held_series(ctx: GatewayContext) -> list[dict[str, Any]]:
+    """Return every candle series the store holds, with row counts and first/last open."""
+    return [info._asdict() for info in ctx.market.series()]
+
+
+def read_candles(
+    ctx: GatewayContext,
+    key: SeriesKey,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    limit: int = 500,
+) -> dict[str, Any]:
+    """Return candles of a series: from `since_ms` on if given, else the newest `limit`.
+
+    Raises:
+        SeriesNotFound: The store holds no candle of this series at all.
+    """
+    rows = ctx.market.candles(
+        key, since_ms=since_ms, until_ms=until_ms, limit=limit, newest=since_ms is None
+    )
+    if not rows:
+        series = held_series(ctx)
+        if not any(SeriesKey(s["exchange"], s["symbol"], s["timeframe"]) == key for s in series):
+            raise SeriesNotFound(key, series)
+    candles = [{"time": _iso(r.open_ms), **r._asdict()} for r in rows]
+    return {**key._asdict(), "candles": candles}
+
+
+async def read_symbols(ctx: GatewayContext) -> list[dict[str, Any]]:
+    """Return the symbols of every connector; a connector that fails says why instead."""
+
+    async def one(name: str) -> dict[str, Any]:
+        connector = ctx.connectors[name]
+        entry: dict[str, Any] = {"connector": name, "exchange": connector.exchange}
+        try:
+            entry["symbols"] = sorted(
+                await asyncio.wait_for(connector.symbols(), SYMBOLS_TIMEOUT_S)
+            )
+        except (BfxError, TimeoutError, OSError) as exc:
+            entry["symbols"], entry["error"] = [], str(exc) or type(exc).__name__
+        return entry
+
+    return list(await asyncio.gather(*(one(name) for name in sorted(ctx.connectors))))
+
+
+def read_connectors(ctx: GatewayContext) -> list[dict[str, Any]]:
+    """Return the measured health of every connector."""
+    return [
+        {"name": name, **ctx.connectors[name].health().model_dump(mode="json")}
+        for name in sorted(ctx.connectors)
+    ]
+
+
+def broker_of(ctx: GatewayContext) -> Broker:
+    """Return the broker, or raise `ServiceUnreachable` if this provider runs without one."""
+    if ctx.broker is None:
+        raise ServiceUnreachable("this provider runs without a broker: orders are not available")
+    return ctx.broker
+
+
+async def read_positions(ctx: GatewayContext, account: str | None = None) -> list[dict[str, Any]]:
+    """Return the current position per account and symbol."""
+    positions = await broker_of(ctx).positions(account)
+    return [p.model_dump(mode="json") for p in positions]
+
+
+async def read_balances(ctx: GatewayContext, account: str | None = None) -> list[dict[str, Any]]:
+    """Return the balances of every account (or of one)."""
+    balances = await broker_of(ctx).balances(account)
+    return [b.model_dump(mode="json") for b in balances]
+
+
+class OrderBody(BaseModel):
+    """An order to place; `client_order_id` makes placing it idempotent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_order_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    account: str = Field(min_length=1, max_length=64)
+    symbol: str = Field(min_length=1, max_length=64)
+    side: OrderSide
+    type: OrderType
+    amount: Decimal = Field(gt=0, allow_inf_nan=False)
+    price: Decimal | None = Field(None, gt=0, allow_inf_nan=False, validate_default=True)
+    stop_price: Decimal | None = Field(None, gt=0, allow_inf_nan=False, validate_default=True)
+    reduce_only: bool = False
+    decision_id: str | None = None
+
+    @field_validator("price")
+    @classmethod
+    def _price_for_limits(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
+        kind = info.data.get("type")
+        if kind in ("limit", "stop_limit") and value is None:
+            raise ValueError(f"a {kind} order needs a price")
+        if kind in ("market", "stop_market") and value is not None:
+            raise ValueError(f"a {kind} order takes no price")
+        return value
+
+    @field_validator("stop_price")
+    @classmethod
+    def _stop_for_stops(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
+        kind = info.data.get("type")
+        if kind in ("stop_market", "stop_limit") and value is None:
+            raise ValueError(f"a {kind} order needs a stop_price")
+        if kind in ("market", "limit") and value is not None:
+            raise ValueError(f"a {kind} order takes no stop_price")
+        return value
+
+    def request(self) -> OrderRequest:
+        """Return the broker request this body asks for."""
+        return OrderRequest(**self.model_dump())
+
+
+async def place_order(state: GatewayState, body: OrderBody) -> tuple[OrderState, bool]:
+    """Place an order once per `client_order_id`; return it and whether it is new."""
+    broker = broker_of(state.ctx)
+    async with state.order_lock:  # the check and the placing must not interleave
+        for order in await broker.orders():
+            if order.client_order_id == body.client_order_id:
+                return order, False
+        return await broker.place(body.request()), True
+
+
+# --- health -------------------------------------------------------------------------------------
+
+
+@open_router.get("/health", summary="Liveness (no token)")
+async def health(state: State) -> dict[str, Any]:
+    from barfinex_cli import __version__
+
+    uptime = time.monotonic() - state.started
+    return {"status": "ok", "version": __version__, "uptime_s": round(max(uptime, 0.0), 3)}
+
+
+@open_router.get("/ready", summary="Readiness: the bus answers and the store reads (no token)")
+async def ready(state: State) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(state.ctx.bus.ping(), 2.0)
+        checks["bus"] = "ok"
+    except (BfxError, TimeoutError, OSError) as exc:
+        checks["bus"] = str(exc) or "timed out"
+    try:
+        state.ctx.market.conn.execute("SELECT 1 FROM candles LIMIT 1").fetchall()
+        checks["store"] = "ok"
+    except Exception as exc:  # any sqlite failure means not ready, and says which
+        checks["store"] = f"{type(exc).__name__}: {exc}"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+# --- market -------------------------------------------------------------------------------------
+
+
+@router.get("/symbols", tags=["market"], summary="Symbols per connector")
+async def symbols(state: State) -> dict[str, Any]:
+    return {"connectors": await read_symbols(state.ctx)}
+
+
+@router.get("/series", tags=["market"], summary="Candle series held in the store")
+async def series(state: State) -> dict[str, Any]:
+    return {"series": held_series(state.ctx)}
+
+
+@router.get("/candles", tags=["market"], summary="Closed candles of one series")
+async def candles(
+    state: State,
+    exchange: Annotated[str, Query(min_length=1)],
+    symbol: Annotated[str, Query(min_length=1)],
+    timeframe: Timeframe,
+    since: Since = None,
+    until: Until = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 500,
+) -> Any:
+    key = SeriesKey(exchange, symbol, timeframe)
+    try:
+        return read_candles(state.ctx, key, since, until, limit)
+    except SeriesNotFound as exc:
+        return JSONResponse({"detail": str(exc), "series": exc.series}, status_code=404)
+
+
+@router.get("/trades", tags=["market"], summary="Trades of one symbol (default: the last hour)")
+async def trades(
+    state: State,
+    exchange: Annotated[str, Query(min_length=1)],
+    symbol: Annotated[str, Query(min_length=1)],
+    since: Since = None,
+    until: Until = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 1000,
+) -> dict[str, Any]:
+    if since is None:
+        since = int((datetime.now(UTC) - timedelta(hours=1)).timestamp() * 1000)
+    rows = state.ctx.market.trades(exchange, symbol, since_ms=since, until_ms=until, limit=limit)
+    out = [{"time": _iso(r.time_ms), **r._asdict()} for r in rows]
+    return {"exchange": exchange, "symbol": symbol, "trades": out}
+
+
+@router.get("/orderbook", tags=["market"], summary="The last book seen for a symbol")
+async def orderbook(
+    state: State,
+    symbol: Annotated[str, Query(min_length=1)],
+    exchange: str | None = None,
+    depth: Annotated[int | None, Query(ge=1, le=1000)] = None,
+) -> dict[str, Any]:
+    books = [
+        b
+        for b in state.ctx.books.values()
+        if b.symbol == symbol and (exchange is None or b.exchange == exchange)
+    ]
+    if not books:
+        held = sorted({f"{b.exchange} {b.symbol}" for b in state.ctx.books.values()})
+        raise NotFound(f"no book seen for {symbol}; books held: {', '.join(held) or 'none'}")
+    if len(books) > 1:
+        names = ", ".join(sorted(b.exchange for b in books))
+        raise UsageError(f"{symbol} has books on several exchanges ({names}): pass exchange=")
+    book = books[0].model_dump(mode="json")
+    if depth is not None:
+        book["bids"], book["asks"] = book["bids"][:depth], book["asks"][:depth]
+    return book
+
+
+@router.get("/connectors", tags=["market"], summary="Measured health of every connector")
+async def connectors(state: State) -> dict[str, Any]:
+    return {"connectors": read_connectors(state.ctx)}
+
+
+# --- account and orders -------------------------------------------------------------------------
+
+
+@router.get("/accounts", tags=["orders"], summary="Balances per account")
+async def accounts(state: State, account: str | None = None) -> dict[str, Any]:
+    return {"accounts": await read_balances(state.ctx, account)}
+
+
+@router.get("/positions", tags=["orders"], summary="Positions per account and symbol")
+async def positions(state: State, account: str | None = None) -> dict[str, Any]:
+    return {"positions": await read_positions(state.ctx, account)}
+
+
+@router.get("/orders", tags=["orders"], summary="Orders, newest last")
+async def orders(
+    state: State, account: str | None = None, open_only: bool = False
+) -> dict[str, Any]:
+    found = await broker_of(state.ctx).orders(account, open_only)
+    return {"orders": [o.model_dump(mode="json") for o in found]}
+
+
+@router.post(
+    "/orders",
+    tags=["orders"],
+    status_code=201,
+    summary="Place an order (201); the same client_order_id again returns the first (200)",
+    responses={200: {"description": "an order with this client_order_id already exists"}},
+)
+async def create_order(state: State, body: OrderBody) -> JSONResponse:
+    order, created = await place_order(state, body)
+    return JSONResponse(order.model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@router.delete("/orders/{client_order_id}", tags=["orders"], summary="Cancel an open order")
+async def cancel_order(state: State, client_order_id: str) -> dict[str, Any]:
+    order = await broker_of(state.ctx).cancel(client_order_id, "user")
+    return order.model_dump(mode="json")
+
+
+# --- app registry -------------------------------------------------------------------------------
+
+
+@router.post("/apps", tags=["registry"], status_code=201, summary="Register an app")
+async def register_app(state: State, body: RegisterRequest) -> AppInfo:
+    info, event = state.ctx.registry.register(body)
+    await state.ctx.publish(event)
+    return info
+
+
+@router.post("/apps/{app_id}/heartbeat", tags=["registry"], summary="Send a heartbeat")
+async def heartbeat(
+    state: State, app_id: str, body: Annotated[HeartbeatRequest | None, Body()] = None
+) -> AppInfo:
+    info, event = state.ctx.registry.heartbeat(app_id, body.status if body else "ok")
+    await state.ctx.publish(event)
+    return info
+
+
+@router.get("/apps", tags=["registry"], summary="Registered apps, alive or lost")
+async def list_apps(state: State) -> dict[str, list[AppInfo]]:
+    return {"apps": state.ctx.registry.apps()}
+
+
+# --- proxy --------------------------------------------------------------------------------------
+
+
+async def proxy(state: State, app: str, path: str, request: Request) -> Response:
+    registry = state.ctx.registry
+    info = registry.find(app)
+    if info is None:
+        names = ", ".join(a.name for a in registry.apps()) or "none"
+        raise NotFound(f"no app named {app!r}; registered: {names}")
+    if info.status == "lost":
+        return JSONResponse(
+            {"detail": f"app {info.name!r} is lost (silent for {info.silent_for_s:.1f} s)"}, 503
+        )
+    if info.url is None:
+        raise NotFound(f"app {info.name!r} registered no URL: it serves no HTTP")
+    assert state.http is not None, "the lifespan opens the HTTP client"
+    url = f"{info.url}/{path}" + (f"?{request.url.query}" if request.url.query else "")
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+    headers["x-forwarded-host"] = request.headers.get("host", "")
+    headers["x-forwarded-prefix"] = f"/proxy/{app}"
+    if request.client is not None:
+        headers["x-forwarded-for"] = request.client.host
+    body = await request.body()
+    upstream = state.http.build_request(request.method, url, headers=headers, content=body or None)
+    try:
+        response = await state.http.send(upstream, stream=True)
+    except httpx.HTTPError as exc:
+        detail = f"app {info.name!r} at {info.url} did not answer: {type(exc).__name__} {exc}"
+        return JSONResponse({"detail": detail.strip()}, status_code=502)
+    passed = _HOP_BY_HOP - {"content-length"}  # the raw body keeps its length
+    out_headers = {k: v for k, v in response.headers.items() if k.lower() not in passed}
+    return StreamingResponse(
+        response.aiter_raw(),
+        status_code=response.status_code,
+        headers=out_headers,
+        background=BackgroundTask(response.aclose),
+    )
+
+
+for _method in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"):
+    proxy_router.add_api_route(
+        "/proxy/{app}/{path:path}",
+        proxy,
+        methods=[_method],
+        operation_id=f"proxy_{_method.lower()}",
+        summary="Forward a request to a registered app",
+    )

@@ -1,0 +1,348 @@
+"""The provider service: one process that is the only door to market data and orders.
+
+It wires a market connector (replay or a live exchange) to the bus and the market store: every
+closed candle is stored and published, higher timeframes are built from the base one, trades and
+books are published and kept for the gateway, the paper broker (or the live exchange) takes
+orders, the audit recorder writes every event to SQLite, health is measured and published, and
+the REST/WS/MCP gateway serves it all behind one token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from barfinex_cli.bus.base import Bus
+from barfinex_cli.contracts.envelope import Envelope, make_event
+from barfinex_cli.contracts.market import BookUpdated, CandleClosed, TradeExecuted
+from barfinex_cli.contracts.types import Payload
+from barfinex_cli.provider.candles import CandleAggregator, timeframe_ms, to_event
+from barfinex_cli.provider.connectors.base import Broker, MarketConnector
+from barfinex_cli.runtime.connect import open_bus
+from barfinex_cli.runtime.recording import record
+from barfinex_cli.runtime.settings import Settings
+from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey, TradeRow
+from barfinex_cli.store.recorder import Recorder
+
+log = logging.getLogger("bfx.provider")
+
+
+class ProviderOptions(BaseModel):
+    """How `bfx provider start` runs; validated before anything starts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    exchange: str | None = Field(None, description="live ccxt exchange id; None replays")
+    symbols: tuple[str, ...] = ()
+    timeframes: tuple[str, ...] = ("1m", "5m", "15m", "1h")
+    replay: Path | None = Field(None, description="replay file or folder; None is synthetic")
+    speed: float | None = Field(60.0, gt=0, description="replay speed; None is as fast as possible")
+    history: int = Field(720, ge=0, description="replay: base candles kept as history")
+    paper: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+    record: bool = True
+    health_interval_s: float = Field(5.0, gt=0)
+    exit_at_end: bool = False
+    mcp_orders: bool = False
+
+
+@dataclass
+class ProviderRuntime:
+    """The moving parts of a running provider (exposed for tests and the gateway)."""
+
+    bus: Bus
+    market: MarketStore
+    connector: MarketConnector
+    source: str
+    broker: Broker | None = None
+    books: dict[str, BookUpdated] = field(default_factory=dict)
+    aggregators: dict[str, CandleAggregator] = field(default_factory=dict)
+    clock_ms: int = 0
+    candles: int = 0
+    events: int = 0
+    outbox: list[Envelope[Any]] = field(default_factory=list)
+    candle_rows: dict[SeriesKey, list[CandleRow]] = field(default_factory=dict)
+    trade_rows: dict[tuple[str, str], list[TradeRow]] = field(default_factory=dict)
+
+    async def publish(self, payload: Payload, parent: Envelope[Any] | None = None) -> None:
+        """Queue `payload`, wrapped in an envelope from this provider, for the next flush."""
+        self.outbox.append(make_event(payload, source=self.source, parent=parent))
+
+    def keep_candle(self, key: SeriesKey, row: CandleRow) -> None:
+        """Queue a closed candle for the store; written before its event is published."""
+        self.candle_rows.setdefault(key, []).append(row)
+
+    async def flush(self) -> None:
+        """Write queued candles and trades, then publish queued events in one round trip.
+
+        The store is written first, so anyone who reads an event can already fetch its candle.
+        """
+        for key, rows in self.candle_rows.items():
+            self.market.upsert_candles(key, rows)
+        for (exchange, symbol), trades in self.trade_rows.items():
+            self.market.upsert_trades(exchange, symbol, trades)
+        self.candle_rows.clear()
+        self.trade_rows.clear()
+        if self.outbox:
+            batch, self.outbox = self.outbox, []
+            await self.bus.publish_many(batch)
+            self.events += len(batch)
+
+
+def make_connector(options: ProviderOptions) -> MarketConnector:
+    """Return the connector the options name: a live exchange through ccxt, or a replay."""
+    if options.exchange:
+        from barfinex_cli.provider.connectors.ccxt_conn import CcxtConnector
+
+        return CcxtConnector(
+            options.exchange, symbols=list(options.symbols), timeframes=list(options.timeframes)
+        )
+    from barfinex_cli.provider.connectors.replay import ReplayConnector
+
+    return ReplayConnector(
+        source=options.replay,
+        symbols=options.symbols or None,
+        timeframes=tuple(options.timeframes),
+        speed=options.speed,
+        skip=options.history,
+    )
+
+
+def _row(candle: CandleClosed) -> CandleRow:
+    return CandleRow(
+        int(candle.open_time.timestamp() * 1000),
+        float(candle.open), float(candle.high), float(candle.low), float(candle.close),
+        float(candle.volume), candle.trades,
+    )  # fmt: skip
+
+
+class Provider:
+    """Run the provider's loops until `stop` is set (or the replay ends with `exit_at_end`)."""
+
+    def __init__(self, settings: Settings, options: ProviderOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.runtime: ProviderRuntime | None = None
+        self.ready = asyncio.Event()
+        self.gateway_url: str | None = None
+        self.recorder: Recorder[Any] | None = None
+        self.on_token_created: Callable[[str, Path], None] | None = None
+        """Called once with a newly generated token and its file, so the CLI can show it."""
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Serve until stopped; return how many events were published."""
+        settings, options = self.settings, self.options
+        settings.home.mkdir(parents=True, exist_ok=True)
+        connector = make_connector(options)
+        await connector.start()
+        bus = await open_bus(settings)
+        market = MarketStore(settings.market_path)
+        rt = ProviderRuntime(bus, market, connector, source=f"provider/{connector.name}")
+        self.runtime = rt
+        if options.paper:
+            from barfinex_cli.provider.connectors.paper import PaperBroker
+
+            rt.broker = PaperBroker(rt.publish, clock=lambda: _utc(rt.clock_ms))
+        elif hasattr(connector, "place"):  # a live exchange connector takes the orders itself
+            rt.broker = cast(Broker, connector)
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            await self._store_history(rt)
+            record_stop = asyncio.Event()  # the recorder stops last, after the final flush
+            if options.record:
+                shared = bus if settings.bus == "memory" else None
+                tasks.append(
+                    asyncio.create_task(
+                        record(settings, record_stop, bus=shared, started=self._recording),
+                        name="recorder",
+                    )
+                )
+            tasks.append(asyncio.create_task(self._health(rt, stop), name="health"))
+            tasks.append(asyncio.create_task(self._flusher(rt, stop), name="flusher"))
+            gateway = await self._gateway(rt, stop)
+            if gateway is not None:
+                tasks.append(gateway)
+            self.ready.set()
+            await self._stream(rt, stop)
+            if not options.exit_at_end and not stop.is_set():
+                log.info("replay finished; serving until stopped")
+                await stop.wait()
+            stop.set()
+            await rt.flush()
+            await self._drain_recorder(rt)
+            record_stop.set()
+            await asyncio.gather(*tasks, return_exceptions=False)
+        finally:
+            stop.set()
+            record_stop.set()
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await connector.stop()
+            market.close()
+            await bus.close()
+        return rt.events
+
+    def _recording(self, recorder: Recorder[Any]) -> None:
+        self.recorder = recorder
+
+    async def _drain_recorder(self, rt: ProviderRuntime, timeout_s: float = 30.0) -> None:
+        """Give the recorder time to write what this provider published before it stops."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.recorder is not None and asyncio.get_running_loop().time() < deadline:
+            if self.recorder.written + self.recorder.duplicates >= rt.events:
+                return
+            await asyncio.sleep(0.05)
+
+    async def _store_history(self, rt: ProviderRuntime) -> None:
+        """Keep the history the connector serves (the replay's warm-up part) in the store."""
+        live_start = getattr(rt.connector, "live_start_ms", None)
+        if not live_start:
+            return
+        base = getattr(rt.connector, "base_timeframe", "1m")
+        for symbol in await rt.connector.symbols():
+            rows = await rt.connector.fetch_candles(symbol, base, 0, live_start - 1)
+            if not rows:
+                continue
+            key = SeriesKey(_exchange(rt.connector), symbol, base)
+            rt.market.upsert_candles(key, rows)
+            aggregator = self._aggregator(rt, symbol)
+            higher: dict[str, list[CandleRow]] = {}
+            for row in rows:
+                for tf, closed in aggregator.add_candle(base, row):
+                    higher.setdefault(tf, []).append(closed)
+            for tf, closed_rows in higher.items():
+                rt.market.upsert_candles(SeriesKey(key.exchange, symbol, tf), closed_rows)
+            rt.clock_ms = max(rt.clock_ms, rows[-1].open_ms + timeframe_ms(base))
+            log.info("history stored", extra={"symbol": symbol, "candles": len(rows)})
+
+    def _aggregator(self, rt: ProviderRuntime, symbol: str) -> CandleAggregator:
+        aggregator = rt.aggregators.get(symbol)
+        if aggregator is None:
+            timeframes = set(self.options.timeframes) | {"1m"}
+            aggregator = rt.aggregators[symbol] = CandleAggregator(sorted(timeframes))
+        return aggregator
+
+    async def _stream(self, rt: ProviderRuntime, stop: asyncio.Event) -> None:
+        # Paced (live or a timed replay): publish each event as it comes. As fast as possible:
+        # publish in batches, which is what lets a replay run at full speed.
+        batch = 1 if (self.options.speed is not None or self.options.exchange) else 500
+        stream = rt.connector.stream()
+        pending = 0
+        try:
+            async for payload in stream:
+                if stop.is_set():
+                    break
+                await self._handle(rt, payload)
+                pending += 1
+                if pending >= batch:
+                    await rt.flush()
+                    pending = 0
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+            await rt.flush()
+
+    async def _flusher(self, rt: ProviderRuntime, stop: asyncio.Event) -> None:
+        """Publish what the gateway and the broker queued between stream events."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)
+            await rt.flush()
+
+    async def _handle(self, rt: ProviderRuntime, payload: Payload) -> None:
+        if isinstance(payload, CandleClosed):
+            await self._candle(rt, payload)
+        elif isinstance(payload, TradeExecuted):
+            await self._trade(rt, payload)
+        elif isinstance(payload, BookUpdated):
+            rt.books[payload.symbol] = payload
+            if rt.broker is not None and hasattr(rt.broker, "on_book"):
+                rt.broker.on_book(payload.symbol, payload.bids, payload.asks)
+            await rt.publish(payload)
+        else:
+            await rt.publish(payload)
+
+    async def _candle(self, rt: ProviderRuntime, candle: CandleClosed) -> None:
+        row = _row(candle)
+        rt.keep_candle(SeriesKey(candle.exchange, candle.symbol, candle.timeframe), row)
+        rt.clock_ms = max(rt.clock_ms, row.open_ms + timeframe_ms(candle.timeframe))
+        rt.candles += 1
+        await rt.publish(candle)
+        closed = self._aggregator(rt, candle.symbol).add_candle(candle.timeframe, row)
+        await self._closed(rt, candle.exchange, candle.symbol, closed)
+        if rt.broker is not None and hasattr(rt.broker, "on_candle"):
+            await rt.broker.on_candle(candle.symbol, candle.timeframe, row, rt.clock_ms)
+
+    async def _trade(self, rt: ProviderRuntime, trade: TradeExecuted) -> None:
+        time_ms = int(trade.time.timestamp() * 1000)
+        row = TradeRow(time_ms, trade.trade_id, float(trade.price), float(trade.amount), trade.side)
+        rt.trade_rows.setdefault((trade.exchange, trade.symbol), []).append(row)
+        rt.clock_ms = max(rt.clock_ms, time_ms)
+        await rt.publish(trade)
+        if rt.broker is not None and hasattr(rt.broker, "on_trade"):
+            rt.broker.on_trade(trade.symbol, row)
+        candle_symbols = getattr(rt.connector, "candle_symbols", None)
+        if candle_symbols is not None and trade.symbol not in candle_symbols:
+            closed = self._aggregator(rt, trade.symbol).add_trade(
+                time_ms, float(trade.price), float(trade.amount)
+            )
+            await self._closed(rt, trade.exchange, trade.symbol, closed)
+
+    async def _closed(
+        self, rt: ProviderRuntime, exchange: str, symbol: str, closed: list[tuple[str, CandleRow]]
+    ) -> None:
+        for tf, row in closed:
+            rt.keep_candle(SeriesKey(exchange, symbol, tf), row)
+            await rt.publish(to_event((exchange, symbol), tf, row))
+            rt.candles += 1
+
+    async def _health(self, rt: ProviderRuntime, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await rt.publish(rt.connector.health())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.options.health_interval_s)
+
+    async def _gateway(self, rt: ProviderRuntime, stop: asyncio.Event) -> asyncio.Task[Any] | None:
+        from barfinex_cli.provider import auth
+        from barfinex_cli.provider.gateway import (
+            GatewayContext,
+            GatewayOptions,
+            bind,
+            create_app,
+            serve,
+        )
+
+        token = auth.ensure_token(self.settings, on_created=self.on_token_created)
+        ctx = GatewayContext(
+            bus=rt.bus,
+            market=rt.market,
+            token=token,
+            publish=rt.publish,
+            broker=rt.broker,
+            connectors={rt.connector.name: rt.connector},
+            books=rt.books,
+            options=GatewayOptions(mcp_orders_enabled=self.options.mcp_orders),
+        )
+        sock = bind(self.options.host, self.options.port)
+        host, port = sock.getsockname()[:2]
+        self.gateway_url = f"http://{host}:{port}"
+        return asyncio.create_task(serve(create_app(ctx), stop, sock), name="gateway")
+
+
+def _exchange(connector: MarketConnector) -> str:
+    return getattr(connector, "exchange", None) or connector.name
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms else datetime.now(UTC)

@@ -1,0 +1,249 @@
+"""Outbound webhooks: chosen bus events POSTed as signed JSON to the URLs the operator configured.
+
+Each target names a URL and the event type globs it wants. The body is the event envelope, exactly
+as it travels on the bus; the header `X-Bfx-Signature: sha256=<hex>` is the HMAC-SHA256 of the body
+under the target's secret (or the shared one), so a receiver can check who sent it with `verify`.
+
+Delivery is at-least-once per target and in order: one reader tails the bus and never waits on a
+receiver; each target has a bounded queue and one worker. A delivery that fails (connection error,
+timeout, 408, 429 or 5xx) is retried with exponential backoff up to `attempts` times; another 4xx is
+not retried. What could not be delivered, or did not fit in a full queue, or was still queued at
+shutdown, is written as one JSON line to the dead-letter file (`<home>/webhooks-dead.jsonl`) with
+the URL, the error, the number of attempts and the whole event, so it can be inspected and resent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Self
+
+import httpx
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from barfinex_cli.bus.base import Bus, Delivery, entry_id_key, matches
+from barfinex_cli.contracts.codec import encode
+
+log = logging.getLogger("bfx.provider.webhooks")
+
+DEAD_LETTER_FILE = "webhooks-dead.jsonl"
+SIGNATURE_HEADER = "X-Bfx-Signature"
+_RETRYABLE = {408, 429}
+_MAX_SEQ = 2**64 - 1
+
+
+class WebhookTarget(BaseModel):
+    """One receiver: where to POST, which event types, and the secret that signs its bodies."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: AnyHttpUrl
+    types: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    secret: SecretStr | None = None
+
+
+class WebhooksConfig(BaseModel):
+    """Every webhook target with the retry policy they share."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    targets: list[WebhookTarget] = Field(default_factory=list)
+    secret: SecretStr | None = None
+    """The signing secret of targets that have none of their own."""
+    attempts: int = Field(5, ge=1, le=20)
+    backoff_s: float = Field(0.5, gt=0)
+    max_backoff_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(5.0, gt=0)
+    queue_size: int = Field(1000, ge=1)
+    drain_s: float = Field(5.0, ge=0)
+    """How long queued deliveries may take at shutdown before the rest is dead-lettered."""
+
+    @model_validator(mode="after")
+    def _every_target_signed(self) -> Self:
+        for target in self.targets:
+            if target.secret is None and self.secret is None:
+                raise ValueError(f"webhook {target.url} has no secret and no shared secret is set")
+        return self
+
+    def secret_of(self, target: WebhookTarget) -> bytes:
+        """Return the key that signs bodies sent to `target`."""
+        secret = target.secret or self.secret
+        assert secret is not None  # the validator guarantees one
+        return secret.get_secret_value().encode()
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """Return the `X-Bfx-Signature` value of a body: `sha256=<hex HMAC-SHA256>`."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: bytes, body: bytes, signature: str | None) -> bool:
+    """Tell, in constant time, whether `signature` is the header value `sign` gives for `body`."""
+    return signature is not None and hmac.compare_digest(sign(secret, body), signature)
+
+
+@dataclass(slots=True, frozen=True)
+class _Job:
+    event_id: str
+    event_type: str
+    body: bytes
+
+
+class WebhookSender:
+    """Tail the bus and deliver matching events to every configured target."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        config: WebhooksConfig,
+        dead_letter_path: Path,
+        *,
+        client: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.bus = bus
+        self.config = config
+        self.dead_letter_path = dead_letter_path
+        self.ready = asyncio.Event()
+        """Set once the sender reads the bus: events published after this are delivered."""
+        self.counts = {"delivered": 0, "retried": 0, "dead_lettered": 0}
+        self._client = client
+        self._sleep = sleep
+        self._queues = [asyncio.Queue[_Job](config.queue_size) for _ in config.targets]
+        self._current: list[_Job | None] = [None] * len(config.targets)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set, then drain for up to `drain_s` and dead-letter the rest."""
+        since = f"{time.time_ns() // 1_000_000 - 1}-{_MAX_SEQ}"  # everything from this ms on
+        patterns = sorted({p for t in self.config.targets for p in t.types})
+        client = self._client or httpx.AsyncClient(timeout=self.config.timeout_s)
+        reader = asyncio.create_task(self._read(patterns, since))
+        workers = [
+            asyncio.create_task(self._work(i, client)) for i in range(len(self.config.targets))
+        ]
+        self.ready.set()
+        try:
+            await stop.wait()
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            drained = asyncio.gather(*(q.join() for q in self._queues))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(drained, self.config.drain_s)
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            self._dead_letter_leftovers()
+            if self._client is None:
+                await client.aclose()
+
+    async def _read(self, patterns: list[str], since: str) -> None:
+        if not patterns:
+            return
+        while True:
+            try:
+                async for delivery in self.bus.tail(patterns, since=since, block_ms=500):
+                    since = max(since, delivery.entry_id, key=entry_id_key)
+                    self._enqueue(delivery)
+            except Exception as exc:  # the bus went away: wait, then read on from the last event
+                log.warning("bus read failed; retrying in 1 s", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        job: _Job | None = None
+        for i, target in enumerate(self.config.targets):
+            if not matches(delivery.type, target.types):
+                continue
+            job = job or _job(delivery)
+            try:
+                self._queues[i].put_nowait(job)
+            except asyncio.QueueFull:
+                self._dead_letter(target, job, 0, f"queue full ({self.config.queue_size})")
+
+    async def _work(self, index: int, client: httpx.AsyncClient) -> None:
+        queue = self._queues[index]
+        target = self.config.targets[index]
+        while True:
+            job = await queue.get()
+            self._current[index] = job
+            try:
+                await self._deliver(client, target, job)
+            except asyncio.CancelledError:
+                queue.task_done()  # `_current` keeps the job: shutdown dead-letters it
+                raise
+            except Exception as exc:  # a bug here must not stop the worker or lose the event
+                log.exception("webhook worker failed", extra={"url": str(target.url)})
+                self._dead_letter(target, job, 0, f"internal error: {exc!r}")
+            self._current[index] = None
+            queue.task_done()
+
+    async def _deliver(self, client: httpx.AsyncClient, target: WebhookTarget, job: _Job) -> None:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "bfx-webhooks",
+            SIGNATURE_HEADER: sign(self.config.secret_of(target), job.body),
+            "X-Bfx-Event": job.event_type,
+            "X-Bfx-Delivery": job.event_id,
+        }
+        error = ""
+        attempt = 0
+        for attempt in range(1, self.config.attempts + 1):
+            try:
+                response = await client.post(str(target.url), content=job.body, headers=headers)
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            else:
+                if response.is_success:
+                    self.counts["delivered"] += 1
+                    return
+                error = f"HTTP {response.status_code}"
+                if response.is_client_error and response.status_code not in _RETRYABLE:
+                    break  # the receiver refuses this body; sending it again will not help
+            if attempt < self.config.attempts:
+                self.counts["retried"] += 1
+                delay = self.config.backoff_s * 2 ** (attempt - 1)
+                await self._sleep(min(delay, self.config.max_backoff_s))
+        self._dead_letter(target, job, attempt, error)
+
+    def _dead_letter_leftovers(self) -> None:
+        for index, target in enumerate(self.config.targets):
+            current = self._current[index]
+            if current is not None:
+                self._dead_letter(target, current, 0, "shutdown while delivering")
+            queue = self._queues[index]
+            while not queue.empty():
+                self._dead_letter(target, queue.get_nowait(), 0, "shutdown before delivery")
+
+    def _dead_letter(self, target: WebhookTarget, job: _Job, attempts: int, error: str) -> None:
+        self.counts["dead_lettered"] += 1
+        record = {
+            "ts": datetime.now(UTC).isoformat(),
+            "url": str(target.url),
+            "event_id": job.event_id,
+            "type": job.event_type,
+            "attempts": attempts,
+            "error": error,
+            "event": json.loads(job.body),
+        }
+        log.warning(
+            "webhook not delivered",
+            extra={"url": str(target.url), "event_id": job.event_id, "error": error},
+        )
+        self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.dead_letter_path.open("a") as fh:
+            fh.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+def _job(delivery: Delivery) -> _Job:
+    body = delivery.raw if delivery.raw is not None else encode(delivery.event)
+    return _Job(delivery.event.id, delivery.type, body)
