@@ -49,6 +49,9 @@ def start(
     history: Annotated[
         int, typer.Option(help="Replay: base candles kept as history before the live part.", min=0)
     ] = 720,
+    days: Annotated[
+        float, typer.Option(help="Synthetic replay: days of market to make.", min=0.01)
+    ] = 7.0,
     paper: Annotated[
         bool, typer.Option("--paper/--live-orders", help="Route orders to the paper broker.")
     ] = True,
@@ -87,6 +90,7 @@ def start(
             replay=replay,
             speed=None if speed.lower() in ("max", "0") else float(speed.removesuffix("x")),
             history=history,
+            days=days,
             paper=paper,
             host=host,
             port=port,

@@ -46,6 +46,7 @@ class ProviderOptions(BaseModel):
     replay: Path | None = Field(None, description="replay file or folder; None is synthetic")
     speed: float | None = Field(60.0, gt=0, description="replay speed; None is as fast as possible")
     history: int = Field(720, ge=0, description="replay: base candles kept as history")
+    days: float = Field(7.0, gt=0, description="synthetic replay: days of market to make")
     paper: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=0, le=65535)
@@ -114,6 +115,7 @@ def make_connector(options: ProviderOptions) -> MarketConnector:
         timeframes=tuple(options.timeframes),
         speed=options.speed,
         skip=options.history,
+        days=options.days,
     )
 
 
@@ -199,11 +201,15 @@ class Provider:
 
     async def _drain_recorder(self, rt: ProviderRuntime, timeout_s: float = 30.0) -> None:
         """Give the recorder time to write what this provider published before it stops."""
+        if not self.options.record:
+            return
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while self.recorder is not None and asyncio.get_running_loop().time() < deadline:
-            if self.recorder.written + self.recorder.duplicates >= rt.events:
+        while asyncio.get_running_loop().time() < deadline:
+            recorder = self.recorder
+            if recorder is not None and recorder.written + recorder.duplicates >= rt.events:
                 return
             await asyncio.sleep(0.05)
+        log.warning("the recorder did not catch up in time; the rest stays pending on the bus")
 
     async def _store_history(self, rt: ProviderRuntime) -> None:
         """Keep the history the connector serves (the replay's warm-up part) in the store."""
