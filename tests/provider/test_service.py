@@ -131,3 +131,59 @@ async def _purge(namespace: str) -> int:
         return await bus.delete_namespace()
     finally:
         await bus.close()
+
+
+async def test_provider_posts_signed_webhooks_named_in_the_settings(
+    tmp_path: Path, namespace: str
+) -> None:
+    from aiohttp import web
+
+    from barfinex_cli.provider.webhooks import verify
+
+    received: list[tuple[bytes, str | None]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append((await request.read(), request.headers.get("X-Bfx-Signature")))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    settings = load_settings(
+        home=tmp_path, namespace=namespace, bus="memory", token="t0ken",
+        webhooks={"targets": [{"url": f"http://127.0.0.1:{port}/hook", "types": ["market.candle"]}]},
+        webhook_secret="hook-secret",
+    )  # fmt: skip
+    options = ProviderOptions(**{**OPTIONS, "exit_at_end": False})  # type: ignore[arg-type]
+    provider = Provider(settings, options)
+    stop = asyncio.Event()
+    task = asyncio.create_task(provider.run(stop))
+    try:
+        for _ in range(200):
+            if len(received) >= 3:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await runner.cleanup()
+    assert len(received) >= 3
+    body, signature = received[0]
+    assert verify(b"hook-secret", body, signature)
+    assert json.loads(body)["type"] == "market.candle"
+
+
+def test_a_webhook_without_a_secret_is_a_config_error(tmp_path: Path, namespace: str) -> None:
+    from barfinex_cli.errors import ConfigError
+
+    settings = load_settings(
+        home=tmp_path, namespace=namespace, bus="memory", token="t0ken",
+        webhooks={"targets": [{"url": "http://127.0.0.1:9/hook"}]},
+    )  # fmt: skip
+    provider = Provider(settings, ProviderOptions(**OPTIONS))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="BFX_WEBHOOK_SECRET"):
+        asyncio.run(provider.run(asyncio.Event()))

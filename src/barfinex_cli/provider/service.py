@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,7 @@ from barfinex_cli.bus.base import Bus
 from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import BookUpdated, CandleClosed, TradeExecuted
 from barfinex_cli.contracts.types import Payload
+from barfinex_cli.errors import ConfigError
 from barfinex_cli.provider.candles import CandleAggregator, timeframe_ms, to_event
 from barfinex_cli.provider.connectors.base import Broker, MarketConnector
 from barfinex_cli.runtime.connect import open_bus
@@ -31,6 +32,9 @@ from barfinex_cli.runtime.recording import record
 from barfinex_cli.runtime.settings import Settings
 from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey, TradeRow
 from barfinex_cli.store.recorder import Recorder
+
+if TYPE_CHECKING:
+    from barfinex_cli.provider.webhooks import WebhookSender
 
 log = logging.getLogger("bfx.provider")
 
@@ -137,6 +141,7 @@ class Provider:
         self.ready = asyncio.Event()
         self.gateway_url: str | None = None
         self.recorder: Recorder[Any] | None = None
+        self.webhook_sender: WebhookSender | None = None
         self.on_token_created: Callable[[str, Path], None] | None = None
         """Called once with a newly generated token and its file, so the CLI can show it."""
 
@@ -173,6 +178,8 @@ class Provider:
             gateway = await self._gateway(rt, stop)
             if gateway is not None:
                 tasks.append(gateway)
+            if self.webhook_sender is not None:
+                tasks.append(asyncio.create_task(self.webhook_sender.run(stop), name="webhooks"))
             self.ready.set()
             await self._stream(rt, stop)
             if not options.exit_at_end and not stop.is_set():
@@ -340,10 +347,35 @@ class Provider:
             books=rt.books,
             options=GatewayOptions(mcp_orders_enabled=self.options.mcp_orders),
         )
+        ctx.webhooks = self._webhooks(rt)
         sock = bind(self.options.host, self.options.port)
         host, port = sock.getsockname()[:2]
         self.gateway_url = f"http://{host}:{port}"
         return asyncio.create_task(serve(create_app(ctx), stop, sock), name="gateway")
+
+    def _webhooks(self, rt: ProviderRuntime) -> WebhookSender | None:
+        """Build the webhook sender from the `[webhooks]` settings table, if there is one."""
+        table = self.settings.webhooks
+        if not table or not table.get("targets"):
+            return None
+        from pydantic import ValidationError
+
+        from barfinex_cli.provider.webhooks import DEAD_LETTER_FILE, WebhooksConfig, WebhookSender
+
+        data = dict(table)
+        if self.settings.webhook_secret is not None and "secret" not in data:
+            data["secret"] = self.settings.webhook_secret.get_secret_value()
+        try:
+            config = WebhooksConfig.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(
+                f"webhooks.{where}: {first['msg']} (set BFX_WEBHOOK_SECRET for the signing secret)"
+            ) from None
+        sender = WebhookSender(rt.bus, config, self.settings.home / DEAD_LETTER_FILE)
+        self.webhook_sender = sender
+        return sender
 
 
 def _exchange(connector: MarketConnector) -> str:

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     log_json: bool = Field(False, description="JSON-lines logs even in a terminal")
     token: SecretStr | None = Field(None, description="gateway bearer token")
     provider_url: str = Field("http://127.0.0.1:8081", description="provider gateway URL")
+    webhooks: dict[str, Any] | None = Field(
+        None, description="[webhooks] table: targets (url, types), attempts, backoff_s, ..."
+    )
+    webhook_secret: SecretStr | None = Field(None, description="signs webhook bodies (env only)")
 
     @property
     def audit_path(self) -> Path:
