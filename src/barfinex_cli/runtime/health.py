@@ -1,0 +1,70 @@
+"""A small HTTP server every role runs beside its work: `/health` and `/metrics` on its own port.
+
+Roles other than the provider serve only these two routes (detector on 8101 + n, advisor 8009,
+inspector 8008), so a supervisor or Prometheus can watch each process, and the provider's proxy
+can reach them by the URL they registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from barfinex_cli.errors import ServiceUnreachable
+
+Status = Callable[[], dict[str, Any]]
+Metrics = Callable[[], str]
+
+
+def bind_first_free(host: str, port: int, *, tries: int = 100) -> socket.socket:
+    """Bind `host:port`, or the next free port above it (instances take 8101, 8102, ...)."""
+    last: OSError | None = None
+    for candidate in range(port, port + tries) if port else [0]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, candidate))
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    raise ServiceUnreachable(
+        f"no free port on {host} from {port} to {port + tries - 1} ({last}) — pass --port"
+    )
+
+
+def health_app(status: Status, metrics: Metrics) -> Any:
+    """Return an ASGI app serving `/health` (JSON) and `/metrics` (Prometheus text)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    async def health(_: Request) -> JSONResponse:
+        body = status()
+        return JSONResponse(body, status_code=200 if body.get("status") == "ok" else 503)
+
+    async def prometheus(_: Request) -> PlainTextResponse:
+        return PlainTextResponse(metrics(), media_type="text/plain; version=0.0.4")
+
+    return Starlette(routes=[Route("/health", health), Route("/metrics", prometheus)])
+
+
+async def serve_health(app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
+    """Serve `app` on the bound `sock` until `stop` is set."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # the role's lifecycle owns signals
+            yield
+
+    host, port = sock.getsockname()[:2]
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await stop.wait()
+    server.should_exit = True
+    await task
