@@ -89,6 +89,7 @@ async def _download(
     path: Path, exchange: str, symbol: str, timeframe: str, since_ms: int, until_ms: int | None
 ) -> Summary:
     from barfinex_cli.errors import BfxError
+    from barfinex_cli.provider.candles import grid_offset
     from barfinex_cli.provider.connectors.ccxt_conn import (
         CcxtConnector,
         last_closed_open,
@@ -104,12 +105,13 @@ async def _download(
         tf_ms = conn.timeframe_ms(timeframe)
         key = SeriesKey(conn.exchange, unified, timeframe)
         with MarketStore(path) as store:
-            start = -(-since_ms // tf_ms) * tf_ms
+            offset = grid_offset(timeframe)  # weeks open on Mondays, not on the epoch's Thursday
+            start = since_ms + (offset - since_ms) % tf_ms
             held = next((s for s in store.series() if SeriesKey(*s[:3]) == key), None)
             resumed = held is not None and held.first_ms <= start <= held.last_ms
             if held is not None and resumed:
                 start = held.last_ms + tf_ms
-            end = last_closed_open(tf_ms, until_ms)
+            end = last_closed_open(tf_ms, until_ms, offset)
             summary = Summary(
                 exchange=conn.exchange,
                 symbol=unified,

@@ -17,6 +17,7 @@ from barfinex_cli.cli import (
     config,
     data,
     data_download,
+    data_integrity,
     doctor,
     events,
     pending,
@@ -153,6 +154,8 @@ def version(
 app.add_typer(config.app, name="config")
 app.add_typer(events.app, name="events")
 data.app.command("download")(data_download.download)
+data.app.command("gaps")(data_integrity.gaps)
+data.app.command("repair")(data_integrity.repair)
 app.add_typer(data.app, name="data")
 app.add_typer(provider.app, name="provider")
 app.command("doctor")(doctor.doctor)

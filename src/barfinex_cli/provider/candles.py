@@ -45,7 +45,6 @@ WEEK_OFFSET_MS = 4 * DAY_MS
 """The epoch fell on a Thursday; weeks start on Monday, four days later."""
 
 _BLOCK, _LANES = 128, 16
-_ZEROS = (0.0,) * _LANES
 _NEVER = -(2**62)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -76,7 +75,8 @@ def polars_sum(values: Sequence[float]) -> float:
 
     polars-compute `float_sum`: the first `len % 128` values are added one by one; the rest is cut
     into 128-value blocks, each added as 16 lanes folded halves-onto-halves, and blocks are
-    combined by pairwise recursion. Below 128 values this is a plain left-to-right sum.
+    combined by pairwise recursion. Below 128 values this is a plain left-to-right sum. Equal
+    up to the sign of a zero sum (which `==` does not see).
     """
     n = len(values)
     rest = n % _BLOCK
@@ -88,15 +88,21 @@ def polars_sum(values: Sequence[float]) -> float:
 
 def _pairwise(values: Sequence[float]) -> float:
     blocks = len(values) // _BLOCK
-    if blocks == 1:
-        lanes = list(map(add, _ZEROS, values[:_LANES]))  # 0.0 + x, as the SIMD sum starts
-        for k in range(_LANES, _BLOCK, _LANES):
-            lanes = list(map(add, lanes, values[k : k + _LANES]))
-        lanes = list(map(add, lanes[:8], lanes[8:]))
-        lanes = list(map(add, lanes[:4], lanes[4:]))
-        return (lanes[0] + lanes[2]) + (lanes[1] + lanes[3])
-    left = (blocks // 2) * _BLOCK
-    return _pairwise(values[:left]) + _pairwise(values[left:])
+    if blocks > 1:
+        left = (blocks // 2) * _BLOCK
+        return _pairwise(values[:left]) + _pairwise(values[left:])
+    # One block: 16 lanes, lane j adding values j, j+16, ... in order. Unrolled into locals
+    # because it runs at every candle close of a busy symbol (3x faster than slicing lanes).
+    # fmt: off
+    a, b, c, d, e, f, g, h, i, j, k, m, n, o, p, q = values[:_LANES]
+    for at in range(_LANES, _BLOCK, _LANES):
+        a2, b2, c2, d2, e2, f2, g2, h2, i2, j2, k2, m2, n2, o2, p2, q2 = values[at : at + _LANES]
+        a += a2; b += b2; c += c2; d += d2; e += e2; f += f2; g += g2; h += h2  # noqa: E702
+        i += i2; j += j2; k += k2; m += m2; n += n2; o += o2; p += p2; q += q2  # noqa: E702
+    a += i; b += j; c += k; d += m; e += n; f += o; g += p; h += q  # noqa: E702
+    a += e; b += f; c += g; d += h  # noqa: E702
+    # fmt: on
+    return float((a + c) + (b + d))
 
 
 class _Forming:
@@ -367,11 +373,9 @@ def _group(frame: pl.DataFrame, time_col: str, every: str, aggs: list[pl.Expr]) 
         frame = frame.sort(time_col, maintain_order=True)
     if frame.n_chunks() > 1:
         frame = frame.rechunk()  # a group split across chunks would be summed in another order
-    out = (
-        frame.with_columns(pl.col(time_col).cast(pl.Datetime("ms")).alias("_t"))
-        .group_by_dynamic("_t", every=every)
-        .agg(aggs)
-    )
+    # Order is checked above, so flag it: polars would otherwise scan the column once more.
+    stamp = pl.col(time_col).cast(pl.Datetime("ms")).set_sorted().alias("_t")
+    out = frame.with_columns(stamp).group_by_dynamic("_t", every=every).agg(aggs)
     return out.select(
         pl.col("_t").cast(pl.Int64).alias("open_ms"), *(a.meta.output_name() for a in aggs)
     )

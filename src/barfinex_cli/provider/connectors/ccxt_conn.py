@@ -43,6 +43,7 @@ from barfinex_cli.contracts.orders import (
 )
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError, ConfigError, NotFound, UsageError
+from barfinex_cli.provider.candles import grid_offset
 from barfinex_cli.provider.connectors.base import Emit, OrderRequest
 from barfinex_cli.provider.connectors.ccxt_errors import (
     OrderRefused,
@@ -229,8 +230,9 @@ class CcxtConnector:
         """
         unified = await self.market_symbol(symbol)
         tf_ms = self.timeframe_ms(timeframe)
-        end = last_closed_open(tf_ms, until_ms)
-        cursor = -(-since_ms // tf_ms) * tf_ms
+        offset = grid_offset(timeframe)  # weeks open on Mondays, not on the epoch's Thursday
+        end = last_closed_open(tf_ms, until_ms, offset)
+        cursor = since_ms + (offset - since_ms) % tf_ms
         while cursor <= end:
             raw = await self._rest(
                 partial(self._ex.fetch_ohlcv, unified, timeframe, cursor, self.page_limit),
@@ -526,9 +528,13 @@ def overrides_from_env(exchange_id: str) -> tuple[dict[str, Any] | None, dict[st
     return found[0], found[1]
 
 
-def last_closed_open(timeframe_ms: int, until_ms: int | None = None) -> int:
-    """Return the open time of the last candle that has closed by now (and opens <= `until_ms`)."""
-    forming = int(time.time() * 1000) // timeframe_ms * timeframe_ms
+def last_closed_open(timeframe_ms: int, until_ms: int | None = None, offset_ms: int = 0) -> int:
+    """Return the open time of the last candle that has closed by now (and opens <= `until_ms`).
+
+    `offset_ms` shifts the grid from the epoch (`candles.grid_offset`: weeks open on Monday).
+    """
+    now = int(time.time() * 1000)
+    forming = now - (now - offset_ms) % timeframe_ms
     last = forming - timeframe_ms
     return last if until_ms is None else min(last, until_ms)
 
