@@ -96,32 +96,57 @@ def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return min(times), result
 
 
+def measure(n: int, repeat: int) -> dict[str, Any]:
+    """Time every path on the same `n` trades (checked identical first); return the figures."""
+    frame = make_trades(n)
+    tuples = list(zip(*(frame[c].to_list() for c in ("time_ms", "price", "amount")), strict=True))
+
+    # Interleaved, so a busy machine slows both alike; the best run of each counts.
+    runs = [(best(lambda: raw_polars(frame), 1), best(lambda: trades_to_candles(frame, "1m"), 1))
+            for _ in range(repeat)]  # fmt: skip
+    t_raw, raw = min((r for r, _ in runs), key=lambda run: run[0])
+    t_batch, batch = min((b for _, b in runs), key=lambda run: run[0])
+    t_built, _ = best(lambda: raw_polars(frame_from(tuples)), max(1, repeat // 2))
+    t_live, rows = best(lambda: live(tuples, ("1m",)), 2)
+    t_all, _ = best(lambda: live(tuples, TIMEFRAMES), 2)
+    assert rows == frame_rows(raw) == frame_rows(batch), "the paths disagree"
+    return {"n": n, "candles": len(rows), "raw": t_raw, "batch": t_batch, "built": t_built,
+            "live": t_live, "all": t_all}  # fmt: skip
+
+
+def figures(n: int = 5_000_000, repeat: int = 3) -> list[tuple[str, str, str, str, str]]:
+    """Return rows (figure, measured, baseline, ratio, target) for `benchmarks/provider.py`."""
+    m = measure(n, repeat)
+
+    def rate(seconds: float) -> str:
+        return f"{n / seconds:,.0f} trades/s"
+
+    baseline = f"polars group_by_dynamic {rate(m['raw'])}"
+    return [
+        ("trades -> 1m candles, batch path", rate(m["batch"]), baseline,
+         f"{m['raw'] / m['batch']:.2f}", ">= 0.9"),
+        ("trades -> 1m candles, live incremental", rate(m["live"]), baseline,
+         f"{m['raw'] / m['live']:.3f}", ">= 0.3"),
+        ("trades -> all 12 timeframes, live", rate(m["all"]), baseline,
+         f"{m['raw'] / m['all']:.3f}", "-"),
+        ("live vs polars incl. building its frame", rate(m["live"]),
+         f"polars from Python tuples {rate(m['built'])}", f"{m['built'] / m['live']:.2f}", "-"),
+    ]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trades", type=int, default=5_000_000)
     parser.add_argument("--repeat", type=int, default=5, help="runs of the polars queries (best)")
     args = parser.parse_args()
     n = args.trades
-
-    frame = make_trades(n)
-    tuples = list(zip(*(frame[c].to_list() for c in ("time_ms", "price", "amount")), strict=True))
-
-    # Interleaved, so a busy machine slows both alike; the best run of each counts.
-    runs = [(best(lambda: raw_polars(frame), 1), best(lambda: trades_to_candles(frame, "1m"), 1))
-            for _ in range(args.repeat)]  # fmt: skip
-    t_raw, raw = min((r for r, _ in runs), key=lambda run: run[0])
-    t_batch, batch = min((b for _, b in runs), key=lambda run: run[0])
-    t_built, _ = best(lambda: raw_polars(frame_from(tuples)), max(1, args.repeat // 2))
-    t_live, rows = best(lambda: live(tuples, ("1m",)), 2)
-    t_all, _ = best(lambda: live(tuples, TIMEFRAMES), 2)
-
-    raw_rows = frame_rows(raw)
-    assert rows == raw_rows == frame_rows(batch), "the paths disagree"
+    m = measure(n, args.repeat)
+    t_raw, t_batch, t_live, t_all, t_built = m["raw"], m["batch"], m["live"], m["all"], m["built"]
 
     def rate(seconds: float) -> str:
         return f"{n / seconds:,.0f}"
 
-    table = Table(title=f"trades -> 1m candles: {n:,} trades, {len(rows):,} candles (identical)")
+    table = Table(title=f"trades -> 1m candles: {n:,} trades, {m['candles']:,} candles (identical)")
     for column in ("path", "seconds", "trades/s", "ns/trade", "ratio", "target"):
         table.add_column(column, justify="left" if column == "path" else "right")
     table.add_row("polars group_by_dynamic (raw, ready frame)", f"{t_raw:.3f}", rate(t_raw),
