@@ -187,3 +187,24 @@ def test_a_webhook_without_a_secret_is_a_config_error(tmp_path: Path, namespace:
     provider = Provider(settings, ProviderOptions(**OPTIONS))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="BFX_WEBHOOK_SECRET"):
         asyncio.run(provider.run(asyncio.Event()))
+
+
+async def test_a_bad_row_in_stored_history_is_found_repaired_and_verified_at_start(
+    tmp_path: Path, namespace: str
+) -> None:
+    from barfinex_cli.provider.synthetic import DEFAULT_START_MS
+    from barfinex_cli.store.market import CandleRow
+
+    key = SeriesKey("synthetic", "BTC/USDT", "1m")
+    bad = CandleRow(DEFAULT_START_MS + 10 * 60_000 + 30_000, 1.0, 1.0, 1.0, 1.0, 1.0)
+    with MarketStore(tmp_path / "market.db") as market:
+        market.upsert_candles(key, [bad])  # half a minute off the grid
+    settings = load_settings(home=tmp_path, namespace=namespace, bus="memory", token="t0ken")
+    await asyncio.wait_for(Provider(settings, ProviderOptions(**OPTIONS)).run(asyncio.Event()), 60)  # type: ignore[arg-type]
+    with MarketStore(settings.market_path) as market:
+        opens = [r.open_ms for r in market.candles(key)]
+    assert bad.open_ms not in opens
+    assert all(ms % 60_000 == 0 for ms in opens)
+    with AuditStore(settings.audit_path) as audit:
+        kinds = [e.type for e in audit.query(["provider.incident.*", "market.repaired"])]
+    assert kinds == ["provider.incident.opened", "market.repaired", "provider.incident.resolved"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from barfinex_cli.bus.base import Bus
 from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import BookUpdated, CandleClosed, TradeExecuted
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.errors import ConfigError
+from barfinex_cli.errors import BfxError, ConfigError
 from barfinex_cli.provider.candles import CandleAggregator, timeframe_ms, to_event
 from barfinex_cli.provider.connectors.base import Broker, MarketConnector
 from barfinex_cli.runtime.connect import open_bus
@@ -34,9 +35,13 @@ from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey, TradeRo
 from barfinex_cli.store.recorder import Recorder
 
 if TYPE_CHECKING:
+    from barfinex_cli.provider.healing import Healer
     from barfinex_cli.provider.webhooks import WebhookSender
 
 log = logging.getLogger("bfx.provider")
+
+TRADE_GRACE_MS = 2_000
+"""How long after its bucket ends a candle built from trades waits for late trades."""
 
 
 class ProviderOptions(BaseModel):
@@ -58,6 +63,7 @@ class ProviderOptions(BaseModel):
     health_interval_s: float = Field(5.0, gt=0)
     exit_at_end: bool = False
     mcp_orders: bool = False
+    integrity_interval_s: float = Field(60.0, gt=0, description="seconds between integrity scans")
 
 
 @dataclass
@@ -72,6 +78,9 @@ class ProviderRuntime:
     books: dict[str, BookUpdated] = field(default_factory=dict)
     aggregators: dict[str, CandleAggregator] = field(default_factory=dict)
     clock_ms: int = 0
+    reconnects: int = 0
+    integrity: dict[SeriesKey, float] = field(default_factory=dict)
+    """Latest data-quality score (0-100) per base series."""
     candles: int = 0
     events: int = 0
     outbox: list[Envelope[Any]] = field(default_factory=list)
@@ -141,6 +150,9 @@ class Provider:
         self.ready = asyncio.Event()
         self.gateway_url: str | None = None
         self.recorder: Recorder[Any] | None = None
+        self.healer: Healer | None = None
+        self._stream_task: asyncio.Task[None] | None = None
+        self._recovering = False
         self.webhook_sender: WebhookSender | None = None
         self.on_token_created: Callable[[str, Path], None] | None = None
         """Called once with a newly generated token and its file, so the CLI can show it."""
@@ -175,6 +187,9 @@ class Provider:
                 )
             tasks.append(asyncio.create_task(self._health(rt, stop), name="health"))
             tasks.append(asyncio.create_task(self._flusher(rt, stop), name="flusher"))
+            self.healer = self._healer(rt)
+            await self._integrity_pass(rt)  # history as stored, before the live part joins it
+            tasks.append(asyncio.create_task(self._integrity(rt, stop), name="integrity"))
             gateway = await self._gateway(rt, stop)
             if gateway is not None:
                 tasks.append(gateway)
@@ -248,6 +263,22 @@ class Provider:
         return aggregator
 
     async def _stream(self, rt: ProviderRuntime, stop: asyncio.Event) -> None:
+        """Run the connector's stream until it ends or `stop`; restart it when recovery asks."""
+        while not stop.is_set():
+            self._stream_task = asyncio.create_task(self._stream_once(rt, stop))
+            try:
+                await self._stream_task
+                return
+            except asyncio.CancelledError:
+                if not self._recovering:
+                    raise
+            self._recovering = False
+            rt.reconnects += 1
+            log.warning("connector recovery: reconnecting", extra={"connector": rt.connector.name})
+            await rt.connector.stop()
+            await rt.connector.start()
+
+    async def _stream_once(self, rt: ProviderRuntime, stop: asyncio.Event) -> None:
         # Paced (live or a timed replay): publish each event as it comes. As fast as possible:
         # publish in batches, which is what lets a replay run at full speed.
         batch = 1 if (self.options.speed is not None or self.options.exchange) else 500
@@ -265,6 +296,71 @@ class Provider:
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
             await rt.flush()
+
+    async def reconnect(self, key: SeriesKey) -> None:
+        """CONNECTOR_RECOVERY: restart the live stream (a real reconnect, not an alarm)."""
+        task = self._stream_task
+        if task is not None and not task.done():
+            log.warning("recovering the connector", extra={"series": "/".join(key)})
+            self._recovering = True
+            task.cancel()
+
+    def _healer(self, rt: ProviderRuntime) -> Healer:
+        from barfinex_cli.provider.healing import Healer
+
+        live = bool(self.options.exchange)
+        source: Any = rt.connector
+        return Healer(
+            rt.market,
+            source,
+            rt.publish,
+            reconnect=self.reconnect if live else None,
+            clock=time.time if live else (lambda: rt.clock_ms / 1000),
+        )
+
+    def _series(self, rt: ProviderRuntime) -> list[SeriesKey]:
+        exchange = _exchange(rt.connector)
+        base = getattr(rt.connector, "base_timeframe", "1m")
+        return [
+            SeriesKey(s.exchange, s.symbol, s.timeframe)
+            for s in rt.market.series()
+            if s.exchange == exchange and s.timeframe == base
+        ]
+
+    async def _integrity_pass(self, rt: ProviderRuntime) -> None:
+        """Scan every base series this provider feeds; repair, verify or escalate as needed."""
+        assert self.healer is not None
+        await rt.flush()
+        live = bool(self.options.exchange)
+        for key in self._series(rt):
+            outcome = await self.healer.heal(key, fresh=live)
+            rt.integrity[key] = outcome.after.score if outcome.after else outcome.before.score
+        await rt.flush()
+
+    async def _integrity(self, rt: ProviderRuntime, stop: asyncio.Event) -> None:
+        """Repair holes a reconnect left at once; scan every series each interval."""
+        assert self.healer is not None
+        holes: asyncio.Queue[Any] | None = getattr(rt.connector, "holes", None)
+        next_scan = time.monotonic() + self.options.integrity_interval_s
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            if stop.is_set():
+                return
+            try:
+                while holes is not None and not holes.empty():
+                    hole = holes.get_nowait()
+                    key = SeriesKey(hole.exchange, hole.symbol, hole.timeframe)
+                    await rt.flush()
+                    await self.healer.heal(key, since_ms=hole.start_ms, until_ms=hole.end_ms)
+                for symbol, aggregator in rt.aggregators.items():  # trade-built candles close
+                    closed = aggregator.flush_until(rt.clock_ms - TRADE_GRACE_MS)
+                    await self._closed(rt, _exchange(rt.connector), symbol, closed)
+                if time.monotonic() >= next_scan:
+                    next_scan = time.monotonic() + self.options.integrity_interval_s
+                    await self._integrity_pass(rt)
+            except BfxError as exc:  # a failed repair is an incident, never the end of the role
+                log.error("integrity check failed", extra={"error": str(exc)})
 
     async def _flusher(self, rt: ProviderRuntime, stop: asyncio.Event) -> None:
         """Publish what the gateway and the broker queued between stream events."""
