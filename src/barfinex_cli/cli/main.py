@@ -18,6 +18,8 @@ from barfinex_cli.cli import (
     data,
     data_download,
     data_integrity,
+    detector,
+    detector_run,
     doctor,
     events,
     pending,
@@ -158,9 +160,11 @@ data.app.command("gaps")(data_integrity.gaps)
 data.app.command("repair")(data_integrity.repair)
 app.add_typer(data.app, name="data")
 app.add_typer(provider.app, name="provider")
+detector.app.command("run")(detector_run.run)
+app.add_typer(detector.app, name="detector")
 app.command("doctor")(doctor.doctor)
 app.command("trace")(trace.trace)
-pending.mount(app, skip=frozenset({"data", "provider"}))
+pending.mount(app, skip=frozenset({"data", "provider", "detector"}))
 
 
 def run() -> None:

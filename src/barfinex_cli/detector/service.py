@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ class DetectorOptions(BaseModel):
     port: int = Field(8101, ge=0, le=65535)
     metrics_interval_s: float = Field(30.0, gt=0)
     heartbeat_s: float = Field(5.0, gt=0)
-    register: bool = True
+    join_registry: bool = True
 
 
 class _Latency:
@@ -118,7 +118,7 @@ class Detector:
             self.health_url = f"http://{host}:{port}"
             app = health_app(self.status, self.prometheus)
             tasks.append(asyncio.create_task(serve_health(app, sock, stop), name="health"))
-            if self.options.register and token is not None:
+            if self.options.join_registry and token is not None:
                 registration = Registration(
                     self.provider_url, token, name=self.instance, role="detector",
                     url=self.health_url, interval_s=self.options.heartbeat_s,
@@ -226,7 +226,7 @@ class Detector:
             return
         self.latency.add((time.perf_counter() - start) * 1e6)
         for record in records:
-            if self.throttled_until is not None and payload.open_time < self.throttled_until:
+            if self.throttled_until is not None and datetime.now(UTC) < self.throttled_until:
                 self.suppressed += 1
                 continue
             await self._publish(to_payload(record, self.instance, payload.exchange), parent=event)
