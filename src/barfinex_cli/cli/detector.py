@@ -64,8 +64,11 @@ def check(path: StrategyArg, as_json: JsonOpt = False) -> None:
     from rich.table import Table
 
     table = Table(title=f"{strategy.name}: {len(strategy.rules)} rules", title_justify="left")
-    for column in ("rule", "weight", "direction", "action", "candles", "condition"):
-        table.add_column(column, justify="right" if column in ("weight", "candles") else "left")
+    for column in ("rule", "weight", "direction", "action", "candles"):
+        table.add_column(
+            column, justify="right" if column in ("weight", "candles") else "left", no_wrap=True
+        )
+    table.add_column("condition", overflow="fold")
     for r in info["rules"]:
         table.add_row(
             r["name"],
@@ -152,8 +155,9 @@ def scan(
     from rich.table import Table
 
     table = Table(title=f"{len(records)} signals", title_justify="left")
-    for column in ("time (UTC)", "symbol", "direction", "action", "score", "rules"):
-        table.add_column(column, justify="right" if column == "score" else "left")
+    for column in ("time (UTC)", "symbol", "direction", "action", "score"):
+        table.add_column(column, justify="right" if column == "score" else "left", no_wrap=True)
+    table.add_column("rules", overflow="fold")
     for r in records:
         when = open_time(r.open_ms).strftime("%Y-%m-%d %H:%M")
         table.add_row(when, r.symbol, r.direction, r.action, f"{r.score:g}", ", ".join(r.rules))
@@ -171,14 +175,14 @@ def record_json(record: SignalRecord) -> dict[str, Any]:
     return {
         "time": open_time(record.open_ms).isoformat(),
         "open_ms": record.open_ms,
-        "index": record.index,
+        "index": record.candle_index,
         "symbol": record.symbol,
         "direction": record.direction,
         "action": record.action,
         "score": record.score,
         "threshold": record.threshold,
         "rules": list(record.rules),
-        "held": record.held,
+        "held": record.held_rules,
         "attribution": [a.model_dump() for a in record.attribution],
     }
 
@@ -209,6 +213,10 @@ def lookahead(
     strategy = load_strategy(path)
     frame = candles(ctx, strategy, data, exchange, symbol, timeframe)
     report = check_lookahead(strategy, frame, samples)
+    if not report.checked:
+        from barfinex_cli.errors import UsageError
+
+        raise UsageError(f"{report.candles} candles: a look-ahead check needs at least 2")
     if as_json:
         print_json(
             {

@@ -117,8 +117,10 @@ class MarketStore:
 
         With `newest`, the last `limit` candles of the range are returned (still oldest first).
         """
-        sql = f"SELECT {', '.join(CANDLE_COLUMNS)} FROM candles WHERE exchange=? AND symbol=? " \
-              "AND timeframe=?"
+        sql = (
+            f"SELECT {', '.join(CANDLE_COLUMNS)} FROM candles WHERE exchange=? AND symbol=? "
+            "AND timeframe=?"
+        )
         params: list[object] = list(key)
         if since_ms is not None:
             sql += " AND open_ms >= ?"
@@ -140,9 +142,15 @@ class MarketStore:
         rows = self.candles(key, **kwargs)  # type: ignore[arg-type]
         frame = pl.DataFrame(
             rows,
-            schema={"open_ms": pl.Int64, "open": pl.Float64, "high": pl.Float64,
-                    "low": pl.Float64, "close": pl.Float64, "volume": pl.Float64,
-                    "trades": pl.Int64},
+            schema={
+                "open_ms": pl.Int64,
+                "open": pl.Float64,
+                "high": pl.Float64,
+                "low": pl.Float64,
+                "close": pl.Float64,
+                "volume": pl.Float64,
+                "trades": pl.Int64,
+            },
             orient="row",
         )
         return frame.with_columns(
@@ -183,8 +191,10 @@ class MarketStore:
         limit: int | None = None,
     ) -> list[TradeRow]:
         """Return trades of a symbol in time order."""
-        sql = "SELECT time_ms, trade_id, price, amount, side FROM trades " \
-              "WHERE exchange=? AND symbol=?"
+        sql = (
+            "SELECT time_ms, trade_id, price, amount, side FROM trades "
+            "WHERE exchange=? AND symbol=?"
+        )
         params: list[object] = [exchange, symbol]
         if since_ms is not None:
             sql += " AND time_ms >= ?"
