@@ -109,8 +109,10 @@ async def replay_onto(bus: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(home=tmp, namespace=namespace, bus=bus, redis_url=URL,
                                  token="bench", bus_maxlen=1_000_000)  # fmt: skip
-        options = ProviderOptions(speed=None, days=DAYS, history=60, exit_at_end=True,
-                                  record=False, port=0, timeframes=("1m", "5m", "15m", "1h"))  # fmt: skip
+        options = ProviderOptions(
+            speed=None, days=DAYS, history=60, exit_at_end=True, record=False, port=0,
+            timeframes=("1m", "5m", "15m", "1h"),
+        )  # fmt: skip
         provider = Provider(settings, options)
         task = asyncio.create_task(provider.run(asyncio.Event()))
         await provider.ready.wait()  # start-up (imports, history, gateway) is not replay speed
@@ -139,14 +141,18 @@ def main(trades: int) -> None:
     except (ImportError, AttributeError) as exc:
         table.add_row("trades -> 1m candles", f"not run ({exc})", "-", "-", "-")
     p50, p99, direct = gateway_latency()
-    table.add_row("GET /api/v1/candles (1,000 candles), p50", f"{p50:.2f} ms",
-                  f"store read in-process {direct:.2f} ms", f"{p50 / direct:.1f}x", "-")  # fmt: skip
+    table.add_row(
+        "GET /api/v1/candles (1,000 candles), p50", f"{p50:.2f} ms",
+        f"store read in-process {direct:.2f} ms", f"{p50 / direct:.1f}x", "-",
+    )  # fmt: skip
     table.add_row("GET /api/v1/candles (1,000 candles), p99", f"{p99:.2f} ms", "-", "-", "-")
     bare = asyncio.run(bare_replay())
     for bus in ("redis", "memory"):
         rate = asyncio.run(replay_onto(bus))
-        table.add_row(f"replay --speed max onto the {bus} bus", f"{rate:,.0f} candles/s",
-                      f"bare replay stream {bare:,.0f} events/s", f"{rate / bare:.2f}", "-")  # fmt: skip
+        table.add_row(
+            f"replay --speed max onto the {bus} bus", f"{rate:,.0f} candles/s",
+            f"bare replay stream {bare:,.0f} events/s", f"{rate / bare:.2f}", "-",
+        )  # fmt: skip
     Console(width=160).print(table)
 
 

@@ -112,7 +112,7 @@ def test_provider_start_serves_the_gateway_takes_a_paper_order_and_stops_on_sigi
         time.sleep(1.0)  # the flusher publishes, the recorder writes
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "provider up" in err and "provider stopped" in err
     query = subprocess.run(
@@ -155,7 +155,9 @@ async def test_provider_posts_signed_webhooks_named_in_the_settings(
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     settings = load_settings(
         home=tmp_path, namespace=namespace, bus="memory", token="t0ken",
-        webhooks={"targets": [{"url": f"http://127.0.0.1:{port}/hook", "types": ["market.candle"]}]},
+        webhooks={
+            "targets": [{"url": f"http://127.0.0.1:{port}/hook", "types": ["market.candle"]}]
+        },
         webhook_secret="hook-secret",
     )  # fmt: skip
     options = ProviderOptions(**{**OPTIONS, "exit_at_end": False})  # type: ignore[arg-type]

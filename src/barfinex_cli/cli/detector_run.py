@@ -56,7 +56,8 @@ def run(
     try:
         options = DetectorOptions(
             strategy=strategy, instance=instance, exchange=exchange, provider_url=provider,
-            host=host, port=port, metrics_interval_s=metrics_interval, join_registry=not no_register,
+            host=host, port=port, metrics_interval_s=metrics_interval,
+            join_registry=not no_register,
         )  # fmt: skip
     except ValidationError as exc:
         first = exc.errors()[0]
