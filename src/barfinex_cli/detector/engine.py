@@ -313,9 +313,8 @@ class VectorEngine:
         strategy, plan = self.strategy, self.plan
         nodes, failed = self.node_frame(frame)
         n_rules, warm = len(strategy.rules), strategy.effective_warmup - 1
-        width = next(
-            t for b, t in ((8, pl.UInt8), (16, pl.UInt16), (32, pl.UInt32)) if n_rules <= b
-        )
+        widths = ((8, pl.UInt8), (16, pl.UInt16), (32, pl.UInt32), (64, pl.UInt64))
+        width = next(t for b, t in widths if n_rules <= b)  # MAX_RULES is 64
         zero, bits = pl.lit(0, width), []
         for i, rule in enumerate(strategy.rules):
             if bad := sorted(plan.depends[i] & failed.keys()):

@@ -1,8 +1,8 @@
 """Evaluate a strategy live: one closed candle at a time, O(1) work per node.
 
 Each symbol has its own node states, created from the same `Plan` the vectorised engine uses.
-A candle runs every node once in plan order (children first), then the rule outcomes, scores,
-decision, cooldown and attribution go through the same code as a scan (`Plan.records`).
+A candle runs every node once in plan order (children first); then the rule outcomes go through
+the same code a scan uses: `Plan.scores`, `Strategy.decide`, the `Cooldown` rule, `Plan.records`.
 
 A node that raises (a candle without the column it reads, say) is marked broken for that symbol:
 its value is null from then on, the rules that use it count as not holding and are listed in

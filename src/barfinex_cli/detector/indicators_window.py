@@ -239,8 +239,9 @@ class Extreme(Node):
 class TrueRange(Node):
     """max(high - low, |high - previous close|, |low - previous close|); from the 2nd candle.
 
-    Reads candle columns only, which both engines check are finite, so `max` and polars' `clip`
-    cannot disagree over a NaN.
+    Computed as max(high, previous close) - min(low, previous close): for a candle with
+    high >= low that is the same single subtraction the three-way max picks, so the same float,
+    in fewer passes. It reads candle columns only, which both engines check are finite.
     """
 
     def __init__(self, high: Node, low: Node, close: Node, *, label: str | None = None) -> None:
@@ -252,8 +253,7 @@ class TrueRange(Node):
 
         h, lo, c = ins
         pc = c.shift(1)
-        # the elementwise max of the three; finite candles hold no NaN for it to treat otherwise
-        tr = (h - lo).clip(lower_bound=(h - pc).abs()).clip(lower_bound=(lo - pc).abs())
+        tr = h.clip(lower_bound=pc) - lo.clip(upper_bound=pc)
         return pl.when(at.idx >= self.lookback).then(tr)
 
     def state(self) -> Update:
@@ -266,7 +266,7 @@ class TrueRange(Node):
             pc, prev = prev, c  # type: ignore[assignment]
             if t < start or h is None or lo is None:
                 return None
-            return max(h - lo, abs(h - pc), abs(lo - pc))
+            return max(h, pc) - min(lo, pc)
 
         return update
 

@@ -1,0 +1,139 @@
+"""Several detector instances as real processes beside a real provider: one dying never stops
+another, and each instance's signals trace back to the candles that fired them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import REDIS_URL
+
+STRATEGY = """
+from barfinex_cli.detector import indicators as ta
+from barfinex_cli.detector.strategy import Rule, Strategy
+
+strategy = Strategy(
+    name="momentum_e2e", symbols=["BTC/USDT"], timeframe="1m", threshold=2.0, cooldown=1,
+    rules=[
+        Rule("above_ema", ta.close > ta.ema("close", 10), weight=1.0, direction="long"),
+        Rule("below_ema", ta.close < ta.ema("close", 10), weight=1.0, direction="short"),
+        Rule("rsi_up", ta.rsi(7) > 55, weight=1.0, direction="long"),
+        Rule("rsi_down", ta.rsi(7) < 45, weight=1.0, direction="short"),
+    ],
+)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def env(tmp_path: Path, namespace: str) -> Iterator[dict[str, str]]:
+    port = _free_port()
+    values = {
+        "BFX_HOME": str(tmp_path / "home"), "BFX_NAMESPACE": namespace,
+        "BFX_REDIS_URL": REDIS_URL, "BFX_TOKEN": "e2e-token",
+        "BFX_PROVIDER_URL": f"http://127.0.0.1:{port}", "PATH": os.environ.get("PATH", ""),
+    }  # fmt: skip
+    yield values
+    subprocess.run(
+        [sys.executable, "-c", "import asyncio; from barfinex_cli.bus.redis_streams import "
+         f"RedisStreamsBus as B; b=B({REDIS_URL!r}, {namespace!r}); "
+         "asyncio.run(b.delete_namespace()); asyncio.run(b.close())"],
+        check=False, timeout=30,
+    )  # fmt: skip
+
+
+def _bfx(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "barfinex_cli", "--log-json", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait(predicate: object, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():  # type: ignore[operator]
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError("timed out waiting")
+
+
+def _signal_count(env: dict[str, str], source: str) -> int:
+    out = subprocess.run(
+        [sys.executable, "-m", "barfinex_cli", "events", "query", "-t", "detector.signal",
+         "--source", source, "--limit", "100000", "--json"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return len(out.stdout.splitlines())
+
+
+def test_killing_one_instance_leaves_the_other_running(env: dict[str, str], tmp_path: Path) -> None:
+    strategy = tmp_path / "momentum.py"
+    strategy.write_text(STRATEGY)
+    port = env["BFX_PROVIDER_URL"].rsplit(":", 1)[1]
+    provider = _bfx(env, "provider", "start", "--speed", "300", "--days", "1", "--history", "300",
+                    "--symbols", "BTC/USDT", "--timeframes", "1m,5m", "--port", port)  # fmt: skip
+    procs = [provider]
+    try:
+        base = env["BFX_PROVIDER_URL"]
+        headers = {"Authorization": "Bearer e2e-token"}
+        _wait(lambda: httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200)
+        a = _bfx(env, "detector", "run", str(strategy), "--instance", "a", "--port", "0")
+        b = _bfx(env, "detector", "run", str(strategy), "--instance", "b", "--port", "0")
+        procs += [a, b]
+
+        def both_alive() -> bool:
+            apps = httpx.get(f"{base}/api/v1/apps", headers=headers, timeout=2).json()["apps"]
+            return {x["name"] for x in apps if x["status"] == "alive"} >= {"a", "b"}
+
+        _wait(both_alive)
+        _wait(lambda: _signal_count(env, "detector/a") > 0 and _signal_count(env, "detector/b") > 0)
+        a.send_signal(signal.SIGKILL)
+        a.wait(30)
+        after_kill = _signal_count(env, "detector/b")
+        _wait(lambda: _signal_count(env, "detector/b") > after_kill + 2)
+        assert b.poll() is None, "instance b died with a"
+
+        last = subprocess.run(
+            [sys.executable, "-m", "barfinex_cli", "events", "query", "-t", "detector.signal",
+             "--source", "detector/b", "--newest", "--limit", "1", "--json"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        signal_id = json.loads(last.stdout)["id"]
+        tree = subprocess.run(
+            [sys.executable, "-m", "barfinex_cli", "trace", signal_id, "--json"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        root = json.loads(tree.stdout)[0]
+        assert root["event"]["type"] == "market.candle"
+        assert root["children"][0]["event"]["id"] == signal_id
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in reversed(procs):
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+    assert b.returncode == 0, b.stderr
+    assert provider.returncode == 0
