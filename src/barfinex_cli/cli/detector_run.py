@@ -46,7 +46,7 @@ def run(
     from barfinex_cli.cli.render import err
     from barfinex_cli.detector.service import Detector, DetectorOptions
     from barfinex_cli.errors import UsageError
-    from barfinex_cli.runtime.lifecycle import run_until_signalled
+    from barfinex_cli.runtime.lifecycle import run_role
     from barfinex_cli.runtime.logs import setup_logging
 
     settings = state_of(ctx).settings()
@@ -64,19 +64,13 @@ def run(
         raise UsageError(f"bad option {first['loc'][0]}: {first['msg']}") from None
     detector = Detector(settings, options)
 
-    async def main(stop: asyncio.Event) -> int:
-        task = asyncio.create_task(detector.run(stop))
-        ready = asyncio.create_task(detector.ready.wait())
-        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if detector.ready.is_set():
-            warmed = ", ".join(f"{s} {n}" for s, n in detector.warmed.items())
-            err().print(
-                f"detector {detector.instance} up: {detector.strategy.name} on "
-                f"{detector.exchange} {detector.strategy.timeframe}, warmed {warmed}, "
-                f"health {detector.health_url}"
-            )
-        ready.cancel()
-        return await task
+    def announce() -> None:
+        warmed = ", ".join(f"{s} {n}" for s, n in detector.warmed.items())
+        err().print(
+            f"detector {detector.instance} up: {detector.strategy.name} on "
+            f"{detector.exchange} {detector.strategy.timeframe}, warmed {warmed}, "
+            f"health {detector.health_url}"
+        )
 
-    signals = asyncio.run(run_until_signalled(main))
+    signals = asyncio.run(run_role(detector.run, detector.ready, announce))
     err().print(f"detector {detector.instance} stopped after {signals} signals")

@@ -77,7 +77,7 @@ def start(
     from barfinex_cli.cli.render import err
     from barfinex_cli.errors import UsageError
     from barfinex_cli.provider.service import Provider, ProviderOptions
-    from barfinex_cli.runtime.lifecycle import run_until_signalled
+    from barfinex_cli.runtime.lifecycle import run_role
     from barfinex_cli.runtime.logs import setup_logging
 
     settings = state_of(ctx).settings()
@@ -107,20 +107,14 @@ def start(
 
     provider.on_token_created = token_created
 
-    async def main(stop: asyncio.Event) -> int:
-        task = asyncio.create_task(provider.run(stop))
-        ready = asyncio.create_task(provider.ready.wait())
-        await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
-        if provider.ready.is_set():
-            source = exchange or (str(replay) if replay else "synthetic market (replay)")
-            err().print(
-                f"provider up: {source}, gateway {provider.gateway_url}, "
-                f"bus {settings.bus}:{settings.namespace}, data {settings.home}"
-            )
-        ready.cancel()
-        return await task
+    def announce() -> None:
+        source = exchange or (str(replay) if replay else "synthetic market (replay)")
+        err().print(
+            f"provider up: {source}, gateway {provider.gateway_url}, "
+            f"bus {settings.bus}:{settings.namespace}, data {settings.home}"
+        )
 
-    events = asyncio.run(run_until_signalled(main))
+    events = asyncio.run(run_role(provider.run, provider.ready, announce))
     err().print(f"provider stopped after publishing {events} events")
 
 

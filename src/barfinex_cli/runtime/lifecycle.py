@@ -38,3 +38,22 @@ async def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[T]]) -> 
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+async def run_role(
+    run: Callable[[asyncio.Event], Awaitable[T]],
+    ready: asyncio.Event,
+    on_ready: Callable[[], None],
+) -> T:
+    """Run a role's `run(stop)` until a signal; call `on_ready` once its `ready` event is set."""
+
+    async def main(stop: asyncio.Event) -> T:
+        task = asyncio.ensure_future(run(stop))
+        waiter = asyncio.ensure_future(ready.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.is_set():
+            on_ready()
+        waiter.cancel()
+        return await task
+
+    return await run_until_signalled(main)
