@@ -20,7 +20,12 @@ BfxRun = Callable[..., subprocess.CompletedProcess[str]]
 def cli_env(tmp_path: Path, namespace: str) -> dict[str, str]:
     """Environment for a bfx run isolated in its own data dir and bus namespace."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BFX_")}
-    env.update(BFX_HOME=str(tmp_path / "home"), BFX_NAMESPACE=namespace, BFX_REDIS_URL=REDIS_URL)
+    env.update(
+        BFX_HOME=str(tmp_path / "home"),
+        BFX_NAMESPACE=namespace,
+        BFX_REDIS_URL=REDIS_URL,
+        BFX_PROVIDER_URL="http://127.0.0.1:1",  # no provider unless a test starts one
+    )
     return env
 
 

@@ -82,6 +82,13 @@ def start(
 
     settings = state_of(ctx).settings()
     setup_logging(settings.log_level, json_lines=settings.log_json or None)
+    if speed.lower() not in ("max", "0"):
+        try:
+            float(speed.removesuffix("x"))
+        except ValueError:
+            raise UsageError(
+                f"--speed takes a multiple of real time (60, 600x) or max, not {speed!r}"
+            ) from None
     try:
         options = ProviderOptions(
             exchange=exchange,

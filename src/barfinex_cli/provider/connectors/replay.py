@@ -298,7 +298,10 @@ class ReplayConnector:
         from barfinex_cli.provider.importers import read_file
 
         if not source.exists():
-            raise NotFound(f"replay source {source} does not exist")
+            raise NotFound(
+                f"replay source {source} does not exist — give a CSV/Parquet file or a folder "
+                "of them, or omit --replay to replay the synthetic market"
+            )
         files = (
             [source]
             if source.is_file()

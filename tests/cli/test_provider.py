@@ -1,0 +1,29 @@
+"""`bfx provider` mistakes: one line naming the fix, the right exit code, no traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from cli.conftest import BfxRun
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["--redis-url", "redis://127.0.0.1:1/0", "provider", "start"], 3, "Redis not reachable"),
+        (["provider", "start", "--speed", "fast"], 2, "--speed takes a multiple"),
+        (["provider", "start", "--replay", "/nonexistent.csv", "--port", "0"], 1,
+         "omit --replay"),
+        (["provider", "start", "--timeframes", "7m", "--port", "0"], 2, "'1m'"),
+        (["provider", "start", "--exchange", "binanse"], 2, "did you mean binance"),
+        (["provider", "status"], 3, "bfx provider start"),
+    ],
+)  # fmt: skip
+def test_provider_mistakes_get_one_line_with_the_fix(
+    bfx: BfxRun, args: list[str], code: int, says: str
+) -> None:
+    result = bfx(*args)
+    assert result.returncode == code, result.stderr
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error:")
