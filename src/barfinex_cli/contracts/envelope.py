@@ -8,6 +8,7 @@ caused it.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, Generic, TypeVar
 
 from pydantic import ConfigDict, Field
@@ -52,15 +53,30 @@ def make_event(
     parent: Envelope[Any] | None = None,
     ts: datetime | None = None,
 ) -> Envelope[Any]:
-    """Wrap `payload` in a new envelope; a child of `parent` inherits its trace."""
+    """Wrap `payload` in a new envelope; a child of `parent` inherits its trace.
+
+    The payload is already a validated model and the header is made here, so the envelope is
+    constructed without validating again; only a caller's `ts` is checked (aware, then UTC).
+    """
     event_id = uuid7()
-    cls: type[Envelope[Any]] = Envelope[type(payload)]  # type: ignore[misc,assignment]
-    return cls(
+    if ts is None:
+        ts = datetime.now(UTC)
+    elif ts.tzinfo is None:
+        raise ValueError("ts must be timezone-aware")
+    elif ts.utcoffset():
+        ts = ts.astimezone(UTC)
+    return _envelope_class(type(payload)).model_construct(
         id=event_id,
         type=payload.event_type,
         source=source,
-        ts=ts or datetime.now(UTC),
+        ts=ts,
         trace_id=parent.trace_id if parent is not None else event_id,
         parent_id=parent.id if parent is not None else None,
+        schema_version=SCHEMA_VERSION,
         payload=payload,
     )
+
+
+@cache
+def _envelope_class(payload_type: type[Payload]) -> type[Envelope[Any]]:
+    return Envelope[payload_type]  # type: ignore[valid-type]
