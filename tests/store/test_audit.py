@@ -347,3 +347,10 @@ def test_million_row_query_uses_index(tmp_path: Path) -> None:
             assert store.count(["market.t3"], since=since, until=until) == 100
             assert store.count(trace_id=trace_id) == 5
             store.db.execute("ANALYZE")
+
+
+def test_children_lookup_uses_the_partial_parent_index(store: AuditStore) -> None:
+    plan = store.db.execute(
+        "EXPLAIN QUERY PLAN SELECT type, body FROM events WHERE parent_id = ? ORDER BY id", ["x"]
+    ).fetchall()
+    assert any("idx_events_parent_id" in str(row) for row in plan)

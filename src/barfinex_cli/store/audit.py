@@ -50,6 +50,7 @@ from barfinex_cli.store.audit_sql import (
     COLUMNS,
     INDEXES,
     INSERT_SQL,
+    PARENT_INDEX_SQL,
     Order,
     Row,
     prefix_bounds,
@@ -94,6 +95,7 @@ class AuditStore:
             table.create(COLUMNS, pk="id", not_null=set(COLUMNS) - {"parent_id"})
         for columns in INDEXES:
             table.create_index(columns, if_not_exists=True)
+        self.db.execute(PARENT_INDEX_SQL)
 
     def close(self) -> None:
         """Close the connection; the store cannot be used afterwards."""
