@@ -115,10 +115,15 @@ class ProviderRuntime:
 def make_connector(options: ProviderOptions) -> MarketConnector:
     """Return the connector the options name: a live exchange through ccxt, or a replay."""
     if options.exchange:
-        from barfinex_cli.provider.connectors.ccxt_conn import CcxtConnector
+        from barfinex_cli.provider.connectors.ccxt_conn import CcxtConnector, overrides_from_env
 
+        ccxt_options, urls = overrides_from_env(options.exchange)
         return CcxtConnector(
-            options.exchange, symbols=list(options.symbols), timeframes=list(options.timeframes)
+            options.exchange,
+            symbols=list(options.symbols),
+            timeframes=list(options.timeframes),
+            options=ccxt_options,
+            urls_override=urls,
         )
     from barfinex_cli.provider.connectors.replay import ReplayConnector
 
@@ -162,8 +167,12 @@ class Provider:
         settings, options = self.settings, self.options
         settings.home.mkdir(parents=True, exist_ok=True)
         connector = make_connector(options)
-        await connector.start()
-        bus = await open_bus(settings)
+        try:
+            await connector.start()
+            bus = await open_bus(settings)
+        except BaseException:
+            await connector.stop()  # close what the failed start opened (sessions, sockets)
+            raise
         market = MarketStore(settings.market_path)
         rt = ProviderRuntime(bus, market, connector, source=f"provider/{connector.name}")
         self.runtime = rt
