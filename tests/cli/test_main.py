@@ -83,3 +83,12 @@ def test_a_pending_role_says_it_is_not_available_and_exits_1(runner: CliRunner) 
 def test_unknown_option_is_a_usage_error_with_exit_2(runner: CliRunner) -> None:
     result = runner.invoke(app, ["events", "query", "--nope"])
     assert result.exit_code == 2
+
+
+def test_importing_the_cli_does_not_start_asyncio_or_the_http_stack() -> None:
+    code = (
+        "import sys, barfinex_cli.cli.main; "
+        "print([m for m in ('asyncio', 'httpx', 'starlette') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -7,7 +7,6 @@ one line (exit 3) and how far it got; it never writes a candle the exchange did 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -67,6 +66,8 @@ def download(
 
       bfx data download kraken ETH/EUR --since 2024-01-01 --until 2024-02-01 --json
     """
+    import asyncio
+
     from barfinex_cli.cli.render import out, print_json
     from barfinex_cli.cli.timeparse import parse_time
     from barfinex_cli.errors import UsageError

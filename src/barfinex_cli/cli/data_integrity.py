@@ -9,7 +9,6 @@ synthetic market), drops bad rows and verifies. Thin: the work is in `provider.g
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -120,6 +119,8 @@ def repair(
 
       bfx data repair -e binance -s ETH/USDT -t 1h --since 2024-01-01 --until 2024-02-01 --json
     """
+    import asyncio
+
     from barfinex_cli.cli.render import print_json
     from barfinex_cli.errors import NotFound
     from barfinex_cli.provider.candles import timeframe_ms

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +40,8 @@ def run(
 
     Examples: bfx detector run strategies/trend_ema_adx.py --instance trend-1
     """
+    import asyncio
+
     from pydantic import ValidationError
 
     from barfinex_cli.cli.render import err

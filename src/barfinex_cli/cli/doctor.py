@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import tempfile
@@ -96,6 +95,8 @@ def doctor(
 
     Example: bfx doctor --json
     """
+    import asyncio
+
     from barfinex_cli.runtime.connect import redis_url
 
     settings = state_of(ctx).settings()

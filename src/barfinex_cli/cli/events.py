@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -100,6 +99,8 @@ def tail(
 
     Examples: bfx events tail -t 'market.*' | bfx events tail -t detector.signal --json | jq .
     """
+    import asyncio
+
     from barfinex_cli.cli.render import err, print_json_line
     from barfinex_cli.contracts.codec import encode
     from barfinex_cli.runtime.connect import open_bus
@@ -195,6 +196,7 @@ def publish(
 
     Example: bfx events publish inspector.alert '{"severity": "warning", "message": "test"}'
     """
+    import asyncio
     import sys
 
     from pydantic import ValidationError
@@ -238,6 +240,8 @@ def record(
 
     Example: bfx --data-dir ./run events record
     """
+    import asyncio
+
     from barfinex_cli.cli.render import err
     from barfinex_cli.runtime.recording import run_recorder
 
@@ -256,6 +260,8 @@ def dead_letters(
 
     Example: bfx events dead-letters --json
     """
+    import asyncio
+
     from barfinex_cli.cli.render import print_json_line
     from barfinex_cli.runtime.connect import open_bus
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -72,6 +71,8 @@ def start(
     With no --exchange it replays (the synthetic market unless --replay names files), which needs
     no network and no account. Stop it with Ctrl-C: in-flight events are finished and recorded.
     """
+    import asyncio
+
     from pydantic import ValidationError
 
     from barfinex_cli.cli.render import err
