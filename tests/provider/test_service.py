@@ -210,3 +210,24 @@ async def test_a_bad_row_in_stored_history_is_found_repaired_and_verified_at_sta
     with AuditStore(settings.audit_path) as audit:
         kinds = [e.type for e in audit.query(["provider.incident.*", "market.repaired"])]
     assert kinds == ["provider.incident.opened", "market.repaired", "provider.incident.resolved"]
+
+
+async def test_connector_recovery_reconnects_and_the_stream_resumes_without_duplicates(
+    tmp_path: Path, namespace: str
+) -> None:
+    settings = load_settings(home=tmp_path, namespace=namespace, bus="memory", token="t0ken")
+    options = ProviderOptions(**{**OPTIONS, "speed": 3000.0, "exit_at_end": True})  # type: ignore[arg-type]
+    provider = Provider(settings, options)
+    task = asyncio.create_task(provider.run(asyncio.Event()))
+    await asyncio.wait_for(provider.ready.wait(), 30)
+    assert provider.runtime is not None
+    while provider.runtime.candles < 20:
+        await asyncio.sleep(0.02)
+    await provider.reconnect(SeriesKey("synthetic", "BTC/USDT", "1m"))
+    await asyncio.wait_for(task, 60)
+    assert provider.runtime.reconnects == 1
+    with AuditStore(settings.audit_path) as audit:
+        candles = audit.query(["market.candle"], limit=None)
+    one_minute = [e.payload.open_time for e in candles if e.payload.timeframe == "1m"]
+    assert len(one_minute) == 300  # every live minute once: none lost, none repeated
+    assert len(set(one_minute)) == 300

@@ -273,19 +273,32 @@ class Provider:
 
     async def _stream(self, rt: ProviderRuntime, stop: asyncio.Event) -> None:
         """Run the connector's stream until it ends or `stop`; restart it when recovery asks."""
-        while not stop.is_set():
-            self._stream_task = asyncio.create_task(self._stream_once(rt, stop))
-            try:
-                await self._stream_task
-                return
-            except asyncio.CancelledError:
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                self._stream_task = task = asyncio.create_task(self._stream_once(rt, stop))
+                await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not task.done():  # stopped while the feed is quiet: end the stream now
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    return
+                if not task.cancelled():
+                    task.result()  # the stream ended (a replay), or raised
+                    return
                 if not self._recovering:
-                    raise
-            self._recovering = False
-            rt.reconnects += 1
-            log.warning("connector recovery: reconnecting", extra={"connector": rt.connector.name})
-            await rt.connector.stop()
-            await rt.connector.start()
+                    raise asyncio.CancelledError
+                await self._recover(rt)
+        finally:
+            stopped.cancel()
+
+    async def _recover(self, rt: ProviderRuntime) -> None:
+        """Close and reopen the connector after `reconnect` cancelled its stream."""
+        self._recovering = False
+        rt.reconnects += 1
+        log.warning("connector recovery: reconnecting", extra={"connector": rt.connector.name})
+        await rt.connector.stop()
+        await rt.connector.start()
 
     async def _stream_once(self, rt: ProviderRuntime, stop: asyncio.Event) -> None:
         # Paced (live or a timed replay): publish each event as it comes. As fast as possible:
