@@ -221,7 +221,9 @@ async def test_connector_recovery_reconnects_and_the_stream_resumes_without_dupl
     task = asyncio.create_task(provider.run(asyncio.Event()))
     await asyncio.wait_for(provider.ready.wait(), 30)
     assert provider.runtime is not None
-    while provider.runtime.candles < 20:
+    for _ in range(1500):  # until 20 candles are out
+        if provider.runtime.candles >= 20:
+            break
         await asyncio.sleep(0.02)
     await provider.reconnect(SeriesKey("synthetic", "BTC/USDT", "1m"))
     await asyncio.wait_for(task, 60)

@@ -1,4 +1,4 @@
-"""The provider on a live exchange: the real ccxt client against a Binance-shaped loopback server."""
+"""The provider on a live exchange: real ccxt against a Binance-shaped server on loopback."""
 
 from __future__ import annotations
 
