@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from barfinex_cli.bus.redis_streams import RedisStreamsBus
 from barfinex_cli.contracts.envelope import Envelope, make_event
@@ -198,3 +199,19 @@ def test_run_without_a_provider_says_how_to_start_one(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "bfx provider start" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_a_wrong_token_is_refused_with_the_fix(
+    stack: tuple[Settings, Provider], tmp_path: Path
+) -> None:
+    from barfinex_cli.errors import ServiceUnreachable
+
+    settings, provider = stack
+    path = tmp_path / "momentum.py"
+    path.write_text(STRATEGY)
+    wrong = settings.model_copy(update={"token": SecretStr("not-the-token")})
+    detector = Detector(
+        wrong, DetectorOptions(strategy=path, provider_url=provider.gateway_url, port=0)
+    )
+    with pytest.raises(ServiceUnreachable, match="refused the token — set BFX_TOKEN"):
+        await asyncio.wait_for(detector.run(asyncio.Event()), 30)

@@ -154,16 +154,12 @@ class Detector:
                 for symbol in self.strategy.symbols:
                     exchange = self.exchange or await self._find_exchange(client, symbol)
                     self.exchange = exchange
-                    response = await client.get(
+                    response = await self._get(
+                        client,
                         "/api/v1/candles",
-                        params={"exchange": exchange, "symbol": symbol,
-                                "timeframe": self.strategy.timeframe, "limit": need},
+                        {"exchange": exchange, "symbol": symbol,
+                         "timeframe": self.strategy.timeframe, "limit": need},
                     )  # fmt: skip
-                    if response.status_code in (401, 403):
-                        raise ServiceUnreachable(
-                            f"the provider at {self.provider_url} refused the token — set "
-                            "BFX_TOKEN to the provider's token (DATA_DIR/token)"
-                        )
                     if response.status_code == 404:
                         raise UsageError(
                             f"the provider holds no {exchange} {symbol} "
@@ -180,8 +176,20 @@ class Detector:
             ) from None
         return token
 
+    async def _get(
+        self, client: httpx.AsyncClient, path: str, params: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """GET from the provider; a refused token is a clear error, not an HTTP status."""
+        response = await client.get(path, params=params)
+        if response.status_code in (401, 403):
+            raise ServiceUnreachable(
+                f"the provider at {self.provider_url} refused the token — set BFX_TOKEN to the "
+                "provider's token (DATA_DIR/token), or run with the provider's --data-dir"
+            )
+        return response
+
     async def _find_exchange(self, client: httpx.AsyncClient, symbol: str) -> str:
-        response = await client.get("/api/v1/series")
+        response = await self._get(client, "/api/v1/series")
         response.raise_for_status()
         held = {
             s["exchange"]
