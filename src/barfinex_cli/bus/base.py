@@ -50,6 +50,26 @@ class DeadLetter:
     data: bytes
 
 
+class ConsumerBase:
+    """What every transport's consumer keeps: its group, name, patterns and counters."""
+
+    def __init__(
+        self,
+        group: str,
+        name: str,
+        types: tuple[str, ...],
+        start: StartFrom,
+        claim_idle_ms: int,
+    ) -> None:
+        self.group = group
+        self.name = name
+        self.types = types
+        self.start = start
+        self.claim_idle_ms = claim_idle_ms
+        self.dead_lettered = 0
+        self._recovering = True  # first fetches return this consumer's own pending entries
+
+
 class Consumer(Protocol):
     """A member of a consumer group reading one or more type streams."""
 

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from barfinex_cli.bus.base import (
     DEAD_LETTER,
     AnyEnvelope,
+    ConsumerBase,
     DeadLetter,
     Deduplicator,
     Delivery,
@@ -230,7 +231,7 @@ class _MemoryDedup:
             known.popitem(last=False)
 
 
-class MemoryConsumer:
+class MemoryConsumer(ConsumerBase):
     """A consumer-group member on the in-process bus."""
 
     def __init__(
@@ -242,14 +243,8 @@ class MemoryConsumer:
         start: StartFrom,
         claim_idle_ms: int,
     ) -> None:
+        super().__init__(group, name, types, start, claim_idle_ms)
         self.bus = bus
-        self.group = group
-        self.name = name
-        self.types = types
-        self.start = start
-        self.claim_idle_ms = claim_idle_ms
-        self.dead_lettered = 0
-        self._recovering = True
         self._initialised = False
 
     def _join(self) -> list[tuple[str, _Stream]]:

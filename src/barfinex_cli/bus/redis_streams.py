@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from barfinex_cli.bus.base import (
     DEAD_LETTER,
     AnyEnvelope,
+    ConsumerBase,
     DeadLetter,
     Deduplicator,
     Delivery,
@@ -209,7 +210,7 @@ class _RedisDedup:
         await pipe.execute()
 
 
-class RedisConsumer:
+class RedisConsumer(ConsumerBase):
     """A consumer-group member on Redis Streams."""
 
     def __init__(
@@ -221,15 +222,9 @@ class RedisConsumer:
         start: StartFrom,
         claim_idle_ms: int,
     ) -> None:
+        super().__init__(group, name, types, start, claim_idle_ms)
         self.bus = bus
-        self.group = group
-        self.name = name
-        self.types = types
-        self.start = start
-        self.claim_idle_ms = claim_idle_ms
-        self.dead_lettered = 0
         self._streams: dict[str, str] = {}  # stream key -> type
-        self._recovering = True
         self._refreshed = 0.0
         self._claimed = 0.0
 

@@ -22,11 +22,11 @@ from typing import Any, Literal
 
 from barfinex_cli.contracts.market import (
     BookUpdated,
-    CandleClosed,
     TickerUpdated,
     TradeExecuted,
 )
 from barfinex_cli.contracts.types import Payload
+from barfinex_cli.provider.candles import to_event
 from barfinex_cli.provider.connectors.ccxt_errors import translate
 from barfinex_cli.store.market import CandleRow
 
@@ -264,19 +264,7 @@ class LiveFeed:
         out: list[Payload] = []
         for row in closed:
             self.stats.last_candle_ms = row.open_ms
-            out.append(
-                CandleClosed(
-                    exchange=self.exchange_id,
-                    symbol=sub.symbol,
-                    timeframe=sub.timeframe,
-                    open_time=_utc(row.open_ms),
-                    open=_dec(row.open),
-                    high=_dec(row.high),
-                    low=_dec(row.low),
-                    close=_dec(row.close),
-                    volume=_dec(row.volume),
-                )
-            )
+            out.append(to_event((self.exchange_id, sub.symbol), str(sub.timeframe), row))
         return out
 
     def _trades(self, sub: Subscription, trades: Sequence[dict[str, Any]]) -> list[Payload]:

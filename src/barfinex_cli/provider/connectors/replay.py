@@ -33,14 +33,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from barfinex_cli.contracts.market import (
     BookUpdated,
-    CandleClosed,
     ConnectorHealth,
     Timeframe,
     TradeExecuted,
 )
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import NotFound, UsageError
-from barfinex_cli.provider.candles import timeframe_ms
+from barfinex_cli.provider.candles import timeframe_ms, to_event
 from barfinex_cli.store.market import CandleRow, TradeRow
 
 log = logging.getLogger(__name__)
@@ -423,18 +422,7 @@ class ReplayConnector:
             self._gaps += 1  # a hole in the source: the provider's gap checks will see it too
         self._last_open[symbol] = row.open_ms
         self._last_candle_ms = row.open_ms
-        return CandleClosed(
-            exchange=self.exchange,
-            symbol=symbol,
-            timeframe=self.base_timeframe,
-            open_time=_utc(row.open_ms),
-            open=_dec(row.open),
-            high=_dec(row.high),
-            low=_dec(row.low),
-            close=_dec(row.close),
-            volume=_dec(row.volume),
-            trades=row.trades,
-        )
+        return to_event((self.exchange, symbol), self.base_timeframe, row)
 
 
 def _candles_from_trades(trades: list[TradeRow], step: int) -> list[CandleRow]:
