@@ -95,8 +95,15 @@ def test_candle_closed_keeps_its_wire_shape() -> None:
     assert CandleClosed.event_type == "market.candle"
     assert list(CandleClosed.model_fields) == [
         "exchange", "symbol", "timeframe", "open_time", "open", "high", "low", "close", "volume",
-        "trades",
+        "trades", "buy_volume", "sell_volume",
     ]  # fmt: skip
+    # order flow was added as optional fields: a candle encoded before them still decodes
+    old = CandleClosed.model_validate_json(
+        '{"exchange": "x", "symbol": "BTC/USDT", "timeframe": "1m", '
+        '"open_time": "2024-01-01T00:00:00Z", "open": "1", "high": "2", "low": "1", '
+        '"close": "2", "volume": "3", "trades": null}'
+    )
+    assert old.buy_volume is None and old.sell_volume is None
 
 
 def test_importing_the_contracts_pulls_in_nothing_heavy() -> None:

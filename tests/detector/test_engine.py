@@ -217,7 +217,12 @@ def test_a_candle_event_becomes_an_engine_row() -> None:
         "close": 1.75,
         "volume": 3.25,
         "trades": 7.0,
+        "buy_volume": None,
+        "sell_volume": None,
     }
+    flow = event.model_copy(update={"buy_volume": Decimal("2"), "sell_volume": Decimal("1.25")})
+    assert candle_values(flow)["buy_volume"] == 2.0
+    assert candle_values(flow)["sell_volume"] == 1.25
 
 
 def test_the_guard_turns_any_failure_into_a_strategy_error() -> None:

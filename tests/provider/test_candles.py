@@ -198,3 +198,35 @@ def test_batch_path_sorts_unsorted_trades_stably() -> None:
     trades = [(T0 + 5, 2.0, 1.0), (T0 + 1, 1.0, 1.0), (T0 + 5, 3.0, 1.0)]
     (row,) = frame_rows(trades_to_candles(trade_frame(trades), "1m"))
     assert row == CandleRow(T0, 1.0, 3.0, 1.0, 3.0, 3.0, 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(trade_streams(), st.data())
+def test_order_flow_from_trade_sides_is_identical_live_and_batch_at_every_timeframe(
+    trades: list[tuple[int, float, float]], data: st.DataObject
+) -> None:
+    sides = [data.draw(st.sampled_from(["buy", "sell"])) for _ in trades]
+    agg = CandleAggregator(TIMEFRAMES)
+    live: dict[str, list[CandleRow]] = {tf: [] for tf in TIMEFRAMES}
+    for (ms, price, amount), side in zip(trades, sides, strict=True):
+        for tf, row in agg.add_trade(ms, price, amount, side):
+            live[tf].append(row)
+    for tf, row in agg.flush_until(2**60):
+        live[tf].append(row)
+    frame = trade_frame(trades).with_columns(pl.Series("side", sides))
+    base = trades_to_candles(frame, "1m")
+    assert live["1m"] == frame_rows(base)
+    for row in live["1m"]:
+        assert row.buy_volume is not None and row.sell_volume is not None
+    for tf in TIMEFRAMES[1:]:
+        assert live[tf] == frame_rows(resample(base, tf)), tf
+
+
+def test_a_trade_without_its_side_leaves_that_candles_order_flow_unknown() -> None:
+    agg = CandleAggregator(("1m",))
+    agg.add_trade(T0, 10.0, 1.0, "buy")
+    agg.add_trade(T0 + 1, 10.0, 2.0, None)
+    ((_, first),) = agg.add_trade(T0 + MIN, 11.0, 1.5, "sell")
+    assert first.volume == 3.0 and first.buy_volume is None and first.sell_volume is None
+    ((_, second),) = agg.flush_until(2**60)
+    assert (second.buy_volume, second.sell_volume) == (0.0, 1.5)

@@ -267,6 +267,7 @@ def _from_file(strategy: Strategy, path: Path, symbol: str | None, tf: str | Non
 
     from barfinex_cli.cli.render import err
     from barfinex_cli.errors import NotFound, UsageError
+    from barfinex_cli.store.market import without_unknown_flow
 
     if not path.is_file():
         raise NotFound(f"{path}: no such file")
@@ -284,7 +285,7 @@ def _from_file(strategy: Strategy, path: Path, symbol: str | None, tf: str | Non
         err().print(
             f"warning: {len(parsed.rejected)} rows left out ({parsed.errors[0]})", style="yellow"
         )
-    frame = pl.DataFrame(parsed.candles, schema=_schema(), orient="row")
+    frame = without_unknown_flow(pl.DataFrame(parsed.candles, schema=_schema(), orient="row"))
     return frame.with_columns(pl.lit(symbol or parsed.symbol or name).alias("symbol"))
 
 
@@ -292,7 +293,8 @@ def _schema() -> dict[str, Any]:
     import polars as pl
 
     prices = dict.fromkeys(("open", "high", "low", "close", "volume"), pl.Float64)
-    return {"open_ms": pl.Int64, **prices, "trades": pl.Int64}
+    flow = dict.fromkeys(("buy_volume", "sell_volume"), pl.Float64)
+    return {"open_ms": pl.Int64, **prices, "trades": pl.Int64, **flow}
 
 
 def _flow_file(path: Path) -> pl.DataFrame | None:
@@ -320,7 +322,7 @@ def _from_store(
     import polars as pl
 
     from barfinex_cli.errors import NotFound
-    from barfinex_cli.store.market import MarketStore, SeriesKey
+    from barfinex_cli.store.market import MarketStore, SeriesKey, without_unknown_flow
 
     path = state_of(ctx).settings().home / "market.db"
     if not path.is_file():
@@ -336,6 +338,6 @@ def _from_store(
                     f"no {timeframe} candles of {name} on {exchange} in {path}; "
                     f"the store holds: {held or 'nothing'}"
                 )
-            frame = pl.DataFrame(rows, schema=_schema(), orient="row")
+            frame = without_unknown_flow(pl.DataFrame(rows, schema=_schema(), orient="row"))
             frames.append(frame.with_columns(pl.lit(name).alias("symbol")))
     return pl.concat(frames)

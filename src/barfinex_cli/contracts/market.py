@@ -54,6 +54,10 @@ class CandleClosed(Payload):
     close: Decimal
     volume: Decimal
     trades: int | None = None
+    buy_volume: Decimal | None = None
+    """Taker buy volume, when the candle was built from trades that carry their side."""
+    sell_volume: Decimal | None = None
+    """Taker sell volume, likewise; None where order flow is unknown."""
 
 
 class BookUpdated(Payload):

@@ -37,6 +37,8 @@ def candle_values(event: CandleClosed) -> dict[str, Any]:
         "close": float(event.close),
         "volume": float(event.volume),
         "trades": None if event.trades is None else float(event.trades),
+        "buy_volume": None if event.buy_volume is None else float(event.buy_volume),
+        "sell_volume": None if event.sell_volume is None else float(event.sell_volume),
     }
 
 

@@ -108,13 +108,17 @@ def _pairwise(values: Sequence[float]) -> float:
 class _Forming:
     """A candle still open: its bucket and what has been folded in so far."""
 
-    __slots__ = ("close", "end", "high", "low", "open", "start", "trades", "volumes")
+    __slots__ = ("buys", "close", "end", "high", "low", "open", "sells", "start", "trades",
+                 "volumes")  # fmt: skip
 
     def __init__(self, start: int, end: int, row: CandleRow) -> None:
         self.start, self.end = start, end
         self.open, self.high, self.low, self.close = row.open, row.high, row.low, row.close
         self.volumes = [row.volume]
         self.trades = row.trades
+        # Order flow stays known only while every folded candle knows it.
+        self.buys = None if row.buy_volume is None else [row.buy_volume]
+        self.sells = None if row.sell_volume is None else [row.sell_volume]
 
     def fold(self, row: CandleRow) -> None:
         if row.high > self.high:
@@ -126,11 +130,17 @@ class _Forming:
         self.trades = (
             None if self.trades is None or row.trades is None else self.trades + row.trades
         )
+        if self.buys is not None:
+            self.buys = None if row.buy_volume is None else [*self.buys, row.buy_volume]
+        if self.sells is not None:
+            self.sells = None if row.sell_volume is None else [*self.sells, row.sell_volume]
 
     def row(self) -> CandleRow:
         return CandleRow(
             self.start, self.open, self.high, self.low, self.close,
             polars_sum(self.volumes), self.trades,
+            None if self.buys is None else polars_sum(self.buys),
+            None if self.sells is None else polars_sum(self.sells),
         )  # fmt: skip
 
 
@@ -169,9 +179,18 @@ class CandleAggregator:
         self._start, self._end, self._floor = 1, 0, _NEVER
         self._open = self._high = self._low = self._close = 0.0
         self._amounts: list[float] = []
+        self._buys: list[float] = []
+        self._sells: list[float] = []
+        self._unsided = False  # a trade of this bucket came without its taker side
 
-    def add_trade(self, time_ms: int, price: float, amount: float) -> list[tuple[str, CandleRow]]:
-        """Fold one trade in; return the candles this trade closed (usually none)."""
+    def add_trade(
+        self, time_ms: int, price: float, amount: float, side: str | None = None
+    ) -> list[tuple[str, CandleRow]]:
+        """Fold one trade in; return the candles this trade closed (usually none).
+
+        `side` is the taker's side ("buy" or "sell"); with it, candles carry order flow
+        (`buy_volume`, `sell_volume`), without it those stay unknown (None).
+        """
         if self._start <= time_ms < self._end:
             if price > self._high:
                 self._high = price
@@ -179,10 +198,22 @@ class CandleAggregator:
                 self._low = price
             self._close = price
             self._amounts.append(amount)
+            # Both lists keep one entry per trade (0.0 for the other side), so each sums in
+            # exactly the order polars sums the masked amount column: identical floats.
+            if side == "buy":
+                self._buys.append(amount)
+                self._sells.append(0.0)
+            elif side == "sell":
+                self._buys.append(0.0)
+                self._sells.append(amount)
+            else:
+                self._unsided = True
             return []
-        return self._roll(time_ms, price, amount)
+        return self._roll(time_ms, price, amount, side)
 
-    def _roll(self, time_ms: int, price: float, amount: float) -> list[tuple[str, CandleRow]]:
+    def _roll(
+        self, time_ms: int, price: float, amount: float, side: str | None
+    ) -> list[tuple[str, CandleRow]]:
         if self._source != "trades":
             self._claim("trades")
         step = timeframe_ms(self.base)
@@ -195,14 +226,23 @@ class CandleAggregator:
         self._end = start + step
         self._open = self._high = self._low = self._close = price
         self._amounts = [amount]
+        self._buys = [amount if side == "buy" else 0.0]
+        self._sells = [amount if side == "sell" else 0.0]
+        self._unsided = side not in ("buy", "sell")
         closed.extend(self._close_higher(time_ms))
         return closed
 
-    def _close_trade_bucket(self) -> list[tuple[str, CandleRow]]:
-        row = CandleRow(
+    def _trade_row(self) -> CandleRow:
+        known = not self._unsided
+        return CandleRow(
             self._start, self._open, self._high, self._low, self._close,
             polars_sum(self._amounts), len(self._amounts),
+            polars_sum(self._buys) if known else None,
+            polars_sum(self._sells) if known else None,
         )  # fmt: skip
+
+    def _close_trade_bucket(self) -> list[tuple[str, CandleRow]]:
+        row = self._trade_row()
         self._amounts = []
         self._floor, self._start, self._end = self._end, 1, 0
         return [(self.base, row), *self._fold(self.base, row)]
@@ -270,10 +310,7 @@ class CandleAggregator:
         if timeframe == self.base and self._source == "trades":
             if not self._amounts:
                 return None
-            return CandleRow(
-                self._start, self._open, self._high, self._low, self._close,
-                polars_sum(self._amounts), len(self._amounts),
-            )  # fmt: skip
+            return self._trade_row()
         forming = self._forming.get(timeframe)
         return forming.row() if forming is not None else None
 
@@ -321,6 +358,8 @@ def to_event(key: SeriesKey | tuple[str, str], timeframe: str, row: CandleRow) -
         close=Decimal(repr(row.close)),
         volume=Decimal(repr(row.volume)),
         trades=row.trades,
+        buy_volume=None if row.buy_volume is None else Decimal(repr(row.buy_volume)),
+        sell_volume=None if row.sell_volume is None else Decimal(repr(row.sell_volume)),
     )
 
 
@@ -340,6 +379,13 @@ def trades_to_candles(frame: pl.DataFrame, every: str) -> pl.DataFrame:
         pl.col("amount").sum().alias("volume"),
         pl.len().cast(pl.Int64).alias("trades"),
     ]
+    if "side" in frame.columns:  # order flow: taker buy and sell volume, known if every side is
+        sided = pl.col("side").is_in(["buy", "sell"]).fill_null(False).all()
+        for name in ("buy", "sell"):
+            # Masked, not filtered: the sum runs over every trade of the bucket in the order
+            # `polars_sum` follows live (a filtered column would be summed in another order).
+            masked = pl.when(pl.col("side") == name).then(pl.col("amount")).otherwise(0.0)
+            aggs.append(pl.when(sided).then(masked.sum()).otherwise(None).alias(f"{name}_volume"))
     return _group(frame, "time_ms", every, aggs)
 
 
@@ -362,6 +408,10 @@ def resample(frame: pl.DataFrame, every: str) -> pl.DataFrame:
         .cast(pl.Int64)
         .alias("trades"),
     ]
+    for name in ("buy_volume", "sell_volume"):
+        if name in frame.columns:
+            known = pl.col(name).null_count() == 0
+            aggs.append(pl.when(known).then(pl.col(name).sum()).otherwise(None).alias(name))
     return _group(frame, "open_ms", every, aggs)
 
 
@@ -383,5 +433,6 @@ def _group(frame: pl.DataFrame, time_col: str, every: str, aggs: list[pl.Expr]) 
 
 def frame_rows(frame: pl.DataFrame) -> list[CandleRow]:
     """Return the rows of a candle frame as `CandleRow`s."""
-    columns = ("open_ms", "open", "high", "low", "close", "volume", "trades")
+    columns = ["open_ms", "open", "high", "low", "close", "volume", "trades"]
+    columns += [c for c in ("buy_volume", "sell_volume") if c in frame.columns]
     return [CandleRow(*r) for r in frame.select(columns).iter_rows()]

@@ -200,7 +200,7 @@ def read_file(
     rows_read = table.height
     if layout_kind == "candles":
         frame, rejected, tf = _parse_candles(table, roles, timeframe or timeframe_from_name(path))
-        candles = list(map(CandleRow._make, frame.iter_rows()))
+        candles = [CandleRow(*row) for row in frame.iter_rows()]
         trades: list[TradeRow] = []
     else:
         frame, rejected = _parse_trades(table, roles)
@@ -274,7 +274,7 @@ def export_candles(
     until_ms: int | None = None,
 ) -> int:
     """Write a candle series to CSV or Parquet as `timestamp,open,...,trades`; return the rows."""
-    rows = store.candles(key, since_ms=since_ms, until_ms=until_ms)
+    rows = [r[:7] for r in store.candles(key, since_ms=since_ms, until_ms=until_ms)]
     names = _words("timestamp open high low close volume trades")
     types = [pl.Int64, *[pl.Float64] * 5, pl.Int64]
     return _write(

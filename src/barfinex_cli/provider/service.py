@@ -77,6 +77,9 @@ class ProviderRuntime:
     broker: Broker | None = None
     books: dict[str, BookUpdated] = field(default_factory=dict)
     aggregators: dict[str, CandleAggregator] = field(default_factory=dict)
+    """Per symbol: base candles -> higher timeframes."""
+    trade_aggregators: dict[str, CandleAggregator] = field(default_factory=dict)
+    """Per trade-tape symbol: trades -> base candles."""
     clock_ms: int = 0
     reconnects: int = 0
     integrity: dict[SeriesKey, float] = field(default_factory=dict)
@@ -138,10 +141,12 @@ def make_connector(options: ProviderOptions) -> MarketConnector:
 
 
 def _row(candle: CandleClosed) -> CandleRow:
+    buys, sells = candle.buy_volume, candle.sell_volume
     return CandleRow(
         int(candle.open_time.timestamp() * 1000),
         float(candle.open), float(candle.high), float(candle.low), float(candle.close),
         float(candle.volume), candle.trades,
+        None if buys is None else float(buys), None if sells is None else float(sells),
     )  # fmt: skip
 
 
@@ -375,9 +380,9 @@ class Provider:
                     key = SeriesKey(hole.exchange, hole.symbol, hole.timeframe)
                     await rt.flush()
                     await self.healer.heal(key, since_ms=hole.start_ms, until_ms=hole.end_ms)
-                for symbol, aggregator in rt.aggregators.items():  # trade-built candles close
-                    closed = aggregator.flush_until(rt.clock_ms - TRADE_GRACE_MS)
-                    await self._closed(rt, _exchange(rt.connector), symbol, closed)
+                for symbol, tape in rt.trade_aggregators.items():  # trade-built candles close
+                    closed = tape.flush_until(rt.clock_ms - TRADE_GRACE_MS)
+                    await self._from_trades(rt, _exchange(rt.connector), symbol, closed)
                 if time.monotonic() >= next_scan:
                     next_scan = time.monotonic() + self.options.integrity_interval_s
                     await self._integrity_pass(rt)
@@ -405,7 +410,10 @@ class Provider:
             await rt.publish(payload)
 
     async def _candle(self, rt: ProviderRuntime, candle: CandleClosed) -> None:
-        row = _row(candle)
+        await self._base_candle(rt, candle, _row(candle))
+
+    async def _base_candle(self, rt: ProviderRuntime, candle: CandleClosed, row: CandleRow) -> None:
+        """Store and publish a closed base candle, build the higher ones, drive the broker."""
         rt.keep_candle(SeriesKey(candle.exchange, candle.symbol, candle.timeframe), row)
         rt.clock_ms = max(rt.clock_ms, row.open_ms + timeframe_ms(candle.timeframe))
         rt.candles += 1
@@ -414,6 +422,13 @@ class Provider:
         await self._closed(rt, candle.exchange, candle.symbol, closed)
         if rt.broker is not None and hasattr(rt.broker, "on_candle"):
             await rt.broker.on_candle(candle.symbol, candle.timeframe, row, rt.clock_ms)
+
+    async def _from_trades(
+        self, rt: ProviderRuntime, exchange: str, symbol: str, closed: list[tuple[str, CandleRow]]
+    ) -> None:
+        """Base candles a trade aggregator closed go the way of streamed candles."""
+        for tf, row in closed:
+            await self._base_candle(rt, to_event((exchange, symbol), tf, row), row)
 
     async def _trade(self, rt: ProviderRuntime, trade: TradeExecuted) -> None:
         time_ms = int(trade.time.timestamp() * 1000)
@@ -425,10 +440,15 @@ class Provider:
             rt.broker.on_trade(trade.symbol, row)
         candle_symbols = getattr(rt.connector, "candle_symbols", None)
         if candle_symbols is not None and trade.symbol not in candle_symbols:
-            closed = self._aggregator(rt, trade.symbol).add_trade(
-                time_ms, float(trade.price), float(trade.amount)
-            )
-            await self._closed(rt, trade.exchange, trade.symbol, closed)
+            # A trade tape: trades build the base candle (with its order flow), which then goes
+            # the way of a streamed candle; higher timeframes come from base candles, so the
+            # history stored at start and the live candles build them alike.
+            tape = rt.trade_aggregators.get(trade.symbol)
+            if tape is None:
+                base = getattr(rt.connector, "base_timeframe", "1m")
+                tape = rt.trade_aggregators[trade.symbol] = CandleAggregator((base,))
+            closed = tape.add_trade(time_ms, float(trade.price), float(trade.amount), trade.side)
+            await self._from_trades(rt, trade.exchange, trade.symbol, closed)
 
     async def _closed(
         self, rt: ProviderRuntime, exchange: str, symbol: str, closed: list[tuple[str, CandleRow]]

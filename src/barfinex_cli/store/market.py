@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS candles (
     exchange TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
     open_ms INTEGER NOT NULL,
     open REAL NOT NULL, high REAL NOT NULL, low REAL NOT NULL, close REAL NOT NULL,
-    volume REAL NOT NULL, trades INTEGER,
+    volume REAL NOT NULL, trades INTEGER, buy_volume REAL, sell_volume REAL,
     PRIMARY KEY (exchange, symbol, timeframe, open_ms)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS trades (
@@ -31,7 +31,19 @@ CREATE TABLE IF NOT EXISTS trades (
 ) WITHOUT ROWID;
 """
 
-CANDLE_COLUMNS = ("open_ms", "open", "high", "low", "close", "volume", "trades")
+CANDLE_COLUMNS = (
+    "open_ms",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "trades",
+    "buy_volume",
+    "sell_volume",
+)
+ORDER_FLOW_COLUMNS = ("buy_volume", "sell_volume")
+"""Taker buy and sell volume: known for candles built from trades that carry their side."""
 
 
 class CandleRow(NamedTuple):
@@ -44,6 +56,8 @@ class CandleRow(NamedTuple):
     close: float
     volume: float
     trades: int | None = None
+    buy_volume: float | None = None
+    sell_volume: float | None = None
 
 
 class TradeRow(NamedTuple):
@@ -85,6 +99,14 @@ class MarketStore:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
+        self._add_order_flow_columns()
+
+    def _add_order_flow_columns(self) -> None:
+        """Give a market.db made before order flow was kept its two columns (no data lost)."""
+        held = {row[1] for row in self.conn.execute("PRAGMA table_info(candles)")}
+        for column in ORDER_FLOW_COLUMNS:
+            if column not in held:
+                self.conn.execute(f"ALTER TABLE candles ADD COLUMN {column} REAL")
 
     def close(self) -> None:
         self.conn.close()
@@ -99,9 +121,7 @@ class MarketStore:
         """Insert or replace candles of one series in one transaction; return how many."""
         params = [(*key, *row) for row in rows]
         with _transaction(self.conn):
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO candles VALUES (?,?,?,?,?,?,?,?,?,?)", params
-            )
+            self.conn.executemany(_UPSERT_CANDLE, params)
         return len(params)
 
     def candles(
@@ -150,10 +170,12 @@ class MarketStore:
                 "close": pl.Float64,
                 "volume": pl.Float64,
                 "trades": pl.Int64,
+                "buy_volume": pl.Float64,
+                "sell_volume": pl.Float64,
             },
             orient="row",
         )
-        return frame.with_columns(
+        return without_unknown_flow(frame).with_columns(
             pl.from_epoch("open_ms", time_unit="ms").dt.replace_time_zone("UTC").alias("time")
         )
 
@@ -207,6 +229,25 @@ class MarketStore:
             sql += " LIMIT ?"
             params.append(limit)
         return [TradeRow(*r) for r in self.conn.execute(sql, params)]
+
+
+def without_unknown_flow(frame: pl.DataFrame) -> pl.DataFrame:
+    """Drop order-flow columns that no candle of the frame knows.
+
+    A series never built from sided trades has no order flow at all; without the columns, a
+    rule that reads them is reported broken ("no buy_volume column") instead of silently never
+    holding.
+    """
+    empty = [
+        c for c in ORDER_FLOW_COLUMNS if c in frame.columns and frame[c].null_count() == len(frame)
+    ]
+    return frame.drop(empty) if empty and len(frame) else frame
+
+
+_UPSERT_CANDLE = (
+    f"INSERT OR REPLACE INTO candles (exchange, symbol, timeframe, {', '.join(CANDLE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * (3 + len(CANDLE_COLUMNS)))})"
+)
 
 
 class _transaction:
