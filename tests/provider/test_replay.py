@@ -222,8 +222,11 @@ async def test_replays_a_directory_of_candle_and_trade_files(tmp_path: Path) -> 
         round(sum(t.amount for t in tape if c.open_ms <= t.time_ms < c.open_ms + MINUTE), 9)
         for c in eth
     ]
-    assert eth[0] == CandleRow(START, tape[0].price, eth[0].high, eth[0].low, eth[0].close,
-                               eth[0].volume, eth[0].trades)  # fmt: skip
+    assert eth[0][:7] == (START, tape[0].price, eth[0].high, eth[0].low, eth[0].close,
+                          eth[0].volume, eth[0].trades)  # fmt: skip
+    flow = [(t.amount, t.side) for t in tape if START <= t.time_ms < START + MINUTE]
+    assert eth[0].buy_volume == pytest.approx(sum(a for a, s in flow if s == "buy"))
+    assert eth[0].sell_volume == pytest.approx(sum(a for a, s in flow if s == "sell"))
 
 
 async def test_bad_sources_are_refused_with_the_fix(tmp_path: Path) -> None:

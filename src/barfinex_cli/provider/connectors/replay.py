@@ -39,7 +39,7 @@ from barfinex_cli.contracts.market import (
 )
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import NotFound, UsageError
-from barfinex_cli.provider.candles import timeframe_ms, to_event
+from barfinex_cli.provider.candles import CandleAggregator, timeframe_ms, to_event
 from barfinex_cli.store.market import CandleRow, TradeRow
 
 log = logging.getLogger(__name__)
@@ -342,7 +342,7 @@ class ReplayConnector:
         self._candles = {s: [by_open[k] for k in sorted(by_open)] for s, by_open in candles.items()}
         for symbol, rows in self._trades.items():
             if symbol not in self._candles:  # a trade tape: history candles come from its trades
-                self._candles[symbol] = _candles_from_trades(rows, self.tf_ms)
+                self._candles[symbol] = _candles_from_trades(rows, self.base_timeframe)
 
     def _live_start(self) -> int:
         if self.config.start_ms is not None:
@@ -425,23 +425,17 @@ class ReplayConnector:
         return to_event((self.exchange, symbol), self.base_timeframe, row)
 
 
-def _candles_from_trades(trades: list[TradeRow], step: int) -> list[CandleRow]:
-    """Return the candles of a trade tape (only minutes with trades, as an exchange builds them)."""
-    out: list[CandleRow] = []
-    for t in trades:
-        open_ms = t.time_ms - t.time_ms % step
-        if out and out[-1].open_ms == open_ms:
-            c = out[-1]
-            out[-1] = c._replace(
-                high=max(c.high, t.price),
-                low=min(c.low, t.price),
-                close=t.price,
-                volume=c.volume + t.amount,
-                trades=(c.trades or 0) + 1,
-            )
-        else:
-            out.append(CandleRow(open_ms, t.price, t.price, t.price, t.price, t.amount, 1))
-    return out
+def _candles_from_trades(trades: list[TradeRow], timeframe: str) -> list[CandleRow]:
+    """Return the candles of a trade tape (only minutes with trades, as an exchange builds them).
+
+    Built by the provider's own aggregator, with each trade's side: history candles equal the
+    ones the provider builds live from the same trades, order flow included.
+    """
+    aggregator = CandleAggregator((timeframe,))
+    out = [
+        row for t in trades for _, row in aggregator.add_trade(t.time_ms, t.price, t.amount, t.side)
+    ]
+    return out + [row for _, row in aggregator.flush_until(2**62)]
 
 
 def _utc(ms: int) -> datetime:
