@@ -171,8 +171,10 @@ async def test_provider_posts_signed_webhooks_named_in_the_settings(
             await asyncio.sleep(0.05)
     finally:
         stop.set()
-        await asyncio.wait_for(task, 30)
-        await runner.cleanup()
+        try:
+            await asyncio.wait_for(task, 60)
+        finally:
+            await runner.cleanup()
     assert len(received) >= 3
     body, signature = received[0]
     assert verify(b"hook-secret", body, signature)

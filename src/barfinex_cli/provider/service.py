@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bfx.provider")
 
+SHUTDOWN_GRACE_S = 10.0
+"""How long the provider's tasks get to finish after stop before they are cancelled."""
+
 TRADE_GRACE_MS = 2_000
 """How long after its bucket ends a candle built from trades waits for late trades."""
 
@@ -218,7 +221,7 @@ class Provider:
             await rt.flush()
             await self._drain_recorder(rt)
             record_stop.set()
-            await asyncio.gather(*tasks, return_exceptions=False)
+            await self._join(tasks)
         finally:
             stop.set()
             record_stop.set()
@@ -231,6 +234,22 @@ class Provider:
             market.close()
             await bus.close()
         return rt.events
+
+    async def _join(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Wait for the service's tasks to finish after stop; cancel any that hang, by name.
+
+        Stopping must never hang (Ctrl-C on a provider has to end it), so a task still running
+        after `SHUTDOWN_GRACE_S` is cancelled and named in a warning.
+        """
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_S)
+        for task in pending:
+            log.warning("task did not stop in time; cancelled", extra={"task": task.get_name()})
+            task.cancel()
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
     def _recording(self, recorder: Recorder[Any]) -> None:
         self.recorder = recorder
