@@ -18,6 +18,7 @@ element-wise nodes live in `indicators_ops.py`, windows and recurrences in
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -74,7 +75,7 @@ def pl_gt(a: float, b: float) -> bool:
     return b == b and a > b
 
 
-class Node:
+class Node(ABC):
     """One indicator or condition: a polars expression and an incremental state.
 
     Attributes:
@@ -117,13 +118,13 @@ class Node:
     def __repr__(self) -> str:
         return f"<{self.kind} {self}>"
 
+    @abstractmethod
     def expr(self, ins: list[pl.Expr], at: Frame) -> pl.Expr:
         """Return the vectorised form over the children's columns in a frame like `at`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def state(self) -> Update:
         """Return a fresh incremental update: children's values in, this node's value out."""
-        raise NotImplementedError
 
     def walk(self) -> list[Node]:
         """Return this node and every node below it (children first, duplicates kept)."""
