@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from rich.console import Console
 from rich.table import Table
 
-from barfinex_cli.bus.base import consume
+from barfinex_cli.bus.base import Bus, consume
 from barfinex_cli.bus.memory import MemoryBus
 from barfinex_cli.bus.redis_streams import RedisStreamsBus
 from barfinex_cli.contracts.advisor import DecisionMade
@@ -80,25 +80,31 @@ def decision() -> Envelope[Any]:
     return make_event(payload, source="bench")
 
 
+async def handled_rate(bus: Bus, events: list[Envelope[Any]]) -> float:
+    """Events/s published in batches and handled, then acked, by one group consumer on `bus`."""
+    consumer = await bus.consumer("g", "c", ["market.candle"], start="0")
+    stop = asyncio.Event()
+    handled = 0
+
+    async def handler(_: Envelope[Any]) -> None:
+        nonlocal handled
+        handled += 1
+        if handled == len(events):
+            stop.set()
+
+    start = time.perf_counter()
+    reader = asyncio.create_task(consume(consumer, handler, stop, batch=BATCH, block_ms=50))
+    for i in range(0, len(events), BATCH):
+        await bus.publish_many(events[i : i + BATCH])
+        await asyncio.sleep(0)  # let the reader in between batches, on either transport
+    await reader
+    return len(events) / (time.perf_counter() - start)
+
+
 async def typed_redis(events: list[Envelope[Any]]) -> float:
     bus = RedisStreamsBus(URL, f"bench-{uuid.uuid4().hex[:8]}", maxlen=len(events) * 2)
     try:
-        consumer = await bus.consumer("g", "c", ["market.candle"], start="0")
-        stop = asyncio.Event()
-        handled = 0
-
-        async def handler(_: Envelope[Any]) -> None:
-            nonlocal handled
-            handled += 1
-            if handled == len(events):
-                stop.set()
-
-        start = time.perf_counter()
-        reader = asyncio.create_task(consume(consumer, handler, stop, batch=BATCH, block_ms=50))
-        for i in range(0, len(events), BATCH):
-            await bus.publish_many(events[i : i + BATCH])
-        await reader
-        return len(events) / (time.perf_counter() - start)
+        return await handled_rate(bus, events)
     finally:
         await bus.delete_namespace()
         await bus.close()
@@ -137,24 +143,7 @@ async def raw_redis(events: list[Envelope[Any]]) -> float:
 
 
 async def memory(events: list[Envelope[Any]]) -> float:
-    bus = MemoryBus("bench", maxlen=len(events) * 2)
-    consumer = await bus.consumer("g", "c", ["market.candle"], start="0")
-    stop = asyncio.Event()
-    handled = 0
-
-    async def handler(_: Envelope[Any]) -> None:
-        nonlocal handled
-        handled += 1
-        if handled == len(events):
-            stop.set()
-
-    start = time.perf_counter()
-    reader = asyncio.create_task(consume(consumer, handler, stop, batch=BATCH, block_ms=50))
-    for i in range(0, len(events), BATCH):
-        await bus.publish_many(events[i : i + BATCH])
-        await asyncio.sleep(0)
-    await reader
-    return len(events) / (time.perf_counter() - start)
+    return await handled_rate(MemoryBus("bench", maxlen=len(events) * 2), events)
 
 
 def codec_us(event: Envelope[Any], rounds: int = 20_000) -> float:
