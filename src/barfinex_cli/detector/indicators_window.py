@@ -78,12 +78,10 @@ class Smooth(Node):
         return update
 
 
-class Window(Node):
-    """The sum or mean of the last `n` values."""
+class _Rolling(Node):
+    """A statistic `how` of the last `n` values of one numeric input."""
 
-    def __init__(
-        self, x: Node, n: int, how: Literal["sum", "mean"], *, label: str | None = None
-    ) -> None:
+    def __init__(self, x: Node, n: int, how: str, *, label: str | None = None) -> None:
         n = _period(n, label or f"rolling {how}")
         super().__init__(
             (num_input(x, f"in a rolling {how}"),),
@@ -93,6 +91,15 @@ class Window(Node):
             label=label,
         )
         self.n, self.how = n, how
+
+
+class Window(_Rolling):
+    """The sum or mean of the last `n` values."""
+
+    def __init__(
+        self, x: Node, n: int, how: Literal["sum", "mean"], *, label: str | None = None
+    ) -> None:
+        super().__init__(x, n, how, label=label)
 
     def expr(self, ins: list[pl.Expr], at: Frame) -> pl.Expr:
         import polars as pl
@@ -190,21 +197,13 @@ class Stdev(Node):
         return update
 
 
-class Extreme(Node):
+class Extreme(_Rolling):
     """The highest or lowest of the last `n` values (NaN if the window holds one, as polars)."""
 
     def __init__(
         self, x: Node, n: int, how: Literal["max", "min"], *, label: str | None = None
     ) -> None:
-        n = _period(n, label or f"rolling {how}")
-        super().__init__(
-            (num_input(x, f"in a rolling {how}"),),
-            (n, how),
-            x.lookback + n - 1,
-            finite=x.finite,
-            label=label,
-        )
-        self.n, self.how = n, how
+        super().__init__(x, n, how, label=label)
 
     def expr(self, ins: list[pl.Expr], at: Frame) -> pl.Expr:
         return ins[0].rolling_max(self.n) if self.how == "max" else ins[0].rolling_min(self.n)
