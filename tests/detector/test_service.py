@@ -74,20 +74,30 @@ async def _signals(settings: Settings) -> list[Envelope[Any]]:
         return audit.query(["detector.*"], limit=None)
 
 
-async def test_live_signals_equal_a_scan_and_trace_back_to_their_candle(
-    stack: tuple[Settings, Provider], tmp_path: Path
-) -> None:
+async def _started(
+    stack: tuple[Settings, Provider], tmp_path: Path, **options: Any
+) -> tuple[Path, Detector, asyncio.Event, asyncio.Task[int]]:
+    """Write the test strategy and start a detector on the stack's provider; wait until ready."""
     settings, provider = stack
     path = tmp_path / "momentum.py"
     path.write_text(STRATEGY)
     detector = Detector(
         settings,
-        DetectorOptions(strategy=path, instance="mom-1", provider_url=provider.gateway_url,
-                        port=0, metrics_interval_s=0.5, heartbeat_s=0.2),
-    )  # fmt: skip
+        DetectorOptions(strategy=path, provider_url=provider.gateway_url, port=0, **options),
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(detector.run(stop))
     await asyncio.wait_for(detector.ready.wait(), 30)
+    return path, detector, stop, task
+
+
+async def test_live_signals_equal_a_scan_and_trace_back_to_their_candle(
+    stack: tuple[Settings, Provider], tmp_path: Path
+) -> None:
+    settings, provider = stack
+    path, detector, stop, task = await _started(
+        stack, tmp_path, instance="mom-1", metrics_interval_s=0.5, heartbeat_s=0.2
+    )
     assert detector.warmed["BTC/USDT"] >= 300
     async with httpx.AsyncClient() as client:
         health = (await client.get(f"{detector.health_url}/health")).json()
@@ -132,17 +142,8 @@ async def test_live_signals_equal_a_scan_and_trace_back_to_their_candle(
 async def test_a_throttle_addressed_to_the_instance_mutes_its_signals(
     stack: tuple[Settings, Provider], tmp_path: Path
 ) -> None:
-    settings, provider = stack
-    path = tmp_path / "momentum.py"
-    path.write_text(STRATEGY)
-    detector = Detector(
-        settings,
-        DetectorOptions(strategy=path, instance="mom-2", provider_url=provider.gateway_url,
-                        port=0, join_registry=False),
-    )  # fmt: skip
-    stop = asyncio.Event()
-    task = asyncio.create_task(detector.run(stop))
-    await asyncio.wait_for(detector.ready.wait(), 30)
+    settings, _ = stack
+    _, detector, stop, task = await _started(stack, tmp_path, instance="mom-2", join_registry=False)
     bus = RedisStreamsBus(REDIS_URL, settings.namespace)
     until = datetime.now(UTC) + timedelta(seconds=3)
     await bus.publish(make_event(
