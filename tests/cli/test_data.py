@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from barfinex_cli.cli import data
 from barfinex_cli.cli.main import BfxGroup
-from barfinex_cli.provider.synthetic import generate_candles
+from barfinex_cli.market.synthetic import generate_candles
 from barfinex_cli.store.market import MarketStore, SeriesKey
 
 START = 1_704_067_200_000

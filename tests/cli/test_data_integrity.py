@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from barfinex_cli.cli import data_integrity
 from barfinex_cli.cli.main import BfxGroup
 from barfinex_cli.errors import ServiceUnreachable
-from barfinex_cli.provider.synthetic import default_dataset
+from barfinex_cli.market.synthetic import default_dataset
 from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey
 
 KEY = SeriesKey("synthetic", "BTC/USDT", "1m")
@@ -141,7 +141,9 @@ def test_repair_of_an_unreachable_exchange_says_how_to_proceed(
 
     with MarketStore(home / "market.db") as store:
         store.upsert_candles(SeriesKey("binance", "BTC/USDT", "1m"), [ROWS[0], ROWS[5]])
-    monkeypatch.setattr("barfinex_cli.provider.healing.history_source_for", lambda *_: Offline())
+    monkeypatch.setattr(
+        "barfinex_cli.provider.connectors.sources.history_source_for", lambda *_: Offline()
+    )
     result = runner.invoke(_root(), ["repair", "-e", "binance", "-s", "BTC/USDT", "-t", "1m"])
     assert result.exit_code == 3
     assert result.stderr.strip() == (

@@ -23,10 +23,10 @@ from barfinex_cli.contracts.envelope import make_event
 from barfinex_cli.contracts.market import BookUpdated
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.provider.connectors.base import MarketConnector
-from barfinex_cli.provider.connectors.paper import PaperBroker
-from barfinex_cli.provider.gateway import GatewayContext, GatewayOptions, bind, serve
-from barfinex_cli.provider.registry import AppRegistry
-from barfinex_cli.provider.webhooks import WebhookSender
+from barfinex_cli.provider.gateway.app import GatewayContext, GatewayOptions, bind, serve
+from barfinex_cli.provider.gateway.registry import AppRegistry
+from barfinex_cli.provider.gateway.webhooks import WebhookSender
+from barfinex_cli.provider.paper.broker import PaperBroker
 from barfinex_cli.store.market import MarketStore, TradeRow
 
 TOKEN = "test-token-0123456789"
@@ -102,7 +102,7 @@ def make_context(
 @contextlib.asynccontextmanager
 async def gateway(ctx: GatewayContext) -> AsyncIterator[httpx.AsyncClient]:
     """Serve the gateway over `ctx`; yield an httpx client on its base URL carrying the token."""
-    from barfinex_cli.provider.gateway import create_app
+    from barfinex_cli.provider.gateway.app import create_app
 
     try:
         async with (

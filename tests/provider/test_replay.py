@@ -13,7 +13,7 @@ import pytest
 from barfinex_cli.contracts.market import BookUpdated, CandleClosed, TradeExecuted
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import NotFound, UsageError
-from barfinex_cli.provider import synthetic
+from barfinex_cli.market import synthetic
 from barfinex_cli.provider.connectors.replay import ReplayConnector
 from barfinex_cli.store.market import CandleRow, TradeRow
 

@@ -138,7 +138,7 @@ async def test_provider_posts_signed_webhooks_named_in_the_settings(
 ) -> None:
     from aiohttp import web
 
-    from barfinex_cli.provider.webhooks import verify
+    from barfinex_cli.provider.gateway.webhooks import verify
 
     received: list[tuple[bytes, str | None]] = []
 
@@ -196,7 +196,7 @@ def test_a_webhook_without_a_secret_is_a_config_error(tmp_path: Path, namespace:
 async def test_a_bad_row_in_stored_history_is_found_repaired_and_verified_at_start(
     tmp_path: Path, namespace: str
 ) -> None:
-    from barfinex_cli.provider.synthetic import DEFAULT_START_MS
+    from barfinex_cli.market.synthetic import DEFAULT_START_MS
     from barfinex_cli.store.market import CandleRow
 
     key = SeriesKey("synthetic", "BTC/USDT", "1m")

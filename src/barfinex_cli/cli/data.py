@@ -88,7 +88,7 @@ def import_(
     """
     from barfinex_cli.cli.render import err, print_json
     from barfinex_cli.errors import NotFound, UsageError
-    from barfinex_cli.provider.importers import ColumnMap, import_file
+    from barfinex_cli.market.files import ColumnMap, import_file
 
     if kind not in ("auto", "candles", "trades"):
         raise UsageError(f"--kind {kind!r}: use candles, trades or auto")
@@ -132,7 +132,7 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     Example: bfx data list --json
     """
     from barfinex_cli.cli.render import err, print_json
-    from barfinex_cli.provider.synthetic import SYNTHETIC_EXCHANGE
+    from barfinex_cli.market.synthetic import SYNTHETIC_EXCHANGE
 
     path = market_path(ctx)
     rows: list[dict[str, Any]] = []
@@ -204,7 +204,7 @@ def export(
     from barfinex_cli.cli.render import print_json
     from barfinex_cli.cli.timeparse import parse_time
     from barfinex_cli.errors import NotFound, UsageError
-    from barfinex_cli.provider.importers import export_candles, export_trades
+    from barfinex_cli.market.files import export_candles, export_trades
     from barfinex_cli.store.market import SeriesKey
 
     if out_file.suffix not in (".csv", ".parquet"):
@@ -258,7 +258,7 @@ def synth(
     """
     from barfinex_cli.cli.render import print_json
     from barfinex_cli.cli.timeparse import parse_time
-    from barfinex_cli.provider import synthetic
+    from barfinex_cli.market import synthetic
     from barfinex_cli.store.market import SeriesKey
 
     names = [s.strip() for arg in symbols or [] for s in arg.split(",") if s.strip()]

@@ -90,7 +90,7 @@ async def _download(
     path: Path, exchange: str, symbol: str, timeframe: str, since_ms: int, until_ms: int | None
 ) -> Summary:
     from barfinex_cli.errors import BfxError
-    from barfinex_cli.provider.candles import grid_offset
+    from barfinex_cli.market.candles import grid_offset
     from barfinex_cli.provider.connectors.ccxt_conn import (
         CcxtConnector,
         last_closed_open,

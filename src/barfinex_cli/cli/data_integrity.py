@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from barfinex_cli.contracts.types import Payload
-    from barfinex_cli.provider.gaps import ScanReport
-    from barfinex_cli.provider.healing import HealOutcome, RepairPlan
+    from barfinex_cli.market.integrity.gaps import ScanReport
+    from barfinex_cli.market.integrity.healing import HealOutcome, RepairPlan
     from barfinex_cli.runtime.settings import Settings
     from barfinex_cli.store.market import MarketStore, SeriesKey
 
@@ -67,7 +67,7 @@ def gaps(
 
     from barfinex_cli.cli.render import print_json
     from barfinex_cli.errors import NotFound
-    from barfinex_cli.provider.gaps import scan_store
+    from barfinex_cli.market.integrity.gaps import scan_store
     from barfinex_cli.store.market import MarketStore, SeriesKey
 
     path = _market_path(ctx)
@@ -123,9 +123,9 @@ def repair(
 
     from barfinex_cli.cli.render import print_json
     from barfinex_cli.errors import NotFound
-    from barfinex_cli.provider.candles import timeframe_ms
-    from barfinex_cli.provider.gaps import scan_store
-    from barfinex_cli.provider.healing import Action, plan
+    from barfinex_cli.market.candles import timeframe_ms
+    from barfinex_cli.market.integrity.gaps import scan_store
+    from barfinex_cli.market.integrity.healing import Action, plan
     from barfinex_cli.store.market import MarketStore, SeriesKey
 
     timeframe_ms(timeframe)
@@ -172,7 +172,8 @@ async def _heal(
     events: list[Payload],
 ) -> HealOutcome:
     from barfinex_cli.errors import BfxError, ServiceUnreachable
-    from barfinex_cli.provider.healing import Healer, HealingPolicy, history_source_for
+    from barfinex_cli.market.integrity.healing import Healer, HealingPolicy
+    from barfinex_cli.provider.connectors.sources import history_source_for
 
     async def collect(payload: Payload) -> None:
         events.append(payload)

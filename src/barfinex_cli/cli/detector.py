@@ -275,7 +275,7 @@ def _from_file(strategy: Strategy, path: Path, symbol: str | None, tf: str | Non
     flow = _flow_file(path)
     if flow is not None:
         return flow.with_columns(pl.lit(name).alias("symbol"))
-    from barfinex_cli.provider.importers import read_file
+    from barfinex_cli.market.files import read_file
 
     parsed = read_file(path, kind="candles", symbol=symbol, timeframe=tf)
     if not parsed.candles:

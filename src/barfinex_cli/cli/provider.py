@@ -139,7 +139,7 @@ def status(
 
     from barfinex_cli.cli.render import out, print_json
     from barfinex_cli.errors import ServiceUnreachable
-    from barfinex_cli.provider.auth import ensure_token
+    from barfinex_cli.provider.gateway.auth import ensure_token
 
     settings = state_of(ctx).settings()
     token = ensure_token(settings)

@@ -26,7 +26,7 @@ from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import BookUpdated, CandleClosed, TradeExecuted
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError, ConfigError
-from barfinex_cli.provider.candles import CandleAggregator, timeframe_ms, to_event
+from barfinex_cli.market.candles import CandleAggregator, timeframe_ms, to_event
 from barfinex_cli.provider.connectors.base import Broker, MarketConnector
 from barfinex_cli.runtime.connect import open_bus
 from barfinex_cli.runtime.recording import record
@@ -35,8 +35,8 @@ from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey, TradeRo
 from barfinex_cli.store.recorder import Recorder
 
 if TYPE_CHECKING:
-    from barfinex_cli.provider.healing import Healer
-    from barfinex_cli.provider.webhooks import WebhookSender
+    from barfinex_cli.market.integrity.healing import Healer
+    from barfinex_cli.provider.gateway.webhooks import WebhookSender
 
 log = logging.getLogger("bfx.provider")
 
@@ -185,7 +185,7 @@ class Provider:
         rt = ProviderRuntime(bus, market, connector, source=f"provider/{connector.name}")
         self.runtime = rt
         if options.paper:
-            from barfinex_cli.provider.connectors.paper import PaperBroker
+            from barfinex_cli.provider.paper.broker import PaperBroker
 
             rt.broker = PaperBroker(rt.publish, clock=lambda: _utc(rt.clock_ms))
         elif hasattr(connector, "place"):  # a live exchange connector takes the orders itself
@@ -352,7 +352,7 @@ class Provider:
             task.cancel()
 
     def _healer(self, rt: ProviderRuntime) -> Healer:
-        from barfinex_cli.provider.healing import Healer
+        from barfinex_cli.market.integrity.healing import Healer
 
         live = bool(self.options.exchange)
         source: Any = rt.connector
@@ -484,8 +484,8 @@ class Provider:
                 await asyncio.wait_for(stop.wait(), self.options.health_interval_s)
 
     async def _gateway(self, rt: ProviderRuntime, stop: asyncio.Event) -> asyncio.Task[Any] | None:
-        from barfinex_cli.provider import auth
-        from barfinex_cli.provider.gateway import (
+        from barfinex_cli.provider.gateway import auth
+        from barfinex_cli.provider.gateway.app import (
             GatewayContext,
             GatewayOptions,
             bind,
@@ -517,7 +517,11 @@ class Provider:
             return None
         from pydantic import ValidationError
 
-        from barfinex_cli.provider.webhooks import DEAD_LETTER_FILE, WebhooksConfig, WebhookSender
+        from barfinex_cli.provider.gateway.webhooks import (
+            DEAD_LETTER_FILE,
+            WebhooksConfig,
+            WebhookSender,
+        )
 
         data = dict(table)
         if self.settings.webhook_secret is not None and "secret" not in data:

@@ -43,7 +43,7 @@ from barfinex_cli.contracts.orders import (
 )
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError, ConfigError, NotFound, UsageError
-from barfinex_cli.provider.candles import grid_offset
+from barfinex_cli.market.candles import grid_offset
 from barfinex_cli.provider.connectors.base import Emit, OrderRequest
 from barfinex_cli.provider.connectors.ccxt_errors import (
     OrderRefused,

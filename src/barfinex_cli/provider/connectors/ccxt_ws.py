@@ -26,7 +26,7 @@ from barfinex_cli.contracts.market import (
     TradeExecuted,
 )
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.provider.candles import to_event
+from barfinex_cli.market.candles import to_event
 from barfinex_cli.provider.connectors.ccxt_errors import translate
 from barfinex_cli.store.market import CandleRow
 

@@ -39,7 +39,7 @@ from barfinex_cli.contracts.market import (
 )
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import NotFound, UsageError
-from barfinex_cli.provider.candles import CandleAggregator, timeframe_ms, to_event
+from barfinex_cli.market.candles import CandleAggregator, timeframe_ms, to_event
 from barfinex_cli.store.market import CandleRow, TradeRow
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ class ReplayConnector:
         self._loaded = True
 
     def _load_synthetic(self) -> None:
-        from barfinex_cli.provider import synthetic
+        from barfinex_cli.market import synthetic
 
         start = self.config.synthetic_start_ms
         self._candles = synthetic.default_dataset(
@@ -294,7 +294,7 @@ class ReplayConnector:
         self.candle_symbols = frozenset(self._candles)
 
     def _load_files(self, source: Path) -> None:
-        from barfinex_cli.provider.importers import read_file
+        from barfinex_cli.market.files import read_file
 
         if not source.exists():
             raise NotFound(
@@ -375,7 +375,7 @@ class ReplayConnector:
         yield from self._synthetic_items(symbol)
 
     def _synthetic_items(self, symbol: str) -> Iterator[_Item]:
-        from barfinex_cli.provider import synthetic
+        from barfinex_cli.market import synthetic
 
         seed, seq = self.config.seed, 0
         opens = self._opens[symbol]
@@ -405,7 +405,7 @@ class ReplayConnector:
                 time=at,
             )
         if item.order == _BOOK:
-            from barfinex_cli.provider.synthetic import top_of_book
+            from barfinex_cli.market.synthetic import top_of_book
 
             book = top_of_book(row, symbol, self.config.seed)
             return BookUpdated(

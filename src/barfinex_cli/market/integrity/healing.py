@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,14 +43,20 @@ from barfinex_cli.contracts.market import (
     IncidentResolved,
     Timeframe,
 )
+from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError, ServiceUnreachable, TransientError, UsageError
-from barfinex_cli.provider.candles import CandleAggregator, timeframe_ms
-from barfinex_cli.provider.gaps import STRUCTURAL, ScanConfig, ScanReport, Severity, scan_store
+from barfinex_cli.market.candles import CandleAggregator, timeframe_ms
+from barfinex_cli.market.integrity.gaps import (
+    STRUCTURAL,
+    ScanConfig,
+    ScanReport,
+    Severity,
+    scan_store,
+)
 from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey
 
-if TYPE_CHECKING:
-    from barfinex_cli.provider.connectors.base import Emit, MarketConnector
-    from barfinex_cli.runtime.settings import Settings
+Emit = Callable[[Payload], Awaitable[None]]
+"""Where the healer sends the events it makes (the provider or the CLI wraps and publishes)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EVENT_KIND: dict[str, GapKind] = {
@@ -474,38 +480,3 @@ def _series(key: SeriesKey) -> dict[str, Any]:
 
 def _utc(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
-
-
-def history_source_for(exchange: str, settings: Settings) -> MarketConnector | None:
-    """Return a history source for `exchange`, or None if no connector for it is installed.
-
-    `synthetic` is the bundled synthetic market, regenerated to cover the stored synthetic
-    series (same default seed as `bfx data synth`; a different seed is caught by the context
-    check). Any other name is a ccxt exchange; it is not contacted here.
-    """
-    if exchange == "synthetic":
-        try:
-            from barfinex_cli.provider.connectors.replay import ReplayConfig, ReplayConnector
-        except ImportError:
-            return None
-        with MarketStore(settings.home / "market.db") as store:
-            held = [s for s in store.series() if s.exchange == "synthetic"]
-        if not held:
-            return ReplayConnector(ReplayConfig(start_ms=2**53))
-        first = min(s.first_ms for s in held)
-        last = max(s.last_ms for s in held)
-        config = ReplayConfig(
-            symbols=tuple(sorted({s.symbol for s in held})),
-            synthetic_start_ms=first,
-            days=((last - first) // 60_000 + 1.5) / 1_440,  # whole minutes survive the float
-            start_ms=last + 60_000,
-        )
-        return ReplayConnector(config)
-    try:
-        from barfinex_cli.provider.connectors.ccxt_conn import CcxtConnector
-    except ImportError:
-        return None
-    try:
-        return CcxtConnector(exchange)
-    except BfxError as exc:
-        raise UsageError(f"cannot backfill from {exchange!r}: {exc}") from None

@@ -22,7 +22,7 @@ from barfinex_cli.contracts.orders import (
     PositionSide,
 )
 from barfinex_cli.contracts.types import Model
-from barfinex_cli.provider.connectors.paper_fills import ZERO, PaperConfig
+from barfinex_cli.provider.paper.fills import ZERO, PaperConfig
 
 
 def cash_currency(symbol: str) -> str | None:

@@ -23,7 +23,7 @@ from barfinex_cli.contracts.orders import (
     OrderState,
 )
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.provider.connectors.paper_fills import (
+from barfinex_cli.provider.paper.fills import (
     BPS,
     ZERO,
     Bar,
@@ -36,7 +36,7 @@ from barfinex_cli.provider.connectors.paper_fills import (
     touched,
     walk_book,
 )
-from barfinex_cli.provider.connectors.paper_ledger import Ledger, cash_currency
+from barfinex_cli.provider.paper.ledger import Ledger, cash_currency
 
 OrderStatus = Literal["open", "filled", "cancelled", "rejected"]
 CancelBy = Literal["user", "inspector", "exchange", "expiry"]

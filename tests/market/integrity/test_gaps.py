@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from barfinex_cli.provider.gaps import ScanConfig, Severity, scan_rows, scan_series, scan_store
+from barfinex_cli.market.integrity.gaps import (
+    ScanConfig,
+    Severity,
+    scan_rows,
+    scan_series,
+    scan_store,
+)
 from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z, a Monday

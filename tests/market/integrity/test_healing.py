@@ -15,16 +15,16 @@ import pytest
 from barfinex_cli.contracts.market import GapDetected, GapRepaired, IncidentEscalated
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import TransientError, UsageError
-from barfinex_cli.provider.candles import CandleAggregator
-from barfinex_cli.provider.gaps import scan_rows, scan_series
-from barfinex_cli.provider.healing import (
+from barfinex_cli.market.candles import CandleAggregator
+from barfinex_cli.market.integrity.gaps import scan_rows, scan_series
+from barfinex_cli.market.integrity.healing import (
     Action,
     Healer,
     HealingPolicy,
     decide,
-    history_source_for,
     plan,
 )
+from barfinex_cli.provider.connectors.sources import history_source_for
 from barfinex_cli.runtime.settings import load_settings
 from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey
 
@@ -204,7 +204,7 @@ async def test_a_higher_timeframe_is_rebuilt_from_a_source_that_only_has_1m(
 
 
 async def test_the_synthetic_market_repairs_its_own_series(tmp_path: Path) -> None:
-    from barfinex_cli.provider import synthetic
+    from barfinex_cli.market import synthetic
 
     rows = synthetic.default_dataset(["BTC/USDT"], days=0.1)["BTC/USDT"]
     key = SeriesKey("synthetic", "BTC/USDT", "1m")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from barfinex_cli.errors import UsageError
-from barfinex_cli.provider.candles import (
+from barfinex_cli.market.candles import (
     TIMEFRAMES,
     CandleAggregator,
     bucket_start,

@@ -30,8 +30,8 @@ from fastapi.responses import JSONResponse
 from barfinex_cli.bus.base import Bus, Delivery, entry_id_key, matches
 from barfinex_cli.contracts.catalog import is_known, known_types
 from barfinex_cli.contracts.codec import encode
-from barfinex_cli.provider import auth
-from barfinex_cli.provider.gateway import GatewayState, Metrics
+from barfinex_cli.provider.gateway import auth
+from barfinex_cli.provider.gateway.app import GatewayState, Metrics
 
 log = logging.getLogger("bfx.provider.gateway.ws")
 

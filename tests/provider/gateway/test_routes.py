@@ -20,9 +20,9 @@ import pytest
 from barfinex_cli.bus.memory import MemoryBus
 from barfinex_cli.contracts.market import BookUpdated
 from barfinex_cli.errors import ConfigError
-from barfinex_cli.provider.auth import ensure_token
 from barfinex_cli.provider.connectors.replay import ReplayConnector
-from barfinex_cli.provider.gateway import GatewayOptions
+from barfinex_cli.provider.gateway.app import GatewayOptions
+from barfinex_cli.provider.gateway.auth import ensure_token
 from barfinex_cli.runtime.settings import Settings
 from barfinex_cli.store.market import CandleRow, SeriesKey, TradeRow
 from provider.gateway_server import TOKEN, gateway, make_broker, make_context

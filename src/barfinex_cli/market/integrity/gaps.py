@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from barfinex_cli.provider.candles import grid_offset, timeframe_ms
+from barfinex_cli.market.candles import grid_offset, timeframe_ms
 from barfinex_cli.store.market import CandleRow, SeriesKey
 
 if TYPE_CHECKING:

@@ -27,8 +27,8 @@ from barfinex_cli.contracts.market import Timeframe
 from barfinex_cli.contracts.orders import OrderSide, OrderState, OrderType
 from barfinex_cli.errors import BfxError, NotFound, ServiceUnreachable, UsageError
 from barfinex_cli.provider.connectors.base import Broker, OrderRequest
-from barfinex_cli.provider.gateway import GatewayContext, GatewayState, gateway_state
-from barfinex_cli.provider.registry import AppInfo, HeartbeatRequest, RegisterRequest
+from barfinex_cli.provider.gateway.app import GatewayContext, GatewayState, gateway_state
+from barfinex_cli.provider.gateway.registry import AppInfo, HeartbeatRequest, RegisterRequest
 from barfinex_cli.store.market import SeriesKey
 
 State = Annotated[GatewayState, Depends(gateway_state)]

@@ -32,7 +32,7 @@ from barfinex_cli.contracts.orders import (
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import NotFound, UsageError
 from barfinex_cli.provider.connectors.base import Broker, OrderRequest
-from barfinex_cli.provider.connectors.paper import PaperBroker
+from barfinex_cli.provider.paper.broker import PaperBroker
 from barfinex_cli.store.market import CandleRow, TradeRow
 
 SYM = "BTC/USDT"

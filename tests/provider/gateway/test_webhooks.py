@@ -26,8 +26,8 @@ from barfinex_cli.bus.memory import MemoryBus
 from barfinex_cli.contracts.apps import AppRegistered
 from barfinex_cli.contracts.envelope import make_event
 from barfinex_cli.contracts.market import TickerUpdated
-from barfinex_cli.provider.gateway import bind
-from barfinex_cli.provider.webhooks import (
+from barfinex_cli.provider.gateway.app import bind
+from barfinex_cli.provider.gateway.webhooks import (
     DEAD_LETTER_FILE,
     SIGNATURE_HEADER,
     WebhooksConfig,

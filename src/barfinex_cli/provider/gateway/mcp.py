@@ -34,8 +34,9 @@ from barfinex_cli import __version__
 from barfinex_cli.contracts.market import Timeframe
 from barfinex_cli.contracts.orders import OrderSide, OrderType
 from barfinex_cli.errors import BfxError
-from barfinex_cli.provider import auth, gateway_routes
-from barfinex_cli.provider.gateway import GatewayState
+from barfinex_cli.provider.gateway import auth
+from barfinex_cli.provider.gateway import routes as gateway_routes
+from barfinex_cli.provider.gateway.app import GatewayState
 from barfinex_cli.store.market import SeriesKey
 
 P = ParamSpec("P")

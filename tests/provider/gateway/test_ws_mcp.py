@@ -29,7 +29,7 @@ from barfinex_cli.contracts.detector import SignalGenerated
 from barfinex_cli.contracts.envelope import make_event
 from barfinex_cli.contracts.market import BookUpdated, CandleClosed
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.provider.gateway import GatewayOptions
+from barfinex_cli.provider.gateway.app import GatewayOptions
 from barfinex_cli.store.market import CandleRow, SeriesKey
 from provider.gateway_server import AUTH, TOKEN, gateway, make_broker, make_context
 

@@ -29,13 +29,13 @@ from barfinex_cli.contracts.orders import (
 from barfinex_cli.contracts.types import Model
 from barfinex_cli.errors import NotFound, UsageError
 from barfinex_cli.provider.connectors.base import Emit, OrderRequest
-from barfinex_cli.provider.connectors.paper_engine import (
+from barfinex_cli.provider.paper.engine import (
     CancelBy,
     OrderStatus,
     PaperEngine,
     PaperOrder,
 )
-from barfinex_cli.provider.connectors.paper_fills import (
+from barfinex_cli.provider.paper.fills import (
     ZERO,
     Bar,
     Level,
@@ -43,7 +43,7 @@ from barfinex_cli.provider.connectors.paper_fills import (
     crossed,
     to_decimal,
 )
-from barfinex_cli.provider.connectors.paper_ledger import Ledger, LedgerSnapshot, cash_currency
+from barfinex_cli.provider.paper.ledger import Ledger, LedgerSnapshot, cash_currency
 from barfinex_cli.store.market import CandleRow, TradeRow
 
 DEFAULT_ACCOUNTS: dict[str, dict[str, Decimal]] = {"paper": {"USDT": Decimal(10_000)}}

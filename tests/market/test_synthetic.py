@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from barfinex_cli.provider import synthetic
+from barfinex_cli.market import synthetic
 from barfinex_cli.store.market import CandleRow
 
 START = synthetic.DEFAULT_START_MS

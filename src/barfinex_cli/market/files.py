@@ -32,7 +32,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict
 
 from barfinex_cli.errors import NotFound, UsageError
-from barfinex_cli.provider.candles import TIMEFRAME_MS, TIMEFRAMES, grid_offset, timeframe_ms
+from barfinex_cli.market.candles import TIMEFRAME_MS, TIMEFRAMES, grid_offset, timeframe_ms
 from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey, TradeRow
 
 Kind = Literal["candles", "trades"]

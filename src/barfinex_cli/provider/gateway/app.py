@@ -42,14 +42,14 @@ from barfinex_cli.errors import (
     TransientError,
     UsageError,
 )
-from barfinex_cli.provider import auth
-from barfinex_cli.provider.registry import AppRegistry
+from barfinex_cli.provider.gateway import auth
+from barfinex_cli.provider.gateway.registry import AppRegistry
 from barfinex_cli.store.market import MarketStore
 
 if TYPE_CHECKING:
     from barfinex_cli.provider.connectors.base import Broker, MarketConnector
-    from barfinex_cli.provider.gateway_ws import Hub
-    from barfinex_cli.provider.webhooks import WebhookSender
+    from barfinex_cli.provider.gateway.webhooks import WebhookSender
+    from barfinex_cli.provider.gateway.ws import Hub
 
 log = logging.getLogger("bfx.provider.gateway")
 
@@ -207,7 +207,9 @@ async def _bfx_error(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(ctx: GatewayContext) -> FastAPI:
     """Build the gateway app over `ctx`; serve it with `serve` or any ASGI server."""
-    from barfinex_cli.provider import gateway_mcp, gateway_routes, gateway_ws
+    from barfinex_cli.provider.gateway import mcp as gateway_mcp
+    from barfinex_cli.provider.gateway import routes as gateway_routes
+    from barfinex_cli.provider.gateway import ws as gateway_ws
 
     state = GatewayState(ctx)
     mcp = gateway_mcp.build(state)

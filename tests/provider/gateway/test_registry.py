@@ -21,8 +21,8 @@ from barfinex_cli.bus.memory import MemoryBus
 from barfinex_cli.contracts.apps import AppLost
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import NotFound, RedisUnreachable
-from barfinex_cli.provider.gateway import bind
-from barfinex_cli.provider.registry import AppRegistry, RegisterRequest
+from barfinex_cli.provider.gateway.app import bind
+from barfinex_cli.provider.gateway.registry import AppRegistry, RegisterRequest
 from provider.gateway_server import gateway, make_context, serving
 
 

@@ -13,9 +13,9 @@ import polars as pl
 import pytest
 
 from barfinex_cli.errors import NotFound, UsageError
-from barfinex_cli.provider import importers
-from barfinex_cli.provider.importers import ColumnMap, import_file, read_file
-from barfinex_cli.provider.synthetic import generate_candles, generate_trades
+from barfinex_cli.market import files as importers
+from barfinex_cli.market.files import ColumnMap, import_file, read_file
+from barfinex_cli.market.synthetic import generate_candles, generate_trades
 from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey
 
 START = 1_704_067_200_000  # 2024-01-01T00:00Z

@@ -1,0 +1,1 @@
+"""Market data that works with no provider running: files, synthetic market, candles, integrity."""

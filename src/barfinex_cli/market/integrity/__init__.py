@@ -1,0 +1,1 @@
+"""Integrity of candle series: the gap scan and the self-healer."""

@@ -1,0 +1,1 @@
+"""The provider's gateway: REST, WebSocket, MCP, auth, the app registry, the proxy, webhooks."""

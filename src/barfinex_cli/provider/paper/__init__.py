@@ -1,0 +1,1 @@
+"""The paper broker: a simulated exchange account over any market data source."""
