@@ -30,9 +30,9 @@ from rich.console import Console
 from rich.table import Table
 
 from barfinex_cli.bus.redis_streams import RedisStreamsBus
+from barfinex_cli.market.synthetic import generate_candles
 from barfinex_cli.provider.connectors.replay import ReplayConnector
 from barfinex_cli.provider.service import Provider, ProviderOptions
-from barfinex_cli.provider.synthetic import generate_candles
 from barfinex_cli.runtime.settings import load_settings
 from barfinex_cli.store.market import MarketStore, SeriesKey
 

@@ -25,7 +25,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from barfinex_cli.provider.candles import (
+from barfinex_cli.market.candles import (
     TIMEFRAMES,
     CandleAggregator,
     frame_rows,
