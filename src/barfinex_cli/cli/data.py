@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 import typer
 
 from barfinex_cli.cli.state import state_of
+from barfinex_cli.contracts.times import from_ms, to_ms
 
 if TYPE_CHECKING:
     from barfinex_cli.store.market import MarketStore
@@ -55,11 +56,10 @@ def _open(ctx: typer.Context, *, must_exist: bool = False) -> MarketStore:
 
 
 def _iso(ms: int | None) -> str | None:
-    from datetime import UTC, datetime
 
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return from_ms(ms).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @app.command("import")
@@ -209,8 +209,8 @@ def export(
 
     if out_file.suffix not in (".csv", ".parquet"):
         raise UsageError(f"--out {out_file}: the file must end in .csv or .parquet")
-    since_ms = int(parse_time(since).timestamp() * 1000) if since else None
-    until_ms = int(parse_time(until).timestamp() * 1000) if until else None
+    since_ms = to_ms(parse_time(since)) if since else None
+    until_ms = to_ms(parse_time(until)) if until else None
     with _open(ctx, must_exist=True) as store:
         if timeframe == "trades":
             rows = export_trades(
@@ -263,7 +263,7 @@ def synth(
 
     names = [s.strip() for arg in symbols or [] for s in arg.split(",") if s.strip()]
     names = names or list(synthetic.DEFAULT_SYMBOLS)
-    start_ms = int(parse_time(start).timestamp() * 1000)
+    start_ms = to_ms(parse_time(start))
     start_ms -= start_ms % synthetic.MINUTE_MS
     dataset = synthetic.default_dataset(names, start_ms=start_ms, days=days, seed=seed)
     written = []

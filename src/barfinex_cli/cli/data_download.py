@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from barfinex_cli.cli.state import state_of
+from barfinex_cli.contracts.times import from_ms, to_ms
 
 
 @dataclass
@@ -191,8 +192,8 @@ def _line(s: Summary) -> str:
 
 
 def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
+    return to_ms(value)
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
+    return from_ms(ms).strftime("%Y-%m-%dT%H:%MZ")

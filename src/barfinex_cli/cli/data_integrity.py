@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from barfinex_cli.cli.state import state_of
+from barfinex_cli.contracts.times import from_ms, to_ms
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -218,16 +219,15 @@ def _market_path(ctx: typer.Context) -> Path:
 def _ms(text: str | None) -> int | None:
     from barfinex_cli.cli.timeparse import parse_time
 
-    return None if text is None else int(parse_time(text).timestamp() * 1000)
+    return None if text is None else to_ms(parse_time(text))
 
 
 def _iso(ms: int | None) -> str:
-    from datetime import UTC, datetime
 
     if ms is None:
         return "-"
     shape = "%Y-%m-%d %H:%M" if ms % 60_000 == 0 else "%Y-%m-%d %H:%M:%S"  # misaligned rows
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime(shape)
+    return from_ms(ms).strftime(shape)
 
 
 def _print_reports(reports: list[ScanReport]) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from barfinex_cli.contracts.detector import (
@@ -28,6 +28,7 @@ from barfinex_cli.contracts.detector import (
     SignalAction,
     SignalGenerated,
 )
+from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.detector.indicators_core import Column, Const, Frame, MissingColumn, Node, Value
 from barfinex_cli.detector.strategy import Cooldown, Strategy
 from barfinex_cli.errors import UsageError
@@ -106,7 +107,7 @@ def to_payload(record: SignalRecord, instance: str, exchange: str) -> SignalGene
 
 def open_time(open_ms: int) -> datetime:
     """Return a candle open time in ms as an aware UTC datetime (exact, no float)."""
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=open_ms)
+    return from_ms(open_ms)
 
 
 def clean(value: Value) -> float | None:

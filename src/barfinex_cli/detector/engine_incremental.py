@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from barfinex_cli.contracts.times import to_ms
 from barfinex_cli.detector.engine import Plan, SignalRecord, clean
 from barfinex_cli.detector.indicators_core import Update, Value, VectorOnly
 from barfinex_cli.detector.strategy import Cooldown, Strategy, guard, strategy_error
@@ -30,7 +31,7 @@ _NUMERIC = ("open", "high", "low", "close", "volume", "buy_volume", "sell_volume
 def candle_values(event: CandleClosed) -> dict[str, Any]:
     """Return a `market.candle` payload as the row `on_candle` takes (Decimal -> float)."""
     return {
-        "open_ms": int(event.open_time.timestamp() * 1000),
+        "open_ms": to_ms(event.open_time),
         "open": float(event.open),
         "high": float(event.high),
         "low": float(event.low),

@@ -20,13 +20,14 @@ end; anything older than the forming bucket is late and dropped (counted in `lat
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import reduce
 from operator import add
 from typing import TYPE_CHECKING
 
 from barfinex_cli.contracts.market import CandleClosed, Timeframe
+from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.errors import UsageError
 from barfinex_cli.store.market import CandleRow, SeriesKey
 
@@ -351,7 +352,7 @@ def to_event(key: SeriesKey | tuple[str, str], timeframe: str, row: CandleRow) -
         exchange=key[0],
         symbol=key[1],
         timeframe=tf,
-        open_time=_EPOCH + timedelta(milliseconds=row.open_ms),
+        open_time=from_ms(row.open_ms),
         open=Decimal(repr(row.open)),
         high=Decimal(repr(row.high)),
         low=Decimal(repr(row.low)),

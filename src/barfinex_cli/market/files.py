@@ -24,13 +24,14 @@ import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
+from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.errors import NotFound, UsageError
 from barfinex_cli.market.candles import TIMEFRAME_MS, TIMEFRAMES, grid_offset, timeframe_ms
 from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey, TradeRow
@@ -312,7 +313,7 @@ def _write(frame: pl.DataFrame, out: Path) -> int:
 
 
 def _utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    return from_ms(ms)
 
 
 # --- loading: every format becomes string columns c0..cN plus line and field count ------------

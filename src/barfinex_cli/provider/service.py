@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from barfinex_cli.bus.base import Bus
 from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import BookUpdated, CandleClosed, TradeExecuted
+from barfinex_cli.contracts.times import from_ms, to_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError, ConfigError
 from barfinex_cli.market.candles import CandleAggregator, timeframe_ms, to_event
@@ -146,7 +147,7 @@ def make_connector(options: ProviderOptions) -> MarketConnector:
 def _row(candle: CandleClosed) -> CandleRow:
     buys, sells = candle.buy_volume, candle.sell_volume
     return CandleRow(
-        int(candle.open_time.timestamp() * 1000),
+        to_ms(candle.open_time),
         float(candle.open), float(candle.high), float(candle.low), float(candle.close),
         float(candle.volume), candle.trades,
         None if buys is None else float(buys), None if sells is None else float(sells),
@@ -450,7 +451,7 @@ class Provider:
             await self._base_candle(rt, to_event((exchange, symbol), tf, row), row)
 
     async def _trade(self, rt: ProviderRuntime, trade: TradeExecuted) -> None:
-        time_ms = int(trade.time.timestamp() * 1000)
+        time_ms = to_ms(trade.time)
         row = TradeRow(time_ms, trade.trade_id, float(trade.price), float(trade.amount), trade.side)
         rt.trade_rows.setdefault((trade.exchange, trade.symbol), []).append(row)
         rt.clock_ms = max(rt.clock_ms, time_ms)
@@ -544,4 +545,4 @@ def _exchange(connector: MarketConnector) -> str:
 
 
 def _utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC) if ms else datetime.now(UTC)
+    return from_ms(ms) if ms else datetime.now(UTC)

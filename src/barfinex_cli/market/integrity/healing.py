@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol
 
@@ -43,6 +43,7 @@ from barfinex_cli.contracts.market import (
     IncidentResolved,
     Timeframe,
 )
+from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError, ServiceUnreachable, TransientError, UsageError
 from barfinex_cli.market.candles import CandleAggregator, timeframe_ms
@@ -479,4 +480,4 @@ def _series(key: SeriesKey) -> dict[str, Any]:
 
 
 def _utc(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
+    return from_ms(ms)

@@ -22,6 +22,7 @@ from barfinex_cli.contracts.orders import (
     OrderType,
     PositionChanged,
 )
+from barfinex_cli.contracts.times import to_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.store.market import CandleRow
 
@@ -111,4 +112,4 @@ class Broker(Protocol):
 
 def ms(value: datetime) -> int:
     """Return a datetime as UTC epoch milliseconds."""
-    return int(value.timestamp() * 1000)
+    return to_ms(value)

@@ -41,6 +41,7 @@ from barfinex_cli.contracts.orders import (
     OrderType,
     PositionChanged,
 )
+from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError, ConfigError, NotFound, UsageError
 from barfinex_cli.market.candles import grid_offset
@@ -634,4 +635,4 @@ def _dec(value: Any) -> Decimal:
 
 
 def _utc(ms: Any) -> datetime | None:
-    return datetime.fromtimestamp(int(ms) / 1000, UTC) if ms is not None else None
+    return from_ms(ms) if ms is not None else None

@@ -25,6 +25,7 @@ from barfinex_cli.contracts.market import (
     TickerUpdated,
     TradeExecuted,
 )
+from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.market.candles import to_event
 from barfinex_cli.provider.connectors.ccxt_errors import translate
@@ -338,4 +339,4 @@ def _dec(value: Any) -> Decimal:
 
 
 def _utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    return from_ms(ms)

@@ -24,7 +24,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -37,6 +37,7 @@ from barfinex_cli.contracts.market import (
     Timeframe,
     TradeExecuted,
 )
+from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import NotFound, UsageError
 from barfinex_cli.market.candles import CandleAggregator, timeframe_ms, to_event
@@ -439,7 +440,7 @@ def _candles_from_trades(trades: list[TradeRow], timeframe: str) -> list[CandleR
 
 
 def _utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    return from_ms(ms)
 
 
 def _maybe_utc(ms: int | None) -> datetime | None:

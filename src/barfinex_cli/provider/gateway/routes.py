@@ -25,6 +25,7 @@ from starlette.background import BackgroundTask
 
 from barfinex_cli.contracts.market import Timeframe
 from barfinex_cli.contracts.orders import OrderSide, OrderState, OrderType
+from barfinex_cli.contracts.times import from_ms, to_ms
 from barfinex_cli.errors import BfxError, NotFound, ServiceUnreachable, UsageError
 from barfinex_cli.provider.connectors.base import Broker, OrderRequest
 from barfinex_cli.provider.gateway.app import GatewayContext, GatewayState, gateway_state
@@ -58,7 +59,7 @@ def parse_time_ms(value: str | int | None) -> int | None:
         raise ValueError("expected epoch milliseconds or an ISO 8601 time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    return to_ms(moment)
 
 
 def _before_ms(value: object) -> object:
@@ -83,7 +84,7 @@ class SeriesNotFound(NotFound):
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    return from_ms(ms).isoformat().replace("+00:00", "Z")
 
 
 def held_series(ctx: GatewayContext) -> list[dict[str, Any]]:
@@ -277,7 +278,7 @@ async def trades(
     limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 1000,
 ) -> dict[str, Any]:
     if since is None:
-        since = int((datetime.now(UTC) - timedelta(hours=1)).timestamp() * 1000)
+        since = to_ms(datetime.now(UTC) - timedelta(hours=1))
     rows = state.ctx.market.trades(exchange, symbol, since_ms=since, until_ms=until, limit=limit)
     out = [{"time": _iso(r.time_ms), **r._asdict()} for r in rows]
     return {"exchange": exchange, "symbol": symbol, "trades": out}

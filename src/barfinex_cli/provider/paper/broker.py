@@ -26,6 +26,7 @@ from barfinex_cli.contracts.orders import (
     OrderSubmitted,
     PositionChanged,
 )
+from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.contracts.types import Model
 from barfinex_cli.errors import NotFound, UsageError
 from barfinex_cli.provider.connectors.base import Emit, OrderRequest
@@ -129,9 +130,7 @@ class PaperBroker:
         """Match resting orders of `symbol` against a closed candle (drive timeframe only)."""
         if timeframe != self.config.drive_timeframe:
             return
-        self._engine.candle(
-            symbol, Bar.from_row(row), datetime.fromtimestamp(closed_ms / 1000, UTC)
-        )
+        self._engine.candle(symbol, Bar.from_row(row), from_ms(closed_ms))
         await self._flush()
 
     def on_trade(self, symbol: str, trade: TradeRow) -> None:
