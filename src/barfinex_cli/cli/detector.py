@@ -195,7 +195,14 @@ def lookahead(
     exchange: ExchangeOpt = None,
     symbol: SymbolOpt = None,
     timeframe: TimeframeOpt = None,
-    samples: Annotated[int, typer.Option(min=1, help="Candles to check.")] = 20,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Candles to check, spread over the history (default: the check's own).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Prove no rule looks ahead: values at t must not change when candles after t are cut.
@@ -212,7 +219,12 @@ def lookahead(
 
     strategy = load_strategy(path)
     frame = candles(ctx, strategy, data, exchange, symbol, timeframe)
-    report = check_lookahead(strategy, frame, samples)
+    # the sample size defaults in one place: check_lookahead's signature
+    report = (
+        check_lookahead(strategy, frame)
+        if samples is None
+        else check_lookahead(strategy, frame, samples)
+    )
     if not report.checked:
         from barfinex_cli.errors import UsageError
 
@@ -251,93 +263,24 @@ def candles(
     symbol: str | None,
     timeframe: str | None,
 ) -> pl.DataFrame:
-    """Return the candles the options name, with a `symbol` column."""
+    """Return the candles the options name, with a `symbol` column (`market.history` loads)."""
     from barfinex_cli.errors import UsageError
+    from barfinex_cli.market import history
 
     if (data is None) == (exchange is None):
         raise UsageError("give the candles with --data FILE or --exchange NAME (not both)")
-    if data is not None:
-        return _from_file(strategy, data, symbol, timeframe)
-    assert exchange is not None
-    return _from_store(ctx, strategy, exchange, symbol, timeframe)
+    if exchange is not None:
+        path = state_of(ctx).settings().home / "market.db"
+        symbols = [symbol] if symbol else list(strategy.symbols)
+        return history.load_store(path, exchange, symbols, timeframe or strategy.timeframe)
+    assert data is not None
+    loaded = history.load_file(
+        data, symbol=symbol, timeframe=timeframe, fallback_symbol=strategy.symbols[0]
+    )
+    if loaded.left_out:
+        from barfinex_cli.cli.render import err
 
-
-def _from_file(strategy: Strategy, path: Path, symbol: str | None, tf: str | None) -> pl.DataFrame:
-    import polars as pl
-
-    from barfinex_cli.cli.render import err
-    from barfinex_cli.errors import NotFound, UsageError
-    from barfinex_cli.store.market import without_unknown_flow
-
-    if not path.is_file():
-        raise NotFound(f"{path}: no such file")
-    name = symbol or strategy.symbols[0]
-    flow = _flow_file(path)
-    if flow is not None:
-        return flow.with_columns(pl.lit(name).alias("symbol"))
-    from barfinex_cli.market.files import read_file
-
-    parsed = read_file(path, kind="candles", symbol=symbol, timeframe=tf)
-    if not parsed.candles:
-        first = parsed.errors[0] if parsed.errors else f"{path}: no rows"
-        raise UsageError(f"no candles to scan: {parsed.rows_read} rows read, none valid ({first})")
-    if parsed.rejected:
         err().print(
-            f"warning: {len(parsed.rejected)} rows left out ({parsed.errors[0]})", style="yellow"
+            f"warning: {len(loaded.left_out)} rows left out ({loaded.left_out[0]})", style="yellow"
         )
-    frame = without_unknown_flow(pl.DataFrame(parsed.candles, schema=_schema(), orient="row"))
-    return frame.with_columns(pl.lit(symbol or parsed.symbol or name).alias("symbol"))
-
-
-def _schema() -> dict[str, Any]:
-    import polars as pl
-
-    prices = dict.fromkeys(("open", "high", "low", "close", "volume"), pl.Float64)
-    flow = dict.fromkeys(("buy_volume", "sell_volume"), pl.Float64)
-    return {"open_ms": pl.Int64, **prices, "trades": pl.Int64, **flow}
-
-
-def _flow_file(path: Path) -> pl.DataFrame | None:
-    """Read a CSV/Parquet that carries buy_volume and sell_volume; None for other files."""
-    import polars as pl
-
-    if path.suffix not in (".csv", ".parquet"):
-        return None
-    scan = pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_csv(path)
-    names = scan.collect_schema().names()
-    if not {"buy_volume", "sell_volume"} <= set(names):
-        return None
-    frame = scan.collect(engine="in-memory")
-    if "open_ms" not in names and "timestamp" in names:
-        ts = frame["timestamp"]
-        frame = frame.with_columns(
-            (ts.dt.epoch("ms") if ts.dtype.is_temporal() else ts.cast(pl.Int64)).alias("open_ms")
-        )
-    return frame
-
-
-def _from_store(
-    ctx: typer.Context, strategy: Strategy, exchange: str, symbol: str | None, tf: str | None
-) -> pl.DataFrame:
-    import polars as pl
-
-    from barfinex_cli.errors import NotFound
-    from barfinex_cli.store.market import MarketStore, SeriesKey, without_unknown_flow
-
-    path = state_of(ctx).settings().home / "market.db"
-    if not path.is_file():
-        raise NotFound(f"no market data at {path}; import some with `bfx data import FILE`")
-    timeframe = tf or strategy.timeframe
-    frames = []
-    with MarketStore(path) as store:
-        for name in [symbol] if symbol else strategy.symbols:
-            rows = store.candles(SeriesKey(exchange, name, timeframe))
-            if not rows:
-                held = ", ".join(f"{s.exchange} {s.symbol} {s.timeframe}" for s in store.series())
-                raise NotFound(
-                    f"no {timeframe} candles of {name} on {exchange} in {path}; "
-                    f"the store holds: {held or 'nothing'}"
-                )
-            frame = without_unknown_flow(pl.DataFrame(rows, schema=_schema(), orient="row"))
-            frames.append(frame.with_columns(pl.lit(name).alias("symbol")))
-    return pl.concat(frames)
+    return loaded.frame
