@@ -1,8 +1,9 @@
 """`bfx data download`: page an exchange's closed candles into the market store, resumably.
 
-Each page is written in its own transaction as it arrives, so an interrupted download keeps what
-it fetched and the next run starts after the last stored candle. Offline, the command says so in
-one line (exit 3) and how far it got; it never writes a candle the exchange did not send.
+Thin: the command parses its options, builds the ccxt connector and shows a progress bar; the
+download itself (the range, resuming after the last stored candle, one transaction per page) is
+`market.download`. Offline, the command says so in one line (exit 3) and how far it got; it never
+writes a candle the exchange did not send.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from barfinex_cli.cli.state import state_of
 from barfinex_cli.contracts.times import from_ms, to_ms
+
+if TYPE_CHECKING:
+    from barfinex_cli.market.download import DownloadProgress
 
 
 @dataclass
@@ -74,8 +77,8 @@ def download(
     from barfinex_cli.errors import UsageError
 
     settings = state_of(ctx).settings()
-    since_ms = _ms(parse_time(since))
-    until_ms = _ms(parse_time(until)) if until is not None else None
+    since_ms = to_ms(parse_time(since))
+    until_ms = to_ms(parse_time(until)) if until is not None else None
     if until_ms is not None and until_ms < since_ms:
         raise UsageError(f"--until ({until}) is before --since ({since}); swap them")
     summary = asyncio.run(
@@ -91,73 +94,58 @@ async def _download(
     path: Path, exchange: str, symbol: str, timeframe: str, since_ms: int, until_ms: int | None
 ) -> Summary:
     from barfinex_cli.errors import BfxError
-    from barfinex_cli.market.candles import grid_offset
-    from barfinex_cli.provider.connectors.ccxt_conn import (
-        CcxtConnector,
-        last_closed_open,
-        overrides_from_env,
-    )
+    from barfinex_cli.market.download import Downloader
+    from barfinex_cli.provider.connectors.ccxt_conn import CcxtConnector, overrides_from_env
     from barfinex_cli.store.market import MarketStore, SeriesKey
 
     options, urls = overrides_from_env(exchange)
     conn = CcxtConnector(exchange, options=options, urls_override=urls)
-    summary: Summary | None = None
+    progress: DownloadProgress | None = None
     try:
         unified = await conn.market_symbol(symbol)
-        tf_ms = conn.timeframe_ms(timeframe)
-        key = SeriesKey(conn.exchange, unified, timeframe)
-        with MarketStore(path) as store:
-            offset = grid_offset(timeframe)  # weeks open on Mondays, not on the epoch's Thursday
-            start = since_ms + (offset - since_ms) % tf_ms
-            held = next((s for s in store.series() if SeriesKey(*s[:3]) == key), None)
-            resumed = held is not None and held.first_ms <= start <= held.last_ms
-            if held is not None and resumed:
-                start = held.last_ms + tf_ms
-            end = last_closed_open(tf_ms, until_ms, offset)
-            summary = Summary(
-                exchange=conn.exchange,
-                symbol=unified,
-                timeframe=timeframe,
-                store=str(path),
-                since=_iso(since_ms),
-                until=_iso(until_ms) if until_ms is not None else None,
-                resumed_after=_iso(held.last_ms) if held is not None and resumed else None,
-                expected=max(0, (end - start) // tf_ms + 1),
-                rows=0,
-                first=None,
-                last=None,
-                pages=0,
-                rate_limit_waits=0,
-                rate_limited_by_exchange=0,
+        conn.timeframe_ms(timeframe)  # the exchange offers it, or a UsageError naming those it does
+        with MarketStore(path) as store, _progress_bar() as show:
+            downloader = Downloader(conn, store, on_progress=show)
+            progress = downloader.plan(
+                SeriesKey(conn.exchange, unified, timeframe), since_ms, until_ms
             )
-            with _progress(summary.expected) as advance:
-                try:
-                    async for page in conn.candle_pages(unified, timeframe, start, until_ms):
-                        store.upsert_candles(key, page)
-                        summary.rows += len(page)
-                        summary.first = summary.first or _iso(page[0].open_ms)
-                        summary.last = _iso(page[-1].open_ms)
-                        advance(len(page))
-                finally:
-                    summary.pages = conn.pages
-                    summary.rate_limit_waits = conn.rate_limit_waits
-                    summary.rate_limited_by_exchange = conn.stats.rate_limited
+            await downloader.run(progress)
+            return _summary(progress, path, conn.rate_limit_waits, conn.stats.rate_limited)
     except BfxError as exc:
-        if summary is not None and summary.rows:
+        got = progress
+        if got is not None and got.first_ms is not None and got.last_ms is not None:
             # one line tells the whole story: what failed, and how far the download got
             raise type(exc)(
-                f"{exc}; stored {summary.rows} candles {summary.first} → {summary.last} before "
-                "that — run the same command again to resume"
+                f"{exc}; stored {got.rows} candles {_iso(got.first_ms)} → {_iso(got.last_ms)} "
+                "before that — run the same command again to resume"
             ) from exc
         raise
     finally:
         await conn.stop()
-    return summary
+
+
+def _summary(p: DownloadProgress, path: Path, waits: int, refused: int) -> Summary:
+    return Summary(
+        exchange=p.key.exchange,
+        symbol=p.key.symbol,
+        timeframe=p.key.timeframe,
+        store=str(path),
+        since=_iso(p.since_ms),
+        until=_iso(p.until_ms) if p.until_ms is not None else None,
+        resumed_after=_iso(p.resumed_after_ms) if p.resumed_after_ms is not None else None,
+        expected=p.expected,
+        rows=p.rows,
+        first=_iso(p.first_ms) if p.first_ms is not None else None,
+        last=_iso(p.last_ms) if p.last_ms is not None else None,
+        pages=p.pages,
+        rate_limit_waits=waits,
+        rate_limited_by_exchange=refused,
+    )
 
 
 @contextlib.contextmanager
-def _progress(total: int) -> Iterator[Callable[[int], None]]:
-    """Show a progress bar on stderr (only on a terminal); yield `advance(n)`."""
+def _progress_bar() -> Iterator[Callable[[DownloadProgress], None]]:
+    """Show a progress bar on stderr (only on a terminal); yield what a download reports to."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from barfinex_cli.cli.render import err
@@ -171,9 +159,13 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
         transient=True,
         disable=not err().is_terminal,
     )
-    task = bar.add_task("candles", total=total)
+    task = bar.add_task("candles", total=None)
+
+    def show(progress: DownloadProgress) -> None:
+        bar.update(task, total=progress.expected, completed=progress.rows)
+
     with bar:
-        yield lambda n: bar.advance(task, n)
+        yield show
 
 
 def _line(s: Summary) -> str:
@@ -189,10 +181,6 @@ def _line(s: Summary) -> str:
         f"{head}wrote {s.rows} of {s.expected} expected candles {s.first} → {s.last}{after} "
         f"in {s.pages} pages, {waits} → {s.store}"
     )
-
-
-def _ms(value: datetime) -> int:
-    return to_ms(value)
 
 
 def _iso(ms: int) -> str:
