@@ -23,7 +23,8 @@ from barfinex_cli.contracts.envelope import make_event
 from barfinex_cli.contracts.market import BookUpdated
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.provider.connectors.base import MarketConnector
-from barfinex_cli.provider.gateway.app import GatewayContext, GatewayOptions, bind, serve
+from barfinex_cli.provider.gateway.app import bind, serve
+from barfinex_cli.provider.gateway.context import GatewayContext, GatewayOptions
 from barfinex_cli.provider.gateway.registry import AppRegistry
 from barfinex_cli.provider.gateway.webhooks import WebhookSender
 from barfinex_cli.provider.paper.broker import PaperBroker

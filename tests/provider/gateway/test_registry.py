@@ -19,10 +19,11 @@ from fastapi import FastAPI, Request
 from barfinex_cli.bus.base import Bus
 from barfinex_cli.bus.memory import MemoryBus
 from barfinex_cli.contracts.apps import AppLost
+from barfinex_cli.contracts.rest import RegisterRequest
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import NotFound, RedisUnreachable
 from barfinex_cli.provider.gateway.app import bind
-from barfinex_cli.provider.gateway.registry import AppRegistry, RegisterRequest
+from barfinex_cli.provider.gateway.registry import AppRegistry
 from provider.gateway_server import gateway, make_context, serving
 
 

@@ -21,8 +21,8 @@ from barfinex_cli.bus.memory import MemoryBus
 from barfinex_cli.contracts.market import BookUpdated
 from barfinex_cli.errors import ConfigError
 from barfinex_cli.provider.connectors.replay import ReplayConnector
-from barfinex_cli.provider.gateway.app import GatewayOptions
 from barfinex_cli.provider.gateway.auth import ensure_token
+from barfinex_cli.provider.gateway.context import GatewayOptions
 from barfinex_cli.runtime.settings import Settings
 from barfinex_cli.store.market import CandleRow, SeriesKey, TradeRow
 from provider.gateway_server import TOKEN, gateway, make_broker, make_context
@@ -315,3 +315,92 @@ def test_token_comes_from_settings_then_the_file_then_is_generated(
     path.write_text("\n")
     with pytest.raises(ConfigError, match="is empty"):
         ensure_token(settings)
+
+
+# --- schemas and bounds at the edge -------------------------------------------------------------
+
+
+def _bare(schema: dict[str, Any], components: dict[str, Any]) -> bool:
+    """Tell whether a response schema says nothing about its shape (`{}` or a bare object)."""
+    if "$ref" in schema:
+        target = components[schema["$ref"].rsplit("/", 1)[-1]]
+        return _bare(target, components)
+    if "anyOf" in schema:
+        return any(_bare(s, components) for s in schema["anyOf"])
+    if schema.get("type") == "object":
+        return not schema.get("properties") and not schema.get("additionalProperties")
+    return not schema
+
+
+async def test_openapi_describes_a_real_shape_for_every_api_answer(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/openapi.json", headers={"Authorization": ""})).json()
+    components = spec["components"]["schemas"]
+    checked = []
+    for path, operations in spec["paths"].items():
+        if not path.startswith("/api/v1"):
+            continue
+        for method, operation in operations.items():
+            ok = operation["responses"].get("200") or operation["responses"]["201"]
+            schema = ok["content"]["application/json"]["schema"]
+            assert not _bare(schema, components), (method, path, schema)
+            checked.append((method, path))
+    assert len(checked) == 16  # every /api/v1 route, so none slipped past the walk
+    health = components["HealthResponse"]["properties"]
+    assert {"clock", "market_time"} <= set(health)
+
+
+async def test_health_says_which_clock_the_provider_follows(tmp_path: Path) -> None:
+    wall = make_context(tmp_path / "wall", MemoryBus("w"))
+    async with gateway(wall) as http:
+        body = (await http.get("/api/v1/health")).json()
+    assert (body["clock"], body["market_time"]) == ("wall", None)
+    replay = make_context(tmp_path / "replay", MemoryBus("r"))
+    replay.clock = "market"
+    replay.market_time = lambda: datetime(2024, 3, 1, 12, tzinfo=UTC)
+    async with gateway(replay) as http:
+        body = (await http.get("/api/v1/health")).json()
+    assert (body["clock"], body["market_time"]) == ("market", "2024-03-01T12:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('"amount": NaN', "amount"),
+        ('"amount": Infinity', "amount"),
+        ('"amount": "1e30"', "amount"),
+        ('"amount": 1e30', "amount"),
+        ('"amount": "0.5", "type": "limit", "price": "NaN"', "price"),
+        ('"amount": "0.5", "type": "limit", "price": 1e16', "price"),
+        ('"amount": "0.5", "type": "stop_market", "stop_price": -Infinity', "stop_price"),
+    ],
+)  # fmt: skip
+async def test_non_finite_or_huge_amounts_get_422_and_leave_the_broker_working(
+    client: httpx.AsyncClient, raw: str, field: str
+) -> None:
+    base = '{"client_order_id": "o-1", "account": "paper", "symbol": "BTC/USDT", "side": "buy"'
+    kind = "" if '"type"' in raw else ', "type": "market"'
+    content = f"{base}{kind}, {raw}}}"
+    response = await client.post(
+        "/api/v1/orders", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert field in _locs(response)
+    assert (await client.get("/api/v1/accounts")).status_code == 200
+    assert (await client.post("/api/v1/orders", json=_order())).status_code == 201
+
+
+@pytest.mark.parametrize("path", ["/api/v1/candles", "/api/v1/trades"])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("since", str(2**63)), ("until", str(2**63)), ("since", "1e30"), ("until", "-1e30"),
+     ("since", str(-(2**63))), ("limit", str(2**63)), ("limit", "-1")],
+)  # fmt: skip
+async def test_out_of_range_times_and_limits_get_422_naming_the_field(
+    client: httpx.AsyncClient, path: str, name: str, value: str
+) -> None:
+    params = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1m", name: value}
+    response = await client.get(path, params=params)
+    assert response.status_code == 422, response.text
+    assert _locs(response) == [name]

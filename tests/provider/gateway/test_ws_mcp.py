@@ -29,7 +29,7 @@ from barfinex_cli.contracts.detector import SignalGenerated
 from barfinex_cli.contracts.envelope import make_event
 from barfinex_cli.contracts.market import BookUpdated, CandleClosed
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.provider.gateway.app import GatewayOptions
+from barfinex_cli.provider.gateway.context import GatewayOptions
 from barfinex_cli.store.market import CandleRow, SeriesKey
 from provider.gateway_server import AUTH, TOKEN, gateway, make_broker, make_context
 
@@ -252,3 +252,21 @@ async def test_mcp_offers_place_order_only_when_enabled(tmp_path: Path) -> None:
         assert "price" in bad.content[0].text  # type: ignore[union-attr]
         orders = (await http.get("/api/v1/orders")).json()["orders"]
         assert [o["client_order_id"] for o in orders] == ["m-1"]
+
+
+async def test_mcp_candles_refuses_out_of_range_arguments_naming_them(
+    mcp_gateway: tuple[httpx.AsyncClient, str],
+) -> None:
+    _, url = mcp_gateway
+    args = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1m"}
+    async with (
+        httpx2.AsyncClient(headers=AUTH, timeout=10) as transport_client,
+        Client(streamable_http_client(url, http_client=transport_client)) as client,
+    ):
+        for name, value in [("since", str(2**63)), ("until", "1e30"), ("since", "-1e30"),
+                            ("limit", 2**63), ("limit", 0)]:  # fmt: skip
+            result = await client.call_tool("candles", {**args, name: value})
+            assert result.is_error, (name, value)
+            assert name in result.content[0].text, result.content  # type: ignore[union-attr]
+        fine = await client.call_tool("candles", {**args, "since": "2023-11-14T22:14:00Z"})
+        assert not fine.is_error

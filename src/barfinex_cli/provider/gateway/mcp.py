@@ -33,10 +33,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from barfinex_cli import __version__
 from barfinex_cli.contracts.market import Timeframe
 from barfinex_cli.contracts.orders import OrderSide, OrderType
+from barfinex_cli.contracts.rest import MAX_ROWS, PlaceOrderRequest, parse_time_ms
 from barfinex_cli.errors import BfxError
 from barfinex_cli.provider.gateway import auth
 from barfinex_cli.provider.gateway import routes as gateway_routes
-from barfinex_cli.provider.gateway.app import GatewayState
+from barfinex_cli.provider.gateway.context import GatewayState
 from barfinex_cli.store.market import SeriesKey
 
 P = ParamSpec("P")
@@ -104,6 +105,17 @@ def _decimal(name: str, value: str | None) -> Decimal | None:
         raise ValueError(f"{name}: {value!r} is not a decimal number") from None
 
 
+def _time(name: str, value: str | None) -> int | None:
+    try:
+        return parse_time_ms(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def _dump(models: list[Any]) -> list[dict[str, Any]]:
+    return [m.model_dump(mode="json") for m in models]
+
+
 def build(state: GatewayState) -> McpMount:
     """Build the MCP server over the gateway state and return what the gateway mounts."""
     ctx = state.ctx
@@ -124,38 +136,39 @@ def build(state: GatewayState) -> McpMount:
         limit: int = 200,
     ) -> dict[str, Any]:
         """Closed candles of one series; since/until are epoch ms or ISO 8601 (default: newest)."""
-        if not 1 <= limit <= gateway_routes.MAX_ROWS:
-            raise ValueError(f"limit must be between 1 and {gateway_routes.MAX_ROWS}")
-        since_ms = gateway_routes.parse_time_ms(since)
-        until_ms = gateway_routes.parse_time_ms(until)
+        if not 1 <= limit <= MAX_ROWS:
+            raise ValueError(f"limit: must be between 1 and {MAX_ROWS}")
         key = SeriesKey(exchange, symbol, timeframe)
-        return gateway_routes.read_candles(ctx, key, since_ms, until_ms, limit)
+        found = gateway_routes.read_candles(
+            ctx, key, _time("since", since), _time("until", until), limit
+        )
+        return found.model_dump(mode="json")
 
     @_tool_errors
     async def symbols() -> dict[str, Any]:
         """The symbols each connector serves, and the candle series the store holds."""
         return {
-            "connectors": await gateway_routes.read_symbols(ctx),
-            "series": gateway_routes.held_series(ctx),
+            "connectors": _dump(await gateway_routes.read_symbols(ctx)),
+            "series": _dump(gateway_routes.held_series(ctx)),
         }
 
     @_tool_errors
     async def positions(account: str | None = None) -> dict[str, Any]:
         """Open positions per account and symbol, with entry price and profit."""
-        return {"positions": await gateway_routes.read_positions(ctx, account)}
+        return {"positions": _dump(await gateway_routes.read_positions(ctx, account))}
 
     @_tool_errors
     async def account(account: str | None = None) -> dict[str, Any]:
         """Balances per account and currency: total, free and used."""
-        return {"accounts": await gateway_routes.read_balances(ctx, account)}
+        return {"accounts": _dump(await gateway_routes.read_balances(ctx, account))}
 
     @_tool_errors
     async def health() -> dict[str, Any]:
         """The gateway's uptime, each connector's measured health and the registered apps."""
         return {
             "uptime_s": round(time.monotonic() - state.started, 3),
-            "connectors": gateway_routes.read_connectors(ctx),
-            "apps": [a.model_dump(mode="json") for a in ctx.registry.apps()],
+            "connectors": _dump(gateway_routes.read_connectors(ctx)),
+            "apps": _dump(ctx.registry.apps()),
         }
 
     for tool in (candles, symbols, positions, account, health):
@@ -176,7 +189,7 @@ def build(state: GatewayState) -> McpMount:
             reduce_only: bool = False,
         ) -> dict[str, Any]:
             """Place an order; amounts and prices as decimal strings; one order per id."""
-            body = gateway_routes.OrderBody(
+            body = PlaceOrderRequest(
                 client_order_id=client_order_id, account=account, symbol=symbol, side=side,
                 type=type, amount=_decimal("amount", amount), price=_decimal("price", price),
                 stop_price=_decimal("stop_price", stop_price), reduce_only=reduce_only,

@@ -17,12 +17,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
-
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from barfinex_cli.contracts.apps import AppLost, AppRegistered, HeartbeatSent, Role
 from barfinex_cli.contracts.ids import uuid7
+from barfinex_cli.contracts.rest import AppInfo, Health, RegisterRequest
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import NotFound
 
@@ -30,43 +28,6 @@ log = logging.getLogger("bfx.provider.registry")
 
 Publish = Callable[[Payload], Awaitable[None]]
 Clock = Callable[[], datetime]
-Health = Literal["ok", "degraded"]
-
-
-class RegisterRequest(BaseModel):
-    """What an app sends to register: its unique name, its role and where it serves, if it does."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    role: Role
-    url: AnyHttpUrl | None = None
-    version: str = Field("", max_length=64)
-
-
-class HeartbeatRequest(BaseModel):
-    """What an app sends with a heartbeat: whether it is fully working."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    status: Health = "ok"
-
-
-class AppInfo(BaseModel):
-    """One registered app as the registry sees it now."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    name: str
-    role: Role
-    url: str | None
-    version: str
-    started_at: datetime
-    last_seen: datetime
-    status: Literal["alive", "lost"]
-    health: Health
-    silent_for_s: float
 
 
 @dataclass(slots=True)

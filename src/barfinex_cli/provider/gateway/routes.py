@@ -2,8 +2,9 @@
 
 Market reads come from the `MarketStore` (candles, trades) and from what the provider keeps in
 memory (last books, connector health); order routes go to the `Broker`; the app registry answers
-`/apps`. The read functions (`read_candles`, `read_symbols`, ...) are shared with the MCP tools, so
-both doors give the same answers.
+`/apps`. Every body and answer is a model of `contracts.rest`, so `/openapi.json` shows real shapes
+and the runtime's `GatewayClient` parses the same models. The read functions (`read_candles`,
+`read_symbols`, ...) are shared with the MCP tools, so both doors give the same answers.
 
 This module runs past 400 lines because it is the whole REST surface of one service, and its
 routes share their parameter types, their helpers and the read functions with each other.
@@ -14,23 +15,50 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 from starlette.background import BackgroundTask
 
-from barfinex_cli.contracts.market import Timeframe
-from barfinex_cli.contracts.orders import OrderSide, OrderState, OrderType
+from barfinex_cli import __version__
+from barfinex_cli.contracts.market import BookUpdated, Timeframe
+from barfinex_cli.contracts.orders import BalanceUpdated, OrderState, PositionChanged
+from barfinex_cli.contracts.rest import (
+    MAX_ROWS,
+    AccountsResponse,
+    AppInfo,
+    AppsResponse,
+    Candle,
+    CandlesResponse,
+    ConnectorsResponse,
+    ConnectorStatus,
+    ConnectorSymbols,
+    EpochMs,
+    HealthResponse,
+    HeartbeatRequest,
+    OrderBook,
+    OrdersResponse,
+    PlaceOrderRequest,
+    PositionsResponse,
+    ReadyResponse,
+    RegisterRequest,
+    SeriesInfo,
+    SeriesNotFoundBody,
+    SeriesResponse,
+    SymbolsResponse,
+    Trade,
+    TradesResponse,
+    parse_time_ms,
+)
 from barfinex_cli.contracts.times import from_ms, to_ms
 from barfinex_cli.errors import BfxError, NotFound, ServiceUnreachable, UsageError
 from barfinex_cli.provider.connectors.base import Broker, OrderRequest
-from barfinex_cli.provider.gateway.app import GatewayContext, GatewayState, gateway_state
-from barfinex_cli.provider.gateway.registry import AppInfo, HeartbeatRequest, RegisterRequest
+from barfinex_cli.provider.gateway.context import GatewayContext, GatewayState, gateway_state
 from barfinex_cli.store.market import SeriesKey
+
+__all__ = ["MAX_ROWS", "parse_time_ms"]  # the MCP tools check their arguments with these
 
 State = Annotated[GatewayState, Depends(gateway_state)]
 
@@ -38,58 +66,33 @@ open_router = APIRouter(prefix="/api/v1", tags=["health"])
 router = APIRouter(prefix="/api/v1")
 proxy_router = APIRouter(tags=["proxy"])
 
-MAX_ROWS = 10_000
 SYMBOLS_TIMEOUT_S = 10.0
 _HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
     "transfer-encoding", "upgrade", "host", "content-length",
 }  # fmt: skip
 
-
-def parse_time_ms(value: str | int | None) -> int | None:
-    """Turn epoch milliseconds or an ISO 8601 time (naive means UTC) into epoch milliseconds."""
-    if value is None or isinstance(value, int):
-        return value
-    text = value.strip()
-    if text.lstrip("-").isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError("expected epoch milliseconds or an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return to_ms(moment)
-
-
-def _before_ms(value: object) -> object:
-    return parse_time_ms(value) if isinstance(value, str | int) else value
-
-
-TimeMs = Annotated[int | None, BeforeValidator(_before_ms)]
-Since = Annotated[TimeMs, Query(description="epoch ms or ISO 8601, inclusive")]
-Until = Annotated[TimeMs, Query(description="epoch ms or ISO 8601, inclusive")]
+Since = Annotated[EpochMs, Query(description="epoch ms or ISO 8601, inclusive")]
+Until = Annotated[EpochMs, Query(description="epoch ms or ISO 8601, inclusive")]
+Limit = Annotated[int, Query(ge=1, le=MAX_ROWS)]
+Account = Annotated[str | None, Query(max_length=64)]
 
 
 class SeriesNotFound(NotFound):
     """A candle series the store does not hold; `series` lists the ones it does."""
 
-    def __init__(self, key: SeriesKey, series: list[dict[str, Any]]) -> None:
+    def __init__(self, key: SeriesKey, series: list[SeriesInfo]) -> None:
         self.series = series
-        held = ", ".join(f"{s['exchange']} {s['symbol']} {s['timeframe']}" for s in series[:20])
+        held = ", ".join(f"{s.exchange} {s.symbol} {s.timeframe}" for s in series[:20])
         super().__init__(
             f"no candles held for {key.exchange} {key.symbol} {key.timeframe}; "
             f"held series: {held or 'none'}"
         )
 
 
-def _iso(ms: int) -> str:
-    return from_ms(ms).isoformat().replace("+00:00", "Z")
-
-
-def held_series(ctx: GatewayContext) -> list[dict[str, Any]]:
+def held_series(ctx: GatewayContext) -> list[SeriesInfo]:
     """Return every candle series the store holds, with row counts and first/last open."""
-    return [info._asdict() for info in ctx.market.series()]
+    return [SeriesInfo(**info._asdict()) for info in ctx.market.series()]
 
 
 def read_candles(
@@ -98,7 +101,7 @@ def read_candles(
     since_ms: int | None = None,
     until_ms: int | None = None,
     limit: int = 500,
-) -> dict[str, Any]:
+) -> CandlesResponse:
     """Return candles of a series: from `since_ms` on if given, else the newest `limit`.
 
     Raises:
@@ -109,33 +112,33 @@ def read_candles(
     )
     if not rows:
         series = held_series(ctx)
-        if not any(SeriesKey(s["exchange"], s["symbol"], s["timeframe"]) == key for s in series):
+        if not any(SeriesKey(s.exchange, s.symbol, s.timeframe) == key for s in series):
             raise SeriesNotFound(key, series)
-    candles = [{"time": _iso(r.open_ms), **r._asdict()} for r in rows]
-    return {**key._asdict(), "candles": candles}
+    candles = [Candle(time=from_ms(r.open_ms), **r._asdict()) for r in rows]
+    return CandlesResponse(**key._asdict(), candles=candles)
 
 
-async def read_symbols(ctx: GatewayContext) -> list[dict[str, Any]]:
+async def read_symbols(ctx: GatewayContext) -> list[ConnectorSymbols]:
     """Return the symbols of every connector; a connector that fails says why instead."""
 
-    async def one(name: str) -> dict[str, Any]:
+    async def one(name: str) -> ConnectorSymbols:
         connector = ctx.connectors[name]
-        entry: dict[str, Any] = {"connector": name, "exchange": connector.exchange}
         try:
-            entry["symbols"] = sorted(
-                await asyncio.wait_for(connector.symbols(), SYMBOLS_TIMEOUT_S)
-            )
+            found = await asyncio.wait_for(connector.symbols(), SYMBOLS_TIMEOUT_S)
         except (BfxError, TimeoutError, OSError) as exc:
-            entry["symbols"], entry["error"] = [], str(exc) or type(exc).__name__
-        return entry
+            error = str(exc) or type(exc).__name__
+            return ConnectorSymbols(
+                connector=name, exchange=connector.exchange, symbols=[], error=error
+            )
+        return ConnectorSymbols(connector=name, exchange=connector.exchange, symbols=sorted(found))
 
     return list(await asyncio.gather(*(one(name) for name in sorted(ctx.connectors))))
 
 
-def read_connectors(ctx: GatewayContext) -> list[dict[str, Any]]:
+def read_connectors(ctx: GatewayContext) -> list[ConnectorStatus]:
     """Return the measured health of every connector."""
     return [
-        {"name": name, **ctx.connectors[name].health().model_dump(mode="json")}
+        ConnectorStatus(name=name, **dict(ctx.connectors[name].health()))
         for name in sorted(ctx.connectors)
     ]
 
@@ -147,81 +150,49 @@ def broker_of(ctx: GatewayContext) -> Broker:
     return ctx.broker
 
 
-async def read_positions(ctx: GatewayContext, account: str | None = None) -> list[dict[str, Any]]:
+async def read_positions(ctx: GatewayContext, account: str | None = None) -> list[PositionChanged]:
     """Return the current position per account and symbol."""
-    positions = await broker_of(ctx).positions(account)
-    return [p.model_dump(mode="json") for p in positions]
+    return list(await broker_of(ctx).positions(account))
 
 
-async def read_balances(ctx: GatewayContext, account: str | None = None) -> list[dict[str, Any]]:
+async def read_balances(ctx: GatewayContext, account: str | None = None) -> list[BalanceUpdated]:
     """Return the balances of every account (or of one)."""
-    balances = await broker_of(ctx).balances(account)
-    return [b.model_dump(mode="json") for b in balances]
+    return list(await broker_of(ctx).balances(account))
 
 
-class OrderBody(BaseModel):
-    """An order to place; `client_order_id` makes placing it idempotent."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    client_order_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    account: str = Field(min_length=1, max_length=64)
-    symbol: str = Field(min_length=1, max_length=64)
-    side: OrderSide
-    type: OrderType
-    amount: Decimal = Field(gt=0, allow_inf_nan=False)
-    price: Decimal | None = Field(None, gt=0, allow_inf_nan=False, validate_default=True)
-    stop_price: Decimal | None = Field(None, gt=0, allow_inf_nan=False, validate_default=True)
-    reduce_only: bool = False
-    decision_id: str | None = None
-
-    @field_validator("price")
-    @classmethod
-    def _price_for_limits(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
-        kind = info.data.get("type")
-        if kind in ("limit", "stop_limit") and value is None:
-            raise ValueError(f"a {kind} order needs a price")
-        if kind in ("market", "stop_market") and value is not None:
-            raise ValueError(f"a {kind} order takes no price")
-        return value
-
-    @field_validator("stop_price")
-    @classmethod
-    def _stop_for_stops(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
-        kind = info.data.get("type")
-        if kind in ("stop_market", "stop_limit") and value is None:
-            raise ValueError(f"a {kind} order needs a stop_price")
-        if kind in ("market", "limit") and value is not None:
-            raise ValueError(f"a {kind} order takes no stop_price")
-        return value
-
-    def request(self) -> OrderRequest:
-        """Return the broker request this body asks for."""
-        return OrderRequest(**self.model_dump())
-
-
-async def place_order(state: GatewayState, body: OrderBody) -> tuple[OrderState, bool]:
+async def place_order(state: GatewayState, body: PlaceOrderRequest) -> tuple[OrderState, bool]:
     """Place an order once per `client_order_id`; return it and whether it is new."""
     broker = broker_of(state.ctx)
     async with state.order_lock:  # the check and the placing must not interleave
         for order in await broker.orders():
             if order.client_order_id == body.client_order_id:
                 return order, False
-        return await broker.place(body.request()), True
+        return await broker.place(OrderRequest(**body.model_dump())), True
 
 
 # --- health -------------------------------------------------------------------------------------
 
 
-@open_router.get("/health", summary="Liveness (no token)")
-async def health(state: State) -> dict[str, Any]:
-    from barfinex_cli import __version__
-
+@open_router.get("/health", summary="Liveness and the provider's clock (no token)")
+async def health(state: State) -> HealthResponse:
+    ctx = state.ctx
     uptime = time.monotonic() - state.started
-    return {"status": "ok", "version": __version__, "uptime_s": round(max(uptime, 0.0), 3)}
+    market_time = ctx.market_time() if ctx.market_time is not None else None
+    return HealthResponse(
+        status="ok",
+        version=__version__,
+        uptime_s=round(max(uptime, 0.0), 3),
+        clock=ctx.clock,
+        market_time=market_time,
+    )
 
 
-@open_router.get("/ready", summary="Readiness: the bus answers and the store reads (no token)")
+@open_router.get(
+    "/ready",
+    summary="Readiness: the bus answers and the store reads (no token)",
+    response_model=ReadyResponse,
+    responses={503: {"model": ReadyResponse, "description": "a check failed; it says which"}},
+)
 async def ready(state: State) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
@@ -234,24 +205,35 @@ async def ready(state: State) -> JSONResponse:
         checks["store"] = "ok"
     except Exception as exc:  # any sqlite failure means not ready, and says which
         checks["store"] = f"{type(exc).__name__}: {exc}"
-    ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+    answer = ReadyResponse(ready=all(v == "ok" for v in checks.values()), checks=checks)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=200 if answer.ready else 503)
 
 
 # --- market -------------------------------------------------------------------------------------
 
 
-@router.get("/symbols", tags=["market"], summary="Symbols per connector")
-async def symbols(state: State) -> dict[str, Any]:
-    return {"connectors": await read_symbols(state.ctx)}
+@router.get(
+    "/symbols",
+    tags=["market"],
+    summary="Symbols per connector",
+    response_model_exclude_none=True,  # `error` appears only for a connector that failed
+)
+async def symbols(state: State) -> SymbolsResponse:
+    return SymbolsResponse(connectors=await read_symbols(state.ctx))
 
 
 @router.get("/series", tags=["market"], summary="Candle series held in the store")
-async def series(state: State) -> dict[str, Any]:
-    return {"series": held_series(state.ctx)}
+async def series(state: State) -> SeriesResponse:
+    return SeriesResponse(series=held_series(state.ctx))
 
 
-@router.get("/candles", tags=["market"], summary="Closed candles of one series")
+@router.get(
+    "/candles",
+    tags=["market"],
+    summary="Closed candles of one series",
+    response_model=CandlesResponse,
+    responses={404: {"model": SeriesNotFoundBody, "description": "the store holds no such series"}},
+)
 async def candles(
     state: State,
     exchange: Annotated[str, Query(min_length=1)],
@@ -259,13 +241,14 @@ async def candles(
     timeframe: Timeframe,
     since: Since = None,
     until: Until = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 500,
-) -> Any:
+    limit: Limit = 500,
+) -> CandlesResponse | JSONResponse:
     key = SeriesKey(exchange, symbol, timeframe)
     try:
         return read_candles(state.ctx, key, since, until, limit)
     except SeriesNotFound as exc:
-        return JSONResponse({"detail": str(exc), "series": exc.series}, status_code=404)
+        body = SeriesNotFoundBody(detail=str(exc), series=exc.series)
+        return JSONResponse(body.model_dump(mode="json"), status_code=404)
 
 
 @router.get("/trades", tags=["market"], summary="Trades of one symbol (default: the last hour)")
@@ -275,13 +258,13 @@ async def trades(
     symbol: Annotated[str, Query(min_length=1)],
     since: Since = None,
     until: Until = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 1000,
-) -> dict[str, Any]:
+    limit: Limit = 1000,
+) -> TradesResponse:
     if since is None:
         since = to_ms(datetime.now(UTC) - timedelta(hours=1))
     rows = state.ctx.market.trades(exchange, symbol, since_ms=since, until_ms=until, limit=limit)
-    out = [{"time": _iso(r.time_ms), **r._asdict()} for r in rows]
-    return {"exchange": exchange, "symbol": symbol, "trades": out}
+    out = [Trade(time=from_ms(r.time_ms), **r._asdict()) for r in rows]
+    return TradesResponse(exchange=exchange, symbol=symbol, trades=out)
 
 
 @router.get("/orderbook", tags=["market"], summary="The last book seen for a symbol")
@@ -290,8 +273,8 @@ async def orderbook(
     symbol: Annotated[str, Query(min_length=1)],
     exchange: str | None = None,
     depth: Annotated[int | None, Query(ge=1, le=1000)] = None,
-) -> dict[str, Any]:
-    books = [
+) -> OrderBook:
+    books: list[BookUpdated] = [
         b
         for b in state.ctx.books.values()
         if b.symbol == symbol and (exchange is None or b.exchange == exchange)
@@ -302,36 +285,33 @@ async def orderbook(
     if len(books) > 1:
         names = ", ".join(sorted(b.exchange for b in books))
         raise UsageError(f"{symbol} has books on several exchanges ({names}): pass exchange=")
-    book = books[0].model_dump(mode="json")
+    book = books[0]
     if depth is not None:
-        book["bids"], book["asks"] = book["bids"][:depth], book["asks"][:depth]
+        book = book.model_copy(update={"bids": book.bids[:depth], "asks": book.asks[:depth]})
     return book
 
 
 @router.get("/connectors", tags=["market"], summary="Measured health of every connector")
-async def connectors(state: State) -> dict[str, Any]:
-    return {"connectors": read_connectors(state.ctx)}
+async def connectors(state: State) -> ConnectorsResponse:
+    return ConnectorsResponse(connectors=read_connectors(state.ctx))
 
 
 # --- account and orders -------------------------------------------------------------------------
 
 
 @router.get("/accounts", tags=["orders"], summary="Balances per account")
-async def accounts(state: State, account: str | None = None) -> dict[str, Any]:
-    return {"accounts": await read_balances(state.ctx, account)}
+async def accounts(state: State, account: Account = None) -> AccountsResponse:
+    return AccountsResponse(accounts=await read_balances(state.ctx, account))
 
 
 @router.get("/positions", tags=["orders"], summary="Positions per account and symbol")
-async def positions(state: State, account: str | None = None) -> dict[str, Any]:
-    return {"positions": await read_positions(state.ctx, account)}
+async def positions(state: State, account: Account = None) -> PositionsResponse:
+    return PositionsResponse(positions=await read_positions(state.ctx, account))
 
 
-@router.get("/orders", tags=["orders"], summary="Orders, newest last")
-async def orders(
-    state: State, account: str | None = None, open_only: bool = False
-) -> dict[str, Any]:
-    found = await broker_of(state.ctx).orders(account, open_only)
-    return {"orders": [o.model_dump(mode="json") for o in found]}
+@router.get("/orders", tags=["orders"], summary="Orders, oldest first")
+async def orders(state: State, account: Account = None, open_only: bool = False) -> OrdersResponse:
+    return OrdersResponse(orders=await broker_of(state.ctx).orders(account, open_only))
 
 
 @router.post(
@@ -339,17 +319,17 @@ async def orders(
     tags=["orders"],
     status_code=201,
     summary="Place an order (201); the same client_order_id again returns the first (200)",
-    responses={200: {"description": "an order with this client_order_id already exists"}},
+    response_model=OrderState,
+    responses={200: {"model": OrderState, "description": "this client_order_id already exists"}},
 )
-async def create_order(state: State, body: OrderBody) -> JSONResponse:
+async def create_order(state: State, body: PlaceOrderRequest) -> JSONResponse:
     order, created = await place_order(state, body)
     return JSONResponse(order.model_dump(mode="json"), status_code=201 if created else 200)
 
 
 @router.delete("/orders/{client_order_id}", tags=["orders"], summary="Cancel an open order")
-async def cancel_order(state: State, client_order_id: str) -> dict[str, Any]:
-    order = await broker_of(state.ctx).cancel(client_order_id, "user")
-    return order.model_dump(mode="json")
+async def cancel_order(state: State, client_order_id: str) -> OrderState:
+    return await broker_of(state.ctx).cancel(client_order_id, "user")
 
 
 # --- app registry -------------------------------------------------------------------------------
@@ -372,8 +352,8 @@ async def heartbeat(
 
 
 @router.get("/apps", tags=["registry"], summary="Registered apps, alive or lost")
-async def list_apps(state: State) -> dict[str, list[AppInfo]]:
-    return {"apps": state.ctx.registry.apps()}
+async def list_apps(state: State) -> AppsResponse:
+    return AppsResponse(apps=state.ctx.registry.apps())
 
 
 # --- proxy --------------------------------------------------------------------------------------

@@ -20,65 +20,23 @@ import hashlib
 import hmac
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self
 
 import httpx
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from barfinex_cli.bus.base import Bus, Delivery, entry_id_key, matches
+from barfinex_cli.bus.base import Bus, Delivery, matches
+from barfinex_cli.bus.tail import from_now, tail_forever
 from barfinex_cli.contracts.codec import encode
+from barfinex_cli.runtime.config import WebhooksConfig, WebhookTarget
 
 log = logging.getLogger("bfx.provider.webhooks")
 
 DEAD_LETTER_FILE = "webhooks-dead.jsonl"
 SIGNATURE_HEADER = "X-Bfx-Signature"
 _RETRYABLE = {408, 429}
-_MAX_SEQ = 2**64 - 1
-
-
-class WebhookTarget(BaseModel):
-    """One receiver: where to POST, which event types, and the secret that signs its bodies."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    url: AnyHttpUrl
-    types: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
-    secret: SecretStr | None = None
-
-
-class WebhooksConfig(BaseModel):
-    """Every webhook target with the retry policy they share."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    targets: list[WebhookTarget] = Field(default_factory=list)
-    secret: SecretStr | None = None
-    """The signing secret of targets that have none of their own."""
-    attempts: int = Field(5, ge=1, le=20)
-    backoff_s: float = Field(0.5, gt=0)
-    max_backoff_s: float = Field(30.0, gt=0)
-    timeout_s: float = Field(5.0, gt=0)
-    queue_size: int = Field(1000, ge=1)
-    drain_s: float = Field(5.0, ge=0)
-    """How long queued deliveries may take at shutdown before the rest is dead-lettered."""
-
-    @model_validator(mode="after")
-    def _every_target_signed(self) -> Self:
-        for target in self.targets:
-            if target.secret is None and self.secret is None:
-                raise ValueError(f"webhook {target.url} has no secret and no shared secret is set")
-        return self
-
-    def secret_of(self, target: WebhookTarget) -> bytes:
-        """Return the key that signs bodies sent to `target`."""
-        secret = target.secret or self.secret
-        assert secret is not None  # the validator guarantees one
-        return secret.get_secret_value().encode()
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -123,7 +81,7 @@ class WebhookSender:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then drain for up to `drain_s` and dead-letter the rest."""
-        since = f"{time.time_ns() // 1_000_000 - 1}-{_MAX_SEQ}"  # everything from this ms on
+        since = from_now()  # read from before the workers start: nothing published is missed
         patterns = sorted({p for t in self.config.targets for p in t.types})
         client = self._client or httpx.AsyncClient(timeout=self.config.timeout_s)
         reader = asyncio.create_task(self._read(patterns, since))
@@ -150,14 +108,8 @@ class WebhookSender:
     async def _read(self, patterns: list[str], since: str) -> None:
         if not patterns:
             return
-        while True:
-            try:
-                async for delivery in self.bus.tail(patterns, since=since, block_ms=500):
-                    since = max(since, delivery.entry_id, key=entry_id_key)
-                    self._enqueue(delivery)
-            except Exception as exc:  # the bus went away: wait, then read on from the last event
-                log.warning("bus read failed; retrying in 1 s", extra={"error": str(exc)})
-                await asyncio.sleep(1.0)
+        async for delivery in tail_forever(self.bus, patterns, since=since, block_ms=500):
+            self._enqueue(delivery)
 
     def _enqueue(self, delivery: Delivery) -> None:
         job: _Job | None = None

@@ -21,17 +21,18 @@ import contextlib
 import difflib
 import json
 import logging
-import time
 from typing import Any, cast
 
 from fastapi import WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
-from barfinex_cli.bus.base import Bus, Delivery, entry_id_key, matches
+from barfinex_cli.bus.base import Bus, Delivery, matches
+from barfinex_cli.bus.tail import tail_forever
 from barfinex_cli.contracts.catalog import is_known, known_types
 from barfinex_cli.contracts.codec import encode
 from barfinex_cli.provider.gateway import auth
-from barfinex_cli.provider.gateway.app import GatewayState, Metrics
+from barfinex_cli.provider.gateway.context import GatewayState
+from barfinex_cli.provider.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("bfx.provider.gateway.ws")
 
@@ -57,7 +58,7 @@ class WsClient:
 class Hub:
     """The single bus reader fanning events out to the connected clients."""
 
-    def __init__(self, bus: Bus, metrics: Metrics, queue_size: int) -> None:
+    def __init__(self, bus: Bus, metrics: GatewayMetrics, queue_size: int) -> None:
         self.bus = bus
         self.metrics = metrics
         self.queue_size = queue_size
@@ -75,15 +76,8 @@ class Hub:
 
     async def run(self) -> None:
         """Read the bus until cancelled; after a bus failure, resume after the last event read."""
-        since = (time.time_ns() // 1_000_000 - 1, 2**64 - 1)  # everything from this ms on
-        while True:
-            try:
-                async for delivery in self.bus.tail(["*"], since=f"{since[0]}-{since[1]}"):
-                    since = max(since, entry_id_key(delivery.entry_id))
-                    self.dispatch(delivery)
-            except Exception as exc:  # the bus went away: say so, wait, read again
-                log.warning("bus read failed; retrying in 1 s", extra={"error": str(exc)})
-                await asyncio.sleep(1.0)
+        async for delivery in tail_forever(self.bus, ["*"]):
+            self.dispatch(delivery)
 
     def dispatch(self, delivery: Delivery) -> None:
         """Queue one event for every client that wants it; drop clients that cannot keep up."""
@@ -101,7 +95,7 @@ class Hub:
 
     def _drop(self, client: WsClient) -> None:
         client.dropped.set()
-        self.metrics.ws_dropped += 1
+        self.metrics.ws_dropped.inc()
         self.clients.discard(client)
         while not client.queue.empty():  # free the backlog now; it will never be sent
             client.queue.get_nowait()
@@ -161,7 +155,7 @@ async def endpoint(websocket: WebSocket) -> None:
     assert hub is not None, "the lifespan starts the hub"
     await websocket.accept()
     client = hub.join()
-    state.metrics.ws_clients += 1
+    state.metrics.ws_clients.inc()
     tasks = {
         asyncio.create_task(_send(websocket, client, state.metrics)),
         asyncio.create_task(_receive(websocket, client)),
@@ -171,7 +165,7 @@ async def endpoint(websocket: WebSocket) -> None:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         hub.leave(client)
-        state.metrics.ws_clients -= 1
+        state.metrics.ws_clients.dec()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -181,11 +175,11 @@ async def endpoint(websocket: WebSocket) -> None:
             await asyncio.wait_for(websocket.close(1008, SLOW_CONSUMER), timeout)
 
 
-async def _send(websocket: WebSocket, client: WsClient, metrics: Metrics) -> None:
+async def _send(websocket: WebSocket, client: WsClient, metrics: GatewayMetrics) -> None:
     while True:
         text = await client.queue.get()
         await websocket.send_text(text)
-        metrics.ws_events += 1
+        metrics.ws_events.inc()
 
 
 async def _receive(websocket: WebSocket, client: WsClient) -> None:
