@@ -30,7 +30,7 @@ from barfinex_cli.contracts.orders import (
     PositionChanged,
 )
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.errors import NotFound, UsageError
+from barfinex_cli.errors import ConfigError, NotFound, UsageError
 from barfinex_cli.provider.connectors.base import Broker, OrderRequest
 from barfinex_cli.provider.paper.broker import PaperBroker
 from barfinex_cli.store.market import CandleRow, TradeRow
@@ -494,7 +494,10 @@ async def test_insufficient_balance_is_rejected_counting_open_orders() -> None:
 @pytest.mark.parametrize(
     ("request_", "reason"),
     [
-        (order("a", "buy", "market", "0"), "bad amount 0: must be at least 0.00000001"),
+        (
+            order("a", "buy", "market", "0.000000009"),
+            "bad amount 0.000000009: must be at least 0.00000001",
+        ),
         (order("a", "buy", "limit", "1"), "bad price: a limit order needs a price greater than 0"),
         (
             order("a", "buy", "stop_limit", "1", price="5"),
@@ -523,12 +526,162 @@ async def test_orders_that_cannot_be_placed_are_rejected_with_the_reason(
     assert rec.types() == ["submitted", "rejected"]
 
 
-async def test_a_negative_amount_is_a_usage_error_not_an_order() -> None:
+async def still_trades(broker: PaperBroker, rec: Recorder, i: int) -> None:
+    """Assert that the broker answers every read and fills a normal order after a refusal."""
+    [balance] = await broker.balances()
+    assert balance.balances["USDT"].total == D(10_000)
+    await broker.positions()
+    state = await broker.place(order(f"ok-{i}", "buy", "limit", "1", price="99"))
+    assert broker.order_status(state.client_order_id) == "open"
+    await candle(broker, i, 100.0, 100.0, 98.0, 99.0)
+    assert broker.order_status(state.client_order_id) == "filled"
+    assert isinstance(rec.events[-1], BalanceUpdated)
+
+
+POISON = [
+    (order("p", "buy", "market", "1e30"), r"bad amount 1E\+30"),
+    (order("p", "buy", "market", "NaN"), "bad amount NaN"),
+    (order("p", "buy", "market", "sNaN"), "bad amount sNaN"),
+    (order("p", "buy", "market", "Infinity"), "bad amount Infinity"),
+    (order("p", "sell", "market", "-Infinity"), "bad amount -Infinity"),
+    (order("p", "buy", "market", "0"), "bad amount 0"),
+    (order("p", "buy", "market", "-1"), "bad amount -1"),
+    (order("p", "buy", "market", "1000000000000001"), "at most 1e15"),
+    (order("p", "buy", "limit", "1", price="1e30"), r"bad price 1E\+30"),
+    (order("p", "buy", "limit", "1", price="NaN"), "bad price NaN"),
+    (order("p", "buy", "limit", "1", price="0"), "bad price 0"),
+    (order("p", "sell", "limit", "1", price="-5"), "bad price -5"),
+    (order("p", "buy", "stop_market", "1", stop="Infinity"), "bad stop_price Infinity"),
+    (order("p", "buy", "limit", "1e12", price="1e9"), "order value .* beyond .* 1e18"),
+    (order("p", "buy", "market", "1e17"), "bad amount"),
+    (order("", "buy", "market", "1"), "bad client_order_id"),
+    (order("x" * 201, "buy", "market", "1"), "bad client_order_id"),
+    (order("p", "hold", "market", "1"), "bad side 'hold'"),  # type: ignore[arg-type]
+    (order("p", "buy", "iceberg", "1"), "bad order type 'iceberg'"),  # type: ignore[arg-type]
+]
+
+
+@pytest.mark.parametrize(("request_", "message"), POISON)
+async def test_absurd_orders_are_refused_before_any_state_changes_and_the_broker_still_trades(
+    request_: OrderRequest, message: str
+) -> None:
     broker, rec = paper()
     await close_at(broker, 0, 100.0)
-    with pytest.raises(UsageError, match="bad amount -1"):
-        await broker.place(order("neg", "buy", "market", "-1"))
-    assert rec.events == [] and await broker.orders() == []
+    before = broker.snapshot()
+    with pytest.raises(UsageError, match=message):
+        await broker.place(request_)
+    assert rec.events == [] and broker.snapshot() == before
+    with pytest.raises(UsageError):  # and refused again, not remembered as an order
+        await broker.place(request_)
+    await still_trades(broker, rec, 1)
+
+
+async def test_the_largest_order_within_bounds_fills_and_the_account_stays_exact() -> None:
+    rich = {"paper": {"USDT": D(10) ** 18}}
+    broker, rec = paper(accounts=rich, max_participation=None)
+    await close_at(broker, 0, 1e15)
+    state = await broker.place(order("big", "buy", "market", "900"))
+    assert state.filled == 900 and state.average_price == D("1.0001E+15")
+    await candle(broker, 1, 1e-8, 1e-8, 1e-8, 1e-8)  # a crash of 23 orders of magnitude
+    await broker.place(order("out", "sell", "market", "900"))
+    [position] = await broker.positions()
+    [balance] = await broker.balances()
+    usdt = balance.balances["USDT"]
+    assert position.side == "flat" and usdt.total == D(10) ** 18 + position.realised_pnl - sum(
+        f.fill.fee for f in rec.fills()
+    )
+    assert usdt.total < D(10) ** 17
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        CandleRow(T0, 100.0, float("nan"), 90.0, 95.0, 10.0),
+        CandleRow(T0, 100.0, float("inf"), 90.0, 95.0, 10.0),
+        CandleRow(T0, 100.0, 1e30, 90.0, 95.0, 10.0),
+        CandleRow(T0, 100.0, 100.0, 0.0, 95.0, 10.0),
+        CandleRow(T0, 100.0, 100.0, -5.0, 95.0, 10.0),
+        CandleRow(T0, 100.0, 100.0, 90.0, 95.0, -1.0),
+        CandleRow(T0, 100.0, 100.0, 90.0, 95.0, float("nan")),
+    ],
+)
+async def test_unusable_candles_are_ignored_whole_and_the_next_one_still_fills(
+    row: CandleRow, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker, rec = paper()
+    await close_at(broker, 0, 100.0)
+    await broker.place(order("l", "buy", "limit", "1", price="99"))
+    before, emitted = broker.snapshot(), len(rec.events)
+    await broker.on_candle(SYM, "1m", row, T0 + 120_000)
+    broker.on_trade(SYM, TradeRow(T0, "t", row.high, 1.0, "buy"))
+    assert broker.snapshot() == before and len(rec.events) == emitted
+    assert "paper broker ignored a BTC/USDT candle" in caplog.text
+    await candle(broker, 2, 100.0, 100.0, 98.0, 99.0)
+    assert broker.order_status("l") == "filled"
+
+
+async def test_unusable_book_levels_are_dropped() -> None:
+    broker, rec = paper()
+    bad: list[tuple[float, float]] = [(float("nan"), 1.0), (1e30, 1.0), (101.0, float("inf"))]
+    broker.on_book(SYM, [(99.0, 5.0)], [*bad, (100.0, 5.0)])
+    state = await broker.place(order("m", "buy", "market", "1"))
+    assert state.filled == 1 and rec.fills()[0].fill.price == D("100.01")
+
+
+@pytest.mark.parametrize("value", [D("NaN"), D(-1), D("1e19")])
+def test_an_absurd_opening_balance_is_a_config_error(value: Decimal) -> None:
+    with pytest.raises(ConfigError, match="opening USDT balance"):
+        paper(accounts={"paper": {"USDT": value}})
+
+
+NUMBERS = st.one_of(
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.integers(-3, 40).map(lambda e: D(10) ** e),
+    st.sampled_from([D("1e30"), D(0), D(-1), D("1e-30"), D("999999999999999.99999999")]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("order"), st.sampled_from(SIDES), NUMBERS, NUMBERS),
+            st.tuples(st.just("candle"), st.just("buy"), NUMBERS, NUMBERS),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_no_sequence_of_inputs_leaves_the_broker_unable_to_answer(
+    steps: list[tuple[str, OrderSide, Decimal, Decimal]],
+) -> None:
+    async def run() -> None:
+        broker, _ = paper(accounts={"paper": {"USDT": D(10) ** 18}})
+        await close_at(broker, 0, 100.0)
+        for i, (kind, side, a, b) in enumerate(steps, start=1):
+            before = broker.snapshot()
+            if kind == "candle":
+                price = float(a) if a.is_finite() else float("nan")
+                row = CandleRow(T0 + i * 60_000, price, price, price, price, 1000.0)
+                await broker.on_candle(SYM, "1m", row, T0 + (i + 1) * 60_000)
+                continue
+            try:
+                await broker.place(order(f"o{i}", side, "limit", str(a), price=str(b)))
+            except UsageError:
+                assert broker.snapshot() == before
+            await broker.balances()
+            await broker.positions()
+        await still_trades_any(broker, len(steps) + 1)
+
+    asyncio.run(run())
+
+
+async def still_trades_any(broker: PaperBroker, i: int) -> None:
+    """Assert a small market order is accepted and answered after anything that came before."""
+    await close_at(broker, i, 100.0)
+    state = await broker.place(order(f"final-{i}", "buy", "market", "0.001"))
+    assert broker.order_status(state.client_order_id) in ("filled", "rejected")
+    await broker.balances()
 
 
 # -- PnL --------------------------------------------------------------------------------------

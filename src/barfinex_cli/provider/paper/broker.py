@@ -3,20 +3,26 @@
 It implements the `Broker` protocol and emits order events identical in shape to a live broker's,
 so every role downstream runs unchanged on paper. Market data comes in through `on_candle`,
 `on_trade` and `on_book`; only closed candles of the drive timeframe match resting orders. This
-module checks orders at placement and emits; matching lives in `paper_engine`, prices in
-`paper_fills`, the account arithmetic in `paper_ledger`. The model and its limits: `docs/paper.md`.
+module checks orders at placement and emits; matching lives in `engine.py`, prices in `fills.py`,
+the account arithmetic in `ledger.py`, input bounds in `guard.py`, and the stored form of the
+state in `state.py`. The model and its limits: `docs/paper.md`.
 
-State changes are synchronous and complete before any event is emitted; events wait in one FIFO
-queue and leave in order, so an emit callback that yields (or calls back into the broker) never
-sees a stale position follow a newer one.
+Every call that changes state runs synchronously inside a savepoint: it completes whole, is
+written to the `BrokerStore` (when one is given), and only then are its events emitted; if any
+step fails (arithmetic, the disk) the call is undone whole and nothing is emitted, so no input
+can leave the broker half-changed. Events wait in one FIFO queue and leave in order, so an emit
+callback that yields (or calls back into the broker) never sees a stale position follow a newer
+one. All arithmetic runs in the wide decimal context `fills.CONTEXT`.
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any, Literal
+from decimal import Decimal, localcontext
+from typing import Any, TypeVar
 
 from barfinex_cli.contracts.orders import (
     BalanceUpdated,
@@ -27,26 +33,25 @@ from barfinex_cli.contracts.orders import (
     PositionChanged,
 )
 from barfinex_cli.contracts.times import from_ms
-from barfinex_cli.contracts.types import Model
-from barfinex_cli.errors import NotFound, UsageError
+from barfinex_cli.errors import BfxError, ConfigError, NotFound, TransientError, UsageError
 from barfinex_cli.provider.connectors.base import Emit, OrderRequest
-from barfinex_cli.provider.paper.engine import (
-    CancelBy,
-    OrderStatus,
-    PaperEngine,
-    PaperOrder,
+from barfinex_cli.provider.paper.engine import CancelBy, OrderStatus, PaperEngine, PaperOrder
+from barfinex_cli.provider.paper.fills import CONTEXT, ZERO, PaperConfig, crossed
+from barfinex_cli.provider.paper.guard import (
+    bar_of,
+    check_notional,
+    check_opening,
+    check_request,
+    clean_levels,
+    price_of,
 )
-from barfinex_cli.provider.paper.fills import (
-    ZERO,
-    Bar,
-    Level,
-    PaperConfig,
-    crossed,
-    to_decimal,
-)
-from barfinex_cli.provider.paper.ledger import Ledger, LedgerSnapshot, cash_currency
+from barfinex_cli.provider.paper.ledger import Ledger, cash_currency
+from barfinex_cli.provider.paper.state import Savepoint, engine_of, state_of
+from barfinex_cli.store.broker import BrokerChange, BrokerState, BrokerStore
 from barfinex_cli.store.market import CandleRow, TradeRow
 
+log = logging.getLogger("bfx.provider.paper")
+T = TypeVar("T")
 DEFAULT_ACCOUNTS: dict[str, dict[str, Decimal]] = {"paper": {"USDT": Decimal(10_000)}}
 _CANCEL_BY: dict[str, CancelBy] = {
     "inspector": "inspector",
@@ -56,28 +61,6 @@ _CANCEL_BY: dict[str, CancelBy] = {
 BookSide = Sequence[tuple[Decimal | float, Decimal | float]]
 
 
-class OrderRecord(Model):
-    """An order as stored in a snapshot, with the engine's private bookkeeping."""
-
-    state: OrderState
-    status: OrderStatus
-    seq: int
-    triggered: bool
-    notional: Decimal
-    fills: int
-
-
-class PaperSnapshot(Model):
-    """Everything a restarted paper broker needs to carry on (books are transient, not kept)."""
-
-    version: Literal[1] = 1
-    seq: int
-    ledger: LedgerSnapshot
-    orders: list[OrderRecord]
-    last_price: dict[str, Decimal]
-    last_volume: dict[str, Decimal]
-
-
 class PaperBroker:
     """A simulated broker: market, limit, stop-market and stop-limit orders against market data.
 
@@ -85,13 +68,19 @@ class PaperBroker:
         emit: Where the order, position and balance payloads go, in order.
         exchange: The `exchange` field of every payload.
         accounts: Opening balances per account and currency; one account `paper` with 10,000 USDT
-            by default.
+            by default. With a store, an account already stored keeps its stored balances.
         maker_fee_bps: Fee of fills that rested on the book, in basis points of notional.
         taker_fee_bps: Fee of fills that took liquidity.
         slippage_bps: How far a taker fill lands beyond the price it met.
         max_participation: The share of one candle's volume an order may fill per candle.
         drive_timeframe: The candle timeframe that matches resting orders; others are ignored.
         clock: The time of fills at placement and of balance snapshots; UTC now by default.
+        store: Where the account persists (`paper.db`); the broker resumes what it holds and
+            writes every change before emitting it. None (the default) keeps it in memory only.
+            The caller opens and closes the store.
+
+    Raises:
+        ConfigError: an opening balance that is negative, not finite, or absurdly large.
     """
 
     name = "paper"
@@ -108,6 +97,7 @@ class PaperBroker:
         max_participation: Decimal | None = Decimal("0.1"),
         drive_timeframe: str = "1m",
         clock: Callable[[], datetime] | None = None,
+        store: BrokerStore | None = None,
     ) -> None:
         self.exchange = exchange
         self.config = PaperConfig(
@@ -117,34 +107,90 @@ class PaperBroker:
             max_participation=max_participation,
             drive_timeframe=drive_timeframe,
         )
-        ledger = Ledger.open(DEFAULT_ACCOUNTS if accounts is None else accounts, self.config)
-        self._engine = PaperEngine(self.config, exchange, ledger)
+        opening = {
+            a: {c: Decimal(v) for c, v in held.items()}
+            for a, held in (DEFAULT_ACCOUNTS if accounts is None else accounts).items()
+        }
+        for account, held in opening.items():
+            for currency, value in held.items():
+                problem = check_opening(account, currency, value)
+                if problem is not None:
+                    raise ConfigError(problem)
+        self._engine = PaperEngine(self.config, exchange, Ledger.open(opening, self.config))
         self._emit = emit
         self._clock = clock or (lambda: datetime.now(UTC))
         self._seq = 0
         self._draining = False
+        self._store = store
+        self._marks: set[str] = set()
+        """Symbols whose last price a trade moved since the last write to the store."""
+        if store is not None:
+            self._resume(store, opening)
+
+    def _resume(self, store: BrokerStore, opening: Mapping[str, Mapping[str, Decimal]]) -> None:
+        """Carry on from the store; open (and store) configured accounts it does not hold yet."""
+        with localcontext(CONTEXT):
+            state = _or_transient(store, store.load)
+            if state is None:
+                _or_transient(store, lambda: store.replace(state_of(self._engine, self._seq)))
+                return
+            self._engine = engine_of(state, self.config, self.exchange)
+            self._seq = state.seq
+            ledger = self._engine.ledger
+            new = {a: dict(held) for a, held in opening.items() if a not in ledger.cash}
+            for account, held in new.items():
+                ledger.cash[account] = held
+                ledger.positions[account] = {}
+            if new:
+                _or_transient(store, lambda: store.commit(BrokerChange(cash=new)))
+        log.info(
+            "paper broker resumed from %s: %d orders, order sequence at %d",
+            store.path,
+            len(state.orders),
+            state.seq,
+        )
 
     # -- market data --------------------------------------------------------------------------
 
     async def on_candle(self, symbol: str, timeframe: str, row: CandleRow, closed_ms: int) -> None:
-        """Match resting orders of `symbol` against a closed candle (drive timeframe only)."""
+        """Match resting orders of `symbol` against a closed candle (drive timeframe only).
+
+        A candle with a price or volume that is not finite or out of bounds is ignored (logged),
+        and so is one whose matching failed: the broker is then exactly as before the candle.
+        """
         if timeframe != self.config.drive_timeframe:
             return
-        self._engine.candle(symbol, Bar.from_row(row), from_ms(closed_ms))
+        try:
+            bar = bar_of(row)
+        except ValueError as exc:
+            log.warning("paper broker ignored a %s candle: %s", symbol, exc)
+            return
+        engine = self._engine
+        try:
+            self._atomic(lambda: engine.candle(symbol, bar, from_ms(closed_ms)))
+        except BfxError as exc:
+            log.error("paper broker skipped a %s candle, nothing changed: %s", symbol, exc)
+            return
         await self._flush()
 
     def on_trade(self, symbol: str, trade: TradeRow) -> None:
-        """Take a public trade's price as the last price of `symbol`."""
-        self._engine.last[symbol] = to_decimal(trade.price)
+        """Take a public trade's price as the last price of `symbol`; ignore an unusable one."""
+        try:
+            self._engine.last[symbol] = price_of(trade.price)
+        except ValueError as exc:
+            log.warning("paper broker ignored a %s trade: %s", symbol, exc)
+            return
+        self._marks.add(symbol)
 
     def on_book(self, symbol: str, bids: BookSide, asks: BookSide) -> None:
-        """Keep the latest book of `symbol`; taker orders walk it until the next drive candle."""
+        """Keep the latest book of `symbol`; taker orders walk it until the next drive candle.
 
-        def clean(side: BookSide) -> list[Level]:
-            levels = [(to_decimal(price), to_decimal(amount)) for price, amount in side]
-            return [level for level in levels if level[1] > 0]
-
-        self._engine.books[symbol] = (sorted(clean(bids), reverse=True), sorted(clean(asks)))
+        Levels with a price or amount that is not finite, not positive or out of bounds are
+        dropped.
+        """
+        with localcontext(CONTEXT):
+            book = (sorted(clean_levels(bids), reverse=True), sorted(clean_levels(asks)))
+        self._engine.books[symbol] = book
 
     # -- the Broker protocol ------------------------------------------------------------------
 
@@ -152,20 +198,18 @@ class PaperBroker:
         """Place an order; a `client_order_id` seen before returns that order, never a second.
 
         Raises:
-            UsageError: An amount or price that is negative or not a number (it cannot be
-                represented as an order at all); every other refusal is an `order.rejected`.
+            UsageError: A side, type, amount or price that cannot be an order at all (not finite,
+                not above 0, beyond the bounds in `fills.py`); nothing is recorded or emitted.
+                Every other refusal is an `order.rejected`.
+            TransientError: the store could not write the order; nothing changed.
         """
         known = self._engine.orders.get(request.client_order_id)
         if known is not None:
             return known.state
-        for label, value in (
-            ("amount", request.amount),
-            ("price", request.price),
-            ("stop price", request.stop_price),
-        ):
-            if value is not None and (not value.is_finite() or value < 0):
-                raise UsageError(f"bad {label} {value}: give a positive number")
-        order = self._submit(request)
+        check_request(request)
+        with localcontext(CONTEXT):
+            check_notional(request, self._engine.mark(request.symbol))
+        order = self._atomic(lambda: self._submit(request))
         await self._flush()
         return order.state
 
@@ -177,7 +221,8 @@ class PaperBroker:
         """
         order = self._order(client_order_id)
         if order.status == "open":
-            self._engine.cancel(order, reason, _CANCEL_BY.get(reason, "user"))
+            engine, by = self._engine, _CANCEL_BY.get(reason, "user")
+            self._atomic(lambda: engine.cancel(order, reason, by))
             await self._flush()
         return order.state
 
@@ -192,59 +237,72 @@ class PaperBroker:
     async def positions(self, account: str | None = None) -> list[PositionChanged]:
         """Return every position ever opened, per (account, symbol), marked to the last price."""
         ledger = self._engine.ledger
-        return [
-            ledger.position_event(a, self.exchange, symbol, self._engine.mark(symbol))
-            for a in sorted(ledger.positions)
-            if account in (None, a)
-            for symbol in sorted(ledger.positions[a])
-        ]
+        with localcontext(CONTEXT):
+            return [
+                ledger.position_event(a, self.exchange, symbol, self._engine.mark(symbol))
+                for a in sorted(ledger.positions)
+                if account in (None, a)
+                for symbol in sorted(ledger.positions[a])
+            ]
 
     async def balances(self, account: str | None = None) -> list[BalanceUpdated]:
         """Return the balances of every account (or of one), stamped with the clock."""
         now = self._clock()
         accounts = sorted(self._engine.ledger.cash)
-        return [self._engine.balance(a, now) for a in accounts if account in (None, a)]
+        with localcontext(CONTEXT):
+            return [self._engine.balance(a, now) for a in accounts if account in (None, a)]
 
     def order_status(self, client_order_id: str) -> OrderStatus:
         """Return open, filled, cancelled or rejected; raise `NotFound` for an unknown id."""
         return self._order(client_order_id).status
 
-    # -- persistence --------------------------------------------------------------------------
+    # -- state --------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Return the broker's state as JSON-ready data (see `restore`)."""
-        engine = self._engine
-        records = [
-            OrderRecord(
-                state=o.state,
-                status=o.status,
-                seq=o.seq,
-                triggered=o.triggered,
-                notional=o.notional,
-                fills=o.fills,
-            )
-            for o in engine.orders.values()
-        ]
-        return PaperSnapshot(
-            seq=self._seq,
-            ledger=engine.ledger.snapshot(),
-            orders=records,
-            last_price=engine.last,
-            last_volume=engine.volume,
-        ).model_dump(mode="json")
+        """Return the broker's state as JSON-ready data (see `restore`); books are not kept."""
+        return state_of(self._engine, self._seq).model_dump(mode="json")
 
     def restore(self, data: Mapping[str, Any]) -> None:
-        """Replace this broker's state with a `snapshot()`, validated first; books start empty."""
-        snap = PaperSnapshot.model_validate(data)
-        engine = PaperEngine(self.config, self.exchange, Ledger.restore(snap.ledger, self.config))
-        for r in snap.orders:
-            engine.orders[r.state.client_order_id] = PaperOrder(
-                r.state, r.status, r.seq, r.triggered, r.notional, r.fills
-            )
-        engine.last.update(snap.last_price)
-        engine.volume.update(snap.last_volume)
+        """Replace this broker's state with a `snapshot()`, validated first; books start empty.
+
+        With a store, the stored account is replaced by it as well (fills included).
+        """
+        state = BrokerState.model_validate(data)
+        with localcontext(CONTEXT):
+            engine = engine_of(state, self.config, self.exchange)
+        if self._store is not None:
+            store = self._store
+            _or_transient(store, lambda: store.replace(state))
         self._engine = engine
-        self._seq = snap.seq
+        self._seq = state.seq
+        self._marks.clear()
+
+    def _atomic(self, apply: Callable[[], T]) -> T:
+        """Run one state change whole: stored before its events leave, undone if any step fails.
+
+        Raises:
+            UsageError: the arithmetic failed (a number beyond what can be simulated).
+            TransientError: the store could not write; the change is undone.
+        """
+        with localcontext(CONTEXT):
+            save = Savepoint(self._engine, self._seq)
+            try:
+                result = apply()
+                if self._store is not None:
+                    self._store.commit(save.change(self._seq, self._marks))
+                    self._marks.clear()
+            except BaseException as exc:
+                save.rollback()
+                self._seq = save.seq
+                if isinstance(exc, ArithmeticError):
+                    raise UsageError(
+                        f"the paper broker cannot simulate this ({type(exc).__name__}); "
+                        "nothing changed — give smaller amounts or prices"
+                    ) from exc
+                if isinstance(exc, sqlite3.Error) and self._store is not None:
+                    raise _store_failed(self._store, exc) from exc
+                raise
+        return result
 
     # -- placement ----------------------------------------------------------------------------
 
@@ -304,7 +362,7 @@ class PaperBroker:
         if cash_currency(state.symbol) is None:
             return f"bad symbol {state.symbol!r}: expected BASE/QUOTE, e.g. BTC/USDT"
         if amount <= 0:
-            return f"bad amount {state.amount}: must be at least {self.config.amount_step:f}"
+            return f"bad amount {state.amount:f}: must be at least {self.config.amount_step:f}"
         if state.type in ("limit", "stop_limit") and not state.price:
             return f"bad price: a {state.type} order needs a price greater than 0"
         if state.type in ("stop_market", "stop_limit") and not state.stop_price:
@@ -343,3 +401,18 @@ class PaperBroker:
                 pending.popleft()
         finally:
             self._draining = False
+
+
+def _store_failed(store: BrokerStore, exc: BaseException) -> TransientError:
+    return TransientError(
+        f"the paper broker could not write {store.path} ({exc}); nothing changed — "
+        "check the disk and that no other provider uses this data directory, then retry"
+    )
+
+
+def _or_transient(store: BrokerStore, call: Callable[[], T]) -> T:
+    """Run a store call; a SQLite failure becomes a `TransientError` naming the file."""
+    try:
+        return call()
+    except sqlite3.Error as exc:
+        raise _store_failed(store, exc) from exc

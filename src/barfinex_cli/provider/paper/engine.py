@@ -37,8 +37,9 @@ from barfinex_cli.provider.paper.fills import (
     walk_book,
 )
 from barfinex_cli.provider.paper.ledger import Ledger, cash_currency
+from barfinex_cli.store.broker import PaperStatus
 
-OrderStatus = Literal["open", "filled", "cancelled", "rejected"]
+OrderStatus = PaperStatus
 CancelBy = Literal["user", "inspector", "exchange", "expiry"]
 Book = tuple[list[Level], list[Level]]
 """Bids (best first) and asks (best first)."""

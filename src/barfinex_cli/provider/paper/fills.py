@@ -1,14 +1,22 @@
 """Fill arithmetic of the paper broker: its config, slippage, fees, book walks and candle tests.
 
 Pure functions over `Decimal`, with no state and no IO, so that every price the paper broker fills
-at can be checked by hand against `docs/paper.md`. The broker (`paper.py`) decides *when* to fill;
+at can be checked by hand against `docs/paper.md`. The broker (`broker.py`) decides *when* to fill;
 this module says *at what price* and *how much*.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from decimal import (
+    ROUND_DOWN,
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+)
 from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +26,27 @@ from barfinex_cli.store.market import CandleRow
 
 BPS = Decimal(10_000)
 ZERO = Decimal(0)
+
+MAX_AMOUNT = Decimal(10) ** 15
+"""The largest order amount the broker accepts."""
+MAX_PRICE = Decimal(10) ** 15
+"""The largest price (limit, stop, trade, candle, book level) the broker accepts."""
+MAX_VOLUME = Decimal(10) ** 24
+"""The largest candle volume or book level amount it accepts (meme coins trade in 10^12s)."""
+MAX_NOTIONAL = Decimal(10) ** 18
+"""The largest order value (amount x its reference price) and opening balance it accepts."""
+CONTEXT = Context(
+    prec=60,
+    rounding=ROUND_HALF_EVEN,
+    Emax=999_999,
+    Emin=-999_999,
+    traps=[InvalidOperation, DivisionByZero, Overflow],
+)
+"""The decimal context of all broker arithmetic (`decimal.localcontext(CONTEXT)`).
+
+Python's default 28 digits cannot quantize a notional of 10^20 to the 1e-8 money step (it
+raises); 60 digits hold any product of the bounds above with room for a lifetime of fills.
+"""
 
 Liquidity = Literal["maker", "taker"]
 Level = tuple[Decimal, Decimal]

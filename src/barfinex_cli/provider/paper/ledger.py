@@ -21,7 +21,6 @@ from barfinex_cli.contracts.orders import (
     PositionChanged,
     PositionSide,
 )
-from barfinex_cli.contracts.types import Model
 from barfinex_cli.provider.paper.fills import ZERO, PaperConfig
 
 
@@ -83,21 +82,6 @@ class Position:
         if self.entry is None or mark is None:
             return ZERO
         return config.money((mark - self.entry) * self.size)
-
-
-class PositionRecord(Model):
-    """A position as stored in a snapshot."""
-
-    size: Decimal
-    entry: Decimal | None = None
-    realised: Decimal
-
-
-class LedgerSnapshot(Model):
-    """The whole ledger as plain data: cash and positions per account."""
-
-    cash: dict[str, dict[str, Decimal]]
-    positions: dict[str, dict[str, PositionRecord]]
 
 
 @dataclass(slots=True)
@@ -180,24 +164,3 @@ class Ledger:
         """Return the cash of `currency` not locked by positions nor `reserved` by orders."""
         total = self.cash.get(account, {}).get(currency, ZERO)
         return total - self.config.money(self.margin(account).get(currency, ZERO) + reserved)
-
-    def snapshot(self) -> LedgerSnapshot:
-        """Return the ledger as plain data."""
-        positions = {
-            account: {
-                symbol: PositionRecord(size=p.size, entry=p.entry, realised=p.realised)
-                for symbol, p in held.items()
-            }
-            for account, held in self.positions.items()
-        }
-        return LedgerSnapshot(cash=self.cash, positions=positions)
-
-    @classmethod
-    def restore(cls, data: LedgerSnapshot, config: PaperConfig) -> Ledger:
-        """Rebuild a ledger from `snapshot()`."""
-        positions = {
-            account: {s: Position(r.size, r.entry, r.realised) for s, r in held.items()}
-            for account, held in data.positions.items()
-        }
-        cash = {a: dict(held) for a, held in data.cash.items()}
-        return cls(config, cash, positions)
