@@ -164,3 +164,23 @@ def test_both_commands_have_help_with_examples(runner: CliRunner) -> None:
         result = runner.invoke(_root(), [command, "--help"])
         assert result.exit_code == 0
         assert "Examples:" in result.stdout and f"bfx data {command}" in result.stdout
+
+
+def test_a_repair_the_source_disagrees_with_escalates_exit_1_with_its_cause(
+    runner: CliRunner, cli_env: dict[str, str]
+) -> None:
+    other_seed = [  # not the synthetic market: every price 10% higher
+        r._replace(open=r.open * 1.1, high=r.high * 1.1, low=r.low * 1.1, close=r.close * 1.1)
+        for r in ROWS[:60]
+    ]
+    with MarketStore(Path(cli_env["BFX_HOME"]) / "market.db") as store:
+        store.upsert_candles(KEY, [r for i, r in enumerate(other_seed) if i != 30])
+    args = ["repair", "-e", "synthetic", "-s", "BTC/USDT", "-t", "1m"]
+    result = runner.invoke(_root(), [*args, "--json"])
+    assert result.exit_code == 1, result.output
+    outcome = json.loads(result.stdout)["outcome"]
+    assert (outcome["escalated"], outcome["cause"]) == (True, "source_disagrees")
+    assert "nothing was written" in outcome["reason"]
+    text = runner.invoke(_root(), args)
+    assert text.exit_code == 1
+    assert "ESCALATED after 1 attempt(s): the history source disagrees" in text.stdout

@@ -3,13 +3,13 @@
 Two command functions the `data` group mounts. `gaps` scans every stored candle series (holes,
 misaligned or impossible rows, freshness with `--live`) and scores it; `repair` plans the fix of
 one series, prints the plan, and without `--dry-run` backfills from the exchange's history (or the
-synthetic market), drops bad rows and verifies. Thin: the work is in `provider.gaps` and
-`provider.healing`.
+synthetic market), drops bad rows and verifies. Thin: the work is in `market.integrity` (`gaps`,
+`healing`, and `backfill`, which starts the history source); this module parses and renders.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -153,7 +153,7 @@ def repair(
         outcome = asyncio.run(_heal(store, key, since_ms, until_ms, settings, todo, events))
     if as_json:
         print_json(
-            {"dry_run": False, "plan": todo.to_dict(), "outcome": _outcome(outcome),
+            {"dry_run": False, "plan": todo.to_dict(), "outcome": outcome.to_dict(),
              "events": [{"type": e.event_type, **e.model_dump(mode="json")} for e in events]}
         )  # fmt: skip
     else:
@@ -172,36 +172,22 @@ async def _heal(
     todo: RepairPlan,
     events: list[Payload],
 ) -> HealOutcome:
-    from barfinex_cli.errors import BfxError, ServiceUnreachable
+    from barfinex_cli.market.integrity.backfill import backfill_source
     from barfinex_cli.market.integrity.healing import Healer, HealingPolicy
     from barfinex_cli.provider.connectors.sources import history_source_for
 
     async def collect(payload: Payload) -> None:
         events.append(payload)
 
-    source = history_source_for(key.exchange, settings) if todo.backfill else None
-    hint = "run with network or import the missing range with `bfx data import`"
-    if todo.backfill and source is None:
-        raise ServiceUnreachable(
-            f"cannot reach {key.exchange} to backfill: no connector for it is installed — {hint}"
-        )
-    try:
-        if source is not None:
-            try:
-                await source.start()
-            except BfxError as exc:
-                detail = str(exc).split(" — ")[0]  # the connector's own hint does not apply
-                if detail.startswith(f"cannot reach {key.exchange}") and ": " in detail:
-                    detail = detail.split(": ", 1)[1]
-                raise ServiceUnreachable(
-                    f"cannot reach {key.exchange} to backfill: {detail} — {hint}"
-                ) from None
-        # History is not waiting for a late candle: re-check at once.
-        healer = Healer(store, source, collect, policy=HealingPolicy(verify_delay_s=0.0))
+    # History is not waiting for a late candle: re-check at once.
+    policy = HealingPolicy(verify_delay_s=0.0)
+    if not todo.backfill:
+        healer = Healer(store, None, collect, policy=policy)
         return await healer.heal(key, since_ms=since_ms, until_ms=until_ms)
-    finally:
-        if source is not None:
-            await source.stop()
+    connector = history_source_for(key.exchange, settings)
+    async with backfill_source(connector, key.exchange) as source:  # SourceUnreachable: exit 3
+        healer = Healer(store, source, collect, policy=policy)
+        return await healer.heal(key, since_ms=since_ms, until_ms=until_ms)
 
 
 def _market_path(ctx: typer.Context) -> Path:
@@ -275,17 +261,6 @@ def _print_plan(todo: RepairPlan, dry_run: bool) -> None:
             typer.echo(f"    ... and {len(todo.backfill) - 10} more range(s) (--json lists all)")
     if dry_run:
         typer.echo("dry run: nothing changed")
-
-
-def _outcome(outcome: HealOutcome) -> dict[str, Any]:
-    return {
-        "action": outcome.action.value, "resolved": outcome.resolved,
-        "escalated": outcome.escalated, "attempts": outcome.attempts,
-        "backfilled": outcome.backfilled, "dropped": outcome.dropped,
-        "score_before": outcome.before.score,
-        "score_after": outcome.after.score if outcome.after else None,
-        "incident_id": outcome.incident_id, "reason": outcome.reason,
-    }  # fmt: skip
 
 
 def _print_outcome(outcome: HealOutcome, events: list[Payload]) -> None:

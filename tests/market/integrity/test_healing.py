@@ -14,11 +14,12 @@ import pytest
 
 from barfinex_cli.contracts.market import GapDetected, GapRepaired, IncidentEscalated
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.errors import TransientError, UsageError
+from barfinex_cli.errors import ConfigError, TransientError, UsageError
 from barfinex_cli.market.candles import CandleAggregator
 from barfinex_cli.market.integrity.gaps import scan_rows, scan_series
 from barfinex_cli.market.integrity.healing import (
     Action,
+    Cause,
     Healer,
     HealingPolicy,
     decide,
@@ -97,6 +98,7 @@ async def test_a_missing_range_is_backfilled_verified_and_resolved(store: Market
     assert opened.incident_id == resolved.incident_id == outcome.incident_id  # type: ignore[attr-defined]
     assert resolved.quality_score == 100.0  # type: ignore[attr-defined]
     assert (outcome.resolved, outcome.attempts, outcome.backfilled) == (True, 1, 5)
+    assert outcome.cause is Cause.VERIFIED
     assert store.candles(KEY) == [candle(i) for i in range(60)]
 
 
@@ -105,6 +107,7 @@ async def test_a_clean_series_opens_no_incident(store: MarketStore) -> None:
     events = Events()
     outcome = await Healer(store, None, events, policy=FAST).heal(KEY)
     assert outcome.action is Action.NONE and events.seen == []
+    assert outcome.cause is Cause.CLEAN
 
 
 async def test_a_source_that_keeps_failing_escalates_after_the_attempts_cap(
@@ -120,6 +123,7 @@ async def test_a_source_that_keeps_failing_escalates_after_the_attempts_cap(
     assert isinstance(escalated, IncidentEscalated) and escalated.attempts == 3
     assert "3 attempt(s)" in escalated.reason and "rate limited" in escalated.reason
     assert (outcome.escalated, source.calls) == (True, 3)
+    assert outcome.cause is Cause.ATTEMPTS_USED_UP
 
 
 async def test_attempts_are_capped_per_window_across_heals(store: MarketStore) -> None:
@@ -144,6 +148,7 @@ async def test_a_source_that_disagrees_with_the_stored_neighbours_is_refused(
     other_market = [c._replace(close=c.close * 1.1) for c in (candle(i) for i in range(10))]
     outcome = await Healer(store, History(other_market), Events(), policy=FAST).heal(KEY)
     assert outcome.escalated and "disagrees with the stored candle" in outcome.reason
+    assert outcome.cause is Cause.SOURCE_DISAGREES
     assert len(store.candles(KEY)) == 9  # nothing written
 
 
@@ -153,12 +158,44 @@ async def test_a_hole_the_exchange_has_no_candles_for_escalates_at_once(store: M
     outcome = await Healer(store, source, Events(), policy=FAST).heal(KEY)
     assert outcome.escalated and outcome.attempts == 1
     assert "no candles for 2024-01-01 00:04Z..2024-01-01 00:05Z" in outcome.reason
+    assert outcome.cause is Cause.SOURCE_EMPTY
 
 
 async def test_no_history_source_escalates(store: MarketStore) -> None:
     store.upsert_candles(KEY, [candle(0), candle(3)])
     outcome = await Healer(store, None, Events(), policy=FAST).heal(KEY)
     assert outcome.escalated and "no history source for binance" in outcome.reason
+    assert outcome.cause is Cause.NO_SOURCE
+
+
+async def test_a_source_error_no_retry_can_fix_escalates_with_its_cause(
+    store: MarketStore,
+) -> None:
+    store.upsert_candles(KEY, [candle(i) for i in range(10) if i != 4])
+    source = History([], fail=ConfigError("binance rejected the API credentials"))
+    outcome = await Healer(store, source, Events(), policy=FAST).heal(KEY)
+    assert (outcome.escalated, outcome.attempts, source.calls) == (True, 1, 1)
+    assert outcome.cause is Cause.SOURCE_FAILED
+    assert outcome.to_dict()["cause"] == "source_failed"
+    assert outcome.to_dict()["reason"] == "binance rejected the API credentials"
+
+
+async def test_structural_damage_escalates_without_touching_the_series(
+    store: MarketStore,
+) -> None:
+    rows = [candle(i)._replace(high=candle(i).low - 1) for i in range(10)]  # every row impossible
+    store.upsert_candles(KEY, rows)
+    source = History([candle(i) for i in range(10)])
+    strict = FAST.model_copy(update={"escalate_below": 80.0})  # all rows impossible: score 70
+    outcome = await Healer(store, source, Events(), policy=strict).heal(KEY)
+    assert outcome.action is Action.ESCALATE and outcome.cause is Cause.STRUCTURAL
+    assert (outcome.attempts, source.calls, store.candles(KEY)) == (0, 0, rows)
+    assert outcome.to_dict() | {"incident_id": None} == {
+        "action": "ESCALATE", "resolved": False, "escalated": True, "attempts": 0,
+        "backfilled": 0, "dropped": 0, "score_before": outcome.before.score,
+        "score_after": None, "incident_id": None, "reason": outcome.reason,
+        "cause": "structural",
+    }  # fmt: skip
 
 
 async def test_a_stale_live_feed_is_reconnected_then_backfilled(store: MarketStore) -> None:

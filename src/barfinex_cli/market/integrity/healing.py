@@ -1,6 +1,6 @@
 """Self-healing of candle series: decide, plan, repair from history, verify, or hand over.
 
-A scan (`provider.gaps`) says what is wrong; the policy here says what to do about it:
+A scan (`integrity.gaps`) says what is wrong; the policy here says what to do about it:
 
     NONE                nothing is wrong
     VERIFY_ONLY         nothing to fetch or drop (a candle in flight, disorder the store already
@@ -13,7 +13,9 @@ A scan (`provider.gaps`) says what is wrong; the policy here says what to do abo
 The `Healer` executes a plan against a `MarketStore` with any history source that has the
 connector's `fetch_candles`, and an incident is resolved only when a verify scan passes. Every
 step is an event through `emit`: `market.gap`, `provider.incident.opened`, `market.repaired`,
-then `provider.incident.resolved` or `provider.incident.escalated`. Backfilled candles are checked
+then `provider.incident.resolved` or `provider.incident.escalated`. Every outcome says why it
+ended as it did in a typed `Cause`, so callers branch on and render fields, never the text of a
+message (a source that cannot be started: `integrity.backfill`). Backfilled candles are checked
 against the stored candles on either side first: a source that disagrees (a different synthetic
 seed, another venue) is refused rather than mixed in. Over 400 lines because the executor, the
 plan and the policy share their types and every branch ends in an event; split, each half would
@@ -77,6 +79,27 @@ class Action(StrEnum):
     ESCALATE = "ESCALATE"
 
 
+class Cause(StrEnum):
+    """Why a heal ended as it did: what a caller branches on, without reading `reason`."""
+
+    CLEAN = "clean"
+    """Nothing was wrong (action NONE)."""
+    VERIFIED = "verified"
+    """Repaired or re-checked, and a verify scan passed."""
+    STRUCTURAL = "structural"
+    """Structural damage too deep to patch blindly: escalated by the policy."""
+    NO_SOURCE = "no_source"
+    """A backfill was needed and there is no history source."""
+    SOURCE_DISAGREES = "source_disagrees"
+    """The source's candles differ from the stored neighbours: nothing was written."""
+    SOURCE_EMPTY = "source_empty"
+    """The source holds no candles for a range to backfill."""
+    SOURCE_FAILED = "source_failed"
+    """The source raised an error another attempt cannot fix."""
+    ATTEMPTS_USED_UP = "attempts_used_up"
+    """The repair attempts per window were used up without a passing verify."""
+
+
 class HealingPolicy(BaseModel):
     """Thresholds of the self-healing policy; the defaults suit a 1m crypto feed."""
 
@@ -129,7 +152,7 @@ class RepairPlan:
 
 @dataclass(frozen=True, slots=True)
 class HealOutcome:
-    """How a heal ended, with the scans before and after."""
+    """How a heal ended, with the scans before and after, and why (`cause`, and in words)."""
 
     key: SeriesKey
     action: Action
@@ -142,6 +165,17 @@ class HealOutcome:
     dropped: int = 0
     incident_id: str | None = None
     reason: str = ""
+    cause: Cause = Cause.CLEAN
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return plain data for `--json`."""
+        return {
+            "action": self.action.value, "resolved": self.resolved, "escalated": self.escalated,
+            "attempts": self.attempts, "backfilled": self.backfilled, "dropped": self.dropped,
+            "score_before": self.before.score,
+            "score_after": self.after.score if self.after else None,
+            "incident_id": self.incident_id, "reason": self.reason, "cause": self.cause.value,
+        }  # fmt: skip
 
 
 class HistorySource(Protocol):
@@ -159,6 +193,10 @@ class HistorySource(Protocol):
 
 class _Permanent(Exception):
     """A failure that another attempt cannot fix (the source disagrees or holds nothing)."""
+
+    def __init__(self, message: str, cause: Cause) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 def decide(
@@ -282,7 +320,9 @@ class Healer:
         before = self.scan(key, since_ms, until_ms, live, fresh)
         action, reason = decide(before, self.policy, can_reconnect=self.reconnect is not None)
         if action is Action.NONE:
-            return HealOutcome(key, action, True, False, 0, before, before, reason=reason)
+            return HealOutcome(
+                key, action, True, False, 0, before, before, reason=reason, cause=Cause.CLEAN
+            )
         incident = uuid7()
         opened = datetime.now(UTC)
         for defect in before.defects:
@@ -297,7 +337,7 @@ class Healer:
             IncidentOpened(**base, quality_score=before.score, reason=reason, opened_at=opened)
         )
         if action is Action.ESCALATE:
-            return await self._escalate(base, before, 0, reason)
+            return await self._escalate(base, before, 0, reason, Cause.STRUCTURAL)
 
         backfilled = dropped = attempt = 0
         report, why, delay = before, reason, self.policy.retry_delay_s
@@ -305,10 +345,14 @@ class Healer:
             used = self._used(key)
             if used >= self.policy.max_attempts:
                 why = f"{used} attempt(s) in {self.policy.window_s:g}s did not heal it; last: {why}"
-                return await self._escalate(base, report, attempt, why, backfilled, dropped)
+                return await self._escalate(
+                    base, report, attempt, why, Cause.ATTEMPTS_USED_UP, backfilled, dropped
+                )
             if action is not Action.VERIFY_ONLY and self.source is None and _ranges(report):
                 why = f"no history source for {key.exchange} to backfill from"
-                return await self._escalate(base, report, attempt, why, backfilled, dropped)
+                return await self._escalate(
+                    base, report, attempt, why, Cause.NO_SOURCE, backfilled, dropped
+                )
             self._attempts.setdefault(key, []).append(self.clock())
             attempt += 1
             try:
@@ -325,7 +369,10 @@ class Healer:
                 delay *= 2
                 continue
             except (_Permanent, BfxError) as exc:
-                return await self._escalate(base, report, attempt, str(exc), backfilled, dropped)
+                cause = exc.cause if isinstance(exc, _Permanent) else Cause.SOURCE_FAILED
+                return await self._escalate(
+                    base, report, attempt, str(exc), cause, backfilled, dropped
+                )
             after = self.scan(key, since_ms, until_ms, live, fresh)
             failing = _verify_failure(after, self.policy, waited=action is Action.VERIFY_ONLY)
             if failing is None:
@@ -341,7 +388,7 @@ class Healer:
                 )  # fmt: skip
                 return HealOutcome(
                     key, action, True, False, attempt, before, after, backfilled, dropped,
-                    incident, note,
+                    incident, note, Cause.VERIFIED,
                 )  # fmt: skip
             report, why = after, failing
             if action is Action.VERIFY_ONLY:
@@ -392,13 +439,16 @@ class Healer:
                 raise _Permanent(
                     f"the history source disagrees with the stored candle at {when} (stored "
                     f"close {held[0].close}, source close {by_open[ms].close}): another market "
-                    "or seed? nothing was written"
+                    "or seed? nothing was written",
+                    Cause.SOURCE_DISAGREES,
                 )
         rows = [r for ms, r in sorted(by_open.items()) if start <= ms <= end]
         if not rows:
             raise _Permanent(
                 f"the history source has no candles for {_utc(start):%Y-%m-%d %H:%M}Z.."
-                f"{_utc(end):%Y-%m-%d %H:%M}Z either (an outage, or no trades): nothing to backfill"
+                f"{_utc(end):%Y-%m-%d %H:%M}Z either (an outage, or no trades): nothing to "
+                "backfill",
+                Cause.SOURCE_EMPTY,
             )
         return rows
 
@@ -438,6 +488,7 @@ class Healer:
         report: ScanReport,
         attempts: int,
         reason: str,
+        cause: Cause,
         backfilled: int = 0,
         dropped: int = 0,
     ) -> HealOutcome:
@@ -449,7 +500,7 @@ class Healer:
         )  # fmt: skip
         return HealOutcome(
             report.key, Action.ESCALATE, False, True, attempts, report, None, backfilled,
-            dropped, base["incident_id"], reason,
+            dropped, base["incident_id"], reason, cause,
         )  # fmt: skip
 
 
