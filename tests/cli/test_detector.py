@@ -199,3 +199,18 @@ def test_lookahead_passes_the_example_and_fails_a_peeking_rule(
     )
     assert data["clean"] is False and data["checked"] == [0, 374, 749, 1124, 1498]
     assert data["biased"][0]["rule"] == "tomorrow"
+
+
+def test_scan_warns_of_rows_left_out_of_the_file_and_scans_the_rest(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    path = tmp_path / "BTCUSDT-1m.csv"
+    candles(200).drop("buy_volume").write_csv(path)
+    with path.open("a") as f:
+        f.write(f"{T0 + 200 * 60_000},10,9,11,10,1\n")  # high below low
+    result = runner.invoke(root(), ["detector", "scan", TREND, "--data", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["candles"] == 200
+    assert result.stderr.strip() == (
+        f"warning: 1 rows left out ({path}:202: high 9.0 is below low 11.0)"
+    )
