@@ -77,24 +77,25 @@ def test_import_list_export_round_trip(run: CliRunner, tmp_path: Path) -> None:
 
 def test_bad_rows_are_listed_on_stderr_as_file_and_line(run: CliRunner, tmp_path: Path) -> None:
     source = _klines(tmp_path / "BTCUSDT-1m-2024-01.csv", ["1704069000000,1,2,3"])
-    result = run.invoke(_root(), ["data", "import", str(source)])
+    result = run.invoke(_root(), ["data", "import", str(source), "--allow-rejects"])
     assert result.exit_code == 0
     assert "30 rows read" not in result.stdout and "31 rows read, 1 rejected" in result.stdout
     assert f"{source}:31: expected 12 fields, found 4" in result.stderr
-    as_json = run.invoke(_root(), ["data", "import", str(source), "--json"])
+    as_json = run.invoke(_root(), ["data", "import", str(source), "--json", "--allow-rejects"])
     assert json.loads(as_json.stdout)["errors"] == [f"{source}:31: expected 12 fields, found 4"]
 
 
 def test_import_mistakes_are_one_line_errors(run: CliRunner, tmp_path: Path) -> None:
     unnamed = _klines(tmp_path / "prices.csv")
+    (tmp_path / "three.csv").write_text("".join(f"{c.open_ms},1,2\n" for c in CANDLES))
     cases = [
         (["data", "import", str(unnamed)], 2, "give --symbol"),
         (["data", "import", str(tmp_path / "missing.csv")], 1, "no such file"),
         (["data", "import", str(unnamed), "--symbol", "X/Y", "--kind", "bars"], 2, "--kind"),
         (["data", "import", str(unnamed), "--symbol", "X/Y", "--exchange", "synthetic"], 2,
          "kept for `bfx data synth`"),
-        (["data", "import", str(unnamed), "--symbol", "X/Y", "--columns", "ts=0,open=1"], 2,
-         "need high"),
+        (["data", "import", str(tmp_path / "three.csv"), "--symbol", "X/Y", "--columns",
+          "ts=0,open=1"], 2, "need high"),
         (["data", "export", "--exchange", "a", "--symbol", "B/C", "--out", "x.txt"], 2,
          ".csv or .parquet"),
     ]  # fmt: skip

@@ -1,7 +1,7 @@
 """`bfx data`: import market files, list the series held, export them, make the synthetic market.
 
 Everything lands in the market store, `market.db` in the data directory. Thin by design: parsing
-and validation live in `provider.importers`, the generator in `provider.synthetic`.
+and validation live in `market.files`, the generator in `market.synthetic`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ app = typer.Typer(
         "  bfx data import BTCUSDT-1m-2024-01.zip\n\n"
         "  bfx data import prices.csv --symbol ETH/USDT --columns ts=0,open=1,high=2,low=3,"
         "close=4,volume=5\n\n"
+        "  bfx data import BTCUSDT-1m-2024-01.csv --timeframe 5m --resample\n\n"
         "  bfx data list --json\n\n"
         "  bfx data export --exchange imported --symbol BTC/USDT --out btc.parquet\n\n"
         "  bfx data synth --days 7 --seed 7"
@@ -68,26 +69,47 @@ def import_(
     file: Annotated[Path, typer.Argument(help="CSV, JSON, Parquet or Feather (.zip/.gz too).")],
     exchange: Annotated[str, typer.Option(help="Exchange name to store under.")] = "imported",
     symbol: Annotated[
-        str | None, typer.Option(help="Symbol, e.g. BTC/USDT (default: from the file name).")
+        str | None,
+        typer.Option(help="Symbol, e.g. BTC/USDT (default: the file's symbol column, or name)."),
     ] = None,
     timeframe: Annotated[
-        str | None, typer.Option(help="Candle timeframe (default: file name, else the data).")
+        str | None,
+        typer.Option(help="Candle timeframe (default: file name, else the rows' spacing)."),
     ] = None,
+    resample: Annotated[
+        bool,
+        typer.Option(help="Build --timeframe candles from rows of a lower timeframe."),
+    ] = False,
     kind: Annotated[str, typer.Option(help="candles, trades or auto.")] = "auto",
     columns: Annotated[
         str | None,
-        typer.Option(help="Which column is what: ts=0,open=1,... or ts=Date,open=Open,..."),
+        typer.Option(
+            help="Which column is what: ts=0,open=1,... or ts=Date,open=Open,...; or only "
+            "the roles detection got wrong, e.g. volume='Volume USDT'."
+        ),
     ] = None,
+    time_format: Annotated[
+        str | None,
+        typer.Option(help="strftime format of the time column, e.g. '%d.%m.%Y %H:%M'."),
+    ] = None,
+    allow_rejects: Annotated[
+        bool,
+        typer.Option(help="Import the valid rows even when some are rejected (exit 0)."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Import candles or trades from a file; bad rows are listed as FILE:LINE: REASON.
 
-    The good rows are written in one transaction: a file is never half imported.
+    A file is imported whole or not at all: when rows are rejected nothing is written and the
+    exit code is 1, unless --allow-rejects keeps the valid rows. How the file was read where
+    it was not plain (a preamble, the volume column picked, newest-first rows) is said as notes.
 
-    Examples: bfx data import BTCUSDT-1m-2024-01.csv | bfx data import t.csv --symbol BTC/USDT
+    Examples: bfx data import BTCUSDT-1m-2024-01.csv | bfx data import Binance_BTCUSDT_1h.csv |
+    bfx data import prices.csv --symbol BTC/USDT --time-format '%d.%m.%Y %H:%M' |
+    bfx data import BTCUSDT-1m.csv --timeframe 5m --resample
     """
     from barfinex_cli.cli.render import err, print_json
-    from barfinex_cli.errors import NotFound, UsageError
+    from barfinex_cli.errors import BfxError, NotFound, UsageError
     from barfinex_cli.market.files import ColumnMap, import_file
 
     if kind not in ("auto", "candles", "trades"):
@@ -107,22 +129,34 @@ def import_(
             timeframe=timeframe,
             kind=cast('Literal["auto", "candles", "trades"]', kind),  # checked above
             columns=column_map,
+            time_format=time_format,
+            resample=resample,
+            allow_rejects=allow_rejects,
             progress=(lambda msg: err().print(msg, style="dim")) if big else None,
         )
     if as_json:
         print_json(report.model_dump(mode="json"))
-        return
-    tf = f" {report.timeframe}" if report.timeframe else ""
-    typer.echo(
-        f"imported {report.imported:,} {report.kind} of {report.exchange} {report.symbol}{tf} "
-        f"({report.layout}, {report.format}), {report.first:%Y-%m-%d %H:%M} .. "
-        f"{report.last:%Y-%m-%d %H:%M} UTC; {report.rows_read:,} rows read, "
-        f"{report.rejected:,} rejected"
-    )
-    for line in report.errors[:_SHOWN_ERRORS]:
-        err().print(line, markup=False, highlight=False)
-    if report.rejected > _SHOWN_ERRORS:
-        err().print(f"... and {report.rejected - _SHOWN_ERRORS:,} more (--json lists them all)")
+    else:
+        for note in report.notes:
+            err().print(f"note: {note}", markup=False, highlight=False)
+        for line in report.errors[:_SHOWN_ERRORS]:
+            err().print(line, markup=False, highlight=False)
+        if report.rejected > _SHOWN_ERRORS:
+            err().print(f"... and {report.rejected - _SHOWN_ERRORS:,} more (--json lists them all)")
+    if report.imported == 0:
+        raise BfxError(
+            f"{report.rejected:,} of {report.rows_read:,} rows rejected, nothing imported; fix "
+            f"them, or give --allow-rejects to import the {report.valid:,} valid "
+            f"{report.kind}"
+        )
+    if not as_json:
+        tf = f" {report.timeframe}" if report.timeframe else ""
+        typer.echo(
+            f"imported {report.imported:,} {report.kind} of {report.exchange} {report.symbol}{tf}"
+            f" ({report.layout}, {report.format}), {report.first:%Y-%m-%d %H:%M} .. "
+            f"{report.last:%Y-%m-%d %H:%M} UTC; {report.rows_read:,} rows read, "
+            f"{report.rejected:,} rejected"
+        )
 
 
 @app.command("list")
