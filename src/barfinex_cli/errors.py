@@ -9,7 +9,8 @@ and exits with its code; anything else is a bug and keeps its traceback.
     ├── ConfigError             exit 1  -- bad settings: fatal at start, names file, key and reason
     ├── NotFound                exit 1  -- an id or a file that does not exist
     ├── ServiceUnreachable      exit 3  -- a service (Redis, the provider) does not answer
-    │   └── RedisUnreachable
+    │   ├── RedisUnreachable
+    │   └── TokenRefused               -- the provider answers but refuses (or we lack) the token
     ├── TransientError          exit 1  -- retry with backoff
     ├── StrategyError           exit 1  -- disable that strategy, keep the service running
     └── RiskViolation           exit 1  -- always recorded as an event as well
@@ -63,6 +64,18 @@ class RedisUnreachable(ServiceUnreachable):
             f"Redis not reachable at {url}{detail} — start it with "
             "`redis-server --daemonize yes --port 6379`, point BFX_REDIS_URL at a running one, "
             "or use the in-process bus (--bus memory)"
+        )
+
+
+class TokenRefused(ServiceUnreachable):
+    """The provider's gateway refused the bearer token, or there is no token to send."""
+
+    def __init__(self, url: str, *, missing: bool = False) -> None:
+        self.url = url
+        what = "needs a token and none is set" if missing else "refused the token"
+        super().__init__(
+            f"the provider at {url} {what} — set BFX_TOKEN to the provider's token "
+            "(DATA_DIR/token), or run with the provider's --data-dir"
         )
 
 

@@ -2,7 +2,8 @@
 
 Roles other than the provider serve only these two routes (detector on 8101 + n, advisor 8009,
 inspector 8008), so a supervisor or Prometheus can watch each process, and the provider's proxy
-can reach them by the URL they registered.
+can reach them by the URL they registered. `/metrics` renders a `prometheus_client` registry the
+role owns (its own, not the process-global one, so several roles in one process stay apart).
 """
 
 from __future__ import annotations
@@ -13,10 +14,13 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
 from barfinex_cli.errors import ServiceUnreachable
 
 Status = Callable[[], dict[str, Any]]
-Metrics = Callable[[], str]
+Metrics = CollectorRegistry | Callable[[], CollectorRegistry | str]
+"""A registry, or a callable returning one (or, from roles not yet on prometheus_client, text)."""
 
 
 def bind_first_free(host: str, port: int, *, tries: int = 100) -> socket.socket:
@@ -36,19 +40,28 @@ def bind_first_free(host: str, port: int, *, tries: int = 100) -> socket.socket:
     )
 
 
+def render_metrics(metrics: Metrics) -> tuple[bytes, str]:
+    """Return the exposition text of `metrics` and its content type."""
+    found = metrics if isinstance(metrics, CollectorRegistry) else metrics()
+    if isinstance(found, CollectorRegistry):
+        return generate_latest(found), CONTENT_TYPE_LATEST
+    return found.encode(), "text/plain; version=0.0.4; charset=utf-8"
+
+
 def health_app(status: Status, metrics: Metrics) -> Any:
     """Return an ASGI app serving `/health` (JSON) and `/metrics` (Prometheus text)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     async def health(_: Request) -> JSONResponse:
         body = status()
         return JSONResponse(body, status_code=200 if body.get("status") == "ok" else 503)
 
-    async def prometheus(_: Request) -> PlainTextResponse:
-        return PlainTextResponse(metrics(), media_type="text/plain; version=0.0.4")
+    async def prometheus(_: Request) -> Response:
+        body, content_type = render_metrics(metrics)
+        return Response(body, media_type=content_type)
 
     return Starlette(routes=[Route("/health", health), Route("/metrics", prometheus)])
 

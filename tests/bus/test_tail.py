@@ -1,0 +1,230 @@
+"""`tail_forever`: a live tail that outlives bus failures and resumes after the last entry it gave.
+
+Runs on both buses. The failure cases use a real fault: a Redis server this test owns, stopped
+and started again mid-tail; and, for the in-process bus (which cannot fail by itself), a wrapper
+whose tail breaks the way a dropped connection breaks it, after a given number of deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from barfinex_cli.bus.base import Bus, Delivery, entry_id_key
+from barfinex_cli.bus.memory import MemoryBus
+from barfinex_cli.bus.redis_streams import RedisStreamsBus
+from barfinex_cli.bus.tail import tail_forever
+from barfinex_cli.contracts.apps import HeartbeatSent
+from barfinex_cli.contracts.envelope import Envelope, make_event
+from barfinex_cli.contracts.market import TickerUpdated
+from barfinex_cli.contracts.times import from_ms
+
+T0 = from_ms(1_700_000_000_000)
+
+
+def _ticker(last: int) -> Envelope[Any]:
+    return make_event(
+        TickerUpdated(exchange="x", symbol="BTC/USDT", last=last, time=T0), source="test"
+    )
+
+
+def _beat(uptime: float) -> Envelope[Any]:
+    return make_event(
+        HeartbeatSent(app_id="a", name="a", role="detector", last_seen=T0, uptime_s=uptime),
+        source="test",
+    )
+
+
+async def _no_wait(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+async def _take(it: AsyncIterator[Delivery], n: int, within: float = 10) -> list[Delivery]:
+    async def take() -> list[Delivery]:
+        return [await anext(it) for _ in range(n)]
+
+    return await asyncio.wait_for(take(), within)
+
+
+async def test_tail_forever_yields_what_is_published_from_now_on_matching_the_patterns(
+    bus: Bus,
+) -> None:
+    old = await bus.publish(_ticker(1))  # before the tail: not wanted
+    ahead_ms = entry_id_key(old)[0] + 1 - time.time_ns() // 1_000_000
+    await asyncio.sleep(max(ahead_ms, 0) / 1000 + 0.001)  # so "now" is a later millisecond
+    tail = tail_forever(bus, ["market.*"], block_ms=100)
+    first = asyncio.ensure_future(anext(tail))
+    await asyncio.sleep(0)  # the tail takes its position "now" as it starts
+    sent = [_ticker(2), _beat(1.0), _ticker(3)]
+    for event in sent:
+        await bus.publish(event)
+    got = [await asyncio.wait_for(first, 10), *await _take(tail, 1)]
+    assert [d.event.id for d in got] == [sent[0].id, sent[2].id]
+    await tail.aclose()
+
+
+class _Breaking:
+    """A bus whose tail fails like a dropped connection after `after` deliveries, `times` times."""
+
+    def __init__(self, bus: Bus, after: int, times: int) -> None:
+        self.bus = bus
+        self.after = after
+        self.times = times
+        self.sinces: list[str | None] = []
+
+    async def tail(
+        self, types: Sequence[str] = ("*",), *, since: str | None = None, block_ms: int = 1000
+    ) -> AsyncIterator[Delivery]:
+        self.sinces.append(since)
+        given = 0
+        async for delivery in self.bus.tail(types, since=since, block_ms=block_ms):
+            if self.times and given == self.after:
+                self.times -= 1
+                raise ConnectionError("connection reset by peer")
+            given += 1
+            yield delivery
+
+
+async def test_after_a_failure_the_tail_resumes_after_the_last_entry_it_gave(bus: Bus) -> None:
+    breaking = _Breaking(bus, after=2, times=2)
+    errors: list[tuple[str, int]] = []
+    tail = tail_forever(
+        breaking,  # type: ignore[arg-type]
+        ["market.*"],
+        since="0-0",
+        block_ms=100,
+        sleep=_no_wait,
+        on_error=lambda exc, n: errors.append((str(exc), n)),
+    )
+    sent = [_ticker(i) for i in range(7)]
+    for event in sent:
+        await bus.publish(event)
+    got = await _take(tail, 7)
+    await tail.aclose()
+    assert [d.event.id for d in got] == [e.id for e in sent]  # none lost, none twice
+    assert errors == [("connection reset by peer", 1), ("connection reset by peer", 1)]
+    assert breaking.sinces[1] == got[1].entry_id  # resumed after the last one delivered
+
+
+async def test_failures_in_a_row_back_off_up_to_the_cap() -> None:
+    class Down:
+        def tail(self, *args: object, **kwargs: object) -> AsyncIterator[Delivery]:
+            raise ConnectionError("refused")
+
+    waits: list[float] = []
+    done = asyncio.Event()
+
+    async def record(delay: float) -> None:
+        waits.append(delay)
+        if len(waits) == 8:
+            done.set()
+        await asyncio.sleep(0)
+
+    counts: list[int] = []
+    tail = tail_forever(
+        Down(),  # type: ignore[arg-type]
+        ["*"],
+        sleep=record,
+        backoff_s=0.1,
+        max_backoff_s=1.0,
+        on_error=lambda _, n: counts.append(n),
+    )
+    reader = asyncio.ensure_future(anext(tail))
+    await asyncio.wait_for(done.wait(), 10)
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+    assert counts[:8] == list(range(1, 9))
+    caps = [min(1.0, 0.1 * 2**i) for i in range(8)]
+    assert all(cap / 2 <= wait <= cap for wait, cap in zip(waits[:8], caps, strict=True)), waits
+
+
+# --- a real Redis restart -----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _redis_server(port: int, data: Path) -> Iterator[subprocess.Popen[bytes]]:
+    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+            "--appendonly", "yes", "--save", ""]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def _until_up(port: int) -> None:
+    for _ in range(500):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.01)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise TimeoutError(f"redis-server on {port} did not start")
+
+
+@pytest.mark.redis
+async def test_the_tail_survives_a_redis_restart_and_misses_nothing(tmp_path: Path) -> None:
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    errors: list[int] = []
+    with _redis_server(port, tmp_path):
+        await _until_up(port)
+        producer = RedisStreamsBus(url, "restart")
+        reader_bus = RedisStreamsBus(url, "restart")
+        tail = tail_forever(
+            reader_bus, ["market.*"], since="0-0", block_ms=100, backoff_s=0.05,
+            max_backoff_s=0.2, on_error=lambda _, n: errors.append(n),
+        )  # fmt: skip
+        before = [_ticker(i) for i in range(3)]
+        for event in before:
+            await producer.publish(event)
+        got = await _take(tail, 3)
+        pending = asyncio.ensure_future(_take(tail, 3, within=30))
+    # the server is stopped (it saved its streams): the tail fails and keeps retrying
+    for _ in range(500):
+        if errors:
+            break
+        await asyncio.sleep(0.01)
+    assert errors, "the tail never noticed that Redis went away"
+    with _redis_server(port, tmp_path):
+        await _until_up(port)
+        await producer.close()
+        producer = RedisStreamsBus(url, "restart")  # reconnecting producers are not this test's
+        after = [_ticker(i) for i in range(3, 6)]
+        for event in after:
+            await producer.publish(event)
+        got += await pending
+        await tail.aclose()
+        await producer.close()
+        await reader_bus.close()
+    assert [d.event.id for d in got] == [e.id for e in before + after]
+
+
+async def test_memory_bus_tail_from_a_position_skips_what_came_before() -> None:
+    bus = MemoryBus("pos")
+    first = await bus.publish(_ticker(1))
+    second = _ticker(2)
+    await bus.publish(second)
+    tail = tail_forever(bus, ["*"], since=first, block_ms=50)
+    (got,) = await _take(tail, 1)
+    await tail.aclose()
+    assert got.event.id == second.id
