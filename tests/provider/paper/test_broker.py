@@ -10,6 +10,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -30,9 +31,10 @@ from barfinex_cli.contracts.orders import (
     PositionChanged,
 )
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.errors import ConfigError, NotFound, UsageError
+from barfinex_cli.errors import ConfigError, NotFound, TransientError, UsageError
 from barfinex_cli.provider.connectors.base import Broker, OrderRequest
 from barfinex_cli.provider.paper.broker import PaperBroker
+from barfinex_cli.store.broker import BrokerStore
 from barfinex_cli.store.market import CandleRow, TradeRow
 
 SYM = "BTC/USDT"
@@ -813,3 +815,149 @@ async def test_events_leave_in_order_when_the_emit_callback_places_an_order() ->
         "order.accepted",
     ]
     assert broker.order_status("sl") == "open"
+
+
+# -- restarts on paper.db ---------------------------------------------------------------------
+
+
+def stored(path: Path, **options: object) -> tuple[PaperBroker, Recorder, BrokerStore]:
+    store = BrokerStore(path)
+    broker, rec = paper(store=store, **options)
+    return broker, rec, store
+
+
+async def test_a_reopened_broker_resumes_balances_orders_positions_and_the_id_sequence(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "paper.db"
+    broker, rec, store = stored(path)
+    await close_at(broker, 0, 100.0)
+    await broker.place(order("in", "buy", "market", "1"))
+    await broker.place(order("tp", "sell", "limit", "1", price="110", reduce_only=True))
+    await broker.place(order("no", "buy", "market", "1000"))  # rejected: insufficient balance
+    before = (await broker.orders(), await broker.positions(), await broker.balances())
+    fills = [(f.order.client_order_id, f.fill) for f in rec.fills()]
+    store.close()
+
+    again, _, store2 = stored(path)
+    assert (await again.orders(), await again.positions(), await again.balances()) == before
+    assert [(f.client_order_id, f.fill) for f in store2.fills()] == fills
+    assert again.order_status("tp") == "open" and again.order_status("no") == "rejected"
+    placed = await again.place(order("next", "buy", "limit", "1", price="50"))
+    assert placed.order_id == "paper-4"  # not paper-1 again
+    await candle(again, 1, 105.0, 111.0, 104.0, 109.0)
+    assert again.order_status("tp") == "filled"
+    [position] = await again.positions()
+    assert (position.side, position.realised_pnl) == ("flat", D("9.99"))
+    after = (await again.orders(), await again.positions(), await again.balances())
+    store2.close()
+
+    third, _, store3 = stored(path)
+    assert (await third.orders(), await third.positions(), await third.balances()) == after
+    assert [f.fill.trade_id for f in store3.fills()] == ["paper-1-1", "paper-2-1"]
+    store3.close()
+
+
+async def test_a_client_order_id_is_never_placed_twice_across_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "paper.db"
+    broker, _, store = stored(path)
+    await broker.place(order("early", "buy", "market", "1"))  # rejected: no market data yet
+    await close_at(broker, 0, 100.0)
+    first = await broker.place(order("dup", "buy", "market", "1"))
+    store.close()
+
+    again, rec, store2 = stored(path)
+    assert await again.place(order("dup", "buy", "market", "5")) == first
+    retried = await again.place(order("early", "buy", "market", "1"))
+    assert retried.status == "rejected" and rec.events == []
+    [position] = await again.positions()
+    assert position.size == 1 and len(await again.orders()) == 2
+    store2.close()
+
+
+async def test_the_last_price_survives_a_restart_so_orders_need_no_new_candle(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "paper.db"
+    broker, _, store = stored(path)
+    await close_at(broker, 0, 100.0)
+    broker.on_trade(SYM, TradeRow(T0 + 61_000, "t1", 102.0, 0.5, "buy"))
+    await broker.place(order("l", "buy", "limit", "1", price="50"))  # a write carries the trade
+    store.close()
+
+    again, rec, store2 = stored(path)
+    state = await again.place(order("m", "buy", "market", "1"))
+    assert state.filled == 1 and rec.fills()[0].fill.price == D("102.0102")
+    store2.close()
+
+
+async def test_a_triggered_stop_limit_stays_triggered_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "paper.db"
+    broker, _, store = stored(path)
+    await close_at(broker, 0, 100.0)
+    await broker.place(order("sl", "buy", "stop_limit", "1", price="106", stop="105"))
+    await candle(broker, 1, 110.0, 112.0, 104.0, 108.0)  # triggers above its limit: rests
+    store.close()
+
+    again, rec, store2 = stored(path)
+    await candle(again, 2, 107.0, 108.0, 105.5, 106.0)
+    fill = rec.fills()[0].fill
+    assert (fill.price, fill.liquidity) == (D(106), "maker")
+    store2.close()
+
+
+async def test_stored_accounts_keep_their_balances_and_new_configured_ones_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "paper.db"
+    broker, _, store = stored(path)
+    await close_at(broker, 0, 100.0)
+    await broker.place(order("in", "buy", "market", "1"))
+    [kept] = await broker.balances()
+    store.close()
+
+    accounts = {"paper": {"USDT": D(5)}, "second": {"USDT": D(777)}}
+    again, _, store2 = stored(path, accounts=accounts)
+    assert await again.balances("paper") == [kept]
+    [second] = await again.balances("second")
+    assert second.balances["USDT"].total == D(777)
+    store2.close()
+    third, _, store3 = stored(path)
+    assert [b.account for b in await third.balances()] == ["paper", "second"]
+    store3.close()
+
+
+async def test_restore_replaces_the_stored_account_too(tmp_path: Path) -> None:
+    source, _ = paper()
+    await close_at(source, 0, 100.0)
+    await source.place(order("a", "buy", "market", "2"))
+    path = tmp_path / "paper.db"
+    broker, _, store = stored(path)
+    await close_at(broker, 0, 50.0)
+    await broker.place(order("b", "sell", "market", "1"))
+    broker.restore(source.snapshot())
+    store.close()
+
+    again, _, store2 = stored(path)
+    assert again.snapshot() == source.snapshot()
+    assert [o.client_order_id for o in await again.orders()] == ["a"]
+    store2.close()
+
+
+async def test_a_change_the_store_cannot_write_is_undone_whole_and_said_so(
+    tmp_path: Path,
+) -> None:
+    broker, rec, store = stored(tmp_path / "paper.db")
+    await close_at(broker, 0, 100.0)
+    await broker.place(order("in", "buy", "market", "1"))
+    await broker.place(order("l", "buy", "limit", "1", price="99"))
+    before, emitted = broker.snapshot(), len(rec.events)
+    store.close()  # the disk goes away under the broker
+    with pytest.raises(TransientError, match=r"could not write .*paper\.db.*nothing changed"):
+        await broker.place(order("more", "buy", "market", "1"))
+    assert broker.snapshot() == before and len(rec.events) == emitted
+    with pytest.raises(NotFound):
+        broker.order_status("more")
+    await candle(broker, 1, 100.0, 100.0, 98.0, 99.0)  # fills "l", cannot store it: undone
+    assert broker.snapshot() == before and len(rec.events) == emitted
+    assert broker.order_status("l") == "open"

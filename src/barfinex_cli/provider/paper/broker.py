@@ -230,7 +230,7 @@ class PaperBroker:
         """Return orders, oldest first."""
         return [
             o.state
-            for o in sorted(self._engine.orders.values(), key=lambda o: o.seq)
+            for o in self._engine.orders.values()  # kept in placement order
             if account in (None, o.state.account) and (not open_only or o.status == "open")
         ]
 
@@ -325,7 +325,7 @@ class PaperBroker:
             status="submitted",
         )
         order = PaperOrder(state, "open", self._seq)
-        engine.orders[state.client_order_id] = order
+        engine.add(order)
         engine.pending.append(OrderSubmitted(order=state))
         amount = self.config.amount(request.amount)
         reason = self._invalid(state, amount)
@@ -339,7 +339,7 @@ class PaperBroker:
         order.state = state.model_copy(update={"amount": amount})
         reason = reason or self._unaffordable(order)
         if reason is not None:
-            order.status = "rejected"
+            engine.close(order, "rejected")
             order.state = state.model_copy(update={"status": "rejected"})
             engine.pending.append(OrderRejected(order=order.state, reason=reason, by="exchange"))
             return order

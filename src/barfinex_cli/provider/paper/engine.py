@@ -56,6 +56,12 @@ class PaperOrder:
     notional: Decimal = ZERO
     fills: int = 0
 
+    def copy(self) -> PaperOrder:
+        """Return a copy (the state itself is immutable, so it is shared)."""
+        return PaperOrder(
+            self.state, self.status, self.seq, self.triggered, self.notional, self.fills
+        )
+
     @property
     def remaining(self) -> Decimal:
         """Return the amount still to fill."""
@@ -70,12 +76,27 @@ class PaperEngine:
     exchange: str
     ledger: Ledger
     orders: dict[str, PaperOrder] = field(default_factory=dict)
+    """Every order ever placed, by client order id, in placement (seq) order."""
+    active: dict[str, PaperOrder] = field(default_factory=dict)
+    """The open ones among `orders` (the same objects), so matching never scans closed orders."""
     last: dict[str, Decimal] = field(default_factory=dict)
     """The last trade price or candle close per symbol."""
     volume: dict[str, Decimal] = field(default_factory=dict)
     """The volume of the last drive candle per symbol."""
     books: dict[str, Book] = field(default_factory=dict)
     pending: deque[Payload] = field(default_factory=deque)
+
+    def add(self, order: PaperOrder) -> None:
+        """Record a new order (open unless its status says otherwise)."""
+        cid = order.state.client_order_id
+        self.orders[cid] = order
+        if order.status == "open":
+            self.active[cid] = order
+
+    def close(self, order: PaperOrder, status: OrderStatus) -> None:
+        """Mark an order filled, cancelled or rejected; it never changes again."""
+        order.status = status
+        self.active.pop(order.state.client_order_id, None)
 
     def candle(self, symbol: str, bar: Bar, time: datetime) -> None:
         """Match resting orders of `symbol` against a closed drive candle, then mark to it."""
@@ -108,8 +129,8 @@ class PaperEngine:
     def reserved(self, account: str, skip: PaperOrder | None = None) -> dict[str, Decimal]:
         """Return what the open orders of `account` (but `skip`) reserve, per currency."""
         out: dict[str, Decimal] = {}
-        for order in self.orders.values():
-            if order.status == "open" and order.state.account == account and order is not skip:
+        for order in self.active.values():
+            if order.state.account == account and order is not skip:
                 currency = cash_currency(order.state.symbol) or ""
                 out[currency] = out.get(currency, ZERO) + self.reserve(order)
         return out
@@ -219,7 +240,7 @@ class PaperEngine:
         if order.remaining > 0:
             self.pending.append(OrderPartiallyFilled(order=state, fill=fill))
         else:
-            order.status = "filled"
+            self.close(order, "filled")
             self.pending.append(OrderFilled(order=state, fill=fill))
 
     def settle(self, order: PaperOrder, time: datetime) -> None:
@@ -239,14 +260,13 @@ class PaperEngine:
 
     def cancel(self, order: PaperOrder, reason: str, by: CancelBy) -> None:
         """Close an open order unfilled (or part-filled) and queue `order.cancelled`."""
-        order.status = "cancelled"
+        self.close(order, "cancelled")
         order.state = order.state.model_copy(update={"status": "cancelled"})
         self.pending.append(OrderCancelled(order=order.state, reason=reason, by=by))
 
     def open_orders(self, symbol: str) -> list[PaperOrder]:
         """Return the open orders of `symbol`, oldest first."""
-        found = [o for o in self.orders.values() if o.status == "open" and o.state.symbol == symbol]
-        return sorted(found, key=lambda o: o.seq)
+        return [o for o in self.active.values() if o.state.symbol == symbol]
 
     def mark(self, symbol: str) -> Decimal | None:
         """Return the last trade or close, else the book's mid (or its one side), else None."""

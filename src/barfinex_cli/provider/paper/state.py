@@ -12,7 +12,6 @@ JSON snapshot and of what `BrokerStore.load` returns.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from decimal import Decimal
 from itertools import islice
@@ -47,7 +46,7 @@ def state_of(engine: PaperEngine, seq: int) -> BrokerState:
             for a, held in ledger.positions.items()
             for s, p in held.items()
         ],
-        orders=[order_row(o) for o in sorted(engine.orders.values(), key=lambda o: o.seq)],
+        orders=[order_row(o) for o in engine.orders.values()],
         last_price=engine.last,
         last_volume=engine.volume,
     )
@@ -62,9 +61,7 @@ def engine_of(state: BrokerState, config: PaperConfig, exchange: str) -> PaperEn
         ledger.positions.setdefault(p.account, {})[p.symbol] = Position(p.size, p.entry, p.realised)
     engine = PaperEngine(config, exchange, ledger)
     for r in sorted(state.orders, key=lambda r: r.seq):
-        engine.orders[r.state.client_order_id] = PaperOrder(
-            r.state, r.status, r.seq, r.triggered, r.notional, r.fills
-        )
+        engine.add(PaperOrder(r.state, r.status, r.seq, r.triggered, r.notional, r.fills))
     engine.last.update(state.last_price)
     engine.volume.update(state.last_volume)
     return engine
@@ -81,12 +78,10 @@ class Savepoint:
         self.engine = engine
         self.seq = seq
         self.size = len(engine.orders)
-        self.open = {
-            cid: dataclasses.replace(o) for cid, o in engine.orders.items() if o.status == "open"
-        }
+        self.open = {cid: o.copy() for cid, o in engine.active.items()}
         self.cash = {a: dict(held) for a, held in engine.ledger.cash.items()}
         self.positions = {
-            a: {s: dataclasses.replace(p) for s, p in held.items()}
+            a: {s: Position(p.size, p.entry, p.realised) for s, p in held.items()}
             for a, held in engine.ledger.positions.items()
         }
         self.last = dict(engine.last)
@@ -104,6 +99,7 @@ class Savepoint:
         for cid in self._new_ids():
             del engine.orders[cid]
         engine.orders.update(self.open)
+        engine.active = dict(self.open)
         engine.ledger.cash = self.cash
         engine.ledger.positions = self.positions
         for live, kept in ((engine.last, self.last), (engine.volume, self.volume)):
@@ -118,9 +114,7 @@ class Savepoint:
         """Return what changed since the savepoint, plus the marks of `marks` (set meanwhile)."""
         engine, ledger = self.engine, self.engine.ledger
         orders = [engine.orders[cid] for cid in self._new_ids()]
-        orders += [
-            o for cid, o in engine.orders.items() if cid in self.open and o != self.open[cid]
-        ]
+        orders += [engine.orders[c] for c, kept in self.open.items() if engine.orders[c] != kept]
         cash: dict[str, dict[str, Decimal]] = {}
         for account, held in ledger.cash.items():
             before = self.cash.get(account, {})
