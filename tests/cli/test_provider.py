@@ -1,12 +1,20 @@
-"""`bfx provider` mistakes: one line naming the fix, the right exit code, no traceback."""
+"""`bfx provider`: mistakes get one line naming the fix and the right exit code, no traceback;
+`status` asks a real gateway on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from barfinex_cli.bus.memory import MemoryBus
+from barfinex_cli.provider.connectors.replay import ReplayConnector
+from barfinex_cli.provider.gateway.app import create_app
 from cli.conftest import BfxRun
+from provider.gateway_server import TOKEN, make_context, serving
 
 
 @pytest.mark.parametrize(
@@ -43,3 +51,54 @@ def test_a_live_exchange_that_cannot_be_reached_exits_3_and_closes_cleanly(
     assert result.returncode == 3, result.stderr
     assert result.stderr.startswith("error: cannot reach binance")
     assert result.stderr.strip().count("\n") == 0  # one line: no unclosed-session noise
+
+
+# --- status against a running gateway -----------------------------------------------------------
+
+
+@pytest.fixture
+async def gateway_url(tmp_path: Path) -> AsyncIterator[str]:
+    ctx = make_context(
+        tmp_path / "gw", MemoryBus("status"), connectors={"replay": ReplayConnector()}
+    )
+    try:
+        async with serving(create_app(ctx), ready_path="/api/v1/health") as base:
+            yield base
+    finally:
+        ctx.market.close()
+
+
+async def test_status_shows_health_clock_and_connectors_with_the_token(
+    bfx: BfxRun, cli_env: dict[str, str], gateway_url: str
+) -> None:
+    cli_env.update(BFX_PROVIDER_URL=gateway_url, BFX_TOKEN=TOKEN)
+    result = await asyncio.to_thread(bfx, "provider", "status")
+    assert result.returncode == 0, result.stderr
+    assert f"provider {gateway_url}: ok" in result.stdout
+    assert "wall clock" in result.stdout
+    assert "replay" in result.stdout and "connected=False" in result.stdout
+    as_json = await asyncio.to_thread(bfx, "provider", "status", "--json")
+    body = json.loads(as_json.stdout)
+    assert body["health"]["clock"] == "wall"
+    assert [c["name"] for c in body["connectors"]] == ["replay"]
+
+
+async def test_status_without_a_token_says_how_to_get_one_and_creates_none(
+    bfx: BfxRun, cli_env: dict[str, str], gateway_url: str
+) -> None:
+    cli_env["BFX_PROVIDER_URL"] = gateway_url
+    result = await asyncio.to_thread(bfx, "provider", "status")
+    assert result.returncode == 3, result.stderr
+    assert "none is set" in result.stderr and "BFX_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (Path(cli_env["BFX_HOME"]) / "token").exists()
+
+
+async def test_status_with_a_wrong_token_exits_3_naming_the_fix(
+    bfx: BfxRun, cli_env: dict[str, str], gateway_url: str
+) -> None:
+    cli_env.update(BFX_PROVIDER_URL=gateway_url, BFX_TOKEN="wrong")
+    result = await asyncio.to_thread(bfx, "provider", "status")
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip().startswith("error: the provider at")
+    assert "refused the token" in result.stderr and "--data-dir" in result.stderr

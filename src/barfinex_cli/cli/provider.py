@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -131,41 +131,47 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Ask the running provider (settings.provider_url) for its health and connectors.
+    """Ask the running provider (settings.provider_url) for its health, clock and connectors.
+
+    Reads the token from BFX_TOKEN or DATA_DIR/token and never creates one.
 
     Example: bfx provider status --json
     """
-    import httpx
+    import asyncio
 
     from barfinex_cli.cli.render import out, print_json
-    from barfinex_cli.errors import ServiceUnreachable
-    from barfinex_cli.provider.gateway.auth import ensure_token
+    from barfinex_cli.contracts.rest import ConnectorStatus, HealthResponse
+    from barfinex_cli.errors import TokenRefused
+    from barfinex_cli.runtime.client import GatewayClient, token_from
 
     settings = state_of(ctx).settings()
-    token = ensure_token(settings)
-    url = settings.provider_url
-    try:
-        with httpx.Client(
-            base_url=url, timeout=5, headers={"Authorization": f"Bearer {token}"}
-        ) as c:
-            health: Any = c.get("/api/v1/health").json()
-            connectors_response = c.get("/api/v1/connectors")
-    except httpx.HTTPError as exc:
-        raise ServiceUnreachable(
-            f"provider not reachable at {url} ({exc}) — start it with `bfx provider start`"
-        ) from None
-    if connectors_response.status_code in (401, 403):
-        raise ServiceUnreachable(
-            f"the provider at {url} refused the token — set BFX_TOKEN to the provider's token"
-        )
-    connectors = connectors_response.json().get("connectors", [])
+    token = token_from(settings)
+    url = settings.provider_url.rstrip("/")
+
+    async def ask() -> tuple[HealthResponse, list[ConnectorStatus]]:
+        async with GatewayClient(url, token, timeout=5, retries=1) as client:
+            health = await client.health()  # needs no token: says whether it runs at all
+            if token is None:
+                raise TokenRefused(url, missing=True)
+            return health, await client.connectors()
+
+    health, connectors = asyncio.run(ask())
     if as_json:
-        print_json({"health": health, "connectors": connectors})
+        print_json(
+            {
+                "health": health.model_dump(mode="json"),
+                "connectors": [c.model_dump(mode="json") for c in connectors],
+            }
+        )
         return
-    out().print(f"provider {url}: {health.get('status')} (up {health.get('uptime_s')} s)")
+    clock = "wall clock"
+    if health.clock == "market":
+        at = health.market_time.isoformat() if health.market_time else "not started"
+        clock = f"market clock at {at}"
+    out().print(f"provider {url}: {health.status} (up {health.uptime_s} s, {clock})")
     for c in connectors:
         out().print(
-            f"  {c['name']:<10} {c['exchange']:<10} connected={c['connected']} "
-            f"last candle={c.get('last_candle_at')} msgs/s={c['messages_per_s']:.1f} "
-            f"reconnects={c['reconnects']} gaps={c['gaps']}"
+            f"  {c.name:<10} {c.exchange:<10} connected={c.connected} "
+            f"last candle={c.last_candle_at} msgs/s={c.messages_per_s:.1f} "
+            f"reconnects={c.reconnects} gaps={c.gaps}"
         )
