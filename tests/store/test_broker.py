@@ -181,3 +181,17 @@ def test_a_file_written_by_a_newer_layout_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(ConfigError, match="written by a newer bfx"):
         BrokerStore(path)
+
+
+def test_a_damaged_row_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "paper.db"
+    with BrokerStore(path) as store:
+        store.commit(
+            BrokerChange(seq=1, cash={"paper": {"USDT": D(1)}}, orders=[order_row("a", 1)])
+        )
+        store.db.conn.execute("UPDATE cash SET amount = 'lots'")
+        store.db.conn.commit()
+        with pytest.raises(
+            ConfigError, match=r"paper\.db holds a paper account that does not read"
+        ):
+            store.load()

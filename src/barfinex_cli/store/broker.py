@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Literal, Self
 
 import sqlite_utils
+from pydantic import ValidationError
 
 from barfinex_cli.contracts.orders import Fill, OrderSide, OrderState
 from barfinex_cli.contracts.times import to_ms
@@ -235,7 +236,21 @@ class BrokerStore:
     # -- reading -----------------------------------------------------------------------------
 
     def load(self) -> BrokerState | None:
-        """Return the stored account, or None if nothing was ever stored (a new file)."""
+        """Return the stored account, or None if nothing was ever stored (a new file).
+
+        Raises:
+            ConfigError: a row does not read back (the file was edited or damaged).
+        """
+        try:
+            return self._load()
+        except (ValidationError, ArithmeticError, ValueError, TypeError) as exc:
+            reason = str(exc).splitlines()[0]
+            raise ConfigError(
+                f"{self.path} holds a paper account that does not read back ({reason}); "
+                "move that file away to start the account over"
+            ) from None
+
+    def _load(self) -> BrokerState | None:
         conn = self.db.conn
         cash: dict[str, dict[str, Decimal]] = {}
         for account, currency, amount in conn.execute("SELECT * FROM cash ORDER BY 1, 2"):
