@@ -12,7 +12,9 @@ written to the `BrokerStore` (when one is given), and only then are its events e
 step fails (arithmetic, the disk) the call is undone whole and nothing is emitted, so no input
 can leave the broker half-changed. Events wait in one FIFO queue and leave in order, so an emit
 callback that yields (or calls back into the broker) never sees a stale position follow a newer
-one. All arithmetic runs in the wide decimal context `fills.CONTEXT`.
+one. All arithmetic runs in the wide decimal context `fills.CONTEXT`. The module runs past 400
+lines because placement, the protocol and resuming from the store all go through the one
+savepoint-and-emit path (`_atomic`, `_flush`) that must stay in one place to stay right.
 """
 
 from __future__ import annotations
