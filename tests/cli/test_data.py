@@ -9,13 +9,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cli.conftest import BfxRun
-
 from barfinex_cli.cli import data
-from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.cli.main import BfxGroup
+from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.market.synthetic import generate_candles
 from barfinex_cli.store.market import MarketStore, SeriesKey
+from cli.conftest import BfxRun
 
 START = 1_704_067_200_000
 CANDLES = generate_candles("BTC/USDT", START, 30)
@@ -271,8 +270,8 @@ def _broken_files(tmp_path: Path) -> list[Path]:
     noise = bytes(range(256)) * 8
     made = {"BTCUSDT-1m.csv": noise, "empty-BTCUSDT-1m.csv": b"", "BTCUSDT-1m.zip": noise}
     made |= {"BTCUSDT-1m.parquet": noise}
-    for name, data in made.items():
-        (tmp_path / name).write_bytes(data)
+    for name, body in made.items():
+        (tmp_path / name).write_bytes(body)
     return [tmp_path / name for name in made]
 
 

@@ -350,6 +350,9 @@ def test_the_base_volume_is_told_by_the_symbol_not_by_position(tmp_path: Path) -
     assert parsed.symbol == "ETH/BTC"  # from the symbol column: the file name says nothing
     assert [c.volume for c in parsed.candles] == [c.volume for c in CANDLES]
     assert parsed.notes[0].startswith("volume from 'Volume ETH' (the base currency)")
+    unsure = [line.replace("ETH/BTC", "") for line in lines]  # no symbol anywhere: say so
+    parsed = read_file(_write(tmp_path / "unsure.csv", unsure), symbol=None)
+    assert parsed.notes[0].startswith("volume from 'Volume BTC' (the first of them)")
 
 
 def test_a_file_of_several_symbols_is_read_one_symbol_at_a_time(tmp_path: Path) -> None:

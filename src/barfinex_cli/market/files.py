@@ -790,8 +790,9 @@ def _pick_volume(
     best = min(units, key=lambda i: (rank(units[i]), i))
     others = [f"'{header[i]}'" for i in units if i != best]
     if others:
-        sure = rank(units[best]) == 0 or sum(rank(u) == rank(units[best]) for u in units.values())
-        why = "the base currency" if sure == 1 or rank(units[best]) == 0 else "the first"
+        best_rank = rank(units[best])
+        alike = sum(rank(u) == best_rank for u in units.values())
+        why = "the base currency" if best_rank == 0 or alike == 1 else "the first of them"
         said.append(
             f"volume from '{header[best]}' ({why}); {', '.join(others)} left out — "
             "give --columns volume=NAME to choose another"
