@@ -78,7 +78,7 @@ def import_(
     ] = None,
     resample: Annotated[
         bool,
-        typer.Option(help="Build --timeframe candles from rows of a lower timeframe."),
+        typer.Option("--resample", help="Build --timeframe candles from rows of a lower one."),
     ] = False,
     kind: Annotated[str, typer.Option(help="candles, trades or auto.")] = "auto",
     columns: Annotated[
@@ -94,7 +94,9 @@ def import_(
     ] = None,
     allow_rejects: Annotated[
         bool,
-        typer.Option(help="Import the valid rows even when some are rejected (exit 0)."),
+        typer.Option(
+            "--allow-rejects", help="Import the valid rows even when some are rejected (exit 0)."
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
