@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from barfinex_cli.bus.base import Bus, Delivery, entry_id_key
 from barfinex_cli.bus.memory import MemoryBus
@@ -169,16 +171,18 @@ def _redis_server(port: int, data: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 async def _until_up(port: int) -> None:
-    for _ in range(500):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.01)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-    raise TimeoutError(f"redis-server on {port} did not start")
+    """Wait until the server answers PING (it refuses commands while it loads its data)."""
+    client = aioredis.Redis(port=port, socket_connect_timeout=0.5)
+    try:
+        for _ in range(1000):
+            try:
+                if await client.ping():
+                    return
+            except (RedisError, OSError):
+                await asyncio.sleep(0.01)
+        raise TimeoutError(f"redis-server on {port} did not start")
+    finally:
+        await client.aclose()
 
 
 @pytest.mark.redis

@@ -21,14 +21,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from barfinex_cli.bus.base import Bus
 from barfinex_cli.contracts.market import BookUpdated
 from barfinex_cli.contracts.types import Payload
+from barfinex_cli.provider.connectors.base import Broker, MarketConnector
 from barfinex_cli.provider.gateway import auth
 from barfinex_cli.provider.gateway.metrics import GatewayMetrics
 from barfinex_cli.provider.gateway.registry import AppRegistry
+from barfinex_cli.provider.gateway.webhooks import WebhookSender
 from barfinex_cli.store.market import MarketStore
 
-if TYPE_CHECKING:  # only for annotations: these modules import this one
-    from barfinex_cli.provider.connectors.base import Broker, MarketConnector
-    from barfinex_cli.provider.gateway.webhooks import WebhookSender
+if TYPE_CHECKING:  # an annotation only: `ws` imports this module for the state it serves
     from barfinex_cli.provider.gateway.ws import Hub
 
 Publish = Callable[[Payload], Awaitable[None]]
