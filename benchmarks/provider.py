@@ -30,9 +30,10 @@ from rich.console import Console
 from rich.table import Table
 
 from barfinex_cli.bus.redis_streams import RedisStreamsBus
+from barfinex_cli.kernel.parts import Kernel
 from barfinex_cli.market.synthetic import generate_candles
 from barfinex_cli.provider.connectors.replay import ReplayConnector
-from barfinex_cli.provider.service import Provider, ProviderOptions
+from barfinex_cli.provider.service import ProviderOptions
 from barfinex_cli.runtime.settings import load_settings
 from barfinex_cli.store.market import MarketStore, SeriesKey
 
@@ -113,14 +114,15 @@ async def replay_onto(bus: str) -> float:
             speed=None, days=DAYS, history=60, exit_at_end=True, record=False, port=0,
             timeframes=("1m", "5m", "15m", "1h"),
         )  # fmt: skip
-        provider = Provider(settings, options)
-        task = asyncio.create_task(provider.run(asyncio.Event()))
-        await provider.ready.wait()  # start-up (imports, history, gateway) is not replay speed
-        start = time.perf_counter()
-        await task
-        elapsed = time.perf_counter() - start
-        assert provider.runtime is not None
-        rate = provider.runtime.candles / elapsed
+        async with Kernel(settings) as kernel:
+            provider = await kernel.provider(options)
+            task = asyncio.create_task(provider.run(asyncio.Event()))
+            await provider.ready.wait()  # start-up (imports, history, gateway) is not replay
+            start = time.perf_counter()
+            await task
+            elapsed = time.perf_counter() - start
+            assert provider.runtime is not None
+            rate = provider.runtime.candles / elapsed
     if bus == "redis":
         cleanup = RedisStreamsBus(URL, namespace)
         await cleanup.delete_namespace()

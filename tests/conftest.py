@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
 REDIS_URL = os.environ.get("BFX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+Kernels = Callable[[Any], Awaitable[Any]]
+"""The `kernels` fixture: `await kernels(settings)` is an open kernel, closed after the test."""
 
 
 @pytest.fixture
@@ -50,3 +54,24 @@ async def bus(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator[o
     finally:
         await redis.delete_namespace()
         await redis.close()
+
+
+@pytest.fixture
+async def kernels() -> AsyncIterator[object]:
+    """Yield `make(settings)`, which opens a kernel; every kernel made is closed afterwards."""
+    from barfinex_cli.kernel.parts import Kernel
+    from barfinex_cli.runtime.settings import Settings
+
+    made: list[Kernel] = []
+
+    async def make(settings: Settings) -> Kernel:
+        kernel = Kernel(settings)
+        await kernel.bus()
+        made.append(kernel)
+        return kernel
+
+    try:
+        yield make
+    finally:
+        for kernel in reversed(made):
+            await kernel.close()

@@ -11,12 +11,12 @@ from pathlib import Path
 from barfinex_cli.bus.redis_streams import RedisStreamsBus
 from barfinex_cli.detector.engine import VectorEngine
 from barfinex_cli.detector.loader import load_strategy
-from barfinex_cli.detector.service import Detector, DetectorOptions
-from barfinex_cli.provider.service import Provider, ProviderOptions
+from barfinex_cli.detector.service import DetectorOptions
+from barfinex_cli.provider.service import ProviderOptions
 from barfinex_cli.runtime.settings import load_settings
 from barfinex_cli.store.audit import AuditStore
 from barfinex_cli.store.market import MarketStore, SeriesKey
-from conftest import REDIS_URL
+from conftest import REDIS_URL, Kernels
 
 STRATEGY = """
 from barfinex_cli.detector import indicators as ta
@@ -49,21 +49,21 @@ def _trades(path: Path, minutes: int) -> None:
 
 
 async def test_flow_rules_fire_live_on_candles_built_from_sided_trades(
-    tmp_path: Path, namespace: str
+    tmp_path: Path, namespace: str, kernels: Kernels
 ) -> None:
     data = tmp_path / "BTCUSDT-trades.csv"
     _trades(data, 300)
     strategy = tmp_path / "flow.py"
     strategy.write_text(STRATEGY)
     settings = load_settings(home=tmp_path, namespace=namespace, redis_url=REDIS_URL, token="t")
-    provider = Provider(settings, ProviderOptions(
+    provider = await (await kernels(settings)).provider(ProviderOptions(
         replay=data, symbols=("BTC/USDT",), timeframes=("1m",), speed=3000, history=60, port=0,
         exit_at_end=True,
     ))  # fmt: skip
     provider_stop = asyncio.Event()
     provider_task = asyncio.create_task(provider.run(provider_stop))
     await asyncio.wait_for(provider.ready.wait(), 30)
-    detector = Detector(settings, DetectorOptions(
+    detector = await (await kernels(settings)).detector(DetectorOptions(
         strategy=strategy, instance="flow-1", provider_url=provider.gateway_url, port=0,
         join_registry=False,
     ))  # fmt: skip

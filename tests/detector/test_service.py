@@ -20,10 +20,11 @@ from barfinex_cli.contracts.inspector import ThrottleOrdered
 from barfinex_cli.detector.engine import VectorEngine
 from barfinex_cli.detector.loader import load_strategy
 from barfinex_cli.detector.service import Detector, DetectorOptions
+from barfinex_cli.kernel.parts import Kernel
 from barfinex_cli.provider.service import Provider, ProviderOptions
 from barfinex_cli.runtime.settings import Settings, load_settings
 from barfinex_cli.store.market import MarketStore, SeriesKey
-from conftest import REDIS_URL
+from conftest import REDIS_URL, Kernels
 
 STRATEGY = """
 from barfinex_cli.detector import indicators as ta
@@ -53,7 +54,8 @@ async def stack(tmp_path: Path, namespace: str) -> AsyncIterator[tuple[Settings,
         symbols=("BTC/USDT",), timeframes=("1m", "5m"), speed=3000, history=300, days=0.5,
         port=0, exit_at_end=False, health_interval_s=1,
     )  # fmt: skip
-    provider = Provider(settings, options)
+    kernel = Kernel(settings)
+    provider = await kernel.provider(options)
     stop = asyncio.Event()
     task = asyncio.create_task(provider.run(stop))
     await asyncio.wait_for(provider.ready.wait(), 30)
@@ -62,6 +64,7 @@ async def stack(tmp_path: Path, namespace: str) -> AsyncIterator[tuple[Settings,
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+        await kernel.close()
         bus = RedisStreamsBus(REDIS_URL, namespace)
         await bus.delete_namespace()
         await bus.close()
@@ -75,15 +78,14 @@ async def _signals(settings: Settings) -> list[Envelope[Any]]:
 
 
 async def _started(
-    stack: tuple[Settings, Provider], tmp_path: Path, **options: Any
+    stack: tuple[Settings, Provider], tmp_path: Path, kernels: Kernels, **options: Any
 ) -> tuple[Path, Detector, asyncio.Event, asyncio.Task[int]]:
     """Write the test strategy and start a detector on the stack's provider; wait until ready."""
     settings, provider = stack
     path = tmp_path / "momentum.py"
     path.write_text(STRATEGY)
-    detector = Detector(
-        settings,
-        DetectorOptions(strategy=path, provider_url=provider.gateway_url, port=0, **options),
+    detector = await (await kernels(settings)).detector(
+        DetectorOptions(strategy=path, provider_url=provider.gateway_url, port=0, **options)
     )
     stop = asyncio.Event()
     task = asyncio.create_task(detector.run(stop))
@@ -92,11 +94,11 @@ async def _started(
 
 
 async def test_live_signals_equal_a_scan_and_trace_back_to_their_candle(
-    stack: tuple[Settings, Provider], tmp_path: Path
+    stack: tuple[Settings, Provider], tmp_path: Path, kernels: Kernels
 ) -> None:
     settings, provider = stack
     path, detector, stop, task = await _started(
-        stack, tmp_path, instance="mom-1", metrics_interval_s=0.5, heartbeat_s=0.2
+        stack, tmp_path, kernels, instance="mom-1", metrics_interval_s=0.5, heartbeat_s=0.2
     )
     assert detector.warmed["BTC/USDT"] >= 300
     async with httpx.AsyncClient() as client:
@@ -139,13 +141,17 @@ async def test_live_signals_equal_a_scan_and_trace_back_to_their_candle(
     assert chain[0].payload.open_time == live[0].payload.candle_time
 
 
-async def test_a_throttle_addressed_to_the_instance_mutes_its_signals(
-    stack: tuple[Settings, Provider], tmp_path: Path
+async def test_a_throttle_in_market_time_mutes_the_instance_until_the_market_reaches_it(
+    stack: tuple[Settings, Provider], tmp_path: Path, kernels: Kernels
 ) -> None:
     settings, _ = stack
-    _, detector, stop, task = await _started(stack, tmp_path, instance="mom-2", join_registry=False)
+    _, detector, stop, task = await _started(
+        stack, tmp_path, kernels, instance="mom-2", join_registry=False
+    )
+    assert detector.clock.kind == "market"  # the provider replays: the detector follows it
     bus = RedisStreamsBus(REDIS_URL, settings.namespace)
-    until = datetime.now(UTC) + timedelta(seconds=3)
+    # 3000x replay: 150 market minutes pass in about 3 s of wall time.
+    until = detector.clock.now() + timedelta(minutes=150)
     await bus.publish(make_event(
         ThrottleOrdered(instance="mom-2", until=until, policy="loss_streak", reason="3 losses"),
         source="inspector",
@@ -161,10 +167,16 @@ async def test_a_throttle_addressed_to_the_instance_mutes_its_signals(
         await asyncio.sleep(0.05)
     assert detector.throttled_until == until
     signals_at_throttle = detector.signals
-    await asyncio.sleep(max(0.0, (until - datetime.now(UTC)).total_seconds()) - 0.2)
+    for _ in range(400):  # until the market is just short of the throttle's end
+        if detector.clock.now() >= until - timedelta(minutes=10):
+            break
+        await asyncio.sleep(0.02)
     assert detector.signals == signals_at_throttle  # muted while the throttle lasts
     assert detector.suppressed > 0
-    await asyncio.sleep(1.5)
+    for _ in range(400):
+        if detector.clock.now() >= until + timedelta(minutes=60):
+            break
+        await asyncio.sleep(0.02)
     stop.set()
     await asyncio.wait_for(task, 30)
     assert detector.signals > signals_at_throttle  # and speaking again after it ends
@@ -203,7 +215,7 @@ def test_run_without_a_provider_says_how_to_start_one(tmp_path: Path) -> None:
 
 
 async def test_a_wrong_token_is_refused_with_the_fix(
-    stack: tuple[Settings, Provider], tmp_path: Path
+    stack: tuple[Settings, Provider], tmp_path: Path, kernels: Kernels
 ) -> None:
     from barfinex_cli.errors import ServiceUnreachable
 
@@ -211,8 +223,8 @@ async def test_a_wrong_token_is_refused_with_the_fix(
     path = tmp_path / "momentum.py"
     path.write_text(STRATEGY)
     wrong = settings.model_copy(update={"token": SecretStr("not-the-token")})
-    detector = Detector(
-        wrong, DetectorOptions(strategy=path, provider_url=provider.gateway_url, port=0)
+    detector = await (await kernels(wrong)).detector(
+        DetectorOptions(strategy=path, provider_url=provider.gateway_url, port=0)
     )
     with pytest.raises(ServiceUnreachable, match="refused the token — set BFX_TOKEN"):
         await asyncio.wait_for(detector.run(asyncio.Event()), 30)

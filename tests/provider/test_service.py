@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from barfinex_cli.bus.redis_streams import RedisStreamsBus
-from barfinex_cli.provider.service import Provider, ProviderOptions
+from barfinex_cli.provider.service import ProviderOptions
 from barfinex_cli.runtime.settings import load_settings
 from barfinex_cli.store.audit import AuditStore
 from barfinex_cli.store.market import MarketStore, SeriesKey
-from conftest import REDIS_URL
+from conftest import REDIS_URL, Kernels
 
 OPTIONS = dict(
     symbols=("BTC/USDT",), timeframes=("1m", "5m", "1h"), speed=None, history=60, days=0.25,
@@ -29,12 +29,12 @@ OPTIONS = dict(
 
 @pytest.mark.parametrize("bus", ["redis", "memory"])
 async def test_replay_candles_reach_the_bus_the_market_store_and_the_audit_log(
-    tmp_path: Path, namespace: str, bus: str
+    kernels: Kernels, tmp_path: Path, namespace: str, bus: str
 ) -> None:
     settings = load_settings(
         home=tmp_path, namespace=namespace, bus=bus, redis_url=REDIS_URL, token="t0ken"
     )
-    provider = Provider(settings, ProviderOptions(**OPTIONS))  # type: ignore[arg-type]
+    provider = await (await kernels(settings)).provider(ProviderOptions(**OPTIONS))  # type: ignore[arg-type]
     published = await asyncio.wait_for(provider.run(asyncio.Event()), 60)
     try:
         with MarketStore(settings.market_path) as market:
@@ -134,7 +134,7 @@ async def _purge(namespace: str) -> int:
 
 
 async def test_provider_posts_signed_webhooks_named_in_the_settings(
-    tmp_path: Path, namespace: str
+    kernels: Kernels, tmp_path: Path, namespace: str
 ) -> None:
     from aiohttp import web
 
@@ -161,7 +161,7 @@ async def test_provider_posts_signed_webhooks_named_in_the_settings(
         webhook_secret="hook-secret",
     )  # fmt: skip
     options = ProviderOptions(**{**OPTIONS, "exit_at_end": False})  # type: ignore[arg-type]
-    provider = Provider(settings, options)
+    provider = await (await kernels(settings)).provider(options)
     stop = asyncio.Event()
     task = asyncio.create_task(provider.run(stop))
     try:
@@ -181,20 +181,20 @@ async def test_provider_posts_signed_webhooks_named_in_the_settings(
     assert json.loads(body)["type"] == "market.candle"
 
 
-def test_a_webhook_without_a_secret_is_a_config_error(tmp_path: Path, namespace: str) -> None:
+def test_a_webhook_without_a_secret_is_a_config_error_when_settings_load(
+    tmp_path: Path, namespace: str
+) -> None:
     from barfinex_cli.errors import ConfigError
 
-    settings = load_settings(
-        home=tmp_path, namespace=namespace, bus="memory", token="t0ken",
-        webhooks={"targets": [{"url": "http://127.0.0.1:9/hook"}]},
-    )  # fmt: skip
-    provider = Provider(settings, ProviderOptions(**OPTIONS))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="BFX_WEBHOOK_SECRET"):
-        asyncio.run(provider.run(asyncio.Event()))
+        load_settings(
+            home=tmp_path, namespace=namespace, bus="memory", token="t0ken",
+            webhooks={"targets": [{"url": "http://127.0.0.1:9/hook"}]},
+        )  # fmt: skip
 
 
 async def test_a_bad_row_in_stored_history_is_found_repaired_and_verified_at_start(
-    tmp_path: Path, namespace: str
+    kernels: Kernels, tmp_path: Path, namespace: str
 ) -> None:
     from barfinex_cli.market.synthetic import DEFAULT_START_MS
     from barfinex_cli.store.market import CandleRow
@@ -204,7 +204,8 @@ async def test_a_bad_row_in_stored_history_is_found_repaired_and_verified_at_sta
     with MarketStore(tmp_path / "market.db") as market:
         market.upsert_candles(key, [bad])  # half a minute off the grid
     settings = load_settings(home=tmp_path, namespace=namespace, bus="memory", token="t0ken")
-    await asyncio.wait_for(Provider(settings, ProviderOptions(**OPTIONS)).run(asyncio.Event()), 60)  # type: ignore[arg-type]
+    provider = await (await kernels(settings)).provider(ProviderOptions(**OPTIONS))  # type: ignore[arg-type]
+    await asyncio.wait_for(provider.run(asyncio.Event()), 60)
     with MarketStore(settings.market_path) as market:
         opens = [r.open_ms for r in market.candles(key)]
     assert bad.open_ms not in opens
@@ -215,11 +216,11 @@ async def test_a_bad_row_in_stored_history_is_found_repaired_and_verified_at_sta
 
 
 async def test_connector_recovery_reconnects_and_the_stream_resumes_without_duplicates(
-    tmp_path: Path, namespace: str
+    kernels: Kernels, tmp_path: Path, namespace: str
 ) -> None:
     settings = load_settings(home=tmp_path, namespace=namespace, bus="memory", token="t0ken")
     options = ProviderOptions(**{**OPTIONS, "speed": 3000.0, "exit_at_end": True})  # type: ignore[arg-type]
-    provider = Provider(settings, options)
+    provider = await (await kernels(settings)).provider(options)
     task = asyncio.create_task(provider.run(asyncio.Event()))
     await asyncio.wait_for(provider.ready.wait(), 30)
     assert provider.runtime is not None

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from barfinex_cli.provider.service import Provider, ProviderOptions
+from barfinex_cli.provider.service import ProviderOptions
 from barfinex_cli.runtime.settings import load_settings
 from barfinex_cli.store.audit import AuditStore
 from barfinex_cli.store.market import MarketStore, SeriesKey
+from conftest import Kernels
 from provider.fake_exchange import FakeBinance, expected, kline_message, trade_message
 
 MINUTE = 60_000
@@ -29,7 +30,7 @@ async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeBinance]:
 
 
 async def test_live_candles_from_the_exchange_websocket_are_stored_published_and_recorded(
-    fake: FakeBinance, tmp_path: Path, namespace: str
+    fake: FakeBinance, tmp_path: Path, namespace: str, kernels: Kernels
 ) -> None:
     t0 = int(time.time() * 1000) // MINUTE * MINUTE - 10 * MINUTE
     fake.ws_scripts["btcusdt@kline_1m"] = [
@@ -45,7 +46,7 @@ async def test_live_candles_from_the_exchange_websocket_are_stored_published_and
         exchange="binance", symbols=("BTC/USDT",), timeframes=("1m", "5m"), port=0,
         health_interval_s=0.2,
     )  # fmt: skip
-    provider = Provider(settings, options)
+    provider = await (await kernels(settings)).provider(options)
     stop = asyncio.Event()
     task = asyncio.create_task(provider.run(stop))
     await asyncio.wait_for(provider.ready.wait(), 30)

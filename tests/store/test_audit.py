@@ -303,7 +303,7 @@ def million_rows() -> Iterator[tuple[object, ...]]:
         if n % 5 == 0:
             trace_id, parent_id = event_id, None
         ts_us = BASE_US + n * 1000
-        yield (event_id, TYPES[n % 10], SOURCES[n % 4], ts_us, "", trace_id, parent_id, 1, "{}")
+        yield (event_id, TYPES[n % 10], SOURCES[n % 4], ts_us, "", trace_id, parent_id, 1, "{}", 0)
         parent_id = event_id
 
 
@@ -354,3 +354,33 @@ def test_children_lookup_uses_the_partial_parent_index(store: AuditStore) -> Non
         "EXPLAIN QUERY PLAN SELECT type, body FROM events WHERE parent_id = ? ORDER BY id", ["x"]
     ).fetchall()
     assert any("idx_events_parent_id" in str(row) for row in plan)
+
+
+def test_a_row_keeps_the_wall_time_it_was_recorded_beside_the_event_time(tmp_path: Path) -> None:
+    from barfinex_cli.contracts.envelope import make_event
+    from barfinex_cli.contracts.market import ConnectorHealth
+
+    then = datetime(2024, 1, 1, tzinfo=UTC)
+    health = ConnectorHealth(
+        connector="replay", exchange="synthetic", connected=True, lag_ms=0, messages_per_s=0,
+        reconnects=0, gaps=0, rate_limit_waits=0,
+    )  # fmt: skip
+    with AuditStore(tmp_path / "audit.db") as store:
+        store.append([make_event(health, source="provider/replay", ts=then)])
+        ts_us, recorded_us = store.db.execute("SELECT ts_us, recorded_us FROM events").fetchone()
+    assert ts_us == int(then.timestamp()) * 1_000_000
+    assert recorded_us > int(datetime(2025, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
+
+
+def test_an_audit_file_from_before_recorded_us_gains_the_column_on_open(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "audit.db"
+    with AuditStore(path):
+        pass
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE events DROP COLUMN recorded_us")
+    conn.commit()
+    conn.close()
+    with AuditStore(path) as store:
+        assert "recorded_us" in store.db.table("events").columns_dict

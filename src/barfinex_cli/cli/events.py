@@ -243,10 +243,16 @@ def record(
     import asyncio
 
     from barfinex_cli.cli.render import err
-    from barfinex_cli.runtime.recording import run_recorder
+    from barfinex_cli.kernel.launch import serve
+    from barfinex_cli.kernel.parts import Kernel
+    from barfinex_cli.runtime.recording import Recording
 
     settings = state_of(ctx).settings()
-    written = asyncio.run(run_recorder(settings, group=group))
+
+    async def build(kernel: Kernel) -> Recording:
+        return await kernel.recording(group)
+
+    _, written = asyncio.run(serve(settings, build))
     err().print(f"recorded {written} events into {settings.audit_path}")
 
 

@@ -35,7 +35,9 @@ def start(
     symbols: Annotated[
         str | None, typer.Option(help="Comma-separated, e.g. BTC/USDT,ETH/USDT.")
     ] = None,
-    timeframes: Annotated[str, typer.Option(help="Candles to build and publish.")] = "1m,5m,15m,1h",
+    timeframes: Annotated[
+        str | None, typer.Option(help="Candles to build and publish [default: 1m,5m,15m,1h].")
+    ] = None,
     replay: Annotated[
         Path | None,
         typer.Option(
@@ -43,19 +45,24 @@ def start(
         ),
     ] = None,
     speed: Annotated[
-        str, typer.Option(help="Replay speed: a multiple of real time, or max.")
-    ] = "60",
+        str | None,
+        typer.Option(help="Replay speed: a multiple of real time, or max [default: 60]."),
+    ] = None,
     history: Annotated[
-        int, typer.Option(help="Replay: base candles kept as history before the live part.", min=0)
-    ] = 720,
+        int | None,
+        typer.Option(help="Replay: base candles kept as history before the live part [720]."),
+    ] = None,
     days: Annotated[
-        float, typer.Option(help="Synthetic replay: days of market to make.", min=0.01)
-    ] = 7.0,
+        float | None, typer.Option(help="Synthetic replay: days of market to make [default: 7].")
+    ] = None,
     paper: Annotated[
-        bool, typer.Option("--paper/--live-orders", help="Route orders to the paper broker.")
-    ] = True,
-    host: Annotated[str, typer.Option(help="Gateway address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Gateway port (0 picks a free one).")] = 8081,
+        bool | None,
+        typer.Option("--paper/--live-orders", help="Route orders to the paper broker [paper]."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Gateway address [127.0.0.1].")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Gateway port; 0 picks a free one [default: 8081].")
+    ] = None,
     no_record: Annotated[
         bool, typer.Option("--no-record", help="Do not run the recorder.")
     ] = False,
@@ -65,64 +72,79 @@ def start(
     mcp_orders: Annotated[
         bool, typer.Option("--mcp-orders", help="Offer the place_order MCP tool.")
     ] = False,
+    wait_for_apps: Annotated[
+        int | None,
+        typer.Option(help="Replay: hold the live part until this many roles registered [0]."),
+    ] = None,
+    clock: Annotated[
+        str | None,
+        typer.Option(help="auto (market time for a replay), wall or market [default: auto]."),
+    ] = None,
 ) -> None:
     """Start the provider: market data onto the bus, the paper broker, the gateway on :8081.
 
     With no --exchange it replays (the synthetic market unless --replay names files), which needs
-    no network and no account. Stop it with Ctrl-C: in-flight events are finished and recorded.
+    no network and no account. A replay runs on market time: its events are stamped with the
+    candles' time. Defaults come from `[provider]` in bfx.toml; options override them. Stop it
+    with Ctrl-C: in-flight events are finished and recorded.
     """
     import asyncio
 
-    from pydantic import ValidationError
-
     from barfinex_cli.cli.render import err
     from barfinex_cli.errors import UsageError
-    from barfinex_cli.provider.service import Provider, ProviderOptions
-    from barfinex_cli.runtime.lifecycle import run_role
+    from barfinex_cli.kernel.launch import serve
+    from barfinex_cli.kernel.parts import Kernel
+    from barfinex_cli.provider.service import Provider
     from barfinex_cli.runtime.logs import setup_logging
 
     settings = state_of(ctx).settings()
     setup_logging(settings.log_level, json_lines=settings.log_json or None)
-    if speed.lower() not in ("max", "0"):
+    speed_value: float | None = None
+    if speed is not None and speed.lower() not in ("max", "0"):
         try:
-            float(speed.removesuffix("x"))
+            speed_value = float(speed.removesuffix("x"))
         except ValueError:
             raise UsageError(
                 f"--speed takes a multiple of real time (60, 600x) or max, not {speed!r}"
             ) from None
-    try:
-        options = ProviderOptions(
-            exchange=exchange,
-            symbols=_split(symbols),
-            timeframes=_split(timeframes),
-            replay=replay,
-            speed=None if speed.lower() in ("max", "0") else float(speed.removesuffix("x")),
-            history=history,
-            days=days,
-            paper=paper,
-            host=host,
-            port=port,
-            record=not no_record,
-            exit_at_end=exit_at_end,
-            mcp_orders=mcp_orders,
-        )
-    except (ValidationError, ValueError) as exc:
-        raise UsageError(f"bad provider option: {str(exc).splitlines()[-1].strip()}") from None
-    provider = Provider(settings, options)
+    base = settings.provider
+    if speed is not None and speed_value is None:  # max: as fast as possible
+        base = base.model_copy(update={"speed": None})
+    config = base.with_overrides(
+        exchange=exchange,
+        symbols=_split(symbols) or None,
+        timeframes=_split(timeframes) or None,
+        replay=replay,
+        speed=speed_value,
+        history=history,
+        days=days,
+        paper=paper,
+        host=host,
+        port=port,
+        record=False if no_record else None,
+        exit_at_end=exit_at_end or None,
+        mcp_orders=mcp_orders or None,
+        wait_for_apps=wait_for_apps,
+        clock=clock,
+    )
 
     def token_created(token: str, path: Path) -> None:
         err().print(f"gateway token created in {path} (shown once): {token}")
 
-    provider.on_token_created = token_created
+    async def build(kernel: Kernel) -> Provider:
+        return await kernel.provider(config, on_token_created=token_created)
 
-    def announce() -> None:
-        source = exchange or (str(replay) if replay else "synthetic market (replay)")
+    def announce(provider: Provider) -> None:
+        source = config.exchange or (
+            str(config.replay) if config.replay else "synthetic market (replay)"
+        )
         err().print(
             f"provider up: {source}, gateway {provider.gateway_url}, "
-            f"bus {settings.bus}:{settings.namespace}, data {settings.home}"
+            f"bus {settings.bus}:{settings.namespace}, {provider.clock.kind} clock, "
+            f"data {settings.home}"
         )
 
-    events = asyncio.run(run_role(provider.run, provider.ready, announce))
+    _, events = asyncio.run(serve(settings, build, announce))
     err().print(f"provider stopped after publishing {events} events")
 
 

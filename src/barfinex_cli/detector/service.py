@@ -1,11 +1,14 @@
-"""The detector service: one strategy instance as its own process, on the bus.
+"""The detector service: one strategy instance as a role on the bus.
 
-It joins its own consumer group on `market.candle` (and `inspector.throttle`) before warming up,
-so no candle falls between the warm-up and the live stream; warms the incremental engine from the
-provider's REST history; then evaluates every closed candle of its symbols and timeframe and
+It takes what the kernel built for it (the bus, the clock, the gateway client, the loaded
+strategy, its typed config) and opens nothing itself but its `/health` socket. It joins its own
+consumer group on `market.candle` (and `inspector.throttle`) before warming up, so no candle falls
+between the warm-up and the live stream; warms the incremental engine from the provider's history
+through the gateway client; then evaluates every closed candle of its symbols and timeframe and
 publishes `detector.signal` as a child of the candle that fired it (so `bfx trace` reaches the
-candle). It registers with the provider, heartbeats, serves `/health` and `/metrics`, reports
-`detector.metrics` periodically, and obeys a THROTTLE addressed to it.
+candle). On a market clock (the provider replays) a signal is stamped with its candle's close and
+a throttle lasts in market time. It registers with the provider, heartbeats, serves `/health` and
+`/metrics`, reports `detector.metrics` periodically, and obeys a THROTTLE addressed to it.
 """
 
 from __future__ import annotations
@@ -14,28 +17,26 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
-
-import httpx
-from pydantic import BaseModel, ConfigDict, Field
 
 from barfinex_cli.bus.base import Bus, consume
 from barfinex_cli.contracts.detector import DetectorMetricsReported, DetectorThrottled
 from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.inspector import ThrottleOrdered
 from barfinex_cli.contracts.market import CandleClosed
+from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.detector.engine import to_payload
 from barfinex_cli.detector.engine_incremental import IncrementalEngine, candle_values
-from barfinex_cli.detector.loader import load_strategy
 from barfinex_cli.detector.strategy import Strategy
-from barfinex_cli.errors import ServiceUnreachable, StrategyError, UsageError
-from barfinex_cli.runtime.connect import open_bus
+from barfinex_cli.errors import NotFound, StrategyError, UsageError
+from barfinex_cli.market.candles import timeframe_ms
+from barfinex_cli.runtime.client import GatewayClient
+from barfinex_cli.runtime.clock import Clock
+from barfinex_cli.runtime.config import DetectorConfig
 from barfinex_cli.runtime.health import bind_first_free, health_app, serve_health
 from barfinex_cli.runtime.registration import Registration
-from barfinex_cli.runtime.settings import Settings
 
 log = logging.getLogger("bfx.detector")
 
@@ -43,20 +44,8 @@ WARMUP_MAX = 5000
 """The most history candles asked of the provider per symbol (its per-request cap)."""
 
 
-class DetectorOptions(BaseModel):
-    """How one detector instance runs; validated before anything starts."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    strategy: Path
-    instance: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    exchange: str | None = None
-    provider_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int = Field(8101, ge=0, le=65535)
-    metrics_interval_s: float = Field(30.0, gt=0)
-    heartbeat_s: float = Field(5.0, gt=0)
-    join_registry: bool = True
+DetectorOptions = DetectorConfig
+"""The detector's typed config (`[detector]` in bfx.toml); the old name still reads well here."""
 
 
 class _Latency:
@@ -78,15 +67,29 @@ class _Latency:
 class Detector:
     """One running strategy instance."""
 
-    def __init__(self, settings: Settings, options: DetectorOptions) -> None:
-        self.settings = settings
-        self.options = options
-        self.strategy: Strategy = load_strategy(options.strategy)
+    def __init__(
+        self,
+        config: DetectorConfig,
+        *,
+        strategy: Strategy,
+        bus: Bus,
+        clock: Clock,
+        client: GatewayClient,
+    ) -> None:
+        self.options = config
+        self.strategy = strategy
+        self.bus = bus
+        self.clock = clock
+        self.client = client
         self.engine = IncrementalEngine(self.strategy)
-        self.instance = options.instance or self.strategy.name
+        self.instance = config.instance or self.strategy.name
         self.source = f"detector/{self.instance}"
-        self.exchange = options.exchange
+        self.exchange = config.exchange
         self.signals = 0
+        self.published = 0
+        """Events this instance published (signals, metrics, throttle notices)."""
+        self.candles_seen = 0
+        """`market.candle` events delivered to it (any series), for a stack to know it caught up."""
         self.suppressed = 0
         self.throttled_until: datetime | None = None
         self.latency = _Latency()
@@ -94,16 +97,15 @@ class Detector:
         self.ready = asyncio.Event()
         self.health_url: str | None = None
         self.warmed: dict[str, int] = {}
-        self._bus: Bus | None = None
-        self._last_metrics_evaluations = 0
+        self._tf_ms = timeframe_ms(strategy.timeframe)
 
     @property
     def provider_url(self) -> str:
-        return (self.options.provider_url or self.settings.provider_url).rstrip("/")
+        return self.client.base_url
 
     async def run(self, stop: asyncio.Event) -> int:
         """Run until `stop` is set; return how many signals were published."""
-        bus = self._bus = await open_bus(self.settings)
+        bus = self.bus
         tasks: list[asyncio.Task[Any]] = []
         try:
             consumer = await bus.consumer(
@@ -112,15 +114,16 @@ class Detector:
                 ["market.candle", "inspector.throttle"],
                 start="$",
             )
-            token = await self._warm_up()
-            sock = bind_first_free(self.options.host, self.options.port)
-            host, port = sock.getsockname()[:2]
-            self.health_url = f"http://{host}:{port}"
-            app = health_app(self.status, self.prometheus)
-            tasks.append(asyncio.create_task(serve_health(app, sock, stop), name="health"))
-            if self.options.join_registry and token is not None:
+            await self._warm_up()
+            if self.options.serve_health:
+                sock = bind_first_free(self.options.host, self.options.port)
+                host, port = sock.getsockname()[:2]
+                self.health_url = f"http://{host}:{port}"
+                app = health_app(self.status, self.prometheus)
+                tasks.append(asyncio.create_task(serve_health(app, sock, stop), name="health"))
+            if self.options.join_registry:
                 registration = Registration(
-                    self.provider_url, token, name=self.instance, role="detector",
+                    self.client, name=self.instance, role="detector",
                     url=self.health_url, interval_s=self.options.heartbeat_s,
                 )  # fmt: skip
                 tasks.append(asyncio.create_task(registration.run(stop), name="heartbeat"))
@@ -137,67 +140,38 @@ class Detector:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*tasks, return_exceptions=True)
-            await bus.close()
         return self.signals
 
-    async def _warm_up(self) -> str | None:
-        """Feed the engine the provider's history of each symbol; return the token used."""
-        token = _token(self.settings)
+    async def _warm_up(self) -> None:
+        """Feed the engine the provider's history of each symbol."""
         # Recursive indicators (EMA, RSI, ATR, ADX) remember all history: warm up on much more
         # than the strict need, so live values settle onto what a scan of the series gives.
         need = min(max(self.strategy.effective_warmup * 10, 1000), WARMUP_MAX)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            async with httpx.AsyncClient(
-                base_url=self.provider_url, headers=headers, timeout=10
-            ) as client:
-                for symbol in self.strategy.symbols:
-                    exchange = self.exchange or await self._find_exchange(client, symbol)
-                    self.exchange = exchange
-                    response = await self._get(
-                        client,
-                        "/api/v1/candles",
-                        {"exchange": exchange, "symbol": symbol,
-                         "timeframe": self.strategy.timeframe, "limit": need},
-                    )  # fmt: skip
-                    if response.status_code == 404:
-                        raise UsageError(
-                            f"the provider holds no {exchange} {symbol} "
-                            f"{self.strategy.timeframe} candles — check the strategy's symbols "
-                            "and timeframe against `bfx data list`"
-                        )
-                    response.raise_for_status()
-                    rows = response.json()["candles"]
-                    self.warmed[symbol] = self.engine.warm(symbol, rows)
-        except httpx.HTTPError as exc:
-            raise ServiceUnreachable(
-                f"provider not reachable at {self.provider_url} ({exc}) — start it with "
-                "`bfx provider start`, or pass --provider URL"
-            ) from None
-        return token
+        for symbol in self.strategy.symbols:
+            exchange = self.exchange or await self._find_exchange(symbol)
+            self.exchange = exchange
+            try:
+                answer = await self.client.candles(
+                    exchange, symbol, self.strategy.timeframe, limit=need
+                )
+            except NotFound:
+                raise UsageError(
+                    f"the provider holds no {exchange} {symbol} {self.strategy.timeframe} "
+                    "candles — check the strategy's symbols and timeframe against `bfx data list`"
+                ) from None
+            rows = [candle.model_dump() for candle in answer.candles]
+            self.warmed[symbol] = self.engine.warm(symbol, rows)
+            if rows:
+                self.clock.advance_to(int(rows[-1]["open_ms"]) + self._tf_ms)
 
-    async def _get(
-        self, client: httpx.AsyncClient, path: str, params: dict[str, Any] | None = None
-    ) -> httpx.Response:
-        """GET from the provider; a refused token is a clear error, not an HTTP status."""
-        response = await client.get(path, params=params)
-        if response.status_code in (401, 403):
-            raise ServiceUnreachable(
-                f"the provider at {self.provider_url} refused the token — set BFX_TOKEN to the "
-                "provider's token (DATA_DIR/token), or run with the provider's --data-dir"
-            )
-        return response
-
-    async def _find_exchange(self, client: httpx.AsyncClient, symbol: str) -> str:
-        response = await self._get(client, "/api/v1/series")
-        response.raise_for_status()
+    async def _find_exchange(self, symbol: str) -> str:
         held = {
-            s["exchange"]
-            for s in response.json()["series"]
-            if s["symbol"] == symbol and s["timeframe"] == self.strategy.timeframe
+            s.exchange
+            for s in await self.client.series()
+            if s.symbol == symbol and s.timeframe == self.strategy.timeframe
         }
         if len(held) == 1:
-            return str(held.pop())
+            return held.pop()
         if not held:
             raise UsageError(
                 f"the provider holds no {symbol} {self.strategy.timeframe} candles — start the "
@@ -220,29 +194,39 @@ class Detector:
             return
         if not isinstance(payload, CandleClosed):
             return
+        self.candles_seen += 1
         if payload.timeframe != self.strategy.timeframe:
             return
         if payload.symbol not in self.strategy.symbols:
             return
         if self.exchange is not None and payload.exchange != self.exchange:
             return
+        values = candle_values(payload)
+        close_ms = int(values["open_ms"]) + timeframe_ms(payload.timeframe)
+        self.clock.advance_to(close_ms)
         start = time.perf_counter()
         try:
-            records = self.engine.on_candle(payload.symbol, candle_values(payload))
+            records = self.engine.on_candle(payload.symbol, values)
         except (StrategyError, UsageError) as exc:
             log.error("evaluation failed", extra={"instance": self.instance, "error": str(exc)})
             return
         self.latency.add((time.perf_counter() - start) * 1e6)
+        # On a market clock a signal is stamped with its candle's close, whoever runs ahead.
+        at = self.clock.now() if self.clock.kind == "wall" else from_ms(close_ms)
         for record in records:
-            if self.throttled_until is not None and datetime.now(UTC) < self.throttled_until:
+            if self.throttled_until is not None and at < self.throttled_until:
                 self.suppressed += 1
                 continue
-            await self._publish(to_payload(record, self.instance, payload.exchange), parent=event)
+            signal = to_payload(record, self.instance, payload.exchange)
+            await self._publish(signal, parent=event, at=at)
             self.signals += 1
 
-    async def _publish(self, payload: Payload, parent: Envelope[Any] | None = None) -> None:
-        assert self._bus is not None
-        await self._bus.publish(make_event(payload, source=self.source, parent=parent))
+    async def _publish(
+        self, payload: Payload, parent: Envelope[Any] | None = None, at: datetime | None = None
+    ) -> None:
+        ts = at or self.clock.now()
+        await self.bus.publish(make_event(payload, source=self.source, parent=parent, ts=ts))
+        self.published += 1
 
     def _metrics(self) -> DetectorMetricsReported:
         window = time.monotonic() - self.started
@@ -275,6 +259,9 @@ class Detector:
             "timeframe": self.strategy.timeframe,
             "evaluations": self.engine.evaluations,
             "signals": self.signals,
+            "published": self.published,
+            "candles_seen": self.candles_seen,
+            "clock": self.clock.kind,
             "broken_rules": dict(self.engine.broken),
             "throttled_until": self.throttled_until.isoformat() if self.throttled_until else None,
             "uptime_s": round(time.monotonic() - self.started, 3),
@@ -307,14 +294,3 @@ class Detector:
             f"{self.latency.quantile(0.99):.3f}",
         ]
         return "\n".join(lines) + "\n"
-
-
-def _token(settings: Settings) -> str | None:
-    """Return the gateway token: BFX_TOKEN, else the provider's token file in the data dir."""
-    if settings.token is not None and settings.token.get_secret_value():
-        return settings.token.get_secret_value()
-    path = settings.home / "token"
-    if path.is_file():
-        text = path.read_text().strip()
-        return text or None
-    return None

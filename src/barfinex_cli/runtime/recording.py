@@ -1,56 +1,63 @@
-"""Run the audit recorder as a service: every stream of the bus into the SQLite audit store."""
+"""The audit recorder as a role: every stream of the bus into the SQLite audit store.
+
+It takes the bus and the store it is given (the kernel opens them), so the same recorder runs
+beside the provider in its process, on its own (`bfx events record`), or inside a backtest.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
 from typing import Any
 
 from barfinex_cli.bus.base import Bus
-from barfinex_cli.runtime.connect import open_bus
-from barfinex_cli.runtime.lifecycle import run_until_signalled
-from barfinex_cli.runtime.settings import Settings
 from barfinex_cli.store.audit import AuditStore
 from barfinex_cli.store.recorder import Recorder
 
 log = logging.getLogger("bfx.recorder")
 
 
-async def record(
-    settings: Settings,
-    stop: asyncio.Event,
-    *,
-    group: str = "recorder",
-    bus: Bus | None = None,
-    started: Callable[[Recorder[Any]], None] | None = None,
-) -> int:
-    """Record until `stop` is set; return how many events were written.
+class Recording:
+    """Record every event of `bus` into `store` until stopped."""
 
-    The consumer name is stable per host, so a restarted recorder first writes what it had read
-    but not acknowledged before it stopped. With `bus`, record from that bus (an in-process bus
-    must be shared); `started` receives the recorder once it runs.
-    """
-    settings.home.mkdir(parents=True, exist_ok=True)
-    own_bus = bus is None
-    the_bus = await open_bus(settings) if bus is None else bus
-    store = AuditStore(settings.audit_path)
-    try:
-        name = f"{group}-{socket.gethostname()}"
-        consumer = await the_bus.consumer(group, name, ["*"], start="0")
-        recorder: Recorder[Any] = Recorder(consumer, store, block_ms=200)
-        if started is not None:
-            started(recorder)
-        log.info("recording", extra={"bus": the_bus.url, "store": str(settings.audit_path)})
-        await recorder.run(stop)
-        return recorder.written
-    finally:
-        store.close()
-        if own_bus:
-            await the_bus.close()
+    def __init__(
+        self, bus: Bus, store: AuditStore, *, group: str = "recorder", block_ms: int = 200
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.group = group
+        self.block_ms = block_ms
+        self.recorder: Recorder[Any] | None = None
+        self.ready = asyncio.Event()
 
+    @property
+    def handled(self) -> int:
+        """Return how many events it has written or found already written."""
+        recorder = self.recorder
+        return 0 if recorder is None else recorder.written + recorder.duplicates
 
-async def run_recorder(settings: Settings, *, group: str = "recorder") -> int:
-    """Record until SIGINT/SIGTERM."""
-    return await run_until_signalled(lambda stop: record(settings, stop, group=group))
+    async def run(self, stop: asyncio.Event) -> int:
+        """Record until `stop` is set; return how many events were written.
+
+        The consumer name is stable per host, so a restarted recorder first writes what it had
+        read but not acknowledged before it stopped.
+        """
+        name = f"{self.group}-{socket.gethostname()}"
+        consumer = await self.bus.consumer(self.group, name, ["*"], start="0")
+        self.recorder = Recorder(consumer, self.store, block_ms=self.block_ms)
+        self.ready.set()
+        log.info("recording", extra={"bus": self.bus.url, "store": self.store.path})
+        await self.recorder.run(stop)
+        return self.recorder.written
+
+    async def drain(self, published: int, timeout_s: float = 30.0) -> bool:
+        """Wait until it has handled `published` events (or time runs out); tell whether it did."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if self.handled >= published:
+                return True
+            await asyncio.sleep(0.05)
+        log.warning("the recorder did not catch up in time; the rest stays pending on the bus")
+        return False

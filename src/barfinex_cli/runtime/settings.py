@@ -1,5 +1,10 @@
 """Settings: `bfx.toml` (or `--config`), overridden by `BFX_*` variables, overridden by CLI flags.
 
+Global keys sit at the top of the file (or in a `[bfx]` table); each role has its own typed
+section (`[provider]`, `[detector]`, `[webhooks]`, see `runtime.config`), validated at load. A
+nested key is set from the environment with a double underscore: `BFX_PROVIDER__PORT=9000`.
+The file is read by pydantic-settings' own TOML source.
+
 Secrets (the gateway token, exchange and LLM keys) are `SecretStr`: they are never printed, only
 reported as set or not. Validation errors become one `ConfigError` naming the file or variable,
 the key and the reason.
@@ -13,16 +18,21 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from barfinex_cli.errors import ConfigError
+from barfinex_cli.runtime.config import DetectorConfig, ProviderConfig, WebhooksConfig
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ENV_PREFIX = "BFX_"
 
-_toml_data: ContextVar[dict[str, Any] | None] = ContextVar("bfx_toml_data", default=None)
+_toml_file: ContextVar[Path | None] = ContextVar("bfx_toml_file", default=None)
 
 
 def default_home() -> Path:
@@ -34,7 +44,11 @@ class Settings(BaseSettings):
     """Every setting of bfx, with its default; see `bfx config show`."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
     )
 
     home: Path = Field(default_factory=default_home, description="data directory")
@@ -48,15 +62,34 @@ class Settings(BaseSettings):
     log_json: bool = Field(False, description="JSON-lines logs even in a terminal")
     token: SecretStr | None = Field(None, description="gateway bearer token")
     provider_url: str = Field("http://127.0.0.1:8081", description="provider gateway URL")
-    webhooks: dict[str, Any] | None = Field(
+    webhook_secret: SecretStr | None = Field(None, description="signs webhook bodies (env only)")
+    provider: ProviderConfig = Field(default_factory=ProviderConfig, description="[provider]")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="[detector]")
+    webhooks: WebhooksConfig | None = Field(
         None, description="[webhooks] table: targets (url, types), attempts, backoff_s, ..."
     )
-    webhook_secret: SecretStr | None = Field(None, description="signs webhook bodies (env only)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shared_webhook_secret(cls, data: Any) -> Any:
+        """Give the `[webhooks]` table the secret from BFX_WEBHOOK_SECRET unless it has one."""
+        if not isinstance(data, dict):
+            return data
+        table, secret = data.get("webhooks"), data.get("webhook_secret")
+        if isinstance(table, dict) and secret and "secret" not in table:
+            value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+            data = {**data, "webhooks": {**table, "secret": value}}
+        return data
 
     @property
     def audit_path(self) -> Path:
         """Return the SQLite file of the audit store."""
         return self.home / "audit.db"
+
+    @property
+    def paper_path(self) -> Path:
+        """Return the SQLite file of the paper broker's account (orders, fills, balances)."""
+        return self.home / "paper.db"
 
     @property
     def market_path(self) -> Path:
@@ -72,17 +105,20 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlSource(settings_cls))
+        return (init_settings, env_settings, _TomlSource(settings_cls, _toml_file.get()))
 
 
-class _TomlSource(PydanticBaseSettingsSource):
-    """The lowest-priority source: the TOML file `load_settings` read."""
+class _TomlSource(TomlConfigSettingsSource):
+    """The lowest-priority source: the TOML file `load_settings` found (keys may sit in `[bfx]`)."""
 
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return (_toml_data.get() or {}).get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(_toml_data.get() or {})
+    def _read_file(self, file_path: Path) -> dict[str, Any]:
+        data = super()._read_file(file_path)
+        bfx = data.get("bfx")
+        return (
+            {**{k: v for k, v in data.items() if k != "bfx"}, **bfx}
+            if isinstance(bfx, dict)
+            else data
+        )
 
 
 def find_config(explicit: Path | None) -> Path | None:
@@ -105,17 +141,17 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     if path is not None:
         try:
             data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read it as TOML: {exc}") from None
-        data = data.get("bfx", data)  # either top-level keys or a [bfx] table
+        data = {**data, **data["bfx"]} if isinstance(data.get("bfx"), dict) else data
     cli = {k: v for k, v in overrides.items() if v is not None}
-    token = _toml_data.set(data)
+    token = _toml_file.set(path)
     try:
         return Settings(**cli)
     except ValidationError as exc:
         raise ConfigError(_explain(exc, path, data, cli)) from None
     finally:
-        _toml_data.reset(token)
+        _toml_file.reset(token)
 
 
 def _explain(
@@ -123,8 +159,12 @@ def _explain(
 ) -> str:
     err = exc.errors()[0]
     key = str(err["loc"][0]) if err["loc"] else "?"
+    dotted = ".".join(str(p) for p in err["loc"]) or "?"
+    nested_env = ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper()
     if key in cli:
         where = "command line"
+    elif nested_env in os.environ:
+        where = f"environment variable {nested_env}"
     elif ENV_PREFIX + key.upper() in os.environ:
         where = f"environment variable {ENV_PREFIX}{key.upper()}"
     elif path is not None and key in data:
@@ -133,20 +173,31 @@ def _explain(
         where = str(path) if path else "settings"
     reason = err["msg"]
     if err["type"] == "extra_forbidden":
-        known = ", ".join(sorted(Settings.model_fields))
+        model: type[BaseModel] = Settings
+        for part in err["loc"][:-1]:
+            annotation = model.model_fields[str(part)].annotation if model else None
+            inner = [a for a in getattr(annotation, "__args__", (annotation,)) if a]
+            model = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)),
+                         Settings)  # fmt: skip
+        known = ", ".join(sorted(model.model_fields))
         reason = f"unknown key (known keys: {known})"
-    return f"{where}: key {key!r}: {reason}"
+    return f"{where}: key {dotted!r}: {reason}"
 
 
 def describe(settings: Settings) -> dict[str, Any]:
     """Return the effective settings as plain data, secrets masked."""
-    out: dict[str, Any] = {}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr):
-            out[name] = "********" if value.get_secret_value() else None
-        elif isinstance(value, Path):
-            out[name] = str(value)
-        else:
-            out[name] = value
-    return out
+    return {name: _plain(getattr(settings, name)) for name in Settings.model_fields}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "********" if value.get_secret_value() else None
+    if isinstance(value, BaseModel):
+        return {name: _plain(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)

@@ -10,7 +10,8 @@ column: it would store the payload twice; in SQL, `json_extract(body, '$.payload
 
     id TEXT PRIMARY KEY · type · source · ts_us INTEGER (UTC microseconds since the epoch, for
     range queries) · ts TEXT (ISO 8601, for people reading the file with sqlite-utils or
-    Datasette) · trace_id · parent_id (NULL for a root) · schema INTEGER · body TEXT (JSON)
+    Datasette) · trace_id · parent_id (NULL for a root) · schema INTEGER · body TEXT (JSON) ·
+    recorded_us INTEGER (wall time of the write: in a replay `ts` is market time, this is not)
 
 Indexes: (type, ts_us), (ts_us), (trace_id), (source, ts_us), (parent_id). The SQL each query
 runs is public (`query_sql`, `trace_sql`) so a test can hold it to its index with EXPLAIN.
@@ -34,6 +35,7 @@ what happened must stay readable.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cache
@@ -47,6 +49,7 @@ from barfinex_cli.contracts import codec
 from barfinex_cli.contracts.envelope import AnyEnvelope, Envelope
 from barfinex_cli.errors import ConfigError, NotFound, UsageError
 from barfinex_cli.store.audit_sql import (
+    ADDED_COLUMNS,
     COLUMNS,
     INDEXES,
     INSERT_SQL,
@@ -84,6 +87,9 @@ class AuditStore:
     def _ensure_schema(self) -> None:
         table = self.db.table("events")
         if table.exists():
+            for column in ADDED_COLUMNS:
+                if column not in table.columns_dict:
+                    table.add_column(column, COLUMNS[column])
             missing = sorted(COLUMNS.keys() - table.columns_dict.keys())
             if missing:
                 raise ConfigError(
@@ -92,7 +98,8 @@ class AuditStore:
                     "or move that file away"
                 )
         else:
-            table.create(COLUMNS, pk="id", not_null=set(COLUMNS) - {"parent_id"})
+            nullable = {"parent_id", *ADDED_COLUMNS}
+            table.create(COLUMNS, pk="id", not_null=set(COLUMNS) - nullable)
         for columns in INDEXES:
             table.create_index(columns, if_not_exists=True)
         self.db.execute(PARENT_INDEX_SQL)
@@ -111,7 +118,8 @@ class AuditStore:
 
     def append(self, events: Iterable[AnyEnvelope]) -> int:
         """Store `events` in one transaction; return how many were new (duplicates are skipped)."""
-        return self._insert(row_of(event, codec.encode(event).decode()) for event in events)
+        now = _wall_us()
+        return self._insert(row_of(event, codec.encode(event).decode(), now) for event in events)
 
     def append_raw(self, rows: Iterable[tuple[AnyEnvelope, bytes | str]]) -> int:
         """Store already-encoded events, each given with its JSON, without encoding them again.
@@ -119,8 +127,9 @@ class AuditStore:
         The JSON must be the encoding of its envelope (as read off the bus); it is stored as is.
         Returns how many events were new.
         """
+        now = _wall_us()
         return self._insert(
-            row_of(event, raw if isinstance(raw, str) else raw.decode()) for event, raw in rows
+            row_of(event, raw if isinstance(raw, str) else raw.decode(), now) for event, raw in rows
         )
 
     def _insert(self, rows: Iterable[Row]) -> int:
@@ -249,6 +258,10 @@ class AuditStore:
 
 
 @cache
+def _wall_us() -> int:
+    return time.time_ns() // 1000
+
+
 def _plain_adapter() -> TypeAdapter[AnyEnvelope]:
     return TypeAdapter(Envelope[dict[str, Any]])
 

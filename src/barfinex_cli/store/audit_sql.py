@@ -15,8 +15,8 @@ from barfinex_cli.errors import UsageError
 
 Order = Literal["asc", "desc"]
 
-Row = tuple[str, str, str, int, str, str, str | None, int, str]
-"""One `events` row, in column order: id … body."""
+Row = tuple[str, str, str, int, str, str, str | None, int, str, int]
+"""One `events` row, in column order: id … body, recorded_us."""
 
 COLUMNS: dict[str, type] = {
     "id": str,
@@ -28,7 +28,13 @@ COLUMNS: dict[str, type] = {
     "parent_id": str,
     "schema": int,
     "body": str,
+    "recorded_us": int,
 }
+"""`ts` is the event's own time (market time in a replay); `recorded_us` is the wall time at which
+the store wrote it, so a replay's rows say both without mixing them."""
+
+ADDED_COLUMNS = ("recorded_us",)
+"""Columns added after the first release: an older file gets them (NULL in old rows) on open."""
 
 INDEXES: tuple[tuple[str, ...], ...] = (
     ("type", "ts_us"),
@@ -60,8 +66,8 @@ def to_us(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
 
 
-def row_of(event: AnyEnvelope, body: str) -> Row:
-    """Return the `events` row of `event`, whose encoded JSON is `body`."""
+def row_of(event: AnyEnvelope, body: str, recorded_us: int = 0) -> Row:
+    """Return the `events` row of `event` (encoded JSON `body`), written at `recorded_us`."""
     ts = event.ts
     return (
         event.id,
@@ -73,6 +79,7 @@ def row_of(event: AnyEnvelope, body: str) -> Row:
         event.parent_id,
         event.schema_version,
         body,
+        recorded_us,
     )
 
 

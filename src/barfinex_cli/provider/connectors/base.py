@@ -8,6 +8,7 @@ events identical in shape.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,17 +25,58 @@ from barfinex_cli.contracts.orders import (
 )
 from barfinex_cli.contracts.times import to_ms
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.store.market import CandleRow
+from barfinex_cli.store.market import CandleRow, TradeRow
 
 Emit = Callable[[Payload], Awaitable[None]]
+BookSide = Sequence[tuple[Decimal | float, Decimal | float]]
 """Where a connector or broker sends the payloads it produces (the provider wraps and publishes)."""
 
 
+@dataclass(frozen=True, slots=True)
+class StreamHole:
+    """Candles `start_ms..end_ms` (open times) the stream lost to a reconnect: repair from REST."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    start_ms: int
+    end_ms: int
+    missing: int
+
+
 class MarketConnector(Protocol):
-    """A source of market data: a live exchange or a replay."""
+    """A source of market data: a live exchange or a replay.
+
+    The optional parts have defaults in `ConnectorBase`, so the provider never probes a
+    connector for what it can do.
+    """
 
     name: str
     exchange: str
+
+    @property
+    def base_timeframe(self) -> str:
+        """The timeframe its candles (or trade-built candles) come in; higher ones are built."""
+        ...
+
+    @property
+    def live_start_ms(self) -> int:
+        """Where its live part starts; what is older is history the provider stores at start."""
+        ...
+
+    @property
+    def candle_symbols(self) -> frozenset[str] | None:
+        """Symbols that stream closed candles; the others are trade tapes. None: every symbol."""
+        ...
+
+    @property
+    def holes(self) -> asyncio.Queue[StreamHole] | None:
+        """Where a live feed reports candles lost to a reconnect, for repair; None if not."""
+        ...
+
+    def broker(self) -> Broker | None:
+        """Return the connector as a broker (a live exchange takes orders), or None."""
+        ...
 
     async def start(self) -> None:
         """Open connections; raise `ServiceUnreachable` with the reason if that fails."""
@@ -84,6 +126,19 @@ class OrderRequest:
     decision_id: str | None = None
 
 
+class ConnectorBase:
+    """The defaults of a connector's optional parts (see `MarketConnector`)."""
+
+    base_timeframe: str = "1m"
+    live_start_ms: int = 0
+    candle_symbols: frozenset[str] | None = None
+    holes: asyncio.Queue[StreamHole] | None = None
+
+    def broker(self) -> Broker | None:
+        """Return None: a connector takes no orders unless it says so."""
+        return None
+
+
 class Broker(Protocol):
     """Takes orders and reports their fate as order events."""
 
@@ -107,6 +162,22 @@ class Broker(Protocol):
 
     async def balances(self, account: str | None = None) -> Sequence[BalanceUpdated]:
         """Return the current balances per account."""
+        ...
+
+
+class MarketFedBroker(Broker, Protocol):
+    """A broker that fills against the market data the provider feeds it (the paper broker)."""
+
+    async def on_candle(self, symbol: str, timeframe: str, row: CandleRow, closed_ms: int) -> None:
+        """Match resting orders against a closed candle."""
+        ...
+
+    def on_trade(self, symbol: str, trade: TradeRow) -> None:
+        """Remember the last trade (the price market orders fill near)."""
+        ...
+
+    def on_book(self, symbol: str, bids: BookSide, asks: BookSide) -> None:
+        """Remember the book (market orders walk it)."""
         ...
 
 

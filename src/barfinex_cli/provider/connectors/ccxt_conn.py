@@ -45,7 +45,13 @@ from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError, ConfigError, NotFound, UsageError
 from barfinex_cli.market.candles import grid_offset
-from barfinex_cli.provider.connectors.base import Emit, OrderRequest
+from barfinex_cli.provider.connectors.base import (
+    Broker,
+    ConnectorBase,
+    Emit,
+    OrderRequest,
+    StreamHole,
+)
 from barfinex_cli.provider.connectors.ccxt_errors import (
     OrderRefused,
     bad_symbol,
@@ -58,7 +64,6 @@ from barfinex_cli.provider.connectors.ccxt_ws import (
     Channel,
     LiveFeed,
     LiveStats,
-    StreamHole,
     Subscription,
     candle_row,
 )
@@ -81,7 +86,7 @@ DEFAULT_PAGE_LIMIT = 500
 MAX_RATE_LIMIT_DELAY_S = 60.0
 
 
-class CcxtConnector:
+class CcxtConnector(ConnectorBase):
     """A live exchange through ccxt: history, the websocket feed, orders and balances."""
 
     def __init__(
@@ -322,6 +327,10 @@ class CcxtConnector:
         return self.stats.throttle_waits + self.stats.rate_limited
 
     # -- broker ----------------------------------------------------------------------------------
+
+    def broker(self) -> Broker:
+        """Return this connector: a live exchange takes the orders itself."""
+        return self
 
     async def place(self, request: OrderRequest) -> OrderState:
         """Place an order; the same client order id again returns the first order."""

@@ -28,6 +28,7 @@ from barfinex_cli.contracts.market import (
 from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.market.candles import to_event
+from barfinex_cli.provider.connectors.base import StreamHole
 from barfinex_cli.provider.connectors.ccxt_errors import translate
 from barfinex_cli.store.market import CandleRow
 
@@ -39,18 +40,6 @@ WATCH_METHOD: dict[str, str] = {
     "ticker": "watchTicker",
 }
 RATE_WINDOW_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class StreamHole:
-    """Candles `start_ms..end_ms` (open times) the stream lost to a reconnect: repair from REST."""
-
-    exchange: str
-    symbol: str
-    timeframe: str
-    start_ms: int
-    end_ms: int
-    missing: int
 
 
 @dataclass(frozen=True, slots=True)

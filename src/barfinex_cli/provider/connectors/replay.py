@@ -41,6 +41,7 @@ from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import NotFound, UsageError
 from barfinex_cli.market.candles import CandleAggregator, timeframe_ms, to_event
+from barfinex_cli.provider.connectors.base import ConnectorBase
 from barfinex_cli.store.market import CandleRow, TradeRow
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class _RateMeter:
         return count / max(min(float(self.window_s), now - self.first), 1e-3)
 
 
-class ReplayConnector:
+class ReplayConnector(ConnectorBase):
     """A `MarketConnector` over candle/trade files, a directory of them, or the synthetic market."""
 
     def __init__(

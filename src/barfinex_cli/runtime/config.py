@@ -1,0 +1,142 @@
+"""The typed config section of each role: `[provider]`, `[detector]`, `[webhooks]` in `bfx.toml`.
+
+Each section is a frozen model validated when the settings load, so a typo in `bfx.toml` is caught
+by `bfx config show` and at the start of any command, not when the role reaches that code. The
+defaults live here and only here: CLI options default to "not given" and override a section's
+values through `with_overrides`, which validates again and names the option that is wrong.
+
+They sit in `runtime/` (not in each role) because `Settings` holds them and every role reads
+its own section from there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Self, TypeVar
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from barfinex_cli.errors import UsageError
+
+S = TypeVar("S", bound="Section")
+
+
+class Section(BaseModel):
+    """A frozen config section that rejects unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def with_overrides(self, where: str = "option", **overrides: Any) -> Self:
+        """Return this section with the given values replaced (None means "not given").
+
+        A value the model rejects raises `UsageError` naming the option, e.g.
+        `--port: Input should be less than or equal to 65535`.
+        """
+        from pydantic import ValidationError
+
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if not given:
+            return self
+        try:
+            return self.model_validate({**self.model_dump(), **given})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else "?"
+            flag = "--" + name.removesuffix("_s").replace("_", "-") if where == "option" else name
+            raise UsageError(f"{flag}: {first['msg']} (got {given.get(name)!r})") from None
+
+
+class ProviderConfig(Section):
+    """How the provider runs: `[provider]` in bfx.toml, or `bfx provider start` options."""
+
+    exchange: str | None = Field(None, description="live ccxt exchange id; None replays")
+    symbols: tuple[str, ...] = ()
+    timeframes: tuple[str, ...] = ("1m", "5m", "15m", "1h")
+    replay: Path | None = Field(None, description="replay file or folder; None is synthetic")
+    speed: float | None = Field(60.0, gt=0, description="replay speed; None is as fast as possible")
+    history: int = Field(720, ge=0, description="replay: base candles kept as history")
+    days: float = Field(7.0, gt=0, le=3650, description="synthetic replay: days of market to make")
+    paper: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+    serve: bool = Field(True, description="serve the gateway on host:port (off: in-process only)")
+    record: bool = True
+    health_interval_s: float = Field(5.0, gt=0)
+    exit_at_end: bool = False
+    mcp_orders: bool = False
+    integrity_interval_s: float = Field(60.0, gt=0, description="seconds between integrity scans")
+    clock: Literal["auto", "wall", "market"] = Field(
+        "auto", description="auto: market time for a replay, wall time for a live exchange"
+    )
+    wait_for_apps: int = Field(
+        0, ge=0, le=1000, description="replay: hold the live part until this many apps registered"
+    )
+
+    @property
+    def replays(self) -> bool:
+        """Tell whether this provider replays (no live exchange)."""
+        return not self.exchange
+
+    @property
+    def clock_kind(self) -> Literal["wall", "market"]:
+        """Return the clock this provider runs on."""
+        if self.clock != "auto":
+            return self.clock
+        return "market" if self.replays else "wall"
+
+
+class DetectorConfig(Section):
+    """How a detector instance runs: `[detector]` in bfx.toml, or `bfx detector run` options."""
+
+    strategy: Path | None = None
+    instance: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    exchange: str | None = None
+    provider_url: str | None = Field(None, description="None: the global provider_url")
+    host: str = "127.0.0.1"
+    port: int = Field(8101, ge=0, le=65535)
+    serve_health: bool = Field(True, description="serve /health and /metrics on host:port")
+    metrics_interval_s: float = Field(30.0, gt=0)
+    heartbeat_s: float = Field(5.0, gt=0)
+    join_registry: bool = True
+    clock: Literal["auto", "wall", "market"] = Field(
+        "auto", description="auto: follow the provider's clock (market time when it replays)"
+    )
+
+
+class WebhookTarget(Section):
+    """One receiver: where to POST, which event types, and the secret that signs its bodies."""
+
+    url: AnyHttpUrl
+    types: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    secret: SecretStr | None = None
+
+
+class WebhooksConfig(Section):
+    """Every webhook target with the retry policy they share."""
+
+    targets: list[WebhookTarget] = Field(default_factory=list)
+    secret: SecretStr | None = None
+    """The signing secret of targets that have none of their own."""
+    attempts: int = Field(5, ge=1, le=20)
+    backoff_s: float = Field(0.5, gt=0)
+    max_backoff_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(5.0, gt=0)
+    queue_size: int = Field(1000, ge=1)
+    drain_s: float = Field(5.0, ge=0)
+    """How long queued deliveries may take at shutdown before the rest is dead-lettered."""
+
+    @model_validator(mode="after")
+    def _every_target_signed(self) -> Self:
+        for target in self.targets:
+            if target.secret is None and self.secret is None:
+                raise ValueError(
+                    f"webhook {target.url} has no secret and no shared secret is set "
+                    "(set BFX_WEBHOOK_SECRET)"
+                )
+        return self
+
+    def secret_of(self, target: WebhookTarget) -> bytes:
+        """Return the key that signs bodies sent to `target`."""
+        secret = target.secret or self.secret
+        assert secret is not None  # the validator guarantees one
+        return secret.get_secret_value().encode()
