@@ -303,22 +303,8 @@ STRATEGY = str(Path(__file__).resolve().parents[2] / "strategies" / "trend_ema_a
     [
         "BTCUSDT-1m.csv",
         "BTCUSDT-1m.zip",
-        pytest.param(
-            "empty-BTCUSDT-1m.csv",
-            marks=pytest.mark.xfail(
-                reason="cli/detector.py `_flow_file` reads .csv/.parquet with polars before the "
-                "importer and lets NoDataError/ComputeError escape; its owner should let "
-                "market.files read the file first (reported, not edited here)",
-                strict=True,
-            ),
-        ),
-        pytest.param(
-            "BTCUSDT-1m.parquet",
-            marks=pytest.mark.xfail(
-                reason="as above: `_flow_file` scans the parquet before the importer",
-                strict=True,
-            ),
-        ),
+        "empty-BTCUSDT-1m.csv",
+        "BTCUSDT-1m.parquet",
     ],
 )
 def test_binary_or_empty_files_are_one_line_for_a_detector_scan(

@@ -97,11 +97,14 @@ def read_flow_file(path: Path) -> pl.DataFrame | None:
     """
     if path.suffix not in FLOW_FILE_SUFFIXES:
         return None
-    scan = pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_csv(path)
-    names = scan.collect_schema().names()
-    if not set(ORDER_FLOW_COLUMNS) <= set(names):
-        return None
-    frame = scan.collect(engine="in-memory")
+    try:
+        scan = pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_csv(path)
+        names = scan.collect_schema().names()
+        if not set(ORDER_FLOW_COLUMNS) <= set(names):
+            return None
+        frame = scan.collect(engine="in-memory")
+    except (pl.exceptions.PolarsError, OSError):
+        return None  # empty, damaged or unreadable: the importer reads it and says why
     if "open_ms" not in names and "timestamp" in names:
         ts = frame["timestamp"]
         frame = frame.with_columns(
