@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from functools import reduce
 from operator import add
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from barfinex_cli.contracts.market import CandleClosed, Timeframe
 from barfinex_cli.contracts.times import from_ms
@@ -437,3 +437,18 @@ def frame_rows(frame: pl.DataFrame) -> list[CandleRow]:
     columns = ["open_ms", "open", "high", "low", "close", "volume", "trades"]
     columns += [c for c in ("buy_volume", "sell_volume") if c in frame.columns]
     return [CandleRow(*r) for r in frame.select(columns).iter_rows()]
+
+
+class HistorySource(Protocol):
+    """Anything that serves closed candles from history: a connector, a file, a test's list."""
+
+    async def fetch_candles(
+        self,
+        symbol: str,
+        timeframe: str,
+        since_ms: int,
+        until_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[CandleRow]:
+        """Return closed candles with `since_ms <= open_ms <= until_ms`, at most `limit`."""
+        ...

@@ -22,27 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from barfinex_cli.market.candles import bucket_start, grid_offset, timeframe_ms
+from barfinex_cli.market.candles import HistorySource, bucket_start, grid_offset, timeframe_ms
 from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey
 
 
-class PagedSource(Protocol):
+class PagedSource(HistorySource, Protocol):
     """A history source that pages, like the ccxt connector."""
 
     @property
     def page_limit(self) -> int:
         """Candles per history request."""
-        ...
-
-    async def fetch_candles(
-        self,
-        symbol: str,
-        timeframe: str,
-        since_ms: int,
-        until_ms: int | None = None,
-        limit: int | None = None,
-    ) -> list[CandleRow]:
-        """Return closed candles with `since_ms <= open_ms <= until_ms`, at most `limit`."""
         ...
 
 

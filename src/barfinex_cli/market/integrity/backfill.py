@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Protocol
 
 from barfinex_cli.errors import BfxError, ServiceUnreachable
-from barfinex_cli.market.integrity.healing import HistorySource
+from barfinex_cli.market.candles import HistorySource
 
 
 class StartableSource(HistorySource, Protocol):

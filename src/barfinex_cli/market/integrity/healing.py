@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,7 +48,7 @@ from barfinex_cli.contracts.market import (
 from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError, ServiceUnreachable, TransientError, UsageError
-from barfinex_cli.market.candles import CandleAggregator, timeframe_ms
+from barfinex_cli.market.candles import CandleAggregator, HistorySource, timeframe_ms
 from barfinex_cli.market.integrity.gaps import (
     STRUCTURAL,
     ScanConfig,
@@ -176,19 +176,6 @@ class HealOutcome:
             "score_after": self.after.score if self.after else None,
             "incident_id": self.incident_id, "reason": self.reason, "cause": self.cause.value,
         }  # fmt: skip
-
-
-class HistorySource(Protocol):
-    """Anything that serves closed candles from history, like a `MarketConnector`."""
-
-    async def fetch_candles(
-        self,
-        symbol: str,
-        timeframe: str,
-        since_ms: int,
-        until_ms: int | None = None,
-        limit: int | None = None,
-    ) -> list[CandleRow]: ...
 
 
 class _Permanent(Exception):
