@@ -236,3 +236,31 @@ async def test_connector_recovery_reconnects_and_the_stream_resumes_without_dupl
     one_minute = [e.payload.open_time for e in candles if e.payload.timeframe == "1m"]
     assert len(one_minute) == 300  # every live minute once: none lost, none repeated
     assert len(set(one_minute)) == 300
+
+
+async def test_a_restarted_replay_resumes_after_what_it_stored_and_publishes_no_candle_twice(
+    kernels: Kernels, tmp_path: Path, namespace: str
+) -> None:
+    settings = load_settings(home=tmp_path, namespace=namespace, bus="memory", token="t0ken")
+    first = await (await kernels(settings)).provider(
+        ProviderOptions(**{**OPTIONS, "speed": 6000.0, "exit_at_end": False})  # type: ignore[arg-type]
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(first.run(stop))
+    await asyncio.wait_for(first.ready.wait(), 30)
+    for _ in range(600):  # stop it part of the way through the replay
+        if first.runtime is not None and first.runtime.candles >= 40:
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 60)
+    assert first.runtime is not None and 40 <= first.runtime.candles < 300
+    second = await (await kernels(settings)).provider(ProviderOptions(**OPTIONS))  # type: ignore[arg-type]
+    await asyncio.wait_for(second.run(asyncio.Event()), 60)
+    with AuditStore(settings.audit_path) as audit:
+        candles = audit.query(["market.candle"], limit=None)
+    keys = [(c.payload.timeframe, c.payload.open_time) for c in candles]
+    assert len(keys) == len(set(keys))  # no candle published twice across the two runs
+    assert len(keys) == 300 + 300 // 5 + 300 // 60  # and none missing: the whole live part
+    with MarketStore(settings.market_path) as market:
+        assert len(market.candles(SeriesKey("synthetic", "BTC/USDT", "1m"))) == 360

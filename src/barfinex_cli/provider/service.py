@@ -28,6 +28,7 @@ from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import BookUpdated
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError
+from barfinex_cli.market.candles import timeframe_ms
 from barfinex_cli.provider.connectors.base import Broker, MarketConnector, MarketFedBroker
 from barfinex_cli.provider.pipeline import (
     FeedBook,
@@ -337,24 +338,41 @@ class Provider:
                 raise task.exception()  # type: ignore[misc]
 
     async def _store_history(self, rt: ProviderRuntime) -> None:
-        """Keep the history the connector serves (the replay's warm-up part) in the store."""
+        """Keep the history the connector serves (the replay's warm-up part) in the store.
+
+        A replay restarted on the same data directory resumes after the last base candle it
+        stored: those candles (already published by the earlier run) warm the aggregators like
+        history, and the connector skips them, so no candle is published twice.
+        """
         live_start = rt.connector.live_start_ms
         if not live_start:
             return
         base = rt.connector.base_timeframe
         exchange = rt.connector.exchange
+        step = timeframe_ms(base)
+        marks: dict[str, int] = {}
         for symbol in await rt.connector.symbols():
             rows = await rt.connector.fetch_candles(symbol, base, 0, live_start - 1)
-            if not rows:
+            key = SeriesKey(exchange, symbol, base)
+            replayed = rt.market.candles(key, since_ms=live_start)
+            if not rows and not replayed:
                 continue
-            rt.market.upsert_candles(SeriesKey(exchange, symbol, base), rows)
+            rt.market.upsert_candles(key, rows)
+            if replayed:
+                marks[symbol] = replayed[-1].open_ms + step
             higher: dict[SeriesKey, list[CandleRow]] = {}
-            for kept in rt.pipeline.history(exchange, symbol, rows):
+            for kept in rt.pipeline.history(exchange, symbol, [*rows, *replayed]):
                 higher.setdefault(kept.key, []).append(kept.row)
-            for key, closed_rows in higher.items():
-                rt.market.upsert_candles(key, closed_rows)
+            for higher_key, closed_rows in higher.items():
+                rt.market.upsert_candles(higher_key, closed_rows)
             rt.clock.advance_to(rt.pipeline.clock_ms)
-            log.info("history stored", extra={"symbol": symbol, "candles": len(rows)})
+            log.info(
+                "history stored",
+                extra={"symbol": symbol, "candles": len(rows), "resumed": len(replayed)},
+            )
+        if marks:
+            rt.connector.resume_after(marks)
+            log.info("replay resumes after what an earlier run stored", extra={"marks": marks})
 
     async def _stream(self, rt: ProviderRuntime, stop: asyncio.Event) -> None:
         """Run the connector's stream until it ends or `stop`; restart it when recovery asks."""

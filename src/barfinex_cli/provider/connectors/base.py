@@ -9,7 +9,7 @@ events identical in shape.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -78,6 +78,10 @@ class MarketConnector(Protocol):
         """Return the connector as a broker (a live exchange takes orders), or None."""
         ...
 
+    def resume_after(self, marks: Mapping[str, int]) -> None:
+        """Skip, per symbol, what the store already holds up to `marks[symbol]` (epoch ms)."""
+        ...
+
     async def start(self) -> None:
         """Open connections; raise `ServiceUnreachable` with the reason if that fails."""
         ...
@@ -137,6 +141,9 @@ class ConnectorBase:
     def broker(self) -> Broker | None:
         """Return None: a connector takes no orders unless it says so."""
         return None
+
+    def resume_after(self, marks: Mapping[str, int]) -> None:
+        """Do nothing: a live feed starts from now whatever the store holds."""
 
 
 class Broker(Protocol):

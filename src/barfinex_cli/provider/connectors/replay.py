@@ -23,7 +23,7 @@ import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -137,6 +137,8 @@ class ReplayConnector(ConnectorBase):
         self.candle_symbols: frozenset[str] = frozenset()
         """Symbols whose closed candles the stream emits; the others are trade tapes."""
         self.live_start_ms = 0
+        self._resume: dict[str, int] = {}
+        """Per symbol: items at or before this time were replayed by an earlier run; skip them."""
         self._loaded = False
         self._candles: dict[str, list[CandleRow]] = {}
         self._opens: dict[str, list[int]] = {}
@@ -201,6 +203,16 @@ class ReplayConnector(ConnectorBase):
         ]
         return rows if limit is None else rows[:limit]
 
+    def resume_after(self, marks: Mapping[str, int]) -> None:
+        """Resume a replay an earlier run stopped: skip each symbol's items up to its mark.
+
+        The provider passes the close time of the last base candle it stored per symbol, so a
+        restarted replay publishes no candle twice; pacing continues from there.
+        """
+        self._resume = {s: ms for s, ms in marks.items() if ms >= self.live_start_ms}
+        if self._resume:
+            self._clock_ms = max(self._clock_ms, min(self._resume.values()))
+
     async def stream(self) -> AsyncGenerator[Payload, None]:
         """Yield the live part of the source in time order, paced by `speed`.
 
@@ -218,6 +230,9 @@ class ReplayConnector(ConnectorBase):
                     return
                 if self._last_key is not None and item[:4] <= self._last_key:
                     continue
+                mark = self._resume.get(item.symbol, -1)
+                if item.time_ms < mark or (item.time_ms == mark and item.order != _TRADE):
+                    continue  # a trade at the mark opens the next candle: it was not used yet
                 since_yield += 1
                 if speed is not None:
                     due = real0 + (item.time_ms - virtual0) / 1000.0 / speed
