@@ -184,3 +184,31 @@ def test_a_repair_the_source_disagrees_with_escalates_exit_1_with_its_cause(
     text = runner.invoke(_root(), args)
     assert text.exit_code == 1
     assert "ESCALATED after 1 attempt(s): the history source disagrees" in text.stdout
+
+
+def test_gaps_on_a_stock_calendar_reports_no_weekend_holes_and_names_a_bad_calendar(
+    runner: CliRunner, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    day = 86_400_000
+    monday = 1_704_067_200_000  # 2024-01-01 (New Year: a NYSE holiday)
+    weekdays = [monday + i * day for i in range(1, 26) if (i % 7) < 5]  # Jan 2 .. Jan 26
+    path = Path(cli_env["BFX_HOME"])
+    spy = SeriesKey("stooq", "SPY", "1d")
+    with MarketStore(path / "market.db") as store:
+        store.upsert_candles(
+            spy, [CandleRow(ms, 470.0, 475.0, 468.0, 472.0, 1e6, 1) for ms in weekdays]
+        )
+    every_day = runner.invoke(_root(), ["gaps", "-s", "SPY", "--json"])
+    assert json.loads(every_day.stdout)[0]["score"] < 100  # weekends counted as holes on 24/7
+    nyse = runner.invoke(_root(), ["gaps", "-s", "SPY", "--calendar", "nyse", "--json"])
+    assert nyse.exit_code == 0, nyse.output
+    report = json.loads(nyse.stdout)[0]
+    assert report["score"] == 100 and report["defects"] == []
+    settings_file = tmp_path / "bfx.toml"
+    settings_file.write_text('[calendars]\n"stooq:*" = "nyse"\n')
+    configured = runner.invoke(
+        _root(), ["gaps", "-s", "SPY", "--json"], env={"BFX_CONFIG": str(settings_file)}
+    )
+    assert json.loads(configured.stdout)[0]["score"] == 100
+    bad = runner.invoke(_root(), ["gaps", "--calendar", "moon"])
+    assert bad.exit_code == 2 and "unknown calendar 'moon'" in bad.output

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from barfinex_cli.contracts.types import Payload
-    from barfinex_cli.market.integrity.gaps import ScanReport
+    from barfinex_cli.market.integrity.gaps import ScanConfig, ScanReport
     from barfinex_cli.market.integrity.healing import HealOutcome, RepairPlan
     from barfinex_cli.runtime.settings import Settings
     from barfinex_cli.store.market import MarketStore, SeriesKey
@@ -37,6 +37,27 @@ UntilOpt = Annotated[
     typer.Option(help="Range end (open times): ISO time or an age; holes after the last count."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout, for scripts.")]
+CalendarOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--calendar",
+        help="When the market trades: 24/7 (crypto), 24/5 (FX), weekdays, nyse; closures are "
+        "not holes [default: the [calendars] setting, else 24/7].",
+    ),
+]
+
+
+def _scan_config(
+    calendar: str | None, exchange: str, symbol: str, ctx: typer.Context
+) -> ScanConfig:
+    """Return the scan config of a series: `--calendar`, else its `[calendars]` match."""
+    from barfinex_cli.market.calendars import calendar_for, check
+    from barfinex_cli.market.integrity.gaps import ScanConfig
+
+    if calendar is not None:
+        return ScanConfig(calendar=check(calendar))
+    mapping = state_of(ctx).settings().calendars
+    return ScanConfig(calendar=calendar_for(exchange, symbol, mapping))
 
 
 def gaps(
@@ -49,12 +70,15 @@ def gaps(
     live: Annotated[
         bool, typer.Option("--live", help="Also judge freshness against the clock (live feeds).")
     ] = False,
+    calendar: CalendarOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Scan stored candle series for holes, bad rows and staleness; score each 0-100.
 
     Severity is critical for structural faults (duplicates, disorder, misaligned or impossible
-    candles, seam), warn for holes and lag. Exits 0 whatever it finds: it is a report.
+    candles, seam), warn for holes, lag and suspected outages (runs of flat zero-volume candles
+    in a 24/7 series). A trading calendar keeps closures (FX weekends, stock holidays) from
+    counting as holes. Exits 0 whatever it finds: it is a report.
 
     Examples:
 
@@ -63,6 +87,8 @@ def gaps(
       bfx data gaps --exchange binance --symbol BTC/USDT --since 30d --until 1m
 
       bfx data gaps --timeframe 1m --live --json
+
+      bfx data gaps --symbol SPY --timeframe 1d --calendar nyse
     """
     import time
 
@@ -86,7 +112,8 @@ def gaps(
             raise NotFound("no stored series matches those filters — `bfx data list` shows them")
         reports = [
             scan_store(store, SeriesKey(s.exchange, s.symbol, s.timeframe), since_ms=since_ms,
-                       until_ms=until_ms, now_ms=now_ms)
+                       until_ms=until_ms, now_ms=now_ms,
+                       config=_scan_config(calendar, s.exchange, s.symbol, ctx))
             for s in held
         ]  # fmt: skip
     if as_json:
@@ -105,6 +132,7 @@ def repair(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan and change nothing.")
     ] = False,
+    calendar: CalendarOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Repair one series: drop bad rows, backfill holes from history, verify the result.
@@ -139,7 +167,8 @@ def repair(
                 f"no {timeframe} candles of {exchange} {symbol} stored; give --since and --until "
                 "to fetch a whole range, or see `bfx data list`"
             )
-        report = scan_store(store, key, since_ms=since_ms, until_ms=until_ms)
+        config = _scan_config(calendar, exchange, symbol, ctx)
+        report = scan_store(store, key, since_ms=since_ms, until_ms=until_ms, config=config)
         todo = plan(report)
         if dry_run or todo.action in (Action.NONE, Action.ESCALATE):
             if as_json:
@@ -150,7 +179,7 @@ def repair(
                 raise typer.Exit(1)
             return
         events: list[Payload] = []
-        outcome = asyncio.run(_heal(store, key, since_ms, until_ms, settings, todo, events))
+        outcome = asyncio.run(_heal(store, key, since_ms, until_ms, settings, todo, events, config))
     if as_json:
         print_json(
             {"dry_run": False, "plan": todo.to_dict(), "outcome": outcome.to_dict(),
@@ -171,6 +200,7 @@ async def _heal(
     settings: Settings,
     todo: RepairPlan,
     events: list[Payload],
+    config: ScanConfig,
 ) -> HealOutcome:
     from barfinex_cli.market.integrity.backfill import backfill_source
     from barfinex_cli.market.integrity.healing import Healer, HealingPolicy
@@ -182,11 +212,11 @@ async def _heal(
     # History is not waiting for a late candle: re-check at once.
     policy = HealingPolicy(verify_delay_s=0.0)
     if not todo.backfill:
-        healer = Healer(store, None, collect, policy=policy)
+        healer = Healer(store, None, collect, policy=policy, scan_config=config)
         return await healer.heal(key, since_ms=since_ms, until_ms=until_ms)
     connector = history_source_for(key.exchange, settings)
     async with backfill_source(connector, key.exchange) as source:  # SourceUnreachable: exit 3
-        healer = Healer(store, source, collect, policy=policy)
+        healer = Healer(store, source, collect, policy=policy, scan_config=config)
         return await healer.heal(key, since_ms=since_ms, until_ms=until_ms)
 
 

@@ -19,7 +19,15 @@ Amount = Annotated[Decimal, Field(ge=0)]
 BookLevel = tuple[Decimal, Amount]
 """One price level of a book as `[price, amount]`; a pair keeps bursty books small on the wire."""
 GapKind = Literal[
-    "hole", "duplicate", "out_of_order", "misaligned", "seam", "stale", "lagging", "bad_ohlc"
+    "hole",
+    "duplicate",
+    "out_of_order",
+    "misaligned",
+    "seam",
+    "stale",
+    "lagging",
+    "bad_ohlc",
+    "outage",
 ]
 IncidentAction = Literal["NONE", "TARGETED_REPAIR", "VERIFY_ONLY", "CONNECTOR_RECOVERY", "ESCALATE"]
 QualityScore = Annotated[float, Field(ge=0.0, le=100.0)]

@@ -184,6 +184,7 @@ class Kernel:
             recording=await self.recording() if config.record else None,
             webhooks=self.settings.webhooks,
             paper_store=self.paper_store() if config.paper else None,
+            calendars=self.settings.calendars,
         )
 
     async def detector(

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -195,6 +195,7 @@ class Provider:
         recording: Recording | None = None,
         webhooks: WebhooksConfig | None = None,
         paper_store: BrokerStore | None = None,
+        calendars: Mapping[str, str] | None = None,
     ) -> None:
         self.options = config
         self.bus = bus
@@ -208,6 +209,7 @@ class Provider:
         self.recording = recording
         self.webhooks_config = webhooks
         self.paper_store = paper_store
+        self.calendars = dict(calendars or {})
         self.runtime: ProviderRuntime | None = None
         self.ready = asyncio.Event()
         self.gateway_url: str | None = None
@@ -439,6 +441,7 @@ class Provider:
             rt.publish,
             reconnect=self.reconnect if self.live else None,
             clock=time.time if self.live else (lambda: rt.clock_ms / 1000),
+            calendars=self.calendars,
         )
 
     def _series(self, rt: ProviderRuntime) -> list[SeriesKey]:

@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from barfinex_cli.errors import ConfigError
+from barfinex_cli.market.calendars import CalendarName
 from barfinex_cli.runtime.config import DetectorConfig, ProviderConfig, WebhooksConfig
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -65,6 +66,10 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(None, description="signs webhook bodies (env only)")
     provider: ProviderConfig = Field(default_factory=ProviderConfig, description="[provider]")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="[detector]")
+    calendars: dict[str, CalendarName] = Field(
+        default_factory=dict,
+        description="[calendars]: `exchange:symbol` glob -> 24/7 | 24/5 | weekdays | nyse",
+    )
     webhooks: WebhooksConfig | None = Field(
         None, description="[webhooks] table: targets (url, types), attempts, backoff_s, ..."
     )

@@ -11,7 +11,11 @@ store holds, and reports, per series (exchange, symbol, timeframe):
 - the seam where stored history meets the live stream: no hole touching the last stored candle,
   one version of the candle at the seam, and the first live open within a tolerance of the last
   stored close;
-- freshness against a clock: a live series one or two candles behind is lagging, more is stale.
+- freshness against a clock: a live series one or two candles behind is lagging, more is stale;
+- closures are not holes: a trading calendar (`market.calendars`, `ScanConfig.calendar`) says
+  which candles are expected at all (FX weekends, stock holidays);
+- runs of flat zero-volume candles inside a 24/7 series (an exchange filling its own outage) are
+  reported as suspected outages with their length, and cost score like holes.
 
 Structural defects (duplicates, out-of-order, misaligned, bad_ohlc, seam) are CRITICAL;
 operational ones (holes, stale, lagging) WARN. The 0-100 score subtracts a capped penalty per kind
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from barfinex_cli.market.calendars import CalendarName, clip, count_expected
 from barfinex_cli.market.candles import grid_offset, timeframe_ms
 from barfinex_cli.store.market import CandleRow, SeriesKey
 
@@ -40,7 +45,15 @@ if TYPE_CHECKING:
     from barfinex_cli.store.market import MarketStore
 
 DefectKind = Literal[
-    "hole", "duplicate", "out_of_order", "misaligned", "bad_ohlc", "seam", "stale", "lagging"
+    "hole",
+    "duplicate",
+    "out_of_order",
+    "misaligned",
+    "bad_ohlc",
+    "seam",
+    "stale",
+    "lagging",
+    "outage",
 ]
 STRUCTURAL: frozenset[str] = frozenset(
     {"duplicate", "out_of_order", "misaligned", "bad_ohlc", "seam"}
@@ -82,6 +95,12 @@ class ScanConfig(BaseModel):
     stale_penalty: float = Field(40.0, ge=0)
     lagging_per_candle: float = Field(5.0, ge=0)
     lagging_cap: float = Field(15.0, ge=0)
+    calendar: CalendarName = Field("24/7", description="when the market trades (closures)")
+    outage_min_candles: int = Field(
+        3, ge=1, description="flat zero-volume candles in a row that make a suspected outage"
+    )
+    outage_per_pct: float = Field(5.0, ge=0, description="penalty per 1% of candles in outages")
+    outage_cap: float = Field(40.0, ge=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +192,8 @@ class _Found:
     disordered: list[int] = field(default_factory=list)
     misaligned: list[int] = field(default_factory=list)
     bad: list[int] = field(default_factory=list)
+    flat: list[int] = field(default_factory=list)
+    """Open times of flat zero-volume candles (open = high = low = close, volume 0)."""
 
     def defects(self, step: int, where: str) -> list[Defect]:
         checks: tuple[tuple[DefectKind, list[int], str], ...] = (
@@ -216,6 +237,8 @@ def _walk(rows: Iterable[CandleRow], step: int, offset: int) -> tuple[_Found, di
             continue
         if not _sane(row):
             found.bad.append(ms)
+        elif row.volume == 0 and row.open == row.high == row.low == row.close:
+            found.flat.append(ms)
         seen = first.get(ms)
         if seen is not None:
             found.extra.append(ms)
@@ -246,6 +269,11 @@ def _query(store: MarketStore, key: SeriesKey, since: int | None, until: int | N
     found.misaligned = [ms for (ms,) in run(sql, params)]
     sql = f"SELECT open_ms FROM candles WHERE {aligned} AND NOT ({_SANE_SQL}) ORDER BY open_ms"
     found.bad = [ms for (ms,) in run(sql, params)]
+    sql = (
+        f"SELECT open_ms FROM candles WHERE {aligned} AND ({_SANE_SQL}) AND volume = 0 "
+        "AND open = high AND high = low AND low = close ORDER BY open_ms"
+    )
+    found.flat = [ms for (ms,) in run(sql, params)]
     # Runs from the open times alone: a Python walk over one integer column beats lag() in SQLite.
     opens = [ms for (ms,) in run(f"SELECT open_ms FROM candles WHERE {aligned}", params)]
     if not opens:
@@ -379,14 +407,24 @@ def _report(
     live_tail = latest is not None and hi == latest and last is not None and last < hi
     hole_hi = last if live_tail else hi
 
-    expected = (hi - lo) // step + 1 if lo is not None and hi is not None and hi >= lo else 0
+    expected = 0
+    if lo is not None and hi is not None and hi >= lo:
+        expected = count_expected(cfg.calendar, lo, hi, step, offset)
     if lo is not None and hole_hi is not None:
         for start, end, where in _holes(runs, lo, hole_hi, step):
             if seam_gap is not None and seam_gap[0] <= start and end <= seam_gap[1]:
                 continue
-            n = (end - start) // step + 1
-            defects.append(_defect("hole", start, end, n, f"{n} candle(s) missing {where}"))
-            missing.append((start, end))
+            for first_open, last_open in clip([(start, end)], cfg.calendar, step, offset):
+                n = (last_open - first_open) // step + 1
+                text = f"{n} candle(s) missing {where}"
+                defects.append(_defect("hole", first_open, last_open, n, text))
+                missing.append((first_open, last_open))
+
+    if cfg.calendar == "24/7":
+        for start, end, n in _runs([*hist.flat, *stream.flat], step):
+            if n >= cfg.outage_min_candles:
+                text = f"{n} flat zero-volume candle(s) in a row: a suspected exchange outage"
+                defects.append(_defect("outage", start, end, n, text))
 
     if live_tail and hi is not None and last is not None:
         behind = (hi - last) // step
@@ -488,6 +526,10 @@ def _penalties(defects: Sequence[Defect], expected: int, cfg: ScanConfig) -> dic
     seams = sum(1 for d in defects if d.kind == "seam")
     if seams:
         out["seam"] = min(cfg.seam_cap, cfg.seam_per_defect * seams)
+    outages = sum(d.count for d in defects if d.kind == "outage")
+    if outages:
+        share = 100.0 * outages / max(expected, outages)
+        out["outage"] = min(cfg.outage_cap, cfg.outage_per_pct * share)
     for d in defects:
         if d.kind == "stale":
             out["stale"] = cfg.stale_penalty

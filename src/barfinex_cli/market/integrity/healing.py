@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -48,6 +48,7 @@ from barfinex_cli.contracts.market import (
 from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError, ServiceUnreachable, TransientError, UsageError
+from barfinex_cli.market.calendars import calendar_for
 from barfinex_cli.market.candles import CandleAggregator, HistorySource, timeframe_ms
 from barfinex_cli.market.integrity.gaps import (
     STRUCTURAL,
@@ -65,6 +66,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EVENT_KIND: dict[str, GapKind] = {
     "hole": "hole", "duplicate": "duplicate", "out_of_order": "out_of_order", "seam": "seam",
     "stale": "stale", "lagging": "lagging", "bad_ohlc": "bad_ohlc", "misaligned": "misaligned",
+    "outage": "outage",
 }  # fmt: skip
 """Defect kinds as the `GapKind` of the `market.gap` and `market.repaired` events."""
 
@@ -193,6 +195,8 @@ def decide(
     policy = policy or HealingPolicy()
     if not report.defects:
         return Action.NONE, "no defects"
+    if all(d.kind == "outage" for d in report.defects):
+        return Action.NONE, "suspected exchange outage(s): the exchange has nothing better to fetch"
     lag = report.count("stale", "lagging")
     structural = sorted({d.kind for d in report.defects if d.kind in STRUCTURAL})
     if report.score < policy.escalate_below and structural:
@@ -259,6 +263,8 @@ class Healer:
         reconnect: Reconnects the live feed of a series (CONNECTOR_RECOVERY).
         clock: Wall clock in seconds; freshness and the attempts window use it.
         source_kind: What `GapRepaired.source` says the backfill came from.
+        calendars: `[calendars]` patterns (`exchange:symbol` glob -> calendar): the scan of a
+            series uses the calendar its key matches, else `scan_config.calendar`.
     """
 
     store: MarketStore
@@ -269,6 +275,7 @@ class Healer:
     reconnect: Callable[[SeriesKey], Awaitable[None]] | None = None
     clock: Callable[[], float] = time.time
     source_kind: Literal["rest", "archive", "stream"] = "rest"
+    calendars: Mapping[str, str] = field(default_factory=dict)
     _attempts: dict[SeriesKey, list[float]] = field(default_factory=dict, init=False, repr=False)
 
     def scan(
@@ -281,9 +288,13 @@ class Healer:
     ) -> ScanReport:
         """Scan the stored series (against the clock when `fresh`)."""
         now = int(self.clock() * 1000) if fresh else None
+        config = self.scan_config
+        if self.calendars:
+            calendar = calendar_for(key.exchange, key.symbol, self.calendars)
+            config = config.model_copy(update={"calendar": calendar})
         return scan_store(
             self.store, key, since_ms=since_ms, until_ms=until_ms, now_ms=now, live=live,
-            config=self.scan_config,
+            config=config,
         )  # fmt: skip
 
     async def heal(
