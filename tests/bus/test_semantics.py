@@ -212,3 +212,24 @@ async def test_stop_mid_batch_acks_the_handled_part_and_leaves_the_rest_pending(
     assert handled == [e.id for e in events[:2]]
     restarted = await bus.consumer("g", "c1", ["market.candle"], start="0")
     assert [d.event.id for d in await drain(restarted)] == [e.id for e in events[2:]]
+
+
+async def test_an_event_over_the_size_limit_is_dead_lettered_with_its_size(bus: Bus) -> None:
+    from barfinex_cli.contracts.codec import DEFAULT_MAX_EVENT_BYTES, encode
+    from barfinex_cli.contracts.inspector import AlertRaised
+
+    consumer = await bus.consumer("g", "c1", ["inspector.alert"], start="0")
+    huge = make_event(AlertRaised(severity="warning", message="x" * 300_000), source="test")
+    small = make_event(AlertRaised(severity="warning", message="fits"), source="test")
+    await bus.publish_raw("inspector.alert", encode(huge))  # well-formed, only too large
+    await bus.publish(small)
+    got = await drain(consumer)
+    assert [d.event.id for d in got] == [small.id]
+    assert consumer.dead_lettered == 1
+    (letter,) = await bus.dead_letters()
+    assert letter.error == (
+        f"event of {len(encode(huge))} bytes is over the limit of {DEFAULT_MAX_EVENT_BYTES} "
+        "bytes (max_event_bytes)"
+    )
+    assert letter.size == len(encode(huge))
+    assert letter.data == encode(huge)[:DEFAULT_MAX_EVENT_BYTES]  # the dead letter is bounded too

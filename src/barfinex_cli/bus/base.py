@@ -8,7 +8,12 @@ Semantics (both transports):
   events; entries pending on a consumer idle longer than `claim_idle_ms` are claimed by another.
 - A message that does not decode is moved to the dead-letter stream with the reason, acknowledged on
   its own stream, counted, and never stops the consumer.
+- A message larger than the bus's `max_event_bytes`, or a stream entry without its data field,
+  is dead-lettered the same way; the dead letter keeps the reason, the original size and at most
+  `max_event_bytes` of the data.
 - `tail` reads without a group: live fan-out, from now or from a stream id.
+- A transport that can lose its server (Redis) waits out an outage inside each call and reports
+  it as `degraded` / `outage_since`; a call gives up only after the configured outage time.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import fnmatch
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
 from barfinex_cli.contracts.envelope import Envelope
@@ -48,6 +54,9 @@ class DeadLetter:
     origin_id: str
     error: str
     data: bytes
+    """The message as it came, cut to the bus's `max_event_bytes`."""
+    size: int
+    """The message's full length in bytes."""
 
 
 class ConsumerBase:
@@ -103,6 +112,16 @@ class Bus(Protocol):
 
     namespace: str
     url: str
+
+    @property
+    def degraded(self) -> bool:
+        """Tell whether the transport is unreachable right now and calls are waiting for it."""
+        ...
+
+    @property
+    def outage_since(self) -> datetime | None:
+        """When the current outage began (UTC), or None while the transport answers."""
+        ...
 
     async def ping(self) -> None:
         """Raise `ServiceUnreachable` if the transport does not answer."""

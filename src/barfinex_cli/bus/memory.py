@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import NamedTuple
 
 from barfinex_cli.bus.base import (
@@ -27,7 +28,7 @@ from barfinex_cli.bus.base import (
     entry_id_key,
     matches,
 )
-from barfinex_cli.contracts.codec import MalformedEvent, decode
+from barfinex_cli.contracts.codec import DEFAULT_MAX_EVENT_BYTES, MalformedEvent, decode
 
 Item = AnyEnvelope | bytes
 
@@ -76,12 +77,27 @@ class _Stream:
 
 
 class MemoryBus:
-    """An in-process bus with the semantics of `RedisStreamsBus`."""
+    """An in-process bus with the semantics of `RedisStreamsBus`.
 
-    def __init__(self, namespace: str = "default", *, maxlen: int = 100_000) -> None:
+    `max_event_bytes` limits bytes given to `publish_raw` (the wire's input); events published
+    as objects were built and validated in this process and are handed over unmeasured.
+    """
+
+    degraded = False
+    """The in-process bus cannot lose its server."""
+    outage_since: datetime | None = None
+
+    def __init__(
+        self,
+        namespace: str = "default",
+        *,
+        maxlen: int = 100_000,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
         self.namespace = namespace
         self.url = "memory://"
         self.maxlen = maxlen
+        self.max_event_bytes = max_event_bytes
         self._streams: dict[str, _Stream] = {}
         self._changed = asyncio.Event()
         self._last_ms = 0
@@ -159,13 +175,15 @@ class MemoryBus:
 
     def _dead_letter(self, event_type: str, origin_id: str, error: str, data: bytes) -> None:
         entry_id = self._next_id()
-        self._dead.append(DeadLetter(entry_id, event_type, origin_id, error, data))
+        kept = data[: self.max_event_bytes]
+        self._dead.append(DeadLetter(entry_id, event_type, origin_id, error, kept, len(data)))
         del self._dead[: max(0, len(self._dead) - self.maxlen)]
 
     def _decode(self, event_type: str, entry_id: str, item: Item) -> Delivery | None:
         if isinstance(item, bytes):
             try:
-                return Delivery(event_type, entry_id, decode(item, event_type), item)
+                event = decode(item, event_type, max_bytes=self.max_event_bytes)
+                return Delivery(event_type, entry_id, event, item)
             except MalformedEvent as exc:
                 self._dead_letter(event_type, entry_id, exc.reason, item)
                 return None

@@ -1,10 +1,15 @@
 """The Redis Streams bus: one stream per event type under `bfx:{namespace}:`.
 
-Publishing is XADD with an approximate MAXLEN (pipelined for batches). Consumers read with
-XREADGROUP and acknowledge with XACK; a consumer restarted under its name first re-reads its own
-pending entries (id 0), and entries left pending by a consumer idle past `claim_idle_ms` are taken
-over with XAUTOCLAIM. Undecodable messages go to the `_deadletter` stream. Known types are kept in
-the set `bfx:{namespace}:types`, so consumers with glob patterns find streams created later.
+Publishing is XADD with an approximate MAXLEN, a batch in one MULTI/EXEC (all of it lands or
+none). Known types are kept in the set `bfx:{namespace}:_types`, added to with every publish, so
+consumers with glob patterns find streams created later, and a Redis that came back empty gets
+the set again from the next publish. Consumers (`redis_group.RedisConsumer`) read with
+XREADGROUP and acknowledge with XACK.
+
+Every call rides out a Redis outage (`outage.Outage`): it retries until Redis answers or
+`outage_s` has passed. A batch whose EXEC may have been applied before the connection dropped
+is looked for on its streams before it is sent again, so a retried publish lands once. Messages
+larger than `max_event_bytes` do not decode: consumers dead-letter them, tails skip them.
 """
 
 from __future__ import annotations
@@ -12,17 +17,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from barfinex_cli.bus.base import (
     DEAD_LETTER,
     AnyEnvelope,
-    ConsumerBase,
     DeadLetter,
     Deduplicator,
     Delivery,
@@ -30,19 +32,26 @@ from barfinex_cli.bus.base import (
     matches,
     now_entry_id,
 )
-from barfinex_cli.contracts.codec import MalformedEvent, decode, encode
+from barfinex_cli.bus.outage import TRANSIENT, Outage, first_line, no_retry
+from barfinex_cli.bus.redis_group import FIELD, REFRESH_S, RedisConsumer, RedisDedup, text
+from barfinex_cli.contracts.codec import DEFAULT_MAX_EVENT_BYTES, MalformedEvent, decode, encode
 from barfinex_cli.errors import RedisUnreachable
 
-FIELD = b"e"
-REFRESH_S = 1.0  # how often a consumer looks for new streams matching its patterns
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+RECHECK = 100
+"""How many newer entries per stream a retried publish looks through for its own batch."""
 
 
 class RedisStreamsBus:
-    """The production bus on Redis Streams."""
+    """The production bus on Redis Streams.
+
+    Args:
+        url: The Redis server.
+        namespace: The key prefix of every stream, so several stacks share one Redis.
+        maxlen: The approximate length cap per stream.
+        client: A client to use instead of one made from `url` (it should not retry by itself).
+        outage_s: How long calls wait for an unreachable Redis before they give up.
+        max_event_bytes: The largest message that decodes; larger ones are dead-lettered.
+    """
 
     def __init__(
         self,
@@ -51,27 +60,45 @@ class RedisStreamsBus:
         *,
         maxlen: int = 100_000,
         client: aioredis.Redis | None = None,
+        outage_s: float = 60.0,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self.url = url
         self.namespace = namespace
         self.maxlen = maxlen
+        self.max_event_bytes = max_event_bytes
         self.prefix = f"bfx:{namespace}:"
         self.redis: aioredis.Redis = client or aioredis.Redis.from_url(
-            url, socket_connect_timeout=2, health_check_interval=30
+            url, socket_connect_timeout=2, health_check_interval=30, retry=no_retry()
         )
-        self._types_key = self.prefix + "_types"
-        self._dead_key = self.prefix + DEAD_LETTER
-        self._registered: set[str] = set()
+        self.outage = Outage(url, outage_s)
+        self.types_key = self.prefix + "_types"
+        self.dead_key = self.prefix + DEAD_LETTER
+
+    @property
+    def degraded(self) -> bool:
+        """Tell whether Redis is unreachable right now and calls are waiting for it."""
+        return self.outage.degraded
+
+    @property
+    def outage_since(self) -> datetime | None:
+        """When the current outage began (UTC), or None while Redis answers."""
+        return self.outage.since
 
     def key(self, event_type: str) -> str:
         """Return the stream key of a type."""
         return self.prefix + event_type
 
+    def decode(self, data: bytes, event_type: str) -> AnyEnvelope:
+        """Decode a stream entry's data under this bus's size limit (`MalformedEvent` if bad)."""
+        return decode(data, event_type, max_bytes=self.max_event_bytes)
+
     async def ping(self) -> None:
+        """Raise `RedisUnreachable` at once if Redis does not answer (no waiting: a start check)."""
         try:
             await self.redis.ping()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise RedisUnreachable(self.url, str(exc).split("\n")[0]) from None
+        except TRANSIENT as exc:
+            raise RedisUnreachable(self.url, first_line(exc)) from None
 
     async def publish(self, event: AnyEnvelope) -> str:
         return (await self._xadd([(event.type, encode(event))]))[0]
@@ -83,20 +110,47 @@ class RedisStreamsBus:
         return (await self._xadd([(event_type, data)]))[0]
 
     async def _xadd(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
+        """Append `items` in one transaction, waiting out an outage; the batch lands once."""
         if not items:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        new_types = {t for t, _ in items} - self._registered
-        if new_types:
-            pipe.sadd(self._types_key, *new_types)
-        for event_type, data in items:
-            pipe.xadd(self.key(event_type), {FIELD: data}, maxlen=self.maxlen, approximate=True)
-        try:
+        types = sorted({t for t, _ in items})
+        sent = False  # after a failure past this point, Redis may have applied the batch
+
+        async def attempt() -> list[str]:
+            nonlocal sent
+            if sent:
+                landed = await self._landed(items)
+                if landed is not None:
+                    return landed
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.sadd(self.types_key, *types)  # every time: Redis may have restarted empty
+            for event_type, data in items:
+                pipe.xadd(self.key(event_type), {FIELD: data}, maxlen=self.maxlen, approximate=True)
+            sent = True
             replies = await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise RedisUnreachable(self.url, str(exc).split("\n")[0]) from None
-        self._registered |= new_types
-        return [_s(r) for r in replies[1 if new_types else 0 :]]
+            return [text(r) for r in replies[1:]]
+
+        return await self.outage.call(attempt)
+
+    async def _landed(self, items: Sequence[tuple[str, bytes]]) -> list[str] | None:
+        """Return the entry ids of a batch already on its streams, or None if it is not there.
+
+        A transaction lands whole or not at all, so either every item is found or none is.
+        """
+        by_type: dict[str, set[bytes]] = {}
+        for event_type, data in items:
+            by_type.setdefault(event_type, set()).add(data)
+        found: dict[tuple[str, bytes], str] = {}
+        for event_type, wanted in by_type.items():
+            rows: Any = await self.redis.xrevrange(
+                self.key(event_type), count=len(wanted) + RECHECK
+            )
+            for raw_id, fields in rows or []:
+                stored = (fields or {}).get(FIELD)
+                if stored in wanted:
+                    found.setdefault((event_type, stored), text(raw_id))
+        ids = [found.get(item) for item in items]
+        return None if any(i is None for i in ids) else [i for i in ids if i is not None]
 
     async def consumer(
         self,
@@ -108,12 +162,15 @@ class RedisStreamsBus:
         claim_idle_ms: int = 30_000,
     ) -> RedisConsumer:
         member = RedisConsumer(self, group, name, tuple(types), start, claim_idle_ms)
-        await member.refresh()  # join now, so "$" means from this call on
+        await self.outage.call(member.refresh)  # join now, so "$" means from this call on
         return member
 
     async def stream_types(self) -> list[str]:
-        members = await self.redis.smembers(self._types_key)
-        return sorted(_s(m) for m in members if _s(m) != DEAD_LETTER)
+        return await self.outage.call(self._stream_types)
+
+    async def _stream_types(self) -> list[str]:
+        members = await self.redis.smembers(self.types_key)
+        return sorted(text(m) for m in members if text(m) != DEAD_LETTER)
 
     async def tail(
         self, types: Sequence[str] = ("*",), *, since: str | None = None, block_ms: int = 1000
@@ -121,6 +178,7 @@ class RedisStreamsBus:
         start_id = since or now_entry_id()
         positions: dict[str, str] = {}
         refreshed = 0.0
+        block = max(1, min(block_ms, int(REFRESH_S * 1000)))
         while True:
             if time.monotonic() - refreshed > REFRESH_S:
                 for event_type in await self.stream_types():
@@ -130,209 +188,64 @@ class RedisStreamsBus:
             if not positions:
                 await asyncio.sleep(min(block_ms / 1000, REFRESH_S))
                 continue
-            reply: Any = await self.redis.xread(
-                positions,  # type: ignore[arg-type]
-                count=500,
-                block=min(block_ms, int(REFRESH_S * 1000)),
-            )
+            reads = dict(positions)
+
+            async def read(reads: dict[str, str] = reads) -> Any:
+                return await self.redis.xread(reads, count=500, block=block)  # type: ignore[arg-type]
+
+            reply: Any = await self.outage.call(read)
             for key, entries in reply or []:
-                stream_key = _s(key)
+                stream_key = text(key)
                 event_type = stream_key[len(self.prefix) :]
                 for raw_id, fields in entries:
-                    entry_id = _s(raw_id)
+                    entry_id = text(raw_id)
                     positions[stream_key] = entry_id
-                    data = fields.get(FIELD)
+                    data = (fields or {}).get(FIELD)
                     if data is None:
                         continue
                     try:
-                        yield Delivery(event_type, entry_id, decode(data, event_type), data)
+                        yield Delivery(event_type, entry_id, self.decode(data, event_type), data)
                     except MalformedEvent:
                         continue  # tailing never dead-letters: the groups do that once
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        rows: Any = await self.redis.xrevrange(self._dead_key, count=limit)
+        async def read() -> Any:
+            return await self.redis.xrevrange(self.dead_key, count=limit)
+
+        rows: Any = await self.outage.call(read)
         out = []
-        for raw_id, f in reversed(rows):
+        for raw_id, f in reversed(rows or []):
+            data = f.get(b"data", b"")
             out.append(
                 DeadLetter(
-                    _s(raw_id),
-                    _s(f[b"type"]),
-                    _s(f[b"origin_id"]),
-                    _s(f[b"error"]),
-                    f[b"data"],
+                    text(raw_id),
+                    text(f.get(b"type", b"?")),
+                    text(f.get(b"origin_id", b"?")),
+                    text(f.get(b"error", b"?")),
+                    data,
+                    int(f.get(b"size", len(data))),
                 )
             )
         return out
 
     async def dead_letter_count(self) -> int:
         """Return how many messages were ever dead-lettered in this namespace."""
-        value = await self.redis.get(self._dead_key + ":count")
+        value = await self.outage.call(lambda: self.redis.get(self.dead_key + ":count"))
         return int(value or 0)
 
     def deduplicator(self, ttl_s: int = 86_400) -> Deduplicator:
-        return _RedisDedup(self, ttl_s)
+        return RedisDedup(self, ttl_s)
 
     async def delete_namespace(self) -> int:
         """Delete every key of this namespace (tests and `bfx events purge`)."""
-        keys = [k async for k in self.redis.scan_iter(match=self.prefix + "*", count=1000)]
-        if keys:
-            await self.redis.delete(*keys)
-        return len(keys)
+
+        async def delete() -> int:
+            keys = [k async for k in self.redis.scan_iter(match=self.prefix + "*", count=1000)]
+            if keys:
+                await self.redis.delete(*keys)
+            return len(keys)
+
+        return await self.outage.call(delete)
 
     async def close(self) -> None:
         await self.redis.aclose()
-
-
-class _RedisDedup:
-    """Handled ids per group as keys with a time to live, checked a batch per round trip."""
-
-    def __init__(self, bus: RedisStreamsBus, ttl_s: int) -> None:
-        self.bus = bus
-        self.ttl_s = ttl_s
-
-    def _key(self, group: str, event_id: str) -> str:
-        return f"{self.bus.prefix}_seen:{group}:{event_id}"
-
-    async def seen(self, group: str, event_ids: Sequence[str]) -> list[bool]:
-        if not event_ids:
-            return []
-        pipe = self.bus.redis.pipeline(transaction=False)
-        for i in event_ids:
-            pipe.exists(self._key(group, i))
-        return [bool(n) for n in await pipe.execute()]
-
-    async def mark(self, group: str, event_ids: Sequence[str]) -> None:
-        if not event_ids:
-            return
-        pipe = self.bus.redis.pipeline(transaction=False)
-        for i in event_ids:
-            pipe.set(self._key(group, i), b"1", ex=self.ttl_s)
-        await pipe.execute()
-
-
-class RedisConsumer(ConsumerBase):
-    """A consumer-group member on Redis Streams."""
-
-    def __init__(
-        self,
-        bus: RedisStreamsBus,
-        group: str,
-        name: str,
-        types: tuple[str, ...],
-        start: StartFrom,
-        claim_idle_ms: int,
-    ) -> None:
-        super().__init__(group, name, types, start, claim_idle_ms)
-        self.bus = bus
-        self._streams: dict[str, str] = {}  # stream key -> type
-        self._refreshed = 0.0
-        self._claimed = 0.0
-
-    async def refresh(self) -> None:
-        """Join the group on every stream matching the patterns; create groups as needed."""
-        initial = not self._refreshed
-        for event_type in await self.bus.stream_types():
-            key = self.bus.key(event_type)
-            if key in self._streams or not matches(event_type, self.types):
-                continue
-            # streams that appear after the first join are new to us: read them from their start
-            first_id = "$" if (initial and self.start == "$") else "0"
-            try:
-                await self.bus.redis.xgroup_create(key, self.group, id=first_id, mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-            self._streams[key] = event_type
-            self._recovering = True  # a new stream may hold our pending entries from before
-        self._refreshed = time.monotonic()
-
-    async def fetch(self, count: int = 100, block_ms: int = 1000) -> list[Delivery]:
-        try:
-            return await self._fetch(count, block_ms)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise RedisUnreachable(self.bus.url, str(exc).split("\n")[0]) from None
-
-    async def _fetch(self, count: int, block_ms: int) -> list[Delivery]:
-        if not self._streams or time.monotonic() - self._refreshed > REFRESH_S:
-            await self.refresh()
-        if not self._streams:
-            await asyncio.sleep(min(block_ms / 1000, REFRESH_S))
-            return []
-        redis = self.bus.redis
-        if self._recovering:
-            reply: Any = await redis.xreadgroup(
-                self.group, self.name, dict.fromkeys(self._streams, "0"), count=count
-            )
-            out = await self._decode_reply(reply)
-            if any(entries for _, entries in reply or []):
-                return out
-            self._recovering = False
-        if time.monotonic() - self._claimed > self.claim_idle_ms / 1000 / 2:
-            self._claimed = time.monotonic()
-            out = await self._autoclaim(count)
-            if out:
-                return out
-        block = max(1, min(block_ms, int(REFRESH_S * 1000)))
-        fresh: Any = await redis.xreadgroup(
-            self.group, self.name, dict.fromkeys(self._streams, ">"), count=count, block=block
-        )
-        return await self._decode_reply(fresh)
-
-    async def _autoclaim(self, count: int) -> list[Delivery]:
-        out: list[Delivery] = []
-        for key in self._streams:
-            reply: Any = await self.bus.redis.xautoclaim(
-                key, self.group, self.name, self.claim_idle_ms, start_id="0-0", count=count
-            )
-            out.extend(await self._decode_entries(key, reply[1]))
-        return out
-
-    async def _decode_reply(self, reply: Any) -> list[Delivery]:
-        out: list[Delivery] = []
-        for key, entries in reply or []:
-            out.extend(await self._decode_entries(_s(key), entries))
-        return out
-
-    async def _decode_entries(self, key: str, entries: Any) -> list[Delivery]:
-        event_type = self._streams[key]
-        out: list[Delivery] = []
-        gone: list[str] = []
-        for raw_id, fields in entries:
-            entry_id = _s(raw_id)
-            data = fields.get(FIELD) if fields else None
-            if data is None:  # trimmed while pending: nothing left to handle
-                gone.append(entry_id)
-                continue
-            try:
-                out.append(Delivery(event_type, entry_id, decode(data, event_type), data))
-            except MalformedEvent as exc:
-                await self._dead_letter(event_type, entry_id, exc.reason, data)
-                gone.append(entry_id)
-        if gone:
-            await self.bus.redis.xack(key, self.group, *gone)
-        return out
-
-    async def _dead_letter(self, event_type: str, entry_id: str, error: str, data: bytes) -> None:
-        pipe = self.bus.redis.pipeline(transaction=False)
-        fields: dict[Any, Any] = {
-            "type": event_type,
-            "origin_id": entry_id,
-            "group": self.group,
-            "error": error,
-            "data": data,
-        }
-        pipe.xadd(self.bus._dead_key, fields, maxlen=self.bus.maxlen, approximate=True)
-        pipe.incr(self.bus._dead_key + ":count")
-        await pipe.execute()
-        self.dead_lettered += 1
-
-    async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        by_key: dict[str, list[str]] = {}
-        for d in deliveries:
-            by_key.setdefault(self.bus.key(d.type), []).append(d.entry_id)
-        if not by_key:
-            return
-        pipe = self.bus.redis.pipeline(transaction=False)
-        for key, ids in by_key.items():
-            pipe.xack(key, self.group, *ids)
-        await pipe.execute()

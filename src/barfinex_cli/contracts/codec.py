@@ -1,7 +1,9 @@
 """Encode envelopes to JSON bytes and decode them back, validated against the catalogue.
 
 One validator per type is built once and reused. Unknown types decode with a plain dict payload so
-that they can be stored and skipped; malformed messages raise `MalformedEvent`.
+that they can be stored and skipped; malformed messages raise `MalformedEvent`, and so does a
+message larger than the size limit the caller gives (the bus passes `max_event_bytes`), checked
+before any parsing so an oversized message costs nothing but its length.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from barfinex_cli.contracts.catalog import CATALOG
 from barfinex_cli.contracts.envelope import Envelope
 
 AnyEnvelope = Envelope[Any]
+
+DEFAULT_MAX_EVENT_BYTES = 256 * 1024
+"""The default size limit of one encoded event (the `max_event_bytes` setting)."""
 
 
 class MalformedEvent(ValueError):
@@ -39,8 +44,19 @@ def encode(event: AnyEnvelope) -> bytes:
     return event.model_dump_json(by_alias=True).encode()
 
 
-def decode(data: bytes | str, event_type: str | None = None) -> AnyEnvelope:
-    """Validate JSON `data` as an envelope; with `event_type`, it must be of that type."""
+def decode(
+    data: bytes | str, event_type: str | None = None, *, max_bytes: int | None = None
+) -> AnyEnvelope:
+    """Validate JSON `data` as an envelope; with `event_type`, it must be of that type.
+
+    With `max_bytes`, data longer than that (in bytes; a str is measured as UTF-8) is refused.
+    """
+    if max_bytes is not None:
+        size = len(data) if isinstance(data, bytes) else len(data.encode())
+        if size > max_bytes:
+            raise MalformedEvent(
+                f"event of {size} bytes is over the limit of {max_bytes} bytes (max_event_bytes)"
+            )
     if event_type is None:
         try:
             head = json.loads(data)

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     )
     namespace: str = Field("default", pattern=r"^[A-Za-z0-9_.-]+$", description="bus key prefix")
     bus_maxlen: int = Field(100_000, ge=1_000, description="approximate length cap per stream")
+    redis_outage_s: float = Field(
+        60.0, gt=0, description="how long roles wait out an unreachable Redis before exiting"
+    )
+    max_event_bytes: int = Field(
+        256 * 1024, ge=1024, description="largest event a consumer decodes; larger: dead letter"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = Field(False, description="JSON-lines logs even in a terminal")
     token: SecretStr | None = Field(None, description="gateway bearer token")

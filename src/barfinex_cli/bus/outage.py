@@ -1,0 +1,142 @@
+"""Ride out a Redis outage: every bus call retries with capped, jittered backoff, up to a limit.
+
+A dropped connection or a restarted Redis is a pause, not the end of a role. Each call of the
+Redis bus (publish, fetch, ack, tail reads, dedup checks) goes through `Outage.call`, which
+retries connection failures with full-jitter exponential backoff (tenacity) until Redis answers
+again. One `Outage` is shared by all calls of a bus, so the outage is measured from its first
+failed call, is logged once when it starts and once when it ends (not per retry), and is visible
+to the roles as `degraded` / `since` for their health. Only a Redis that stays unreachable longer
+than `limit_s` (the setting `redis_outage_s`) ends the call, with a `RedisUnreachable` that says
+how long it waited.
+
+redis-py's own retry is switched off on the bus's client (`no_retry`): it would retry blindly,
+including a batch of XADDs that Redis may already have applied, and hide the outage from us.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_random_exponential
+
+from barfinex_cli.errors import RedisUnreachable
+
+log = logging.getLogger("bfx.bus")
+
+T = TypeVar("T")
+
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+"""Failures that mean 'Redis is not answering right now' (a loading Redis is a ConnectionError)."""
+
+
+def no_retry() -> Retry:
+    """Return the retry policy given to redis-py: none, so `Outage` sees every failure."""
+    return Retry(NoBackoff(), 0)
+
+
+def first_line(exc: BaseException) -> str:
+    """Return the first line of an exception's message (redis-py adds multi-line detail)."""
+    return str(exc).split("\n")[0] or type(exc).__name__
+
+
+class Outage:
+    """Whether one bus's Redis is unreachable now, since when, and the retry policy for calls.
+
+    Args:
+        url: The Redis URL, for the log lines and the final error.
+        limit_s: How long an outage may last before a call gives up (`redis_outage_s`).
+        backoff_s: The scale of the first waits; they double per failure, with full jitter.
+        max_backoff_s: The cap on one wait between attempts.
+    """
+
+    def __init__(
+        self, url: str, limit_s: float, *, backoff_s: float = 0.05, max_backoff_s: float = 2.0
+    ) -> None:
+        self.url = url
+        self.limit_s = limit_s
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.outages = 0
+        """How many outages this bus has ridden out (or is in)."""
+        self._since: float | None = None  # monotonic start of the current outage
+        self.since: datetime | None = None
+        """When the current outage began (UTC), or None while Redis answers."""
+
+    @property
+    def degraded(self) -> bool:
+        """Tell whether Redis is unreachable right now (calls are waiting for it)."""
+        return self._since is not None
+
+    def elapsed_s(self) -> float:
+        """Return how long the current outage has lasted (0 while Redis answers)."""
+        return 0.0 if self._since is None else time.monotonic() - self._since
+
+    async def call(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        on_failure: Callable[[], None] | None = None,
+    ) -> T:
+        """Return `await fn()`, calling it again after each connection failure.
+
+        `fn` must be safe to call again after a failure at any point (the callers make it so);
+        `on_failure` runs after each failure, before the wait, to reset what the retry needs.
+        Raise `RedisUnreachable` once the outage has lasted longer than `limit_s`.
+        """
+
+        def transient(exc: BaseException) -> bool:
+            if not isinstance(exc, TRANSIENT):
+                return False
+            self._failed(exc)
+            if on_failure is not None:
+                on_failure()
+            return True
+
+        def out_of_time(_: RetryCallState) -> bool:
+            return self.elapsed_s() >= self.limit_s
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(transient),
+            wait=wait_random_exponential(multiplier=self.backoff_s, max=self.max_backoff_s),
+            stop=out_of_time,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    result = await fn()
+        except TRANSIENT as exc:
+            raise RedisUnreachable(
+                self.url,
+                f"no answer for {self.elapsed_s():.1f} s, longer than redis_outage_s="
+                f"{self.limit_s:g}: {first_line(exc)}",
+            ) from None
+        self._answered()
+        return result
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._since is not None:
+            return
+        self._since = time.monotonic()
+        self.since = datetime.now(UTC)
+        self.outages += 1
+        log.warning(
+            "Redis unreachable; retrying with backoff",
+            extra={"url": self.url, "error": first_line(exc), "give_up_after_s": self.limit_s},
+        )
+
+    def _answered(self) -> None:
+        if self._since is None:
+            return
+        lasted = self.elapsed_s()
+        self._since = None
+        self.since = None
+        log.info("Redis answers again", extra={"url": self.url, "after_s": round(lasted, 3)})
