@@ -262,7 +262,10 @@ def dead_letters(
     limit: Annotated[int, typer.Option(help="At most this many.", min=1)] = 20,
     as_json: JsonOpt = False,
 ) -> None:
-    """List messages that failed to decode, with the reason (newest last).
+    """List messages that failed to decode: the reason, the size and a preview (newest last).
+
+    The preview is the first 200 characters of the message, control characters escaped; whole
+    payloads are never printed (a dead letter may be an oversized event).
 
     Example: bfx events dead-letters --json
     """
@@ -281,7 +284,7 @@ def dead_letters(
             await bus.close()
 
     for letter in asyncio.run(fetch()):
-        data = letter.data.decode(errors="replace")
+        preview, clipped = dead_letter_preview(letter.data, letter.size)
         if as_json:
             print_json_line(
                 {
@@ -289,8 +292,26 @@ def dead_letters(
                     "type": letter.type,
                     "origin_id": letter.origin_id,
                     "error": letter.error,
-                    "data": data,
+                    "size": letter.size,
+                    "preview": preview,
+                    "clipped": clipped,
                 }
             )
         else:
-            typer.echo(f"{letter.entry_id}  {letter.type}  {letter.error}  {data[:80]}")
+            more = "…" if clipped else ""
+            typer.echo(
+                f"{letter.entry_id}  {letter.type}  {letter.error}  "
+                f"[{letter.size} bytes] {preview}{more}"
+            )
+
+
+PREVIEW_CHARS = 200
+"""How much of a dead letter `bfx events dead-letters` shows."""
+
+
+def dead_letter_preview(data: bytes, size: int, width: int = PREVIEW_CHARS) -> tuple[str, bool]:
+    """Return the first `width` characters of a message on one line, and whether it was cut."""
+    text = data[: width * 4].decode(errors="replace")
+    shown = text[:width]
+    line = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in shown)
+    return line, len(shown) < len(text) or len(data) < size or len(data) > width * 4
