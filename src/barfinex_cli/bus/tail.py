@@ -1,8 +1,9 @@
 """A live tail of the bus that survives the bus going away: resume after the last entry seen.
 
-`Bus.tail` ends with an exception when the connection drops (Redis restarted, a network blip).
-Readers that must keep running — the gateway's WebSocket hub, the webhook sender — wrap it in
-`tail_forever`, which waits with capped, jittered exponential backoff, logs once per outage (not
+The Redis bus waits out a dropped connection or a restarted Redis inside its reads, but only
+for `redis_outage_s`; past that (or on any other failure of a transport) `Bus.tail` ends with an
+exception. Readers that must keep running — the gateway's WebSocket hub, the webhook sender —
+wrap it in `tail_forever`, which waits with capped, jittered exponential backoff, logs once per outage (not
 per retry), and reads on from the newest entry id it delivered, so nothing published while it was
 reconnecting is skipped and nothing already delivered comes twice.
 

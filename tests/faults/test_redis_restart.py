@@ -1,0 +1,135 @@
+"""A whole run survives Redis killed and restarted mid-replay, and ends as an undisturbed run.
+
+The single-process stack (provider replaying at full speed, a detector, the recorder) runs on
+the Redis bus of a `redis-server` this test owns (persistent: every write fsynced), twice: once
+undisturbed, once with the server SIGKILLed in the middle of the replay and started again on the
+same port a moment later. Both runs must end with the same candles in market.db, the same candle
+events on the bus and in audit.db (each once), and the same signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from barfinex_cli.kernel.parts import Kernel
+from barfinex_cli.kernel.stack import run_in_process
+from barfinex_cli.runtime.config import DetectorConfig, ProviderConfig
+from barfinex_cli.runtime.settings import load_settings
+from barfinex_cli.store.audit import AuditStore
+from barfinex_cli.store.market import MarketStore, SeriesKey
+from bus.redis_faults import RedisServer
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+STRATEGY = """
+from barfinex_cli.detector import indicators as ta
+from barfinex_cli.detector.strategy import Rule, Strategy
+
+strategy = Strategy(
+    name="momentum", symbols=["BTC/USDT"], timeframe="1m", threshold=2.0, cooldown=2,
+    rules=[
+        Rule("above_ema", ta.close > ta.ema("close", 10), weight=1.0, direction="long"),
+        Rule("below_ema", ta.close < ta.ema("close", 10), weight=1.0, direction="short"),
+        Rule("rsi_up", ta.rsi(7) > 55, weight=1.0, direction="long"),
+        Rule("rsi_down", ta.rsi(7) < 45, weight=1.0, direction="short"),
+    ],
+)
+"""
+
+REPLAY: dict[str, Any] = {
+    "symbols": ("BTC/USDT",), "timeframes": ("1m", "5m"), "days": 0.5, "history": 60,
+}  # fmt: skip
+
+
+class Outcome:
+    """What a run left behind, as plain comparable data."""
+
+    def __init__(self, home: Path, bus_candles: list[str]) -> None:
+        with MarketStore(home / "market.db") as market:
+            self.stored = {
+                (s.symbol, s.timeframe): market.candles(
+                    SeriesKey(s.exchange, s.symbol, s.timeframe)
+                )
+                for s in market.series()
+            }
+        with AuditStore(home / "audit.db") as audit:
+            candles = audit.query(["market.candle"], limit=None)
+            signals = audit.query(["detector.signal"], limit=None)
+        self.recorded_ids = [e.id for e in candles]
+        self.recorded = sorted(
+            (e.payload.symbol, e.payload.timeframe, e.payload.open_time) for e in candles
+        )
+        self.signals = sorted(
+            (s.payload.candle_time, s.payload.direction, s.payload.score,
+             json.dumps([a.model_dump(mode="json") for a in s.payload.attribution]))
+            for s in signals
+        )  # fmt: skip
+        self.bus_candles = bus_candles
+
+
+async def _run(tmp_path: Path, name: str, *, disturb: bool) -> Outcome:
+    server = RedisServer(tmp_path / f"{name}-redis", persistent=True)
+    server.data.mkdir()
+    await server.start()
+    home = tmp_path / name
+    strategy = tmp_path / "momentum.py"
+    strategy.write_text(STRATEGY)
+    settings = load_settings(home=home, namespace="faults", redis_url=server.url, token="t0ken")
+    provider = ProviderConfig(speed=None, exit_at_end=True, serve=False, **REPLAY)
+    detector = DetectorConfig(
+        strategy=strategy, instance="d0", serve_health=False, join_registry=False
+    )
+    outages = 0
+    try:
+        async with Kernel(settings) as kernel:
+            bus: Any = await kernel.bus()
+            stop = asyncio.Event()
+            running = asyncio.create_task(run_in_process(kernel, provider, [detector], stop))
+            if disturb:
+                await _restart_mid_replay(server, running)
+            await asyncio.wait_for(running, 180)
+            outages = bus.outage.outages
+            candles = await bus.redis.xrange(bus.key("market.candle"))
+        if disturb:
+            assert outages >= 1, "Redis was restarted but the bus never saw an outage"
+        return Outcome(home, [json.loads(data[b"e"])["id"] for _, data in candles])
+    finally:
+        server.stop()
+
+
+async def _restart_mid_replay(server: RedisServer, running: Any) -> None:
+    """Kill Redis once the replay is well under way; start it again 0.3 s later."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    while loop.time() < deadline and not running.done():
+        probe = aioredis.Redis(port=server.port)
+        try:
+            published = await probe.xlen("bfx:faults:market.candle")
+        finally:
+            await probe.aclose()
+        if published >= 150:
+            break
+        await asyncio.sleep(0.01)
+    assert not running.done(), "the replay ended before Redis could be restarted"
+    server.stop(kill=True)
+    await asyncio.sleep(0.3)
+    await server.start()
+
+
+async def test_a_run_with_redis_killed_and_restarted_mid_replay_ends_as_an_undisturbed_one(
+    tmp_path: Path,
+) -> None:
+    calm = await _run(tmp_path, "calm", disturb=False)
+    hit = await _run(tmp_path, "hit", disturb=True)
+    assert len(calm.recorded) > 300 and calm.signals
+    assert hit.stored == calm.stored  # market.db
+    assert hit.recorded == calm.recorded  # audit.db: every candle event, once
+    assert len(set(hit.recorded_ids)) == len(hit.recorded_ids)
+    assert sorted(hit.bus_candles) == sorted(hit.recorded_ids)  # the bus: each once, all recorded
+    assert hit.signals == calm.signals
