@@ -3,9 +3,9 @@
 The Redis bus waits out a dropped connection or a restarted Redis inside its reads, but only
 for `redis_outage_s`; past that (or on any other failure of a transport) `Bus.tail` ends with an
 exception. Readers that must keep running — the gateway's WebSocket hub, the webhook sender —
-wrap it in `tail_forever`, which waits with capped, jittered exponential backoff, logs once per outage (not
-per retry), and reads on from the newest entry id it delivered, so nothing published while it was
-reconnecting is skipped and nothing already delivered comes twice.
+wrap it in `tail_forever`, which waits with capped, jittered exponential backoff, logs once per
+outage (not per retry), and reads on from the newest entry id it delivered, so nothing published
+while it was reconnecting is skipped and nothing already delivered comes twice.
 
 Entry ids of different streams are comparable (both transports derive them from the time of
 publishing), so one position, the largest id seen, resumes every stream the patterns match.
