@@ -961,3 +961,29 @@ async def test_a_change_the_store_cannot_write_is_undone_whole_and_said_so(
     await candle(broker, 1, 100.0, 100.0, 98.0, 99.0)  # fills "l", cannot store it: undone
     assert broker.snapshot() == before and len(rec.events) == emitted
     assert broker.order_status("l") == "open"
+
+
+async def test_candles_that_fill_nothing_write_no_transaction_until_an_order_carries_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "paper.db"
+    broker, _, store = stored(path)
+    commits = 0
+    real_commit = store.commit
+
+    def counting(change: object) -> None:
+        nonlocal commits
+        commits += 1
+        real_commit(change)  # type: ignore[arg-type]
+
+    store.commit = counting  # type: ignore[method-assign]
+    for i in range(20):
+        await close_at(broker, i, 100.0 + i)
+    assert commits == 0  # marks only: about 0.3 ms each saved on a full-speed replay
+    await broker.place(order("l", "buy", "limit", "1", price="50"))
+    assert commits == 1
+    store.close()
+    again, rec, store2 = stored(path)
+    state = await again.place(order("m", "buy", "market", "1"))
+    assert state.filled == 1 and rec.fills()[0].fill.price > D("119")  # the last close, 119
+    store2.close()

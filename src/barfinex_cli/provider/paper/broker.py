@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
@@ -51,6 +52,9 @@ from barfinex_cli.provider.paper.ledger import Ledger, cash_currency
 from barfinex_cli.provider.paper.state import Savepoint, engine_of, state_of
 from barfinex_cli.store.broker import BrokerChange, BrokerState, BrokerStore
 from barfinex_cli.store.market import CandleRow, TradeRow
+
+MARKS_EVERY_S = 5.0
+"""The longest a last price waits to be written when no order or money change carries it."""
 
 log = logging.getLogger("bfx.provider.paper")
 T = TypeVar("T")
@@ -125,6 +129,7 @@ class PaperBroker:
         self._draining = False
         self._store = store
         self._marks: set[str] = set()
+        self._marks_saved = time.monotonic()
         """Symbols whose last price a trade moved since the last write to the store."""
         if store is not None:
             self._resume(store, opening)
@@ -279,6 +284,23 @@ class PaperBroker:
         self._seq = state.seq
         self._marks.clear()
 
+    def _save(self, change: BrokerChange) -> None:
+        """Write a change; one that only moves last prices waits for the next write.
+
+        A candle that fills nothing changes only the marks. Writing those per candle cost about
+        0.3 ms each, a sixth of a full-speed replay, so they ride along with the next change that
+        moves money or orders, or go out on their own after `MARKS_EVERY_S`. A crash loses at
+        most that much of the last prices, which the next candle sets again.
+        """
+        assert self._store is not None
+        if change.marks_only and time.monotonic() - self._marks_saved < MARKS_EVERY_S:
+            self._marks.update(change.marks)
+            return
+        if not change.empty:
+            self._store.commit(change)
+        self._marks.clear()
+        self._marks_saved = time.monotonic()
+
     def _atomic(self, apply: Callable[[], T]) -> T:
         """Run one state change whole: stored before its events leave, undone if any step fails.
 
@@ -291,8 +313,7 @@ class PaperBroker:
             try:
                 result = apply()
                 if self._store is not None:
-                    self._store.commit(save.change(self._seq, self._marks))
-                    self._marks.clear()
+                    self._save(save.change(self._seq, self._marks))
             except BaseException as exc:
                 save.rollback()
                 self._seq = save.seq
