@@ -183,6 +183,7 @@ class Kernel:
             home=self.settings.home,
             recording=await self.recording() if config.record else None,
             webhooks=self.settings.webhooks,
+            gateway=self.settings.gateway,
             paper_store=self.paper_store() if config.paper else None,
             calendars=self.settings.calendars,
         )

@@ -28,7 +28,12 @@ from pydantic_settings import (
 
 from barfinex_cli.errors import ConfigError
 from barfinex_cli.market.calendars import CalendarName
-from barfinex_cli.runtime.config import DetectorConfig, ProviderConfig, WebhooksConfig
+from barfinex_cli.runtime.config import (
+    DetectorConfig,
+    GatewayConfig,
+    ProviderConfig,
+    WebhooksConfig,
+)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ENV_PREFIX = "BFX_"
@@ -76,6 +81,7 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="[calendars]: `exchange:symbol` glob -> 24/7 | 24/5 | weekdays | nyse",
     )
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="[gateway]")
     webhooks: WebhooksConfig | None = Field(
         None, description="[webhooks] table: targets (url, types), attempts, backoff_s, ..."
     )

@@ -4,11 +4,12 @@
 registry, the token) into the app; its lifespan runs the background work: the WebSocket fan-out
 reader, the registry's lost-app sweep, the webhook sender and the MCP session manager. The shared
 state lives in `context`, routes in `routes`, the WebSocket hub in `ws`, the MCP tools in `mcp`,
-the Prometheus metrics in `metrics`; this module assembles them, maps errors to statuses and runs
-uvicorn.
+the Prometheus metrics in `metrics`, the proxy in `proxy`; this module assembles them, maps errors
+to statuses and runs uvicorn.
 
 Every route but `/api/v1/health` and `/api/v1/ready` (and the OpenAPI schema) needs the bearer
-token; `/metrics` does too unless `GatewayOptions.metrics_public` is set. A request the schemas
+token; `/metrics` does too unless `GatewayOptions.metrics_public` is set. The `guard` middleware
+checks it, and caps the body size, before FastAPI reads a byte of the body. A request the schemas
 refuse gets 422 naming the field; no input reaches a 500.
 """
 
@@ -40,6 +41,7 @@ from barfinex_cli.errors import (
     UsageError,
 )
 from barfinex_cli.provider.gateway import mcp as gateway_mcp
+from barfinex_cli.provider.gateway import proxy as gateway_proxy
 from barfinex_cli.provider.gateway import routes as gateway_routes
 from barfinex_cli.provider.gateway import ws as gateway_ws
 from barfinex_cli.provider.gateway.context import (
@@ -49,7 +51,9 @@ from barfinex_cli.provider.gateway.context import (
     Publish,
     require_token,
 )
+from barfinex_cli.provider.gateway.guard import OPEN_PATHS, Guard
 from barfinex_cli.provider.gateway.metrics import CONTENT_TYPE, MetricsMiddleware
+from barfinex_cli.provider.gateway.registry import NameTaken
 
 __all__ = [
     "GatewayContext",
@@ -68,7 +72,7 @@ log = logging.getLogger("bfx.provider.gateway")
 def _status_of(exc: BfxError) -> int:
     if isinstance(exc, NotFound):
         return 404
-    if isinstance(exc, RiskViolation):
+    if isinstance(exc, RiskViolation | NameTaken):
         return 409
     if isinstance(exc, ServiceUnreachable | TransientError):
         return 503
@@ -132,13 +136,16 @@ def create_app(ctx: GatewayContext) -> FastAPI:
         description="Market data, orders, the app registry and a proxy to the other roles.",
     )
     app.state.gateway = state
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    open_paths = OPEN_PATHS | ({"/metrics"} if ctx.options.metrics_public else set())
+    max_body = ctx.config.max_body_bytes
+    app.add_middleware(Guard, token=ctx.token, max_body_bytes=max_body, open_paths=open_paths)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outside: counts refusals too
     app.add_exception_handler(BfxError, _bfx_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     protected = [Depends(require_token)]
     app.include_router(gateway_routes.open_router)
     app.include_router(gateway_routes.router, dependencies=protected)
-    app.include_router(gateway_routes.proxy_router, dependencies=protected)
+    app.include_router(gateway_proxy.router, dependencies=protected)
 
     async def metrics(request: Request) -> Response:
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)

@@ -26,6 +26,7 @@ from barfinex_cli.provider.gateway import auth
 from barfinex_cli.provider.gateway.metrics import GatewayMetrics
 from barfinex_cli.provider.gateway.registry import AppRegistry
 from barfinex_cli.provider.gateway.webhooks import WebhookSender
+from barfinex_cli.runtime.config import GatewayConfig
 from barfinex_cli.store.market import MarketStore
 
 if TYPE_CHECKING:  # an annotation only: `ws` imports this module for the state it serves
@@ -64,6 +65,8 @@ class GatewayContext:
     """The last book the provider saw per symbol (any key; looked up by the book's fields)."""
     webhooks: WebhookSender | None = None
     options: GatewayOptions = field(default_factory=GatewayOptions)
+    config: GatewayConfig = field(default_factory=GatewayConfig)
+    """The `[gateway]` settings: body size cap, hosts apps may register on."""
     clock: Literal["wall", "market"] = "wall"
     """Which clock the provider runs on: `market` when a replay drives a simulated clock."""
     market_time: Callable[[], datetime | None] | None = None

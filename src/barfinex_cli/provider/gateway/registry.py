@@ -3,7 +3,10 @@
 Roles register with the provider's gateway when they start and send a heartbeat every interval.
 An app that misses `missed` heartbeats in a row is marked lost and a `registry.lost` event is
 published; a heartbeat from a lost app makes it alive again. Names are unique: an app that restarts
-and registers under its name again keeps its id.
+and registers under its name again keeps its id. A name cannot move to another URL while the app
+holding it is alive (`NameTaken`, 409): a second app under the same name would otherwise take the
+first one's proxy traffic. Every registration makes a new random proxy secret, which the proxy
+presents to the app (see `proxy`).
 
 The registry itself is plain state and decisions that return the payloads to publish; `watch` is the
 one loop that publishes, run by the gateway's lifespan.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,12 +26,16 @@ from barfinex_cli.contracts.apps import AppLost, AppRegistered, HeartbeatSent, R
 from barfinex_cli.contracts.ids import uuid7
 from barfinex_cli.contracts.rest import AppInfo, Health, RegisterRequest
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.errors import NotFound
+from barfinex_cli.errors import BfxError, NotFound
 
 log = logging.getLogger("bfx.provider.registry")
 
 Publish = Callable[[Payload], Awaitable[None]]
 Clock = Callable[[], datetime]
+
+
+class NameTaken(BfxError):
+    """An app name that an alive app holds at another URL (the gateway answers 409)."""
 
 
 @dataclass(slots=True)
@@ -41,6 +49,7 @@ class _App:
     last_seen: datetime
     health: Health = "ok"
     lost: bool = False
+    proxy_secret: str = ""
 
 
 class AppRegistry:
@@ -66,7 +75,11 @@ class AppRegistry:
         return self.heartbeat_interval_s * self.missed
 
     def register(self, request: RegisterRequest) -> tuple[AppInfo, AppRegistered]:
-        """Register an app (again, if its name is known); return it and the event to publish."""
+        """Register an app (again, if its name is known); return it and the event to publish.
+
+        Raises:
+            NameTaken: The name is held by an alive app at another URL.
+        """
         now = self._clock()
         url = str(request.url).rstrip("/") if request.url is not None else None
         app = self._apps.get(request.name)
@@ -74,9 +87,17 @@ class AppRegistry:
             app = _App(uuid7(), request.name, request.role, url, request.version, now, now)
             self._apps[request.name] = app
         else:
+            held = self._info(app, now)
+            if app.url != url and held.status == "alive":
+                raise NameTaken(
+                    f"app name {app.name!r} is held by an alive app at {app.url or 'no URL'} "
+                    f"(seen {held.silent_for_s:.1f} s ago): stop it, wait {self.lost_after_s:g} s "
+                    "until it is lost, or register under another name"
+                )
             app.role, app.url, app.version = request.role, url, request.version
             app.started_at = app.last_seen = now
             app.health, app.lost = "ok", False
+        app.proxy_secret = secrets.token_urlsafe(32)
         event = AppRegistered(
             app_id=app.id, name=app.name, role=app.role, url=app.url, last_seen=now,
             version=app.version, started_at=app.started_at,
@@ -93,6 +114,13 @@ class AppRegistry:
             uptime_s=max(0.0, (now - app.started_at).total_seconds()), status=status,
         )  # fmt: skip
         return self._info(app, now), event
+
+    def proxy_secret(self, name_or_id: str) -> str | None:
+        """Return the secret the proxy presents to this app, or None for an unknown app."""
+        app = self._apps.get(name_or_id) or next(
+            (a for a in self._apps.values() if a.id == name_or_id), None
+        )
+        return None if app is None else app.proxy_secret
 
     def find(self, name_or_id: str) -> AppInfo | None:
         """Return the app with this name or id, or None."""

@@ -1,13 +1,10 @@
-"""The gateway's REST routes under `/api/v1`, and the proxy to registered apps.
+"""The gateway's REST routes under `/api/v1` (the proxy to registered apps is in `proxy`).
 
 Market reads come from the `MarketStore` (candles, trades) and from what the provider keeps in
 memory (last books, connector health); order routes go to the `Broker`; the app registry answers
 `/apps`. Every body and answer is a model of `contracts.rest`, so `/openapi.json` shows real shapes
 and the runtime's `GatewayClient` parses the same models. The read functions (`read_candles`,
 `read_symbols`, ...) are shared with the MCP tools, so both doors give the same answers.
-
-This module runs past 400 lines because it is the whole REST surface of one service, and its
-routes share their parameter types, their helpers and the read functions with each other.
 """
 
 from __future__ import annotations
@@ -17,10 +14,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-import httpx
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.background import BackgroundTask
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from barfinex_cli import __version__
 from barfinex_cli.contracts.market import BookUpdated, Timeframe
@@ -56,6 +52,7 @@ from barfinex_cli.contracts.times import from_ms, to_ms
 from barfinex_cli.errors import BfxError, NotFound, ServiceUnreachable, UsageError
 from barfinex_cli.provider.connectors.base import Broker, OrderRequest
 from barfinex_cli.provider.gateway.context import GatewayContext, GatewayState, gateway_state
+from barfinex_cli.provider.gateway.proxy import SECRET_HEADER, check_app_url, gateway_address
 from barfinex_cli.store.market import SeriesKey
 
 __all__ = ["MAX_ROWS", "parse_time_ms"]  # the MCP tools check their arguments with these
@@ -64,13 +61,8 @@ State = Annotated[GatewayState, Depends(gateway_state)]
 
 open_router = APIRouter(prefix="/api/v1", tags=["health"])
 router = APIRouter(prefix="/api/v1")
-proxy_router = APIRouter(tags=["proxy"])
 
 SYMBOLS_TIMEOUT_S = 10.0
-_HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
-    "transfer-encoding", "upgrade", "host", "content-length",
-}  # fmt: skip
 
 Since = Annotated[EpochMs, Query(description="epoch ms or ISO 8601, inclusive")]
 Until = Annotated[EpochMs, Query(description="epoch ms or ISO 8601, inclusive")]
@@ -335,10 +327,29 @@ async def cancel_order(state: State, client_order_id: str) -> OrderState:
 # --- app registry -------------------------------------------------------------------------------
 
 
-@router.post("/apps", tags=["registry"], status_code=201, summary="Register an app")
-async def register_app(state: State, body: RegisterRequest) -> AppInfo:
+@router.post(
+    "/apps",
+    tags=["registry"],
+    status_code=201,
+    summary="Register an app; the X-Bfx-Proxy-Secret header holds what the proxy will present",
+    responses={409: {"description": "the name is held by an alive app at another URL"}},
+)
+async def register_app(
+    state: State, body: RegisterRequest, request: Request, response: Response
+) -> AppInfo:
+    if body.url is not None:
+        problem = await asyncio.to_thread(
+            check_app_url, str(body.url), state.ctx.config.allowed_app_hosts,
+            gateway_address(request),
+        )  # fmt: skip
+        if problem is not None:
+            raise RequestValidationError(
+                [{"type": "value_error", "loc": ("body", "url"), "msg": problem,
+                  "input": str(body.url)}]
+            )  # fmt: skip
     info, event = state.ctx.registry.register(body)
     await state.ctx.publish(event)
+    response.headers[SECRET_HEADER] = state.ctx.registry.proxy_secret(info.id) or ""
     return info
 
 
@@ -354,52 +365,3 @@ async def heartbeat(
 @router.get("/apps", tags=["registry"], summary="Registered apps, alive or lost")
 async def list_apps(state: State) -> AppsResponse:
     return AppsResponse(apps=state.ctx.registry.apps())
-
-
-# --- proxy --------------------------------------------------------------------------------------
-
-
-async def proxy(state: State, app: str, path: str, request: Request) -> Response:
-    registry = state.ctx.registry
-    info = registry.find(app)
-    if info is None:
-        names = ", ".join(a.name for a in registry.apps()) or "none"
-        raise NotFound(f"no app named {app!r}; registered: {names}")
-    if info.status == "lost":
-        return JSONResponse(
-            {"detail": f"app {info.name!r} is lost (silent for {info.silent_for_s:.1f} s)"}, 503
-        )
-    if info.url is None:
-        raise NotFound(f"app {info.name!r} registered no URL: it serves no HTTP")
-    assert state.http is not None, "the lifespan opens the HTTP client"
-    url = f"{info.url}/{path}" + (f"?{request.url.query}" if request.url.query else "")
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-    headers["x-forwarded-host"] = request.headers.get("host", "")
-    headers["x-forwarded-prefix"] = f"/proxy/{app}"
-    if request.client is not None:
-        headers["x-forwarded-for"] = request.client.host
-    body = await request.body()
-    upstream = state.http.build_request(request.method, url, headers=headers, content=body or None)
-    try:
-        response = await state.http.send(upstream, stream=True)
-    except httpx.HTTPError as exc:
-        detail = f"app {info.name!r} at {info.url} did not answer: {type(exc).__name__} {exc}"
-        return JSONResponse({"detail": detail.strip()}, status_code=502)
-    passed = _HOP_BY_HOP - {"content-length"}  # the raw body keeps its length
-    out_headers = {k: v for k, v in response.headers.items() if k.lower() not in passed}
-    return StreamingResponse(
-        response.aiter_raw(),
-        status_code=response.status_code,
-        headers=out_headers,
-        background=BackgroundTask(response.aclose),
-    )
-
-
-for _method in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"):
-    proxy_router.add_api_route(
-        "/proxy/{app}/{path:path}",
-        proxy,
-        methods=[_method],
-        operation_id=f"proxy_{_method.lower()}",
-        summary="Forward a request to a registered app",
-    )
