@@ -41,7 +41,7 @@ from barfinex_cli.provider.pipeline import (
     Step,
 )
 from barfinex_cli.runtime.clock import Clock
-from barfinex_cli.runtime.config import ProviderConfig, WebhooksConfig
+from barfinex_cli.runtime.config import GatewayConfig, ProviderConfig, WebhooksConfig
 from barfinex_cli.runtime.recording import Recording
 from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey, TradeRow
 
@@ -194,6 +194,7 @@ class Provider:
         home: Path,
         recording: Recording | None = None,
         webhooks: WebhooksConfig | None = None,
+        gateway: GatewayConfig | None = None,
         paper_store: BrokerStore | None = None,
         calendars: Mapping[str, str] | None = None,
     ) -> None:
@@ -208,6 +209,7 @@ class Provider:
         self.home = home
         self.recording = recording
         self.webhooks_config = webhooks
+        self.gateway_config = gateway or GatewayConfig()
         self.paper_store = paper_store
         self.calendars = dict(calendars or {})
         self.runtime: ProviderRuntime | None = None
@@ -522,6 +524,7 @@ class Provider:
             connectors={rt.connector.name: rt.connector},
             books=rt.books,
             options=GatewayOptions(mcp_orders_enabled=self.options.mcp_orders),
+            config=self.gateway_config,
             clock=self.clock.kind,
             market_time=self._market_time,
         )

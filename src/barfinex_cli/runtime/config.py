@@ -1,4 +1,4 @@
-"""The typed config section of each role: `[provider]`, `[detector]`, `[webhooks]` in `bfx.toml`.
+"""The typed config section of each role: `[provider]`, `[detector]`, `[webhooks]`, `[gateway]`.
 
 Each section is a frozen model validated when the settings load, so a typo in `bfx.toml` is caught
 by `bfx config show` and at the start of any command, not when the role reaches that code. The
@@ -140,3 +140,24 @@ class WebhooksConfig(Section):
         secret = target.secret or self.secret
         assert secret is not None  # the validator guarantees one
         return secret.get_secret_value().encode()
+
+
+class GatewayConfig(Section):
+    """What the provider's gateway accepts: `[gateway]` in bfx.toml (see docs/gateway.md)."""
+
+    max_body_bytes: int = Field(1_048_576, ge=1, le=1 << 30, description="request body cap")
+    allowed_app_hosts: tuple[str, ...] = Field(
+        ("127.0.0.1", "localhost", "::1"),
+        min_length=1,
+        description="hosts an app may register a URL on (the proxy forwards only there)",
+    )
+
+    @model_validator(mode="after")
+    def _plain_hosts(self) -> Self:
+        for host in self.allowed_app_hosts:
+            if not host or any(c in host for c in "/@?#[] ") or host.count(":") == 1:
+                raise ValueError(
+                    f"allowed_app_hosts: {host!r} is not a bare host name or IP "
+                    "(no scheme, port or brackets: e.g. '127.0.0.1', 'localhost', '::1')"
+                )
+        return self
