@@ -1,12 +1,13 @@
 """Advisor events: one or more per pipeline stage, so every decision can be replayed and explained.
 
-The advisor turns a `detector.signal` into a `advisor.decision` (the execution intent) or a
-rejection. Each stage reports its outcome as its own type; `signal_id` is the id of the
-`detector.signal` event that started the run, and the envelope's `trace_id` ties the run together.
-Training and model switches happen outside a run and carry no `signal_id`.
+The advisor turns a `detector.signal` into an `advisor.decision` (the execution intent) or an
+`advisor.decision.rejected`. Each of its eight stages (context, quality, ml, conviction,
+calibration, llm, validation, intent) reports its outcome as its own type; `signal_id` is the id
+of the `detector.signal` event that started the run, and the envelope's `trace_id` ties the run
+to the signal and the candle under it. Training happens outside a run and carries no `signal_id`.
 
-The module runs past 400 lines because it is the whole advisor vocabulary, one small model per
-type; splitting it would scatter the stages of one pipeline across files.
+Every type here is emitted by the advisor in some real situation (a test enumerates them); a type
+the pipeline had no use for was removed rather than left as decoration.
 """
 
 from __future__ import annotations
@@ -14,19 +15,29 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeFloat, NonNegativeInt
 
 from barfinex_cli.contracts.detector import Direction
-from barfinex_cli.contracts.market import QualityScore, Timeframe
+from barfinex_cli.contracts.market import Timeframe
 from barfinex_cli.contracts.orders import Amount, OrderSide, OrderType
-from barfinex_cli.contracts.types import Payload, UtcDatetime
+from barfinex_cli.contracts.types import Model, Payload, UtcDatetime
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 Stage = Literal[
-    "intake", "context", "quality", "ml", "conviction", "regime", "calibration", "llm",
-    "sizing", "validation", "attribution", "decision",
+    "intake", "context", "quality", "ml", "conviction", "calibration", "llm", "validation",
+    "intent",
 ]  # fmt: skip
-Regime = Literal["trend_up", "trend_down", "range", "volatile", "quiet"]
+Regime = Literal["trend", "range", "high_vol"]
+Bias = Literal["long", "short", "neutral"]
+Multiplier = Annotated[float, Field(ge=0.0, le=2.0)]
+
+
+class StageOutcome(Model):
+    """One stage's outcome in a run: passed, blocked or skipped, and the reason in words."""
+
+    stage: Stage
+    outcome: Literal["passed", "blocked", "skipped"]
+    detail: str = ""
 
 
 class _RunEvent(Payload):
@@ -41,112 +52,97 @@ class SignalReceived(_RunEvent):
     event_type = "advisor.signal.received"
 
     strategy: str
+    exchange: str
     symbol: str
     direction: Direction
     score: float
 
 
 class SignalDropped(_RunEvent):
-    """A detector signal the advisor dropped at intake, before any stage ran."""
+    """A detector signal the advisor dropped at intake, before any stage ran, and why."""
 
     event_type = "advisor.signal.dropped"
 
-    reason: Literal["duplicate", "stale", "cooldown", "position_open", "throttled"]
+    reason: Literal["unknown_symbol", "stale_signal", "unsupported_action"]
     detail: str = ""
 
 
-class StageStarted(_RunEvent):
-    """A pipeline stage that began work on a signal."""
-
-    event_type = "advisor.stage.started"
-
-    stage: Stage
-    attempt: PositiveInt = 1
-
-
-class StageCompleted(_RunEvent):
-    """A pipeline stage that finished; `outcome` names the event it produced."""
-
-    event_type = "advisor.stage.completed"
-
-    stage: Stage
-    duration_ms: NonNegativeFloat
-    outcome: str
-
-
 class StageFailed(_RunEvent):
-    """A pipeline stage that raised; `retryable` says whether the advisor will try again."""
+    """A stage that could not run; `retryable` says whether the signal stays pending for later."""
 
     event_type = "advisor.stage.failed"
 
     stage: Stage
-    duration_ms: NonNegativeFloat
     error_type: str
     message: str
     retryable: bool
 
 
 class ContextFetched(_RunEvent):
-    """The market and account context gathered for a signal."""
+    """The market and account context gathered for a signal, from the advisor's own memory."""
 
     event_type = "advisor.context.fetched"
 
+    exchange: str
     symbol: str
     timeframe: Timeframe
     candles: NonNegativeInt
     last_price: Decimal
-    spread_bps: NonNegativeFloat
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    spread_pct: NonNegativeFloat | None = None
     atr: Decimal | None = None
-    volume_24h: Amount | None = None
-    funding_rate: float | None = None
     position_size: Decimal
-    equity: Decimal
-    duration_ms: NonNegativeFloat
+    equity: Decimal | None = None
+    age_s: NonNegativeFloat
+    """How old the newest candle is against the signal's time."""
+    duration_us: NonNegativeFloat
 
 
 class QualityPassed(_RunEvent):
-    """The data under a signal passed every quality check."""
+    """The data under a signal scored at or above the threshold on every measure."""
 
     event_type = "advisor.quality.passed"
 
-    quality_score: QualityScore
-    checks: list[str]
+    quality: Unit
+    threshold: Unit
+    components: dict[str, float]
 
 
 class QualityBlocked(_RunEvent):
-    """The data under a signal failed a quality check; the run stops here."""
+    """The data under a signal scored below the threshold; the run stops here."""
 
     event_type = "advisor.quality.blocked"
 
-    quality_score: QualityScore
-    failed_checks: list[str]
+    quality: Unit
+    threshold: Unit
+    components: dict[str, float]
     reason: str
 
 
 class MlScored(_RunEvent):
-    """The machine-learning model's probability that the signal's trade wins."""
+    """The advisor's own probability that the signal's trade wins, and which scorer gave it."""
 
     event_type = "advisor.ml.scored"
 
     model: str
-    model_version: str
+    kind: Literal["ml", "rule"]
     probability: Unit
-    features: NonNegativeInt
-    top_features: dict[str, float]
-    duration_ms: NonNegativeFloat
+    features: dict[str, float]
+    duration_us: NonNegativeFloat
 
 
 class MlSkipped(_RunEvent):
-    """The machine-learning stage did not score this signal, and why."""
+    """The scoring stage did not score this signal, and why; conviction uses the detector alone."""
 
     event_type = "advisor.ml.skipped"
 
-    reason: Literal["disabled", "no_model", "stale_model", "missing_features"]
+    reason: Literal["missing_features", "scorer_error"]
     detail: str = ""
 
 
 class ConvictionScored(_RunEvent):
-    """The raw conviction blended from the signal score, the ML probability and the context."""
+    """The raw conviction blended from the detector's score and the advisor's probability."""
 
     event_type = "advisor.conviction.scored"
 
@@ -156,19 +152,18 @@ class ConvictionScored(_RunEvent):
 
 
 class RegimeDetected(_RunEvent):
-    """The market regime the advisor sees on the signal's series."""
+    """The market regime the advisor sees on the signal's series, with the measures behind it."""
 
     event_type = "advisor.regime.detected"
 
     symbol: str
     timeframe: Timeframe
     regime: Regime
-    confidence: Unit
-    since: UtcDatetime
+    measures: dict[str, float]
 
 
-class RegimeRotated(Payload):
-    """The regime of a series changed, and with it the strategies the advisor trusts there."""
+class RegimeRotated(_RunEvent):
+    """The regime of a series changed since its previous signal; its calibrator changes too."""
 
     event_type = "advisor.regime.rotated"
 
@@ -176,48 +171,45 @@ class RegimeRotated(Payload):
     timeframe: Timeframe
     previous: Regime
     current: Regime
-    confidence: Unit
-    strategies_enabled: list[str]
-    strategies_disabled: list[str]
 
 
 class ConvictionCalibrated(_RunEvent):
-    """The raw conviction mapped to a calibrated win probability."""
+    """The raw conviction mapped to a calibrated win probability by the regime's calibrator."""
 
     event_type = "advisor.conviction.calibrated"
 
+    regime: Regime
     raw: Unit
     calibrated: Unit
     method: Literal["isotonic", "platt", "identity"]
-    calibrator_version: str
 
 
 class LlmRequested(_RunEvent):
-    """A prompt sent to a language model for a second opinion on the trade."""
+    """A prompt sent to a language model for a synthesis of the structured context."""
 
     event_type = "advisor.llm.requested"
 
     request_id: str
-    provider: str
     model: str
-    prompt_tokens: NonNegativeInt
+    attempt: Annotated[int, Field(ge=1)]
+    prompt_chars: NonNegativeInt
     prompt_sha256: str
-    temperature: NonNegativeFloat
 
 
 class LlmResponded(_RunEvent):
-    """A language model's parsed answer, with its cost."""
+    """A language model's answer, parsed: its bias, sizing multiplier and reasoning."""
 
     event_type = "advisor.llm.responded"
 
     request_id: str
     model: str
-    stance: Literal["agree", "disagree", "abstain"]
-    confidence: Unit
-    summary: str
-    completion_tokens: NonNegativeInt
+    bias: Bias
+    sizing_multiplier: Multiplier
+    reasoning: str
+    accepted: bool
+    """False when the hallucination check discarded the answer."""
     latency_ms: NonNegativeFloat
-    cost_usd: Amount
+    completion_tokens: NonNegativeInt = 0
 
 
 class LlmFailed(_RunEvent):
@@ -227,23 +219,23 @@ class LlmFailed(_RunEvent):
 
     request_id: str
     model: str
-    error: Literal["timeout", "rate_limited", "provider_error", "unparseable", "budget_exceeded"]
+    error: Literal["timeout", "unreachable", "provider_error", "unparseable"]
     message: str
-    attempt: PositiveInt
+    attempt: Annotated[int, Field(ge=1)]
     will_retry: bool
 
 
 class LlmSkipped(_RunEvent):
-    """The language-model stage was not run for this signal, and why."""
+    """The language-model stage gave no contribution to this signal, and why."""
 
     event_type = "advisor.llm.skipped"
 
-    reason: Literal["disabled", "budget_exhausted", "below_threshold", "circuit_open", "cached"]
+    reason: Literal["not_configured", "unavailable"]
     detail: str = ""
 
 
 class LlmHallucinated(_RunEvent):
-    """A language-model answer that stated a fact contradicting the context it was given."""
+    """An answer that cited a number the context does not hold, or argued against all evidence."""
 
     event_type = "advisor.llm.hallucination"
 
@@ -254,8 +246,8 @@ class LlmHallucinated(_RunEvent):
     actual: str
 
 
-class ModelSwitched(Payload):
-    """The advisor moved to another model after failures or on an operator's order."""
+class ModelSwitched(_RunEvent):
+    """The stage fell back to the next model of its list after the previous one failed."""
 
     event_type = "advisor.model.switched"
 
@@ -266,52 +258,16 @@ class ModelSwitched(Payload):
     failures: NonNegativeInt = 0
 
 
-class PositionSized(_RunEvent):
-    """The size the risk budget allows for the trade, and what capped it if anything did."""
+class ValidationPassed(_RunEvent):
+    """The planned trade passed the spread and reward-to-risk checks."""
 
-    event_type = "advisor.sizing.computed"
-
-    equity: Decimal
-    risk_fraction: Unit
-    risk_amount: Amount
-    stop_distance: Amount
-    size: Amount
-    capped_by: Literal["none", "max_position", "max_leverage", "min_notional", "max_exposure"]
-
-
-class SpreadChecked(_RunEvent):
-    """The bid-ask spread measured against the limit the trade can bear."""
-
-    event_type = "advisor.spread.checked"
-
-    bid: Decimal
-    ask: Decimal
-    spread_bps: NonNegativeFloat
-    limit_bps: NonNegativeFloat
-    ok: bool
-
-
-class RiskRewardChecked(_RunEvent):
-    """The reward-to-risk ratio of the planned entry, stop and take-profit against the minimum."""
-
-    event_type = "advisor.rr.checked"
+    event_type = "advisor.validation.passed"
 
     entry: Decimal
     stop: Decimal
     take_profit: Decimal
-    ratio: NonNegativeFloat
-    minimum: NonNegativeFloat
-    ok: bool
-
-
-class ValidationPassed(_RunEvent):
-    """The planned trade passed every pre-trade check."""
-
-    event_type = "advisor.validation.passed"
-
-    checks: list[str]
+    spread_pct: NonNegativeFloat
     risk_reward: NonNegativeFloat
-    risk_amount: Amount
 
 
 class ValidationBlocked(_RunEvent):
@@ -319,10 +275,24 @@ class ValidationBlocked(_RunEvent):
 
     event_type = "advisor.validation.blocked"
 
-    check: str
+    check: Literal["spread", "risk_reward", "atr"]
     reason: str
     observed: float | None = None
     limit: float | None = None
+
+
+class PositionSized(_RunEvent):
+    """The size suggested for the trade: the risk budget over the stop distance, and its caps."""
+
+    event_type = "advisor.sizing.computed"
+
+    equity: Decimal
+    risk_fraction: Unit
+    risk_amount: Amount
+    stop_distance: Amount
+    multiplier: Multiplier
+    size: Amount
+    capped_by: Literal["none", "max_position"]
 
 
 class AttributionRecorded(_RunEvent):
@@ -349,8 +319,13 @@ class DecisionMade(_RunEvent):
     size: Amount
     conviction: Unit
     reasoning: str
+    raw_conviction: Unit | None = None
+    regime: Regime | None = None
+    risk_reward: NonNegativeFloat | None = None
+    strategy: str | None = None
     ml_model: str | None = None
     llm_model: str | None = None
+    stages: list[StageOutcome] = Field(default_factory=list)
     expires_at: UtcDatetime | None = None
 
 
@@ -362,6 +337,7 @@ class DecisionRejected(_RunEvent):
     stage: Stage
     reason: str
     conviction: Unit | None = None
+    stages: list[StageOutcome] = Field(default_factory=list)
 
 
 class CalibrationTrained(Payload):
@@ -396,8 +372,6 @@ class ModelTrained(Payload):
 EVENTS: tuple[type[Payload], ...] = (
     SignalReceived,
     SignalDropped,
-    StageStarted,
-    StageCompleted,
     StageFailed,
     ContextFetched,
     QualityPassed,
@@ -414,14 +388,15 @@ EVENTS: tuple[type[Payload], ...] = (
     LlmSkipped,
     LlmHallucinated,
     ModelSwitched,
-    PositionSized,
-    SpreadChecked,
-    RiskRewardChecked,
     ValidationPassed,
     ValidationBlocked,
+    PositionSized,
     AttributionRecorded,
     DecisionMade,
     DecisionRejected,
     CalibrationTrained,
     ModelTrained,
 )
+
+TRAINING_EVENTS: tuple[type[Payload], ...] = (CalibrationTrained, ModelTrained)
+"""The types `bfx advisor train` emits; every other type here comes out of a pipeline run."""

@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Self
 from barfinex_cli.bus.base import Bus
 from barfinex_cli.errors import ConfigError
 from barfinex_cli.runtime.clock import Clock, ClockKind, LiveClock, SimClock
-from barfinex_cli.runtime.config import DetectorConfig, ProviderConfig
+from barfinex_cli.runtime.config import AdvisorConfig, DetectorConfig, ProviderConfig
 from barfinex_cli.runtime.connect import open_bus
 from barfinex_cli.runtime.settings import Settings
 
 if TYPE_CHECKING:
     import httpx
 
+    from barfinex_cli.advisor.llm import LlmStage
+    from barfinex_cli.advisor.service import Advisor
     from barfinex_cli.detector.service import Detector
     from barfinex_cli.provider.service import Provider
     from barfinex_cli.runtime.client import GatewayClient
@@ -215,4 +217,33 @@ class Kernel:
             self.clock(kind)
         return Detector(
             config, strategy=strategy, bus=await self.bus(), clock=self.clock(), client=client
+        )
+
+    async def advisor(
+        self,
+        config: AdvisorConfig | None = None,
+        *,
+        client: GatewayClient | None = None,
+        llm: LlmStage | None = None,
+    ) -> Advisor:
+        """Return an advisor on this kernel's parts; its model file (if any) is loaded here.
+
+        Its clock follows the same rule as a detector's: the kernel's if set, else `config.clock`,
+        where `auto` asks the provider whether it runs on market time.
+        """
+        from barfinex_cli.advisor.service import Advisor
+
+        config = config or self.settings.advisor
+        model = None
+        if config.model is not None:
+            from barfinex_cli.advisor.models import load_model
+
+            model = load_model(config.model)
+        client = client or self.client(config.provider_url)
+        if self._clock is None:
+            kind: ClockKind
+            kind = (await client.health()).clock if config.clock == "auto" else config.clock
+            self.clock(kind)
+        return Advisor(
+            config, bus=await self.bus(), clock=self.clock(), client=client, model=model, llm=llm
         )

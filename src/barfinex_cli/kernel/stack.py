@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from barfinex_cli.kernel.parts import Kernel
-from barfinex_cli.runtime.config import DetectorConfig, ProviderConfig
+from barfinex_cli.runtime.config import AdvisorConfig, DetectorConfig, ProviderConfig
 
 if TYPE_CHECKING:
+    from barfinex_cli.advisor.service import Advisor
     from barfinex_cli.detector.service import Detector
     from barfinex_cli.provider.service import Provider
     from barfinex_cli.runtime.recording import Recording
@@ -34,6 +35,7 @@ class StackRun:
 
     provider: Provider
     detectors: list[Detector] = field(default_factory=list)
+    advisors: list[Advisor] = field(default_factory=list)
     recording: Recording | None = None
     events: int = 0
     """Events published by every role together."""
@@ -63,8 +65,11 @@ async def run_in_process(
     stop: asyncio.Event,
     *,
     record: bool = True,
+    advisor_configs: Sequence[AdvisorConfig] = (),
 ) -> StackRun:
-    """Run a provider, its detectors and the recorder in this process until the replay ends.
+    """Run a provider, detectors, advisors and the recorder in this process until the replay ends.
+
+    Advisors start after the detectors and stop first, once they have handled every signal.
 
     A live provider (or one that does not exit at the end) runs until `stop` is set.
     """
@@ -100,6 +105,11 @@ async def run_in_process(
             run.detectors.append(detector)
             _, task = start(detector.run, f"detector-{i}")
             await _started(detector.ready, task, f"detector {detector.instance}")
+        for i, advisor_config in enumerate(advisor_configs):
+            advisor = await kernel.advisor(advisor_config, client=client)
+            run.advisors.append(advisor)
+            _, task = start(advisor.run, f"advisor-{i}")
+            await _started(advisor.ready, task, f"advisor {advisor.instance}")
         provider.gate.set()
         ended = asyncio.ensure_future(provider.replay_done.wait())
         stopped = asyncio.ensure_future(stop.wait())
@@ -113,8 +123,11 @@ async def run_in_process(
         rt = provider.runtime
         assert rt is not None
         await _until(lambda: all(d.candles_seen >= rt.candles for d in run.detectors), stop)
+        signals = sum(d.signals for d in run.detectors)
+        await _until(lambda: all(a.signals_seen >= signals for a in run.advisors), stop)
         await _stop_in_order(stops[1 if record else 0 :])
         run.events = rt.events + sum(d.published for d in run.detectors)
+        run.events += sum(a.published for a in run.advisors)
         if run.recording is not None:
             await run.recording.drain(run.events)
         await _stop_in_order(stops)

@@ -161,3 +161,45 @@ class GatewayConfig(Section):
                     "(no scheme, port or brackets: e.g. '127.0.0.1', 'localhost', '::1')"
                 )
         return self
+
+
+class AdvisorConfig(Section):
+    """How the advisor runs and decides: `[advisor]` in bfx.toml, or `bfx advisor run` options.
+
+    See docs/advisor.md for what each bound does in the pipeline.
+    """
+
+    instance: str = Field("advisor", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    provider_url: str | None = Field(None, description="None: the global provider_url")
+    host: str = "127.0.0.1"
+    port: int = Field(8009, ge=0, le=65535)
+    serve_api: bool = Field(True, description="serve /health, /metrics and the REST API")
+    heartbeat_s: float = Field(5.0, gt=0)
+    join_registry: bool = True
+    clock: Literal["auto", "wall", "market"] = "auto"
+    warmup: int = Field(300, ge=20, le=5000, description="candles per series read at warm-up")
+    retry_s: float = Field(2.0, gt=0, description="wait before retrying a pending signal")
+    model: Path | None = Field(None, description="trained model file; None: the rule scorer")
+    min_quality: float = Field(0.6, ge=0, le=1, description="quality gate threshold (0..1)")
+    max_staleness: int = Field(3, ge=0, description="candles the context may lag the signal")
+    max_signal_age_s: float = Field(3600.0, gt=0, description="older signals are dropped")
+    detector_weight: float = Field(0.4, ge=0, le=1, description="conviction: detector share")
+    min_conviction: float = Field(0.0, ge=0, le=1, description="calibrated conviction floor")
+    max_spread_pct: float = Field(0.4, gt=0, description="validation: widest spread, percent")
+    min_risk_reward: float = Field(1.2, gt=0, description="validation: lowest reward/risk")
+    atr_period: int = Field(14, ge=2, le=500)
+    stop_atr: float = Field(1.5, gt=0, description="stop distance in ATRs")
+    take_profit_atr: float = Field(2.5, gt=0, description="take-profit distance in ATRs")
+    risk_fraction: float = Field(0.01, gt=0, le=1, description="equity risked per trade")
+    max_position_fraction: float = Field(0.25, gt=0, le=10, description="notional cap / equity")
+    default_equity: float = Field(10_000.0, gt=0, description="equity when no balance is seen")
+    llm_models: tuple[str, ...] = Field((), description="litellm model names, tried in order")
+    llm_api_base: str | None = Field(None, description="OpenAI-compatible server URL")
+    llm_api_key: SecretStr | None = Field(None, description="LLM key (env only)")
+    llm_timeout_s: float = Field(20.0, gt=0)
+    llm_retries: int = Field(1, ge=0, le=5, description="extra tries per model")
+    llm_temperature: float = Field(0.0, ge=0, le=2)
+    llm_tolerance_pct: float = Field(
+        1.0, ge=0, le=50, description="hallucination check: how far a cited number may stray"
+    )
+    recent: int = Field(500, ge=1, le=100_000, description="decisions kept for the REST API")

@@ -29,6 +29,7 @@ from pydantic_settings import (
 from barfinex_cli.errors import ConfigError
 from barfinex_cli.market.calendars import CalendarName
 from barfinex_cli.runtime.config import (
+    AdvisorConfig,
     DetectorConfig,
     GatewayConfig,
     ProviderConfig,
@@ -77,11 +78,12 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(None, description="signs webhook bodies (env only)")
     provider: ProviderConfig = Field(default_factory=ProviderConfig, description="[provider]")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="[detector]")
+    advisor: AdvisorConfig = Field(default_factory=AdvisorConfig, description="[advisor]")
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="[gateway]")
     calendars: dict[str, CalendarName] = Field(
         default_factory=dict,
         description="[calendars]: `exchange:symbol` glob -> 24/7 | 24/5 | weekdays | nyse",
     )
-    gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="[gateway]")
     webhooks: WebhooksConfig | None = Field(
         None, description="[webhooks] table: targets (url, types), attempts, backoff_s, ..."
     )

@@ -1,0 +1,486 @@
+"""The advisor service: the decision pipeline as a role on the bus.
+
+It takes what the kernel built (bus, clock, gateway client, typed config, an optional trained
+model and LLM stage) and opens nothing but its HTTP socket. It joins its consumer group on
+`detector.signal` and the events that keep its `MarketContext` current, warms the context over
+the gateway client, then runs the eight stages on each signal and publishes every stage's event
+as a child of the signal (so `bfx trace` shows candle -> signal -> decision).
+
+A signal is acknowledged only once handled. While the provider is down (its heartbeat fails, or a
+series' warm-up cannot reach it) signals stay pending — each says so once with a retryable
+`advisor.stage.failed` — and are handled in order when it answers again. A signal for a series
+the provider does not hold, a stale one, or one that is not an opening signal is dropped with an
+`advisor.signal.dropped` naming the reason. It registers with the provider, heartbeats, and
+serves `/health`, `/metrics` and its REST API (`advisor.api`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Summary
+
+from barfinex_cli.advisor.context import CONTEXT_TYPES, MarketContext, SeriesKey, Snapshot
+from barfinex_cli.advisor.pipeline import Pipeline, RunResult, llm_options
+from barfinex_cli.advisor.stages.base import SignalView
+from barfinex_cli.advisor.stages.scoring import ScorerLike
+from barfinex_cli.bus.base import Bus, Delivery
+from barfinex_cli.contracts.advisor import SignalDropped, StageFailed
+from barfinex_cli.contracts.detector import SignalGenerated
+from barfinex_cli.contracts.envelope import Envelope, make_event
+from barfinex_cli.contracts.market import CandleClosed
+from barfinex_cli.contracts.times import to_ms
+from barfinex_cli.contracts.types import Payload
+from barfinex_cli.errors import BfxError, NotFound, ServiceUnreachable
+from barfinex_cli.market.candles import timeframe_ms
+from barfinex_cli.runtime.client import GatewayClient
+from barfinex_cli.runtime.clock import Clock
+from barfinex_cli.runtime.config import AdvisorConfig
+from barfinex_cli.runtime.registration import Registration
+
+if TYPE_CHECKING:
+    from barfinex_cli.advisor.llm import LlmStage
+    from barfinex_cli.advisor.models import ModelBundle
+
+log = logging.getLogger("bfx.advisor")
+
+
+@dataclass
+class Run:
+    """One handled signal as the REST API and `explain` show it."""
+
+    signal: Envelope[Any]
+    events: list[Envelope[Any]] = field(default_factory=list)
+    result: RunResult | None = None
+
+    @property
+    def outcome_event(self) -> Envelope[Any] | None:
+        return self.events[-1] if self.events else None
+
+
+class Advisor:
+    """The running advisor role."""
+
+    def __init__(
+        self,
+        config: AdvisorConfig,
+        *,
+        bus: Bus,
+        clock: Clock,
+        client: GatewayClient,
+        model: ModelBundle | None = None,
+        llm: LlmStage | None = None,
+    ) -> None:
+        from barfinex_cli.advisor.llm import LlmStage
+        from barfinex_cli.advisor.models import RuleScorer
+
+        self.config = config
+        self.bus = bus
+        self.clock = clock
+        self.client = client
+        self.model = model
+        self.instance = config.instance
+        self.source = f"advisor/{self.instance}"
+        scorer: ScorerLike = model.scorer if model is not None else RuleScorer()
+        self.pipeline = Pipeline(
+            config,
+            scorer=scorer,
+            calibrators=model.calibrators if model is not None else None,
+            llm=llm or LlmStage(llm_options(config)),
+        )
+        self.context = MarketContext(keep=max(config.warmup, 150))
+        self.ready = asyncio.Event()
+        self.api_url: str | None = None
+        self.provider_down = False
+        self.signals_seen = 0
+        """`detector.signal` events handled (decided, rejected or dropped) — not held ones."""
+        self.published = 0
+        self.decisions = 0
+        self.rejections = 0
+        self.dropped = 0
+        self.started = time.monotonic()
+        self.runs: OrderedDict[str, Run] = OrderedDict()
+        """Recent runs by the id of their outcome event (decision, rejection or drop)."""
+        self._by_signal: dict[str, str] = {}
+        self._held: deque[Delivery] = deque()
+        self._held_ids: set[str] = set()
+        self._announced: set[str] = set()
+        self._wake = asyncio.Event()
+        self.registry = CollectorRegistry()
+        self._m_signals = Counter(
+            "bfx_advisor_signals", "Signals handled.", ["outcome"], registry=self.registry
+        )
+        self._m_rejected = Counter(
+            "bfx_advisor_rejected", "Runs stopped, by stage.", ["stage"], registry=self.registry
+        )
+        self._m_held = Gauge(
+            "bfx_advisor_pending_signals",
+            "Signals held while the provider is down.",
+            registry=self.registry,
+        )
+        self._m_latency = Summary(
+            "bfx_advisor_run_seconds", "Time through the eight stages.", registry=self.registry
+        )
+        self._m_held.set_function(lambda: len(self._held))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Run until `stop` is set; return how many decisions were published."""
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            consumer = await self.bus.consumer(
+                f"advisor.{self.instance}",
+                self.instance,
+                ["detector.signal", *CONTEXT_TYPES],
+                start="$",
+            )
+            await self._warm_up()
+            if self.config.serve_api:
+                from barfinex_cli.advisor.api import api_app
+                from barfinex_cli.runtime.health import bind_first_free, serve_health
+
+                sock = bind_first_free(self.config.host, self.config.port)
+                host, port = sock.getsockname()[:2]
+                self.api_url = f"http://{host}:{port}"
+                app = api_app(self)
+                tasks.append(asyncio.create_task(serve_health(app, sock, stop), name="api"))
+            tasks.append(asyncio.create_task(self._watch_provider(stop), name="heartbeat"))
+            self.ready.set()
+            log.info(
+                "advisor running",
+                extra={
+                    "instance": self.instance,
+                    "api": self.api_url,
+                    "scorer": self.pipeline.scorer.name,
+                },
+            )
+            while not stop.is_set():
+                deliveries = await consumer.fetch(100, 250)
+                signals = await self._absorb(consumer, deliveries)
+                for delivery in signals:
+                    if delivery.event.id not in self._held_ids:
+                        self._held.append(delivery)
+                        self._held_ids.add(delivery.event.id)
+                await self._drain(consumer, stop)
+                if self._held and not deliveries:
+                    await self._pause(stop)
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)
+        return self.decisions
+
+    async def _absorb(self, consumer: Any, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Apply context events (acknowledged at once); return the signals, in order."""
+        signals: list[Delivery] = []
+        context: list[Delivery] = []
+        for delivery in deliveries:
+            payload = delivery.event.payload
+            if isinstance(payload, SignalGenerated):
+                signals.append(delivery)
+                continue
+            self.context.apply(payload)
+            if isinstance(payload, CandleClosed):
+                self.clock.advance_to(to_ms(payload.open_time) + timeframe_ms(payload.timeframe))
+            context.append(delivery)
+        if context:
+            await consumer.ack(context)
+        return signals
+
+    async def _drain(self, consumer: Any, stop: asyncio.Event) -> None:
+        """Handle held signals in order while the provider answers; ack each once handled."""
+        dedup = self.bus.deduplicator()
+        group = f"advisor.{self.instance}"
+        while self._held and not stop.is_set():
+            delivery = self._held[0]
+            event = delivery.event
+            if self.provider_down:
+                await self._announce_pending(list(self._held), "the provider is down")
+                return
+            if (await dedup.seen(group, [event.id]))[0]:
+                await self._done(consumer, dedup, group, delivery)
+                continue
+            try:
+                await self.handle(event)
+            except ServiceUnreachable as exc:
+                self.provider_down = True
+                await self._announce_pending(list(self._held), str(exc))
+                return
+            await self._done(consumer, dedup, group, delivery)
+
+    async def _done(self, consumer: Any, dedup: Any, group: str, delivery: Delivery) -> None:
+        await dedup.mark(group, [delivery.event.id])
+        await consumer.ack([delivery])
+        self._held.popleft()
+        self._held_ids.discard(delivery.event.id)
+        self._announced.discard(delivery.event.id)
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        """Wait `retry_s` (or until the provider is seen again) before retrying held signals."""
+        self._wake.clear()
+        waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
+        await asyncio.wait(
+            waiters, timeout=self.config.retry_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in waiters:
+            waiter.cancel()
+        if self.provider_down and not stop.is_set():
+            with contextlib.suppress(BfxError):
+                await self.client.health()
+                self._provider_back()
+
+    async def _announce_pending(self, deliveries: list[Delivery], reason: str) -> None:
+        """Say once per signal that it waits for the provider (it stays pending, not dropped)."""
+        for delivery in deliveries:
+            if delivery.event.id in self._announced:
+                continue
+            self._announced.add(delivery.event.id)
+            log.warning(
+                "signal held: provider unreachable",
+                extra={"signal": delivery.event.id, "reason": reason},
+            )
+            failed = StageFailed(
+                signal_id=delivery.event.id,
+                stage="context",
+                error_type="ServiceUnreachable",
+                message=reason[:500],
+                retryable=True,
+            )
+            await self._publish([failed], delivery.event)
+
+    def _provider_back(self) -> None:
+        if self.provider_down:
+            log.info("provider answers again", extra={"held": len(self._held)})
+        self.provider_down = False
+        self._wake.set()
+
+    async def _watch_provider(self, stop: asyncio.Event) -> None:
+        """Heartbeat (or ping) the provider; its answer says whether signals may be handled."""
+        registration = None
+        if self.config.join_registry:
+            registration = Registration(
+                self.client,
+                name=self.instance,
+                role="advisor",
+                url=self.api_url,
+                interval_s=self.config.heartbeat_s,
+            )
+        while not stop.is_set():
+            if registration is not None:
+                ok = await registration.heartbeat()
+            else:
+                try:
+                    await self.client.health()
+                    ok = True
+                except BfxError:
+                    ok = False
+            if ok:
+                self._provider_back()
+            elif not self.provider_down:
+                log.warning("provider unreachable: holding signals until it answers")
+                self.provider_down = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.heartbeat_s)
+
+    # -- warm-up ---------------------------------------------------------------------------
+
+    async def _warm_up(self) -> None:
+        """Read balances, positions and every held series over the gateway (once, at start)."""
+        try:
+            for balance in await self.client.accounts():
+                for currency, amounts in balance.balances.items():
+                    self.context.set_quote_total(balance.exchange, currency, float(amounts.total))
+            for position in await self.client.positions():
+                self.context.apply(position)
+            for series in await self.client.series():
+                await self._warm_series((series.exchange, series.symbol, series.timeframe))
+        except ServiceUnreachable as exc:
+            self.provider_down = True
+            log.warning("warm-up incomplete: provider unreachable", extra={"error": str(exc)})
+
+    async def _warm_series(self, key: SeriesKey) -> None:
+        """Load a series' recent candles and its top of book (NotFound: the provider lacks it)."""
+        exchange, symbol, timeframe = key
+        answer = await self.client.candles(exchange, symbol, timeframe, limit=self.config.warmup)
+        self.context.warm(key, [c.model_dump() for c in answer.candles])
+        with contextlib.suppress(NotFound):
+            book = await self.client.orderbook(symbol, exchange=exchange, depth=1)
+            bid = float(book.bids[0][0]) if book.bids else None
+            ask = float(book.asks[0][0]) if book.asks else None
+            if self.context.snapshot(key).bid is None:
+                self.context.set_quote(exchange, symbol, bid, ask)
+
+    # -- one signal ------------------------------------------------------------------------
+
+    async def handle(self, event: Envelope[Any]) -> Run | None:
+        """Decide one `detector.signal`, publish every stage's event; return the run.
+
+        Raises:
+            ServiceUnreachable: the series had to be warmed and the provider did not answer
+                (the caller keeps the signal pending).
+        """
+        signal = event.payload
+        if not isinstance(signal, SignalGenerated):
+            return None
+        key = (signal.exchange, signal.symbol, signal.timeframe)
+        if signal.action != "open":
+            return await self._drop(
+                event,
+                "unsupported_action",
+                f"action {signal.action!r}: the advisor plans opening trades",
+            )
+        # On a market clock a replay at full speed handles signals long after their market time
+        # by design; there the quality gate's lag check is what catches a stale context.
+        age_s = (self.clock.now_ms() - to_ms(event.ts)) / 1000
+        if self.clock.kind == "wall" and age_s > self.config.max_signal_age_s:
+            return await self._drop(
+                event,
+                "stale_signal",
+                f"{age_s:.0f} s old (at most {self.config.max_signal_age_s:g})",
+            )
+        if not self.context.has(key):
+            try:
+                await self._warm_series(key)
+            except NotFound:
+                return await self._drop(
+                    event,
+                    "unknown_symbol",
+                    f"the provider holds no {signal.exchange} {signal.symbol} "
+                    f"{signal.timeframe} candles",
+                )
+        start = time.perf_counter()
+        result = await self.pipeline.run(SignalView(event.id, signal), self._snapshot(signal))
+        self._m_latency.observe(time.perf_counter() - start)
+        run = Run(signal=event, result=result)
+        run.events = await self._publish(result.events, event)
+        self.signals_seen += 1
+        if result.decision is not None:
+            self.decisions += 1
+            self._m_signals.labels("decided").inc()
+        else:
+            self.rejections += 1
+            self._m_signals.labels("rejected").inc()
+            stage = result.rejected.stage if result.rejected is not None else "?"
+            self._m_rejected.labels(stage).inc()
+            log.info(
+                "signal rejected",
+                extra={
+                    "signal": event.id,
+                    "stage": stage,
+                    "reason": result.rejected.reason if result.rejected else "",
+                },
+            )
+        self._remember(run)
+        return run
+
+    async def evaluate(self, signal: SignalGenerated) -> RunResult:
+        """Run the pipeline on `signal` against the current context, publishing nothing."""
+        key = (signal.exchange, signal.symbol, signal.timeframe)
+        if not self.context.has(key):
+            await self._warm_series(key)
+        saved = dict(self.pipeline.regimes)
+        try:
+            view = SignalView(f"evaluation-{time.monotonic_ns()}", signal)
+            return await self.pipeline.run(view, self._snapshot(signal))
+        finally:
+            self.pipeline.regimes = saved
+
+    def _snapshot(self, signal: SignalGenerated) -> Snapshot:
+        """Return the context of the signal's series as of its candle.
+
+        On a market clock the connector's state is left out: a replay's connector reports itself
+        disconnected once the replay ends, which says nothing of the candles before.
+        """
+        key = (signal.exchange, signal.symbol, signal.timeframe)
+        snapshot = self.context.snapshot(key, until_ms=to_ms(signal.candle_time))
+        if self.clock.kind == "market":
+            snapshot = dataclasses.replace(snapshot, connected=None)
+        return snapshot
+
+    async def _drop(self, event: Envelope[Any], reason: str, detail: str) -> Run:
+        log.warning(
+            "signal dropped", extra={"signal": event.id, "reason": reason, "detail": detail}
+        )
+        dropped = SignalDropped(signal_id=event.id, reason=reason, detail=detail)
+        run = Run(signal=event)
+        run.events = await self._publish([dropped], event)
+        self.signals_seen += 1
+        self.dropped += 1
+        self._m_signals.labels("dropped").inc()
+        self._remember(run)
+        return run
+
+    async def _publish(
+        self, payloads: Sequence[Payload], parent: Envelope[Any]
+    ) -> list[Envelope[Any]]:
+        at = parent.ts if self.clock.kind == "market" else self.clock.now()
+        events = [make_event(p, source=self.source, parent=parent, ts=at) for p in payloads]
+        if events:
+            await self.bus.publish_many(events)
+            self.published += len(events)
+        return events
+
+    def _remember(self, run: Run) -> None:
+        last = run.outcome_event
+        if last is None:
+            return
+        self.runs[last.id] = run
+        self._by_signal[run.signal.id] = last.id
+        while len(self.runs) > self.config.recent:
+            _, old = self.runs.popitem(last=False)
+            self._by_signal.pop(old.signal.id, None)
+
+    def find(self, ref: str) -> Run:
+        """Return a recent run by its decision (or rejection) id, its signal id, or an id's end.
+
+        Raises:
+            NotFound: no recent run matches.
+        """
+        ref = ref.strip()
+        if ref in self.runs:
+            return self.runs[ref]
+        if ref in self._by_signal:
+            return self.runs[self._by_signal[ref]]
+        if len(ref) >= 8:
+            for run in reversed(self.runs.values()):
+                if any(
+                    e.id.endswith(ref) or e.id.startswith(ref) for e in (run.signal, *run.events)
+                ):
+                    return run
+        raise NotFound(
+            f"no recent advisor decision {ref!r} (this advisor keeps its last "
+            f"{self.config.recent}; older ones: `bfx advisor explain` reads the audit store)"
+        )
+
+    def regimes(self) -> dict[str, str]:
+        """Return the current regime of every series a signal was decided on."""
+        return {" ".join(key): regime for key, regime in self.pipeline.regimes.items()}
+
+    def status(self) -> dict[str, Any]:
+        """Return what `/health` answers."""
+        return {
+            "status": "ok",
+            "instance": self.instance,
+            "clock": self.clock.kind,
+            "scorer": self.pipeline.scorer.name,
+            "model": self.model.name if self.model is not None else None,
+            "llm_models": list(self.config.llm_models),
+            "provider_down": self.provider_down,
+            "signals": self.signals_seen,
+            "decisions": self.decisions,
+            "rejections": self.rejections,
+            "dropped": self.dropped,
+            "pending": len(self._held),
+            "published": self.published,
+            "series": len(self.context.series()),
+            "uptime_s": round(time.monotonic() - self.started, 3),
+        }
