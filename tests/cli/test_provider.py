@@ -88,17 +88,17 @@ async def test_status_without_a_token_says_how_to_get_one_and_creates_none(
 ) -> None:
     cli_env["BFX_PROVIDER_URL"] = gateway_url
     result = await asyncio.to_thread(bfx, "provider", "status")
-    assert result.returncode == 3, result.stderr
+    assert result.returncode == 4, result.stderr  # refused (no credentials), not unreachable
     assert "none is set" in result.stderr and "BFX_TOKEN" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (Path(cli_env["BFX_HOME"]) / "token").exists()
 
 
-async def test_status_with_a_wrong_token_exits_3_naming_the_fix(
+async def test_status_with_a_wrong_token_exits_4_naming_the_fix(
     bfx: BfxRun, cli_env: dict[str, str], gateway_url: str
 ) -> None:
     cli_env.update(BFX_PROVIDER_URL=gateway_url, BFX_TOKEN="wrong")
     result = await asyncio.to_thread(bfx, "provider", "status")
-    assert result.returncode == 3, result.stderr
+    assert result.returncode == 4, result.stderr  # the provider answered: refused, not down
     assert result.stderr.strip().startswith("error: the provider at")
     assert "refused the token" in result.stderr and "--data-dir" in result.stderr

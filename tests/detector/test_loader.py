@@ -109,3 +109,65 @@ def test_missing_or_non_python_files_are_refused(tmp_path: Path) -> None:
     text.write_text("strategy = 1\n")
     with pytest.raises(UsageError, match=r"a strategy is a Python file \(\.py\)"):
         load_strategy(text)
+
+
+def test_a_period_below_one_is_refused_where_it_is_written(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'strategy = Strategy(name="m", symbols=["BTC/USDT"], timeframe="1m",\n'
+        '    threshold=1.0, rules=[Rule("low", ta.rsi(0) < 30, 1.0, "long")])\n',
+    )
+    with pytest.raises(
+        StrategyError,
+        match=rf"^{path}:4: ta\.rsi: the period must be a whole number of candles >= 1, not 0$",
+    ):
+        load_strategy(path)
+
+
+@pytest.mark.parametrize("call", ["ta.ema(n=-3)", "ta.macd(0)", "ta.adx(0)", "ta.atr(2.5)"])
+def test_every_period_is_checked_before_anything_divides_by_it(tmp_path: Path, call: str) -> None:
+    path = write(tmp_path, f"x = {call}\n")
+    with pytest.raises(StrategyError, match="the period must be a whole number") as refused:
+        load_strategy(path)
+    assert "ZeroDivision" not in str(refused.value)
+
+
+def test_a_negative_weight_is_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'strategy = Strategy(name="m", symbols=["BTC/USDT"], timeframe="1m", threshold=1.0,\n'
+        '    rules=[Rule("up", ta.close > 1, 2.0, "long"),\n'
+        '           Rule("no", ta.close > 2, -1.0, "long")])\n',
+    )
+    with pytest.raises(StrategyError, match=r"rule no: weight -1 is negative"):
+        load_strategy(path)
+
+
+def test_a_threshold_no_side_can_reach_is_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'strategy = Strategy(name="m", symbols=["BTC/USDT"], timeframe="1m", threshold=5,\n'
+        '    rules=[Rule("a", ta.close > 1, 2.0, "long"), Rule("b", ta.close < 1, 1.5, "short"),\n'
+        '           Rule("f", ta.volume > 0, 1.0)])\n',
+    )
+    with pytest.raises(StrategyError, match="can never fire") as refused:
+        load_strategy(path)
+    assert "long open scores at most 3" in str(refused.value)
+    assert "short open scores at most 2.5" in str(refused.value)
+
+
+def test_a_side_that_cannot_reach_the_threshold_is_reported_not_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'strategy = Strategy(name="m", symbols=["BTC/USDT"], timeframe="1m", threshold=2,\n'
+        '    rules=[Rule("a", ta.close > 1, 2.0, "long"),\n'
+        '           Rule("b", ta.close < 1, 1.0, "short")])\n',
+    )
+    assert load_strategy(path).unreachable() == ["short open scores at most 1"]
+
+
+@pytest.mark.parametrize("exit_call", ["import sys\nsys.exit(0)", "raise SystemExit('bye')"])
+def test_a_file_that_exits_is_a_strategy_error_naming_it(tmp_path: Path, exit_call: str) -> None:
+    path = write(tmp_path, exit_call + "\n")
+    with pytest.raises(StrategyError, match=rf"^{path}:\d+: the file calls sys\.exit"):
+        load_strategy(path)

@@ -142,8 +142,8 @@ async def test_a_wrong_or_missing_token_raises_token_refused_naming_the_fix(base
         assert (await wrong.health()).status == "ok"  # health needs no token
         with pytest.raises(TokenRefused) as refused:
             await wrong.series()
-    assert refused.value.exit_code == 3
-    assert isinstance(refused.value, ServiceUnreachable)
+    assert refused.value.exit_code == 4  # refused, not unreachable: the provider answered
+    assert not isinstance(refused.value, ServiceUnreachable)
     message = str(refused.value)
     assert "refused the token" in message and "BFX_TOKEN" in message and "--data-dir" in message
     async with GatewayClient(base_url, None, retries=0) as anonymous:

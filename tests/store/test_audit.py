@@ -78,9 +78,9 @@ def chain() -> list[AnyEnvelope]:
     return events
 
 
-def fixed_id(ms: int, n: int) -> str:
+def fixed_id(ms: int, n: int, tail: int = 0) -> str:
     """A UUIDv7-shaped id with a chosen time, so that tests control which prefixes are shared."""
-    return str(uuid.UUID(int=ms << 80 | 0x7 << 76 | n << 64 | 0x8 << 60))
+    return str(uuid.UUID(int=ms << 80 | 0x7 << 76 | n << 64 | 0x8 << 60 | tail))
 
 
 def test_new_file_gets_wal_schema_and_indexes_and_reopening_keeps_events(tmp_path: Path) -> None:
@@ -227,6 +227,60 @@ def test_get_accepts_a_unique_id_prefix_of_eight_or_more_characters(store: Audit
     assert store.get(near[1].id[:18]) == near[1]
     with pytest.raises(UsageError, match="more than one event"):
         store.get(near[0].id[:8])
+
+
+def test_get_and_trace_accept_a_unique_end_of_an_id_where_its_start_is_shared(
+    store: AuditStore,
+) -> None:
+    root = candle(1)
+    same_minute = [
+        child(root, "detector.signal", "d", event_id=fixed_id(0x0190AAAA0000, 1, tail))
+        for tail in (0x1A2B3C4D5E6F, 0x6F5E4D3C2B1A)
+    ]
+    store.append([root, *same_minute])
+    first, second = same_minute
+    assert first.id[:8] == second.id[:8]  # the start is shared: UUIDv7 of one minute
+    assert store.get(second.id[-12:]) == second
+    assert store.get(second.id[-8:].upper()) == second  # as typed, case aside
+    assert {e.id for e in store.trace(first.id[-10:])} == {root.id, first.id, second.id}
+    with pytest.raises(UsageError, match="the end of the id"):
+        store.get(first.id[:8])
+    with pytest.raises(NotFound, match="starts or ends with"):
+        store.get("ffffffff")
+
+
+def test_a_suffix_with_like_wildcards_matches_only_literally(store: AuditStore) -> None:
+    store.append([candle(1)])
+    with pytest.raises(NotFound):
+        store.get("%%%%%%%%")
+    with pytest.raises(NotFound):
+        store.get("________")
+
+
+def test_read_only_open_writes_nothing_and_reads_what_is_there(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    events = chain()
+    with AuditStore(path) as store:
+        store.append(events)
+    before = path.read_bytes()
+    with AuditStore(path, read_only=True) as reader:
+        assert reader.trace(events[-1].id[-12:]) == events
+        assert reader.count() == len(events)
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.append([candle(9)])
+    assert path.read_bytes() == before
+    with pytest.raises(sqlite3.OperationalError):
+        AuditStore(tmp_path / "missing.db", read_only=True)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_read_only_open_refuses_a_file_that_is_not_an_audit_log(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    with pytest.raises(ConfigError, match="not an audit log"):
+        AuditStore(path, read_only=True)
 
 
 def test_get_of_an_unknown_id_raises_not_found_naming_the_fix(store: AuditStore) -> None:

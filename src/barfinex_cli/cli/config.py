@@ -21,11 +21,15 @@ def show(
     Example: bfx --data-dir /tmp/bfx config show --json
     """
     from barfinex_cli.cli.render import out, print_json
+    from barfinex_cli.errors import mask_url
     from barfinex_cli.runtime.settings import describe, find_config
 
     state = state_of(ctx)
     settings = state.settings()
     data = describe(settings)
+    for key in ("redis_url", "provider_url"):  # a password inside a URL is a secret too
+        if isinstance(data.get(key), str):
+            data[key] = mask_url(data[key])
     source = find_config(state.config)
     if as_json:
         print_json({"config_file": str(source) if source else None, "settings": data})

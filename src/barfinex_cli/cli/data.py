@@ -43,17 +43,11 @@ def market_path(ctx: typer.Context) -> Path:
     return state_of(ctx).settings().home / "market.db"
 
 
-def _open(ctx: typer.Context, *, must_exist: bool = False) -> MarketStore:
-    from barfinex_cli.errors import NotFound
-    from barfinex_cli.store.market import MarketStore
+def _open(ctx: typer.Context, *, write: bool, must_exist: bool = False) -> MarketStore:
+    """Open the market store: checked for writing, or read-only (see `cli.home`)."""
+    from barfinex_cli.cli.home import open_market
 
-    path = market_path(ctx)
-    if must_exist and not path.exists():
-        raise NotFound(
-            f"no market store at {path} — add data with `bfx data import FILE` or "
-            "`bfx data synth`, or point --data-dir at the directory that holds market.db"
-        )
-    return MarketStore(path)
+    return open_market(ctx, write=write, must_exist=must_exist)
 
 
 def _iso(ms: int | None) -> str | None:
@@ -122,7 +116,7 @@ def import_(
     if not file.is_file():
         raise NotFound(f"{file}: no such file")
     big = file.stat().st_size > _BIG_FILE
-    with _open(ctx) as store:
+    with _open(ctx, write=True) as store:
         report = import_file(
             store,
             file,
@@ -173,7 +167,7 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     path = market_path(ctx)
     rows: list[dict[str, Any]] = []
     if path.exists():
-        with _open(ctx) as store:
+        with _open(ctx, write=False) as store:
             for s in [*store.series(), *_trade_series(store)]:
                 label = "synthetic" if s.exchange == SYNTHETIC_EXCHANGE else ""
                 rows.append(
@@ -247,7 +241,7 @@ def export(
         raise UsageError(f"--out {out_file}: the file must end in .csv or .parquet")
     since_ms = to_ms(parse_time(since)) if since else None
     until_ms = to_ms(parse_time(until)) if until else None
-    with _open(ctx, must_exist=True) as store:
+    with _open(ctx, write=False, must_exist=True) as store:
         if timeframe == "trades":
             rows = export_trades(
                 store, exchange, symbol, out_file, since_ms=since_ms, until_ms=until_ms
@@ -303,7 +297,7 @@ def synth(
     start_ms -= start_ms % synthetic.MINUTE_MS
     dataset = synthetic.default_dataset(names, start_ms=start_ms, days=days, seed=seed)
     written = []
-    with _open(ctx) as store:
+    with _open(ctx, write=True) as store:
         for name, candles in dataset.items():
             key = SeriesKey(synthetic.SYNTHETIC_EXCHANGE, name, "1m")
             store.upsert_candles(key, candles)

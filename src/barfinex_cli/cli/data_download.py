@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from barfinex_cli.cli.state import state_of
 from barfinex_cli.contracts.times import from_ms, to_ms
 
 if TYPE_CHECKING:
@@ -72,17 +71,18 @@ def download(
     """
     import asyncio
 
+    from barfinex_cli.cli.home import writable_home
     from barfinex_cli.cli.render import out, print_json
     from barfinex_cli.cli.timeparse import parse_time
     from barfinex_cli.errors import UsageError
 
-    settings = state_of(ctx).settings()
     since_ms = to_ms(parse_time(since))
     until_ms = to_ms(parse_time(until)) if until is not None else None
     if until_ms is not None and until_ms < since_ms:
         raise UsageError(f"--until ({until}) is before --since ({since}); swap them")
+    home = writable_home(ctx)  # before the network: a download must have somewhere to go
     summary = asyncio.run(
-        _download(settings.home / "market.db", exchange, symbol, timeframe, since_ms, until_ms)
+        _download(home / "market.db", exchange, symbol, timeframe, since_ms, until_ms)
     )
     if as_json:
         print_json(asdict(summary))

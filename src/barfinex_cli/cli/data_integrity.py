@@ -17,8 +17,6 @@ from barfinex_cli.cli.state import state_of
 from barfinex_cli.contracts.times import from_ms, to_ms
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from barfinex_cli.contracts.types import Payload
     from barfinex_cli.market.integrity.gaps import ScanConfig, ScanReport
     from barfinex_cli.market.integrity.healing import HealOutcome, RepairPlan
@@ -92,15 +90,15 @@ def gaps(
     """
     import time
 
+    from barfinex_cli.cli.home import open_market
     from barfinex_cli.cli.render import print_json
     from barfinex_cli.errors import NotFound
     from barfinex_cli.market.integrity.gaps import scan_store
-    from barfinex_cli.store.market import MarketStore, SeriesKey
+    from barfinex_cli.store.market import SeriesKey
 
-    path = _market_path(ctx)
     since_ms, until_ms = _ms(since), _ms(until)
     now_ms = int(time.time() * 1000) if live else None
-    with MarketStore(path) as store:
+    with open_market(ctx, write=False, must_exist=True) as store:
         held = [
             s
             for s in store.series()
@@ -150,18 +148,19 @@ def repair(
     """
     import asyncio
 
+    from barfinex_cli.cli.home import open_market
     from barfinex_cli.cli.render import print_json
     from barfinex_cli.errors import NotFound
     from barfinex_cli.market.candles import timeframe_ms
     from barfinex_cli.market.integrity.gaps import scan_store
     from barfinex_cli.market.integrity.healing import Action, plan
-    from barfinex_cli.store.market import MarketStore, SeriesKey
+    from barfinex_cli.store.market import SeriesKey
 
     timeframe_ms(timeframe)
     key = SeriesKey(exchange, symbol, timeframe)
     since_ms, until_ms = _ms(since), _ms(until)
     settings = state_of(ctx).settings()
-    with MarketStore(_market_path(ctx)) as store:
+    with open_market(ctx, write=not dry_run, must_exist=True) as store:
         if not store.candles(key, limit=1) and (since_ms is None or until_ms is None):
             raise NotFound(
                 f"no {timeframe} candles of {exchange} {symbol} stored; give --since and --until "
@@ -218,18 +217,6 @@ async def _heal(
     async with backfill_source(connector, key.exchange) as source:  # SourceUnreachable: exit 3
         healer = Healer(store, source, collect, policy=policy, scan_config=config)
         return await healer.heal(key, since_ms=since_ms, until_ms=until_ms)
-
-
-def _market_path(ctx: typer.Context) -> Path:
-    from barfinex_cli.errors import NotFound
-
-    path = state_of(ctx).settings().home / "market.db"
-    if not path.exists():
-        raise NotFound(
-            f"no market store at {path} — add data with `bfx data import FILE` or "
-            "`bfx data synth`, or point --data-dir at the directory that holds market.db"
-        )
-    return path
 
 
 def _ms(text: str | None) -> int | None:

@@ -51,6 +51,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="JSON on stdout, for scrip
 def check(path: StrategyArg, as_json: JsonOpt = False) -> None:
     """Load a strategy file, validate it, and print its rules and warm-up.
 
+    Refused: a period below 1, a negative weight, a threshold no side can reach, a file that
+    calls sys.exit. Warned about (stderr): a side that can never reach the threshold.
+
     Example: bfx detector check strategies/trend_ema_adx.py
     """
     from barfinex_cli.cli.render import out, print_json
@@ -61,6 +64,14 @@ def check(path: StrategyArg, as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(info)
         return
+    from barfinex_cli.cli.render import err
+
+    for pair in info["unreachable"]:
+        err().print(
+            f"warning: {pair}, below the threshold {strategy.threshold:g}: it can never fire",
+            style="bold yellow",
+            markup=False,
+        )
     from rich.table import Table
 
     table = Table(title=f"{strategy.name}: {len(strategy.rules)} rules", title_justify="left")
@@ -101,6 +112,7 @@ def describe(strategy: Strategy) -> dict[str, Any]:
         "needed_warmup": strategy.needed_warmup,
         "columns": sorted(strategy.columns()),
         "live": not vector_only,
+        "unreachable": strategy.unreachable(),
         "rules": [
             {
                 "name": r.name,
@@ -270,9 +282,12 @@ def candles(
     if (data is None) == (exchange is None):
         raise UsageError("give the candles with --data FILE or --exchange NAME (not both)")
     if exchange is not None:
+        from barfinex_cli.cli.home import sqlite_errors
+
         path = state_of(ctx).settings().home / "market.db"
         symbols = [symbol] if symbol else list(strategy.symbols)
-        return history.load_store(path, exchange, symbols, timeframe or strategy.timeframe)
+        with sqlite_errors(path):  # read-only: works on a data directory it may not write
+            return history.load_store(path, exchange, symbols, timeframe or strategy.timeframe)
     assert data is not None
     loaded = history.load_file(
         data, symbol=symbol, timeframe=timeframe, fallback_symbol=strategy.symbols[0]

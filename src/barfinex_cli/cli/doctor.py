@@ -67,7 +67,10 @@ async def _redis(url: str) -> Check:
     client = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     try:
         info = await client.info("server")
-        return Check("redis", True, f"{url} (Redis {info.get('redis_version', '?')})")
+        from barfinex_cli.errors import mask_url
+
+        version = info.get("redis_version", "?")
+        return Check("redis", True, f"{mask_url(url)} (Redis {version})")
     except Exception as exc:  # any failure to answer is the same finding for the user
         from barfinex_cli.errors import RedisUnreachable
 
@@ -132,4 +135,9 @@ def doctor(
         error_line(f"{redis_check.detail} — {redis_check.fix}")
         raise typer.Exit(3)
     if failed:
+        from barfinex_cli.cli.render import error_line
+
+        first = failed[0]
+        more = f" (and {len(failed) - 1} more failed checks above)" if len(failed) > 1 else ""
+        error_line(f"{first.name}: {first.detail} — {first.fix}{more}")
         raise typer.Exit(1)

@@ -90,31 +90,54 @@ def tail(
     ctx: typer.Context,
     types: TypeOpt = None,
     since: Annotated[
-        str | None, typer.Option(help="Start after this stream entry id (default: now).")
+        str | None,
+        typer.Option(
+            help="Start here: a stream id (1714564800000-0), an age (15m) or an ISO time "
+            "(default: now)."
+        ),
     ] = None,
-    count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+    count: Annotated[
+        int | None, typer.Option(help="Stop after this many events (1 or more).", min=1)
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Follow events live from the bus (no consumer group: it takes nothing from the roles).
 
-    Examples: bfx events tail -t 'market.*' | bfx events tail -t detector.signal --json | jq .
+    A dropped connection or a restarted Redis does not end the tail: it says so once on
+    stderr, reconnects with backoff and reads on after the last event it printed.
+
+    Examples: bfx events tail -t 'market.*' | bfx events tail --since 15m --count 10 |
+    bfx events tail -t detector.signal --json | jq .
     """
     import asyncio
 
     from barfinex_cli.cli.render import err, print_json_line
+    from barfinex_cli.cli.timeparse import parse_stream_position
     from barfinex_cli.contracts.codec import encode
+    from barfinex_cli.errors import mask_url
     from barfinex_cli.runtime.connect import open_bus
 
     patterns = check_types(types)
+    position = parse_stream_position(since) if since is not None else None
     settings = state_of(ctx).settings()
 
+    def outage(exc: Exception, failures: int) -> None:
+        if failures == 1:  # once per outage, not per retry
+            reason = " ".join(str(exc).split())[:160]
+            err().print(f"bus read failed ({reason}); reconnecting", style="yellow")
+
     async def follow() -> None:
-        bus = await open_bus(settings)
+        from barfinex_cli.bus.tail import tail_forever
+
+        bus = await open_bus(settings)  # Redis must answer at the start: exit 3 if not
         seen = 0
         try:
             if not as_json:
-                err().print(f"tailing {', '.join(patterns)} on {bus.url} (Ctrl-C to stop)")
-            async for delivery in bus.tail(patterns, since=since, block_ms=500):
+                where = mask_url(bus.url)
+                err().print(f"tailing {', '.join(patterns)} on {where} (Ctrl-C to stop)")
+            async for delivery in tail_forever(
+                bus, patterns, since=position, block_ms=500, on_error=outage
+            ):
                 if as_json:
                     import json
 
@@ -134,16 +157,10 @@ def tail(
 
 
 def open_store(ctx: typer.Context) -> Any:
-    from barfinex_cli.errors import NotFound
-    from barfinex_cli.store.audit import AuditStore
+    """Open the audit store read-only: queries work on a data directory they may not write."""
+    from barfinex_cli.cli.home import open_audit
 
-    path = state_of(ctx).settings().audit_path
-    if not path.exists():
-        raise NotFound(
-            f"no audit store at {path} — record events first (`bfx events record`, or any role "
-            "that records), or point --data-dir at the directory that holds audit.db"
-        )
-    return AuditStore(path)
+    return open_audit(ctx)
 
 
 @app.command("query")
@@ -157,32 +174,50 @@ def query(
     trace_id: Annotated[str | None, typer.Option("--trace", help="Only this trace id.")] = None,
     source: Annotated[str | None, typer.Option(help="Only events from this source.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many events.", min=1)] = 100,
-    newest: Annotated[bool, typer.Option("--newest", help="Newest first.")] = False,
+    oldest: Annotated[
+        bool, typer.Option("--oldest", help="Take the oldest matching events, not the newest.")
+    ] = False,
+    newest: Annotated[bool, typer.Option("--newest", help="Print newest first.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Query the audit store (SQLite) by type, time range, trace and source.
 
+    Takes the newest --limit matching events (--oldest: the oldest) and prints them oldest
+    first (--newest: newest first). When more events match, stderr says how many and how to
+    see them. Works on a data directory it may not write.
+
     Examples: bfx events query -t detector.signal --since 1h | bfx events query --trace ID --json
     """
-    from barfinex_cli.cli.render import print_json_line
+    from barfinex_cli.cli.render import err, print_json_line
     from barfinex_cli.cli.timeparse import parse_time
 
     patterns = check_types(types)
+    filters: dict[str, Any] = {
+        "since": parse_time(since) if since else None,
+        "until": parse_time(until) if until else None,
+        "trace_id": trace_id,
+        "source": source,
+    }
+    wanted = None if patterns == ["*"] else patterns
     with open_store(ctx) as store:
-        events = store.query(
-            None if patterns == ["*"] else patterns,
-            since=parse_time(since) if since else None,
-            until=parse_time(until) if until else None,
-            trace_id=trace_id,
-            source=source,
-            limit=limit,
-            order="desc" if newest else "asc",
-        )
+        events = store.query(wanted, limit=limit, order="asc" if oldest else "desc", **filters)
+        more = store.count(wanted, **filters) - len(events) if len(events) == limit else 0
+    if oldest == newest:  # the page is in the wrong order for printing
+        events.reverse()
     for event in events:
         if as_json:
             print_json_line(event.model_dump(mode="json", by_alias=True))
         else:
             typer.echo(event_line(event))
+    if more > 0:
+        which = "newer" if oldest else "older"
+        flag = "" if oldest else ", or --oldest for the first ones"
+        err().print(
+            f"{more:,} more {which} events match: raise --limit or narrow with --since/--until"
+            f"{flag}",
+            style="yellow",
+            markup=False,
+        )
 
 
 @app.command("publish")

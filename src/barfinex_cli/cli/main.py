@@ -7,9 +7,11 @@ answers fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError
+from typer._click.exceptions import UsageError as ParseError  # Typer vendors Click since 0.27
 from typer.core import TyperGroup
 
 from barfinex_cli import __version__
@@ -31,7 +33,25 @@ from barfinex_cli.errors import BfxError
 
 
 class BfxGroup(TyperGroup):
-    """The root group: turns a `BfxError` anywhere below it into one red line and an exit code."""
+    """The root group and the one exit point: every user mistake below it is one line on stderr.
+
+    A `BfxError` prints its message and exits with its code (see `errors.py`); a mistake Click
+    finds while parsing (a missing argument, `--count abc`, an unknown option) prints Click's
+    own message on one line with the command to ask for help, and exits 2. Anything else is a
+    bug and keeps its traceback.
+    """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: Any = None,
+        **extra: Any,
+    ) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except ParseError as exc:
+            _usage_exit(exc)
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context
         try:
@@ -41,6 +61,20 @@ class BfxGroup(TyperGroup):
 
             error_line(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except ParseError as exc:
+            _usage_exit(exc)
+
+
+def _usage_exit(exc: ParseError) -> NoReturn:
+    """Print a parse error on one line, naming the help of the command it belongs to; exit 2."""
+    if isinstance(exc, NoArgsIsHelpError):
+        raise exc  # a bare group: Click prints its help, which is what was asked for
+    from barfinex_cli.cli.render import error_line
+
+    path = exc.ctx.command_path if exc.ctx is not None else "bfx"
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    error_line(f"{message} — see `{path} --help`")
+    raise typer.Exit(exc.exit_code)
 
 
 app = typer.Typer(

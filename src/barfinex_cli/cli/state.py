@@ -22,10 +22,53 @@ class State:
 
     def settings(self) -> Settings:
         if self._settings is None:
-            from barfinex_cli.runtime.settings import load_settings
+            from barfinex_cli.runtime.settings import find_config, load_settings
 
-            self._settings = load_settings(self.config, **self.overrides)
+            settings = load_settings(self.config, **self.overrides)
+            if settings.redis_url is not None:
+                if self.overrides.get("redis_url") is not None:
+                    where = "--redis-url (BFX_REDIS_URL)"
+                else:
+                    where = f"redis_url in {find_config(self.config) or 'the settings'}"
+                check_redis_url(settings.redis_url, where)
+            self._settings = settings
         return self._settings
+
+
+def check_redis_url(url: str, where: str) -> None:
+    """Refuse a Redis URL that redis-py cannot use, in one line naming where it came from.
+
+    Raises:
+        UsageError: the URL came from the command line (or its environment variable).
+        ConfigError: it came from the settings file.
+    """
+    from urllib.parse import urlsplit
+
+    from barfinex_cli.errors import ConfigError, UsageError, mask_url
+
+    reason = ""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError when it is not a number in 0..65535
+        if parts.scheme in ("redis", "rediss"):
+            if not parts.hostname:
+                reason = "no host"
+            elif port == 0:
+                reason = "port 0"
+            elif parts.path.strip("/") and not parts.path.strip("/").isdigit():
+                reason = f"the database {parts.path.strip('/')!r} is not a number"
+        elif parts.scheme == "unix":
+            reason = "" if parts.path else "no socket path"
+        else:
+            reason = "it must start with redis://, rediss:// or unix://"
+    except ValueError as exc:
+        reason = str(exc)
+    if reason:
+        error = UsageError if where.startswith("--") else ConfigError
+        raise error(
+            f"{where}: {mask_url(url)!r} is not a Redis URL ({reason}); e.g. "
+            "redis://127.0.0.1:6379/0 or redis://:PASSWORD@host:6379/0"
+        )
 
 
 def state_of(ctx: typer.Context) -> State:

@@ -1,10 +1,14 @@
-"""Parse the times users type: ISO 8601, or an age such as 15m, 2h, 3d before now."""
+"""Parse the times users type: ISO 8601, or an age such as 15m, 2h, 3d before now.
+
+`parse_stream_position` also takes a bus stream id, for `bfx events tail --since`.
+"""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
 
+from barfinex_cli.contracts.times import to_ms
 from barfinex_cli.errors import UsageError
 
 _AGE = re.compile(r"^(\d+)([smhdw])$")
@@ -25,3 +29,30 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
             "(30s, 15m, 2h, 3d, 1w)"
         ) from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_STREAM_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
+_MAX_SEQ = 2**64 - 1
+
+
+def parse_stream_position(text: str, *, now: datetime | None = None) -> str:
+    """Return the stream id to read after so that a tail starts where `text` says.
+
+    `text` is a stream entry id (`1714564800000-0`, or bare milliseconds), an age (`15m`) or an
+    ISO 8601 time. A time becomes the last possible id of the millisecond before it, so the
+    events of that very millisecond are included (reads return entries after the id given).
+    """
+    match = _STREAM_ID.match(text.strip())
+    if match:
+        ms, seq = int(match.group(1)), int(match.group(2) or 0)
+        if ms > _MAX_SEQ or seq > _MAX_SEQ:
+            raise UsageError(f"--since {text!r}: a stream id's parts are at most {_MAX_SEQ}")
+        return f"{ms}-{seq}"
+    try:
+        moment = parse_time(text, now=now)
+    except UsageError:
+        raise UsageError(
+            f"--since {text!r}: give a stream id (1714564800000-0), an age (30s, 15m, 2h, 3d) "
+            "or an ISO 8601 time (2024-05-01T12:00Z)"
+        ) from None
+    return f"{max(to_ms(moment) - 1, 0)}-{_MAX_SEQ}"

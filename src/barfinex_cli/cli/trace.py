@@ -24,15 +24,23 @@ def build_tree(events: list[Envelope[Any]]) -> list[dict[str, Any]]:
 
 def trace(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="Any event id (or 8+ char prefix) or trace id.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            help="Any event id, a unique start or end of one (8+ characters), or a trace id."
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
 ) -> None:
     """Show every event of a trace as a tree: candle -> signal -> decision -> verdict -> order.
 
-    Example: bfx trace 01a2105c --json
+    Ids made in the same minute share their start, so copy the end of an id (its last 12
+    characters are random) or the whole id; listings always print ids whole.
+
+    Example: bfx trace 8a1b-d346e336bd8a --json
     """
-    from barfinex_cli.cli.events import open_store, summary
-    from barfinex_cli.cli.render import out, print_json
+    from barfinex_cli.cli.events import open_store
+    from barfinex_cli.cli.render import print_json
 
     with open_store(ctx) as store:
         events = store.trace(ref)
@@ -40,24 +48,38 @@ def trace(
     if as_json:
         print_json(roots)
         return
-    from rich.markup import escape
-    from rich.tree import Tree
+    for line in tree_lines(roots, {e.id: e for e in events}, ref):
+        typer.echo(line)
 
-    by_id = {e.id: e for e in events}
 
-    def label(node: dict[str, Any]) -> str:
+def tree_lines(
+    roots: list[dict[str, Any]], by_id: dict[str, Envelope[Any]], ref: str = ""
+) -> list[str]:
+    """Return the tree as plain lines, ids whole: a pipe or a narrow terminal never cuts them.
+
+    The event `ref` names is marked with `*`.
+    """
+    from barfinex_cli.cli.events import summary
+
+    lines: list[str] = []
+
+    def picked(event_id: str) -> bool:
+        if event_id == ref:
+            return True
+        return len(ref) >= 8 and (event_id.startswith(ref) or event_id.endswith(ref))
+
+    def grow(node: dict[str, Any], lead: str, branch: str, rest: str) -> None:
         e = by_id[node["event"]["id"]]
-        mark = "[bold yellow]*[/] " if e.id.startswith(ref) else ""
-        return (
-            f"{mark}[bold]{e.type}[/] [dim]{e.ts:%Y-%m-%d %H:%M:%S} {e.source} {e.id}[/]\n"
-            f"{escape(summary(e, 8))}"
-        )
-
-    def grow(branch: Tree, node: dict[str, Any]) -> None:
-        for child in node["children"]:
-            grow(branch.add(label(child)), child)
+        mark = "* " if picked(e.id) else ""
+        lines.append(f"{lead}{branch}{mark}{e.type}  {e.ts:%Y-%m-%d %H:%M:%S}  {e.source}  {e.id}")
+        text = summary(e, 8)
+        children = node["children"]
+        if text:
+            lines.append(f"{lead}{rest}{'│   ' if children else '    '}{text}")
+        for i, child in enumerate(children):
+            last = i == len(children) - 1
+            grow(child, lead + rest, "└── " if last else "├── ", "    " if last else "│   ")
 
     for root in roots:
-        tree = Tree(label(root))
-        grow(tree, root)
-        out().print(tree)
+        grow(root, "", "", "")
+    return lines

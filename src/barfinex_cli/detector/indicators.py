@@ -56,6 +56,16 @@ def close_names(name: str, known: Iterable[str], prefix: str = "") -> str:
     return f"; did you mean {', '.join(prefix + n for n in near)}?" if near else ""
 
 
+def _n(n: object, name: str) -> int:
+    """Return the period `n` of indicator `name`, refused at definition unless a whole n >= 1.
+
+    Checked before anything divides by it: `ta.rsi(0)` says so, not ZeroDivisionError.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"ta.{name}: the period must be a whole number of candles >= 1, not {n!r}")
+    return n
+
+
 def _src(source: Source) -> Node:
     node = as_node(source)
     if node.kind != "num":
@@ -70,30 +80,35 @@ def col(name: str) -> Node:
 
 def sma(source: Source = "close", n: int = 20) -> Node:
     """Simple moving average of the last `n` values."""
+    n = _n(n, "sma")
     x = _src(source)
     return Window(x, n, "mean", label=f"sma({x}, {n})")
 
 
 def ema(source: Source = "close", n: int = 20) -> Node:
     """Exponential moving average, alpha = 2 / (n + 1), seeded with the SMA of the first n."""
+    n = _n(n, "ema")
     x = _src(source)
     return Smooth(x, n, 2.0 / (n + 1), label=f"ema({x}, {n})")
 
 
 def rma(source: Source = "close", n: int = 14) -> Node:
     """Wilder's moving average (alpha = 1 / n), seeded with the SMA of the first n."""
+    n = _n(n, "rma")
     x = _src(source)
     return Smooth(x, n, 1.0 / n, label=f"rma({x}, {n})")
 
 
 def stdev(source: Source = "close", n: int = 20) -> Node:
     """Population standard deviation of the last `n` values."""
+    n = _n(n, "stdev")
     x = _src(source)
     return Stdev(x, n, label=f"stdev({x}, {n})")
 
 
 def rsi(n: int = 14, source: Source = "close") -> Node:
     """Wilder's RSI: 100 * avg gain / (avg gain + avg loss); 50 when nothing moved."""
+    n = _n(n, "rsi")
     x = _src(source)
     change = x - Shift(x, 1)
     gain = Smooth(Unary("pos", change), n, 1.0 / n)
@@ -112,6 +127,7 @@ class MACD(NamedTuple):
 
 def macd(fast: int = 12, slow: int = 26, signal: int = 9, source: Source = "close") -> MACD:
     """Return `MACD(line, signal, hist)`; use e.g. `ta.macd().hist > 0`."""
+    fast, slow, signal = _n(fast, "macd"), _n(slow, "macd"), _n(signal, "macd")
     x = _src(source)
     name = f"macd({x}, {fast}, {slow}, {signal})"
     line = Smooth(x, fast, 2.0 / (fast + 1)) - Smooth(x, slow, 2.0 / (slow + 1))
@@ -132,6 +148,7 @@ class Bands(NamedTuple):
 
 def bollinger(n: int = 20, k: float = 2.0, source: Source = "close") -> Bands:
     """Return `Bands(mid, upper, lower)`; use e.g. `ta.close < ta.bollinger(20, 2).lower`."""
+    n = _n(n, "bollinger")
     x = _src(source)
     name = f"bollinger({x}, {n}, {k:g})"
     mid = Window(x, n, "mean", label=f"{name}.mid")
@@ -148,10 +165,12 @@ def true_range() -> Node:
 
 def atr(n: int = 14) -> Node:
     """Wilder's average true range."""
+    n = _n(n, "atr")
     return Smooth(TrueRange(high, low, close), n, 1.0 / n, label=f"atr({n})")
 
 
 def _di(n: int, side: str) -> Node:
+    n = _n(n, f"{side}_di")
     move = DirectionalMove(high, low, "plus" if side == "plus" else "minus")
     smoothed_move = Smooth(move, n, 1.0 / n)
     average_range = Smooth(TrueRange(high, low, close), n, 1.0 / n)
@@ -170,6 +189,7 @@ def minus_di(n: int = 14) -> Node:
 
 def adx(n: int = 14) -> Node:
     """Wilder's ADX: the smoothed DX, 100 * |+DI - -DI| / (+DI + -DI); first at candle 2n."""
+    n = _n(n, "adx")
     pdi, mdi = _di(n, "plus"), _di(n, "minus")
     dx = SafeDiv(Const(100.0) * abs(pdi - mdi), pdi + mdi, Const(0.0))
     return Smooth(dx, n, 1.0 / n, label=f"adx({n})")
@@ -177,6 +197,7 @@ def adx(n: int = 14) -> Node:
 
 def vwap(n: int | None = None) -> Node:
     """Volume-weighted average typical price: since the UTC day began, or over `n` candles."""
+    n = None if n is None else _n(n, "vwap")
     typical = (high + low + close) / 3.0
     if n is None:
         open_ms = Column("open_ms")
@@ -193,12 +214,14 @@ def vwap(n: int | None = None) -> Node:
 
 def zscore(source: Source = "close", n: int = 20) -> Node:
     """(x - sma(x, n)) / stdev(x, n); 0 when the window is flat."""
+    n = _n(n, "zscore")
     x = _src(source)
     return SafeDiv(x - Window(x, n, "mean"), Stdev(x, n), Const(0.0), label=f"zscore({x}, {n})")
 
 
 def volume_zscore(n: int = 20) -> Node:
     """How unusual this candle's volume is: the z-score of volume over `n` candles."""
+    n = _n(n, "volume_zscore")
     node = zscore(volume, n)
     node.label = f"volume_zscore({n})"
     return node
@@ -206,12 +229,14 @@ def volume_zscore(n: int = 20) -> Node:
 
 def highest(source: Source = "high", n: int = 20) -> Node:
     """The highest value of the last `n` candles (this one included)."""
+    n = _n(n, "highest")
     x = _src(source)
     return Extreme(x, n, "max", label=f"highest({x}, {n})")
 
 
 def lowest(source: Source = "low", n: int = 20) -> Node:
     """The lowest value of the last `n` candles (this one included)."""
+    n = _n(n, "lowest")
     x = _src(source)
     return Extreme(x, n, "min", label=f"lowest({x}, {n})")
 

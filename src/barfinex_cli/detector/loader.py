@@ -4,8 +4,8 @@ Loading runs the file's code (it is a Python module), so only the path the user 
 loaded: nothing is discovered or imported by name. The file is compiled and executed under a
 unique module name through importlib's spec machinery, without writing bytecode next to it, so an
 edited file is always read afresh. Errors come back as `StrategyError` with `file:line: what`:
-a syntax error, an unknown indicator (with the close names), a rule that does not validate, or a
-file that does not export `strategy` (with the line to add).
+a syntax error, an unknown indicator (with the close names), a rule that does not validate, a
+file that calls `sys.exit`, or one that does not export `strategy` (with the line to add).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def load_strategy(path: str | Path) -> Strategy:
     sys.modules[name] = module  # dataclasses and pickling look a module up by name
     try:
         exec(code, module.__dict__)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # SystemExit: sys.exit() must not end bfx silently
         del sys.modules[name]
         raise StrategyError(f"{path}:{_line(exc, path)}: {_describe(exc)}") from None
     strategy = module.__dict__.get("strategy")
@@ -84,6 +84,11 @@ def _line(exc: BaseException, path: Path) -> int:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return (
+            f"the file calls sys.exit({'' if exc.code is None else repr(exc.code)}) while "
+            "loading; a strategy file must define `strategy`, not end the program"
+        )
     if isinstance(exc, UnknownIndicator | StrategyError):
         return str(exc)
     if isinstance(exc, ImportError) and exc.name == "barfinex_cli.detector.indicators":

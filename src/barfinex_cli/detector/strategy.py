@@ -39,7 +39,7 @@ def guard(strategy: str, doing: str) -> Iterator[None]:
         yield
     except StrategyError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit in a strategy must not end the service
         raise strategy_error(strategy, doing, exc) from exc
 
 
@@ -71,6 +71,12 @@ class Rule:
         object.__setattr__(self, "condition", node)
         if not isinstance(self.weight, int | float) or not math.isfinite(self.weight):
             raise ValueError(f"rule {self.name}: weight must be a finite number")
+        if self.weight < 0:
+            raise ValueError(
+                f"rule {self.name}: weight {self.weight:g} is negative; a score only adds the "
+                "weights of rules that hold — to argue against a side, give the rule the other "
+                "direction, or negate its condition with ~"
+            )
         object.__setattr__(self, "weight", float(self.weight))
         if self.direction not in ("long", "short", "either"):
             raise ValueError(f"rule {self.name}: direction must be long, short or either")
@@ -157,6 +163,12 @@ class Strategy:
                 f"remove warmup= or set it to at least {needed}"
             )
         object.__setattr__(self, "groups", _groups(rules))
+        if self.groups and len(self.unreachable()) == len(self.groups):
+            raise ValueError(
+                f"threshold {self.threshold:g} is more than any side can score "
+                f"({'; '.join(self.unreachable())}): the strategy can never fire — lower the "
+                "threshold or raise the weights"
+            )
 
     @property
     def needed_warmup(self) -> int:
@@ -167,6 +179,21 @@ class Strategy:
     def effective_warmup(self) -> int:
         """Return the candles fed before the first signal may fire (`warmup` or the need)."""
         return self.needed_warmup if self.warmup is None else self.warmup
+
+    def unreachable(self) -> list[str]:
+        """Return the (direction, action) pairs that can never fire, with the most they score.
+
+        A pair fires when the weights of its rules that hold reach the threshold; if all of
+        them together weigh less, it never does. When every pair is so, the strategy is
+        refused; when only some are, `bfx detector check` warns (such a pair is often an
+        exit being tuned, so it does not stop the rest of the strategy from running).
+        """
+        found = []
+        for group in self.groups:
+            most = sum(self.rules[i].weight for i in group.rules)
+            if most + 1e-9 < self.threshold:
+                found.append(f"{group.direction} {group.action} scores at most {most:g}")
+        return found
 
     def vector_only(self) -> list[str]:
         """Return the rules that use `ta.raw` and so cannot run incrementally."""

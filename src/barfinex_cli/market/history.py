@@ -126,7 +126,7 @@ def load_store(path: Path, exchange: str, symbols: Sequence[str], timeframe: str
     if not path.is_file():
         raise NotFound(f"no market data at {path}; import some with `bfx data import FILE`")
     frames = []
-    with MarketStore(path) as store:
+    with MarketStore(path, read_only=True) as store:
         for name in symbols:
             rows = store.candles(SeriesKey(exchange, name, timeframe))
             if not rows:

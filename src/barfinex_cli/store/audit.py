@@ -62,17 +62,31 @@ from barfinex_cli.store.audit_sql import (
     trace_sql,
     where_sql,
 )
+from barfinex_cli.store.readonly import connect_read_only
 
 MIN_PREFIX = 8
-"""The fewest characters of an id that `get` and `trace` accept as a prefix."""
+"""The fewest characters of an id that `get` and `trace` accept as its start or its end."""
 
 
 class AuditStore:
     """The events table in one SQLite file; open it, append batches, query, close."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        """Open the store at `path`, creating the file, its directory and the schema if needed."""
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        """Open the store at `path`, creating the file, its directory and the schema if needed.
+
+        With `read_only`, the file must exist and nothing is written to it (SQLite may still
+        keep its `-shm` beside it where it can; see `store.readonly`): the CLI's queries work
+        on a data directory they may not write.
+        """
         self.path = str(path)
+        if read_only:
+            self.db = sqlite_utils.Database(connect_read_only(self.path))
+            try:
+                self._check_schema()
+            except BaseException:
+                self.db.close()
+                raise
+            return
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite_utils.Database(self.path)
@@ -103,6 +117,16 @@ class AuditStore:
         for columns in INDEXES:
             table.create_index(columns, if_not_exists=True)
         self.db.execute(PARENT_INDEX_SQL)
+
+    def _check_schema(self) -> None:
+        """Refuse a file whose `events` table is missing or not an audit log (read-only open)."""
+        table = self.db.table("events")
+        missing = sorted(COLUMNS.keys() - set(ADDED_COLUMNS) - table.columns_dict.keys())
+        if not table.exists() or missing:
+            raise ConfigError(
+                f"{self.path} is not an audit log (no 'events' table with the audit columns); "
+                "point the data directory elsewhere"
+            )
 
     def close(self) -> None:
         """Close the connection; the store cannot be used afterwards."""
@@ -186,11 +210,11 @@ class AuditStore:
         return [(str(event_type), int(n)) for event_type, n in rows]
 
     def get(self, event_id: str) -> AnyEnvelope:
-        """Return the event with this id, or with this unique id prefix of 8 or more characters.
+        """Return the event with this id, or whose id alone starts or ends with these 8+ characters.
 
         Raises:
-            NotFound: no event has this id or prefix.
-            UsageError: the prefix matches more than one event.
+            NotFound: no event has this id, prefix or suffix.
+            UsageError: the prefix or suffix matches more than one event.
         """
         full_id = self._resolve(event_id)
         return self._decode_all("SELECT type, body FROM events WHERE id = ?", [full_id])[0]
@@ -198,7 +222,8 @@ class AuditStore:
     def trace(self, ref: str) -> list[AnyEnvelope]:
         """Return every event of the trace `ref` belongs to, ordered by id (creation order).
 
-        `ref` is the id (or a unique prefix of it) of any event of the trace, or the trace id.
+        `ref` is the id (or a unique start or end of it) of any event of the trace, or the
+        trace id.
         Build the tree from each event's `parent_id`.
 
         Raises:
@@ -225,6 +250,12 @@ class AuditStore:
         )
 
     def _resolve(self, ref: str) -> str:
+        """Return the one id equal to `ref`, or starting or ending with it (8+ characters).
+
+        UUIDv7 ids made in the same minute share their first hex digits, so a prefix is often
+        ambiguous; the end of an id is random, so its last 8 to 12 characters almost never are.
+        """
+        ref = ref.strip()
         conn = self.db.conn
         if conn.execute("SELECT 1 FROM events WHERE id = ?", (ref,)).fetchone() is not None:
             return ref
@@ -234,22 +265,24 @@ class AuditStore:
         )
         if len(ref) < MIN_PREFIX:
             raise NotFound(
-                f"no event with id {ref!r}; {hint}. An id prefix needs at least "
-                f"{MIN_PREFIX} characters"
+                f"no event with id {ref!r}; {hint}. A part of an id (its start or its end) needs "
+                f"at least {MIN_PREFIX} characters"
             )
         low, high = prefix_bounds(ref)
-        ids = [
-            str(found)
-            for (found,) in conn.execute(
-                "SELECT id FROM events WHERE id >= ? AND id < ? ORDER BY id LIMIT 2", (low, high)
-            )
-        ]
+        by_prefix = conn.execute(
+            "SELECT id FROM events WHERE id >= ? AND id < ? ORDER BY id LIMIT 3", (low, high)
+        )
+        pattern = "%" + ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        by_suffix = conn.execute(
+            "SELECT id FROM events WHERE id LIKE ? ESCAPE '\\' LIMIT 3", (pattern,)
+        )
+        ids = sorted({str(found) for (found,) in [*by_prefix, *by_suffix]})
         if not ids:
-            raise NotFound(f"no event with id or id prefix {ref!r}; {hint}")
+            raise NotFound(f"no event whose id starts or ends with {ref!r}; {hint}")
         if len(ids) > 1:
             raise UsageError(
-                f"id prefix {ref!r} matches more than one event ({ids[0]}, {ids[1]}, ...); "
-                "give more characters of the id"
+                f"{ref!r} matches more than one event ({ids[0]}, {ids[1]}, ...); give more "
+                "characters, or the end of the id (its last 12 characters are random)"
             )
         return ids[0]
 

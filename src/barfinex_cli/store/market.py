@@ -92,8 +92,15 @@ class SeriesInfo(NamedTuple):
 class MarketStore:
     """Candles and trades in one SQLite file (WAL)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        """Open (creating if needed) the store; `read_only` opens an existing file and writes
+        nothing, even in a directory that may not be written (see `store.readonly`)."""
         self.path = Path(path)
+        if read_only:
+            from barfinex_cli.store.readonly import connect_read_only
+
+            self.conn = connect_read_only(self.path)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
