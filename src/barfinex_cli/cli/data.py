@@ -60,7 +60,9 @@ def _iso(ms: int | None) -> str | None:
 @app.command("import")
 def import_(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="CSV, JSON, Parquet or Feather (.zip/.gz too).")],
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="CSV, JSON, Parquet or Feather (.zip/.gz too).")
+    ],
     exchange: Annotated[str, typer.Option(help="Exchange name to store under.")] = "imported",
     symbol: Annotated[
         str | None,

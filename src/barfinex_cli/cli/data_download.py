@@ -44,8 +44,12 @@ class Summary:
 
 def download(
     ctx: typer.Context,
-    exchange: Annotated[str, typer.Argument(help="ccxt exchange id, e.g. binance, kraken, okx.")],
-    symbol: Annotated[str, typer.Argument(help="Market, e.g. BTC/USDT (or the id BTCUSDT).")],
+    exchange: Annotated[
+        str, typer.Argument(metavar="EXCHANGE", help="ccxt exchange id, e.g. binance, kraken, okx.")
+    ],
+    symbol: Annotated[
+        str, typer.Argument(metavar="SYMBOL", help="Market, e.g. BTC/USDT (or the id BTCUSDT).")
+    ],
     timeframe: Annotated[
         str, typer.Option("--timeframe", "-t", help="Candle timeframe: 1m 5m 15m 1h 4h 1d ...")
     ] = "1m",

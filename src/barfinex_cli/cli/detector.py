@@ -33,7 +33,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-StrategyArg = Annotated[Path, typer.Argument(help="Strategy file (.py exporting `strategy`).")]
+StrategyArg = Annotated[
+    Path, typer.Argument(metavar="STRATEGY", help="Strategy file (.py exporting `strategy`).")
+]
 DataOpt = Annotated[Path | None, typer.Option("--data", help="Candle file: CSV, Parquet, JSON.")]
 ExchangeOpt = Annotated[
     str | None, typer.Option("--exchange", help="Read candles of this exchange from market.db.")

@@ -12,7 +12,9 @@ from barfinex_cli.cli.state import state_of
 
 def run(
     ctx: typer.Context,
-    strategy: Annotated[Path, typer.Argument(help="The strategy file (its code runs here).")],
+    strategy: Annotated[
+        Path, typer.Argument(metavar="STRATEGY", help="The strategy file (its code runs here).")
+    ],
     instance: Annotated[
         str | None, typer.Option(help="Instance name (default: the strategy's name).")
     ] = None,

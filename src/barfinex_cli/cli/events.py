@@ -54,7 +54,7 @@ def event_line(event: Envelope[Any]) -> str:
 @app.command("schema")
 def schema(
     event_type: Annotated[
-        str | None, typer.Argument(help="Type to show; omit for the list.")
+        str | None, typer.Argument(metavar="TYPE", help="Type to show; omit for the list.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -223,8 +223,12 @@ def query(
 @app.command("publish")
 def publish(
     ctx: typer.Context,
-    event_type: Annotated[str, typer.Argument(help="Event type, e.g. market.candle.")],
-    payload: Annotated[str, typer.Argument(help="The payload as JSON ('-' reads stdin).")],
+    event_type: Annotated[
+        str, typer.Argument(metavar="TYPE", help="Event type, e.g. market.candle.")
+    ],
+    payload: Annotated[
+        str, typer.Argument(metavar="PAYLOAD", help="The payload as JSON ('-' reads stdin).")
+    ],
     source: Annotated[str, typer.Option(help="Source recorded on the envelope.")] = "cli",
 ) -> None:
     """Validate a payload and publish it as a new event; prints the event id.

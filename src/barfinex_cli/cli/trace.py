@@ -27,7 +27,8 @@ def trace(
     ref: Annotated[
         str,
         typer.Argument(
-            help="Any event id, a unique start or end of one (8+ characters), or a trace id."
+            metavar="ID",
+            help="Any event id, a unique start or end of one (8+ characters), or a trace id.",
         ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
