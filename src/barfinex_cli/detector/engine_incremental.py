@@ -121,6 +121,22 @@ class IncrementalEngine:
             count += 1
         return count
 
+    def last_open(self, symbol: str) -> int | None:
+        """Return the open time (epoch ms) of the last candle of `symbol` evaluated, if any."""
+        series = self.series.get(symbol)
+        return None if series is None else series.last_ms
+
+    def reset(self, symbol: str) -> None:
+        """Forget `symbol`: its node states, position, cooldown and broken nodes.
+
+        A restarted detector warmed past candles it has not evaluated yet resets the symbol and
+        warms it again on the history before them, so they are evaluated live.
+        """
+        self.series.pop(symbol, None)
+        self.cooldown.last.pop(symbol, None)
+        for key in [k for k in self._failed if k[0] == symbol]:
+            del self._failed[key]
+
     def _run_nodes(self, symbol: str, series: _Series, row: dict[str, Any]) -> None:
         v, steps, start = series.values, series.steps, 0
         while start < len(steps):

@@ -8,7 +8,11 @@ so live, replay and backtest build identical candles the same way:
   that closes is kept and published too), then shown to the broker;
 - a trade is kept, published, shown to the broker, and, on a trade tape (a symbol whose candles
   the feed does not stream), folded into the base candle, which then goes the way above;
-- a book is remembered and shown to the broker; anything else is published as it is.
+- a book is remembered and shown to the broker; anything else is published as it is;
+- a candle or trade dated too far ahead (`market.horizon`: past the wall clock live, past the
+  last close of its series in a replay) is refused: nothing is kept, published or folded, and the
+  step asks for an incident instead, so one bad date never moves the data clock or stalls a
+  consumer that waits for "newer" candles.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from barfinex_cli.contracts.market import BookUpdated, CandleClosed, TradeExecut
 from barfinex_cli.contracts.times import to_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.market.candles import CandleAggregator, timeframe_ms, to_event
+from barfinex_cli.market.horizon import too_far_ahead
 from barfinex_cli.store.market import CandleRow, SeriesKey, TradeRow
 
 
@@ -72,7 +77,16 @@ class FeedBook:
     book: BookUpdated
 
 
-Action = KeepCandle | KeepTrade | Publish | FeedCandle | FeedTrade | FeedBook
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Refuse a candle or trade dated too far ahead; the service raises an incident."""
+
+    key: SeriesKey
+    open_ms: int
+    reason: str
+
+
+Action = KeepCandle | KeepTrade | Publish | FeedCandle | FeedTrade | FeedBook | Refuse
 
 
 @dataclass
@@ -102,7 +116,13 @@ class Pipeline:
         *,
         base_timeframe: str = "1m",
         candle_symbols: frozenset[str] | None = None,
+        max_ahead_s: float | None = None,
     ) -> None:
+        self.max_ahead_s = max_ahead_s
+        """The `[provider] max_candle_ahead_s` bound; None applies `market.horizon`'s defaults."""
+        self.last_close: dict[SeriesKey, int] = {}
+        """Per series (trades under timeframe "trade"): the newest close (or trade time) kept."""
+        self.refused = 0
         self.timeframes = tuple(sorted(set(timeframes) | {"1m"}))
         self.base_timeframe = base_timeframe
         self.candle_symbols = candle_symbols
@@ -115,9 +135,19 @@ class Pipeline:
         self.candles = 0
         self.books: dict[str, BookUpdated] = {}
 
-    def feed(self, payload: Payload) -> Step:
-        """Return what one payload from the connector asks for."""
+    def feed(self, payload: Payload, *, now_ms: int | None = None) -> Step:
+        """Return what one payload from the connector asks for.
+
+        `now_ms` is the wall clock of a live feed (candles are judged against it); None judges a
+        replay's candles against the last close of their series.
+        """
         step = Step()
+        if isinstance(payload, CandleClosed | TradeExecuted):
+            refusal = self._refusal(payload, now_ms)
+            if refusal is not None:
+                self.refused += 1
+                step.actions.append(refusal)
+                return step
         if isinstance(payload, CandleClosed):
             self._base(step, payload, candle_row(payload))
         elif isinstance(payload, TradeExecuted):
@@ -138,8 +168,27 @@ class Pipeline:
             for tf, closed in aggregator.add_candle(self.base_timeframe, row):
                 kept.append(KeepCandle(SeriesKey(exchange, symbol, tf), closed))
         if rows:
-            self.clock_ms = max(self.clock_ms, rows[-1].open_ms + timeframe_ms(self.base_timeframe))
+            close = rows[-1].open_ms + timeframe_ms(self.base_timeframe)
+            self.clock_ms = max(self.clock_ms, close)
+            key = SeriesKey(exchange, symbol, self.base_timeframe)
+            self.last_close[key] = max(self.last_close.get(key, 0), close)
         return kept
+
+    def _refusal(self, payload: CandleClosed | TradeExecuted, now_ms: int | None) -> Refuse | None:
+        """Return a refusal if `payload` is dated too far ahead (`market.horizon`), else None."""
+        if isinstance(payload, CandleClosed):
+            key = SeriesKey(payload.exchange, payload.symbol, payload.timeframe)
+            tf_ms = timeframe_ms(payload.timeframe)
+            open_ms = to_ms(payload.open_time)
+            close_ms = open_ms + tf_ms
+        else:
+            key = SeriesKey(payload.exchange, payload.symbol, "trade")
+            tf_ms = timeframe_ms(self.base_timeframe)
+            open_ms = close_ms = to_ms(payload.time)
+        live = now_ms is not None
+        reference = now_ms if live else (self.last_close.get(key) or self.clock_ms or None)
+        reason = too_far_ahead(close_ms, reference, tf_ms, live=live, max_ahead_s=self.max_ahead_s)
+        return None if reason is None else Refuse(key, open_ms, reason)
 
     def close_trade_candles(self, exchange: str, until_ms: int) -> Step:
         """Close the trade-built candles whose bucket ended by `until_ms` (a timer calls this)."""
@@ -158,7 +207,9 @@ class Pipeline:
     def _base(self, step: Step, candle: CandleClosed, row: CandleRow) -> None:
         key = SeriesKey(candle.exchange, candle.symbol, candle.timeframe)
         step.actions.append(KeepCandle(key, row))
-        self.clock_ms = max(self.clock_ms, row.open_ms + timeframe_ms(candle.timeframe))
+        close = row.open_ms + timeframe_ms(candle.timeframe)
+        self.clock_ms = max(self.clock_ms, close)
+        self.last_close[key] = max(self.last_close.get(key, 0), close)
         self.candles += 1
         step.actions.append(Publish(candle))
         for tf, closed in self._aggregator(candle.symbol).add_candle(candle.timeframe, row):
@@ -172,6 +223,8 @@ class Pipeline:
         row = TradeRow(time_ms, trade.trade_id, float(trade.price), float(trade.amount), trade.side)
         step.actions.append(KeepTrade(trade.exchange, trade.symbol, row))
         self.clock_ms = max(self.clock_ms, time_ms)
+        key = SeriesKey(trade.exchange, trade.symbol, "trade")
+        self.last_close[key] = max(self.last_close.get(key, 0), time_ms)
         step.actions.append(Publish(trade))
         step.actions.append(FeedTrade(trade.symbol, row))
         if self.candle_symbols is None or trade.symbol in self.candle_symbols:

@@ -19,13 +19,15 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from barfinex_cli.bus.base import Bus
 from barfinex_cli.contracts.envelope import Envelope, make_event
-from barfinex_cli.contracts.market import BookUpdated
+from barfinex_cli.contracts.ids import uuid7
+from barfinex_cli.contracts.market import BookUpdated, IncidentEscalated
+from barfinex_cli.contracts.times import iso_ms, to_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError
 from barfinex_cli.market.candles import timeframe_ms
@@ -38,6 +40,7 @@ from barfinex_cli.provider.pipeline import (
     KeepTrade,
     Pipeline,
     Publish,
+    Refuse,
     Step,
 )
 from barfinex_cli.runtime.clock import Clock
@@ -152,6 +155,31 @@ class ProviderRuntime:
                     self.fed.on_trade(action.symbol, action.row)
             elif isinstance(action, FeedBook) and self.fed is not None:
                 self.fed.on_book(action.book.symbol, action.book.bids, action.book.asks)
+            elif isinstance(action, Refuse):
+                await self.refuse(action)
+
+    async def refuse(self, refusal: Refuse) -> None:
+        """Report a candle (or trade) refused as dated too far ahead: a warning and an incident.
+
+        Nothing of it is kept or published; the incident is escalated at once, as there is
+        nothing the provider can repair (the source sent a bad date).
+        """
+        key = refusal.key
+        log.warning(
+            "candle refused: dated too far ahead",
+            extra={"series": "/".join(key), "open_ms": refusal.open_ms, "reason": refusal.reason},
+        )
+        base = SeriesKey(key.exchange, key.symbol, self.connector.base_timeframe)
+        timeframe = self.connector.base_timeframe if key.timeframe == "trade" else key.timeframe
+        await self.publish(
+            IncidentEscalated(
+                incident_id=uuid7(), exchange=key.exchange, symbol=key.symbol,
+                timeframe=timeframe, action="ESCALATE",
+                quality_score=self.integrity.get(base, 100.0),
+                reason=f"refused a candle opening at {iso_ms(refusal.open_ms)}: {refusal.reason}",
+                attempts=0, escalated_at=self.clock.now(),
+            )
+        )  # fmt: skip
 
 
 def make_connector(options: ProviderConfig) -> MarketConnector:
@@ -243,6 +271,7 @@ class Provider:
             options.timeframes,
             base_timeframe=connector.base_timeframe,
             candle_symbols=connector.candle_symbols,
+            max_ahead_s=options.max_candle_ahead_s,
         )
         rt = ProviderRuntime(
             self.bus, self.market, connector, f"provider/{connector.name}", self.clock, pipeline
@@ -417,7 +446,9 @@ class Provider:
             async for payload in stream:
                 if stop.is_set():
                     break
-                await rt.apply(rt.pipeline.feed(payload))
+                # Live, a candle is judged against the wall clock; a replay's against its series.
+                now_ms = to_ms(datetime.now(UTC)) if self.live else None
+                await rt.apply(rt.pipeline.feed(payload, now_ms=now_ms))
                 pending += 1
                 if pending >= batch:
                     await rt.flush()

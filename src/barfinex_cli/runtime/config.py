@@ -71,6 +71,13 @@ class ProviderConfig(Section):
     wait_for_apps: int = Field(
         0, ge=0, le=1000, description="replay: hold the live part until this many apps registered"
     )
+    max_candle_ahead_s: float | None = Field(
+        None,
+        gt=0,
+        description="refuse a candle closing this far past the wall clock (live) or the last "
+        "close of its series (replay); None: 3 timeframes live, max(30 days, 100 timeframes) "
+        "in a replay",
+    )
 
     @property
     def replays(self) -> bool:
