@@ -1,4 +1,4 @@
-"""Training: labels from forward outcomes, a purged time-ordered split, no look-ahead, honest scores."""
+"""Training: forward-outcome labels, a purged time-ordered split, no look-ahead, honest scores."""
 
 from __future__ import annotations
 
@@ -183,7 +183,7 @@ def test_the_split_is_time_ordered_and_purged_of_overlapping_labels() -> None:
 
 def test_too_few_signals_or_one_outcome_only_are_refused_with_the_fix() -> None:
     frame = market(2_000)
-    with pytest.raises(UsageError, match="too few to train on.*longer history"):
+    with pytest.raises(UsageError, match=r"too few to train on.*longer history"):
         train(frame, every(frame, 200), strategy="s", timeframe="1m", now=NOW)
     rows = flat(T + 400)
     signals = [TrainingSignal(t * MINUTE, "long", 1.0) for t in range(WINDOW, T + 350)]
