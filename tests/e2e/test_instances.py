@@ -137,3 +137,79 @@ def test_killing_one_instance_leaves_the_other_running(env: dict[str, str], tmp_
                 proc.communicate()
     assert b.returncode == 0, b.stderr
     assert provider.returncode == 0
+
+
+def _signals(env: dict[str, str], source: str) -> list[dict[str, object]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "barfinex_cli", "events", "query", "-t", "detector.signal",
+         "--source", source, "--limit", "100000", "--json"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    payloads = [json.loads(line)["payload"] for line in out.stdout.splitlines() if line.strip()]
+    return sorted(payloads, key=lambda p: str(p["candle_time"]))
+
+
+def test_one_name_one_run_and_a_run_killed_hard_resumes_losing_and_doubling_nothing(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from datetime import datetime
+
+    from barfinex_cli.detector.engine import VectorEngine
+    from barfinex_cli.detector.loader import load_strategy
+    from barfinex_cli.store.market import MarketStore, SeriesKey
+
+    strategy = tmp_path / "momentum.py"
+    strategy.write_text(STRATEGY)
+    port = env["BFX_PROVIDER_URL"].rsplit(":", 1)[1]
+    health_port = str(_free_port())
+    provider = _bfx(env, "provider", "start", "--speed", "300", "--days", "1", "--history", "300",
+                    "--symbols", "BTC/USDT", "--timeframes", "1m", "--port", port)  # fmt: skip
+    procs = [provider]
+    source = "detector/momentum_e2e"  # no --instance: the strategy's name
+    try:
+        base = env["BFX_PROVIDER_URL"]
+        _wait(lambda: httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200)
+        first = _bfx(env, "detector", "run", str(strategy), "--port", health_port)
+        procs.append(first)
+        _wait(lambda: len(_signals(env, source)) >= 2)
+
+        second = _bfx(env, "detector", "run", str(strategy), "--port", "0")
+        _, stderr = second.communicate(timeout=60)
+        assert second.returncode == 2, stderr
+        assert "--instance" in stderr and "already running" in stderr
+        assert "Traceback" not in stderr
+        assert first.poll() is None  # the first one is untouched
+
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+        killed_with = len(_signals(env, source))
+        restarted = _bfx(env, "detector", "run", str(strategy), "--port", health_port)
+        procs.append(restarted)  # waits for the dead run's lease to lapse, then resumes
+        _wait(lambda: len(_signals(env, source)) >= killed_with + 5, timeout=90)
+        assert restarted.poll() is None
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in reversed(procs):
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+    assert restarted.returncode == 0, restarted.stderr
+
+    live = _signals(env, source)
+    candles = [(p["candle_time"], p["direction"]) for p in live]
+    assert len(candles) == len(set(candles))  # none doubled
+    with MarketStore(Path(env["BFX_HOME"]) / "market.db") as market:
+        frame = market.candles_frame(SeriesKey("synthetic", "BTC/USDT", "1m"))
+    scanned = VectorEngine(load_strategy(strategy)).evaluate(frame, "BTC/USDT")
+    first_ms = int(datetime.fromisoformat(str(live[0]["candle_time"])).timestamp() * 1000)
+    last_ms = int(datetime.fromisoformat(str(live[-1]["candle_time"])).timestamp() * 1000)
+    expected = [(r.open_ms, r.direction) for r in scanned if first_ms <= r.open_ms <= last_ms]
+    got = [
+        (int(datetime.fromisoformat(str(p["candle_time"])).timestamp() * 1000), p["direction"])
+        for p in live
+    ]
+    assert got == expected  # none lost while it was down
