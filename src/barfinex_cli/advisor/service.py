@@ -204,6 +204,10 @@ class Advisor:
             delivery = self._held[0]
             event = delivery.event
             if self.provider_down:
+                # what intake drops needs no provider: drop it now, hold the rest
+                for waiting in [d for d in self._held if _needs_no_provider(d.event)]:
+                    await self.handle(waiting.event)
+                    await self._done(consumer, dedup, group, waiting)
                 await self._announce_pending(list(self._held), "the provider is down")
                 return
             if (await dedup.seen(group, [event.id]))[0]:
@@ -220,7 +224,7 @@ class Advisor:
     async def _done(self, consumer: Any, dedup: Any, group: str, delivery: Delivery) -> None:
         await dedup.mark(group, [delivery.event.id])
         await consumer.ack([delivery])
-        self._held.popleft()
+        self._held.remove(delivery)
         self._held_ids.discard(delivery.event.id)
         self._announced.discard(delivery.event.id)
 
@@ -484,3 +488,9 @@ class Advisor:
             "series": len(self.context.series()),
             "uptime_s": round(time.monotonic() - self.started, 3),
         }
+
+
+def _needs_no_provider(event: Envelope[Any]) -> bool:
+    """Tell whether intake drops this signal without asking the provider (not an opening one)."""
+    payload = event.payload
+    return isinstance(payload, SignalGenerated) and payload.action != "open"
