@@ -104,9 +104,12 @@ class Response(BaseModel):
 
 
 class HealthResponse(Response):
-    """Liveness, and which clock the provider runs on (a replay runs on the market's clock)."""
+    """Liveness, and which clock the provider runs on (a replay runs on the market's clock).
 
-    status: Literal["ok"]
+    `degraded` while the bus waits out a Redis outage (publishes are held, nothing is lost).
+    """
+
+    status: Health
     version: str
     uptime_s: float
     clock: Clock = "wall"

@@ -173,7 +173,7 @@ async def health(state: State) -> HealthResponse:
     uptime = time.monotonic() - state.started
     market_time = ctx.market_time() if ctx.market_time is not None else None
     return HealthResponse(
-        status="ok",
+        status="degraded" if ctx.bus.degraded else "ok",  # Redis away: publishes are held
         version=__version__,
         uptime_s=round(max(uptime, 0.0), 3),
         clock=ctx.clock,
