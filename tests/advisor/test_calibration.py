@@ -134,3 +134,12 @@ def test_isotonic_points_must_pair_up_and_rise() -> None:
         IsotonicCalibrator(x=(0.0, 1.0), y=(0.5,), samples=1)
     with pytest.raises(ValueError, match="non-decreasing"):
         IsotonicCalibrator(x=(0.5, 0.1), y=(0.2, 0.3), samples=1)
+
+
+@pytest.mark.parametrize("method", ["platt", "isotonic"])
+def test_the_vectorised_apply_equals_the_per_signal_one(method: str) -> None:
+    _, won, raw = miscalibrated(3_000, seed=6)
+    calibrator = fit_calibrator(method, raw, won)  # type: ignore[arg-type]
+    probe = np.r_[np.random.default_rng(7).uniform(0, 1, 1_000), 0.0, 1.0]
+    one_by_one = np.array([calibrator.apply(p) for p in probe])
+    assert np.abs(calibrator.apply_array(probe) - one_by_one).max() < 1e-12

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 if TYPE_CHECKING:
-    from numpy.typing import ArrayLike
+    from numpy.typing import ArrayLike, NDArray
 
 Method = Literal["platt", "isotonic"]
 EPS = 1e-6
@@ -64,6 +64,12 @@ class PlattCalibrator(_Frozen):
         """Return the calibrated probability of raw probability `p`, in [0, 1]."""
         return _sigmoid(self.a * _logit(p) + self.b)
 
+    def apply_array(self, p: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Return `apply` of every element of `p` (vectorised, for training and reports)."""
+        q = np.clip(p, EPS, 1.0 - EPS)
+        z = self.a * np.log(q / (1.0 - q)) + self.b
+        return 0.5 * (1.0 + np.tanh(0.5 * z))
+
     @property
     def version(self) -> str:
         """Return a short hash of the fitted parameters (equal parameters, equal version)."""
@@ -91,6 +97,10 @@ class IsotonicCalibrator(_Frozen):
     def apply(self, p: float) -> float:
         """Return the calibrated probability of raw probability `p`, in [0, 1]."""
         return min(1.0, max(0.0, float(np.interp(p, self._xs, self._ys))))
+
+    def apply_array(self, p: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Return `apply` of every element of `p` (vectorised, for training and reports)."""
+        return np.clip(np.interp(p, self._xs, self._ys), 0.0, 1.0)  # type: ignore[no-any-return]
 
     def __eq__(self, other: object) -> bool:
         # the cached arrays are derived from x and y; comparing them would ask numpy for a bool

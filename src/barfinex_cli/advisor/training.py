@@ -277,7 +277,7 @@ def train(
     calibrators = _calibrate(cfg, raw_ca, y_ca, reg_ca)
     report("evaluate", 4, len(STEPS))
     raw_te, y_te, reg_te = predict(_matrix(te)), te["won"].to_numpy(), te["regime"].to_numpy()
-    after = np.array([_apply(calibrators, r, p) for r, p in zip(reg_te, raw_te, strict=True)])
+    after = calibrated(calibrators, reg_te, raw_te)
     metrics = _metrics(
         cfg, calibrators, (tr, ca, te), raw_ca, y_ca, reg_ca, raw_te, y_te, reg_te, after
     )
@@ -344,9 +344,17 @@ def _calibrate(
     return CalibrationSet(by_regime=by_regime, fallback=fallback)
 
 
-def _apply(calibrators: CalibrationSet, regime: str, p: float) -> float:
-    calibrator = calibrators.for_regime(regime)
-    return calibrator.apply(float(p)) if calibrator is not None else float(p)
+def calibrated(
+    calibrators: CalibrationSet, regimes: NDArray[np.str_], raw: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Return each raw probability through its regime's calibrator (unchanged where none)."""
+    out = raw.astype(np.float64).copy()
+    for regime in np.unique(regimes):
+        calibrator = calibrators.for_regime(str(regime))
+        if calibrator is not None:
+            mask = regimes == regime
+            out[mask] = calibrator.apply_array(raw[mask])
+    return out
 
 
 def _metrics(
@@ -402,7 +410,7 @@ def _events(
         if not mask.any():
             raw, won, regimes = calib
             mask = regimes == regime
-        after = np.array([calibrator.apply(float(p)) for p in raw[mask]])
+        after = calibrator.apply_array(raw[mask])
         out.append(CalibrationTrained(
             method=calibrator.method, version=f"{bundle.name}/{regime}/{calibrator.version}",
             samples=calibrator.samples, brier_before=brier(won[mask], raw[mask]),
