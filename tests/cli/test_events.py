@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner
@@ -177,3 +178,114 @@ def test_trace_of_an_unknown_id_names_the_fix(bfx: BfxRun) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: no audit store") or "no event" in result.stderr
+
+
+def _alert(text: str) -> Envelope[Any]:
+    from barfinex_cli.contracts.inspector import AlertRaised
+
+    return make_event(AlertRaised(severity="info", message=text), source="test")
+
+
+def test_tail_since_an_age_or_an_iso_time_reads_what_came_before(
+    bfx: BfxRun, cli_env: dict[str, str]
+) -> None:
+    sent = _alert("before the tail")
+    asyncio.run(_publish(cli_env["BFX_NAMESPACE"], [sent]))
+    minute_ago = datetime.now(UTC).replace(microsecond=0).timestamp() - 60
+    iso = datetime.fromtimestamp(minute_ago, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for since in ("15m", iso):
+        result = bfx("events", "tail", "--since", since, "--count", "1", "--json", timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["id"] == sent.id
+    asyncio.run(_purge(cli_env["BFX_NAMESPACE"]))
+
+
+async def test_tail_rides_out_a_redis_restart_and_prints_what_comes_after(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    from bus.redis_faults import RedisServer
+
+    server = RedisServer(tmp_path, persistent=False)
+    await server.start()
+    env = {**cli_env, "BFX_REDIS_URL": server.url}
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "barfinex_cli", "events", "tail", "--count", "2", "--json",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    bus = RedisStreamsBus(server.url, cli_env["BFX_NAMESPACE"])
+    try:
+        assert tail.stdout is not None
+        first, second = _alert("before the restart"), _alert("after the restart")
+
+        async def publish_until_printed(event: Envelope[Any]) -> dict[str, Any]:
+            line = asyncio.ensure_future(tail.stdout.readline())  # type: ignore[union-attr]
+            while not line.done():  # the tail may not be reading yet: publish until it prints
+                await bus.publish(event)
+                await asyncio.wait([line], timeout=0.5)
+            return dict(json.loads(line.result()))
+
+        got = await asyncio.wait_for(publish_until_printed(first), 30)
+        assert got["id"] == first.id
+        server.stop(kill=True)
+        await server.start()  # empty: no streams, no _types
+        await bus.close()
+        bus = RedisStreamsBus(server.url, cli_env["BFX_NAMESPACE"])
+        got = await asyncio.wait_for(publish_until_printed(second), 30)
+        assert got["id"] == second.id
+        _, err = await asyncio.wait_for(tail.communicate(), 30)
+        assert tail.returncode == 0, err
+        assert b"Traceback" not in err
+    finally:
+        if tail.returncode is None:
+            tail.kill()
+            await tail.wait()
+        await bus.close()
+        server.stop()
+
+
+def _store_with(home: Path, n: int) -> list[Envelope[Any]]:
+    from barfinex_cli.store.audit import AuditStore
+
+    events = []
+    for i in range(n):
+        event = make_event(CANDLE, source="provider", ts=datetime(2024, 1, 1, 0, i, tzinfo=UTC))
+        events.append(event)
+    with AuditStore(home / "audit.db") as store:
+        store.append(events)
+    return events
+
+
+def test_query_takes_the_newest_by_default_and_says_how_many_more_match(
+    bfx: BfxRun, cli_env: dict[str, str]
+) -> None:
+    events = _store_with(Path(cli_env["BFX_HOME"]), 5)
+    newest = bfx("events", "query", "--limit", "2", "--json")
+    assert newest.returncode == 0, newest.stderr
+    assert [json.loads(line)["id"] for line in newest.stdout.splitlines()] == [
+        e.id for e in events[3:]
+    ]  # the newest two, oldest first
+    assert "3 more older events match" in newest.stderr
+    oldest = bfx("events", "query", "--limit", "2", "--oldest", "--json")
+    assert [json.loads(line)["id"] for line in oldest.stdout.splitlines()] == [
+        e.id for e in events[:2]
+    ]
+    assert "3 more newer events match" in oldest.stderr
+    flipped = bfx("events", "query", "--limit", "2", "--newest", "--json")
+    assert [json.loads(line)["id"] for line in flipped.stdout.splitlines()] == [
+        events[4].id,
+        events[3].id,
+    ]
+    everything = bfx("events", "query", "--json")
+    assert len(everything.stdout.splitlines()) == 5 and everything.stderr == ""
+
+
+def test_listings_print_ids_whole_even_in_a_narrow_pipe(
+    bfx: BfxRun, cli_env: dict[str, str]
+) -> None:
+    events = _store_with(Path(cli_env["BFX_HOME"]), 2)
+    cli_env["COLUMNS"] = "40"
+    listed = bfx("events", "query")
+    assert all(e.id in listed.stdout for e in events)
+    tree = bfx("trace", events[1].id[-12:])  # the end of an id: unique where starts are shared
+    assert tree.returncode == 0, tree.stderr
+    assert f"* market.candle  2024-01-01 00:01:00  provider  {events[1].id}" in tree.stdout

@@ -52,10 +52,13 @@ def run(
 
     from barfinex_cli.cli.render import err
     from barfinex_cli.detector.service import Detector
+    from barfinex_cli.errors import NotFound
     from barfinex_cli.kernel.launch import serve
     from barfinex_cli.kernel.parts import Kernel
     from barfinex_cli.runtime.logs import setup_logging
 
+    if not strategy.is_file():  # before Redis and the provider: the first thing to fix
+        raise NotFound(f"{strategy}: no such strategy file")
     settings = state_of(ctx).settings()
     setup_logging(settings.log_level, json_lines=settings.log_json or None)
     config = settings.detector.with_overrides(

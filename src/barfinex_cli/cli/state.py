@@ -24,6 +24,7 @@ class State:
         if self._settings is None:
             from barfinex_cli.runtime.settings import find_config, load_settings
 
+            check_flags(self.overrides)
             settings = load_settings(self.config, **self.overrides)
             if settings.redis_url is not None:
                 if self.overrides.get("redis_url") is not None:
@@ -33,6 +34,46 @@ class State:
                 check_redis_url(settings.redis_url, where)
             self._settings = settings
         return self._settings
+
+
+FLAGS = {
+    "home": "--data-dir",
+    "redis_url": "--redis-url",
+    "namespace": "--namespace",
+    "bus": "--bus",
+    "log_json": "--log-json",
+}
+"""The global option (and its environment variable) behind each settings key it sets."""
+
+
+def check_flags(overrides: dict[str, Any]) -> None:
+    """Validate each global option against its settings field, naming the option if it fails.
+
+    Settings would refuse the same values, but as a config error (exit 1) about a key; a value
+    typed on the command line (or in its BFX_* variable) is wrong usage: exit 2, the flag named.
+
+    Raises:
+        UsageError: a value the settings field rejects.
+    """
+    from typing import Annotated
+
+    from pydantic import TypeAdapter, ValidationError
+
+    from barfinex_cli.errors import UsageError
+    from barfinex_cli.runtime.settings import Settings
+
+    for key, value in overrides.items():
+        field = Settings.model_fields.get(key)
+        if value is None or field is None:
+            continue
+        annotation: Any = field.annotation
+        if field.metadata:
+            annotation = Annotated[(annotation, *field.metadata)]
+        try:
+            TypeAdapter(annotation).validate_python(value)
+        except ValidationError as exc:
+            flag = FLAGS.get(key, "--" + key.replace("_", "-"))
+            raise UsageError(f"{flag} {value!r}: {exc.errors()[0]['msg']}") from None
 
 
 def check_redis_url(url: str, where: str) -> None:

@@ -43,7 +43,10 @@ def load_strategy(path: str | Path) -> Strategy:
         raise NotFound(f"{path}: no such strategy file")
     if path.suffix != ".py":
         raise UsageError(f"{path}: a strategy is a Python file (.py)")
-    source = path.read_text(encoding="utf-8")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a text file; a strategy is Python source") from None
     try:
         code = compile(source, str(path), "exec", dont_inherit=True)
     except SyntaxError as exc:
