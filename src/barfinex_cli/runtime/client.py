@@ -9,7 +9,7 @@ one list, such as `{"series": [...]}`, gives the list itself).
 
 Refusals:
 
-    401/403 -> TokenRefused (exit 3)      404 -> NotFound          409 -> RiskViolation
+    401/403 -> TokenRefused (exit 4)      404 -> NotFound          409 -> RiskViolation
     422     -> UsageError (the fields)    503 -> ServiceUnreachable
     other   -> BfxError with the status and the server's detail
 

@@ -47,7 +47,9 @@ class Recording:
         consumer = await self.bus.consumer(self.group, name, ["*"], start="0")
         self.recorder = Recorder(consumer, self.store, block_ms=self.block_ms)
         self.ready.set()
-        log.info("recording", extra={"bus": self.bus.url, "store": self.store.path})
+        from barfinex_cli.errors import mask_url
+
+        log.info("recording", extra={"bus": mask_url(self.bus.url), "store": self.store.path})
         await self.recorder.run(stop)
         return self.recorder.written
 
