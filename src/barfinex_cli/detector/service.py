@@ -29,6 +29,9 @@ Start, restart and crash (no signal lost, none doubled):
    made) and no signal is published for a candle at or before it.
 
 Candles dated far ahead are refused and a stall is reported and undone (`detector.gate`).
+
+The module runs past 400 lines because that start/restart sequence, the gate and the evaluation
+all move the one engine position per symbol; the pure parts live in `gate` and `resume`.
 """
 
 from __future__ import annotations
