@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
+from barfinex_cli import backoff
 from barfinex_cli.bus.base import Bus, Delivery, entry_id_key
 
 log = logging.getLogger("bfx.bus.tail")
@@ -75,5 +75,4 @@ async def tail_forever(
         except Exception as exc:  # the bus went away: wait, then read on from `position`
             failures += 1
             on_error(exc, failures)
-        delay = min(max_backoff_s, backoff_s * 2 ** max(failures - 1, 0))
-        await sleep(delay * random.uniform(0.5, 1.0))  # jitter: readers do not reconnect in step
+        await sleep(backoff.delay(failures, backoff_s, max_backoff_s))  # jittered: not in step

@@ -11,7 +11,6 @@ from REST history, never emitted as if they were whole.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from barfinex_cli import backoff
 from barfinex_cli.contracts.market import (
     BookUpdated,
     TickerUpdated,
@@ -124,12 +124,6 @@ class CandleCloser:
         return closed, hole
 
 
-def backoff(failures: int, base_s: float, cap_s: float) -> float:
-    """Return the wait before reconnect attempt `failures`: exponential, capped, half jittered."""
-    delay = min(cap_s, base_s * 2.0 ** (failures - 1))
-    return delay / 2 + random.uniform(0, delay / 2)
-
-
 class LiveFeed:
     """Run the `watch_*` loops of a set of subscriptions and yield their payloads."""
 
@@ -196,7 +190,7 @@ class LiveFeed:
                 if closer is not None:
                     closer.dropped()
                     self._forget_cached_candles(sub)
-                delay = backoff(failures, self.reconnect_delay, self.max_reconnect_delay)
+                delay = backoff.delay(failures, self.reconnect_delay, self.max_reconnect_delay)
                 await asyncio.sleep(delay)
                 continue
             if failures:

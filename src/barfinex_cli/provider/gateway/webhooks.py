@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from barfinex_cli import backoff
 from barfinex_cli.bus.base import Bus, Delivery, matches
 from barfinex_cli.bus.tail import from_now, tail_forever
 from barfinex_cli.contracts.codec import encode
@@ -163,8 +164,8 @@ class WebhookSender:
                     break  # the receiver refuses this body; sending it again will not help
             if attempt < self.config.attempts:
                 self.counts["retried"] += 1
-                delay = self.config.backoff_s * 2 ** (attempt - 1)
-                await self._sleep(min(delay, self.config.max_backoff_s))
+                wait = backoff.delay(attempt, self.config.backoff_s, self.config.max_backoff_s)
+                await self._sleep(wait)
         self._dead_letter(target, job, attempt, error)
 
     def _dead_letter_leftovers(self) -> None:
