@@ -43,6 +43,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from barfinex_cli.bus.base import Bus, consume
 from barfinex_cli.contracts.detector import DetectorMetricsReported, DetectorThrottled
 from barfinex_cli.contracts.envelope import Envelope, make_event
@@ -118,6 +120,7 @@ class Detector:
         self.source = f"detector/{self.instance}"
         self.exchange = config.exchange
         self.signals = 0
+        self._registry: CollectorRegistry | None = None
         self.published = 0
         """Events this instance published (signals, metrics, throttle notices)."""
         self.candles_seen = 0
@@ -416,30 +419,10 @@ class Detector:
             "uptime_s": round(time.monotonic() - self.started, 3),
         }
 
-    def prometheus(self) -> str:
-        """Return what `/metrics` answers (Prometheus text)."""
-        labels = f'instance="{self.instance}",strategy="{self.strategy.name}"'
-        lines = [
-            "# HELP bfx_detector_evaluations_total Closed candles evaluated.",
-            "# TYPE bfx_detector_evaluations_total counter",
-            f"bfx_detector_evaluations_total{{{labels}}} {self.engine.evaluations}",
-            "# HELP bfx_detector_signals_total Signals published.",
-            "# TYPE bfx_detector_signals_total counter",
-            f"bfx_detector_signals_total{{{labels}}} {self.signals}",
-            "# HELP bfx_detector_suppressed_total Signals muted by a throttle.",
-            "# TYPE bfx_detector_suppressed_total counter",
-            f"bfx_detector_suppressed_total{{{labels}}} {self.suppressed}",
-            "# HELP bfx_detector_rule_firing_rate Share of evaluations in which a rule held.",
-            "# TYPE bfx_detector_rule_firing_rate gauge",
-        ]
-        for rule, rate in sorted(self.engine.firing_rates().items()):
-            lines.append(f'bfx_detector_rule_firing_rate{{{labels},rule="{rule}"}} {rate}')
-        lines += [
-            "# HELP bfx_detector_eval_latency_us Evaluation latency per candle.",
-            "# TYPE bfx_detector_eval_latency_us gauge",
-            f'bfx_detector_eval_latency_us{{{labels},quantile="0.5"}} '
-            f"{self.latency.quantile(0.5):.3f}",
-            f'bfx_detector_eval_latency_us{{{labels},quantile="0.99"}} '
-            f"{self.latency.quantile(0.99):.3f}",
-        ]
-        return "\n".join(lines) + "\n"
+    def prometheus(self) -> CollectorRegistry:
+        """Return what `/metrics` renders: this instance's own registry."""
+        if self._registry is None:
+            from barfinex_cli.detector.metrics import registry_of
+
+            self._registry = registry_of(self)
+        return self._registry
