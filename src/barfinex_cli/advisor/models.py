@@ -35,7 +35,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from barfinex_cli.advisor.calibration import CalibrationSet, ReliabilityBin
 from barfinex_cli.errors import ConfigError, NotFound
@@ -186,20 +186,6 @@ class Tree(_Frozen):
     leaf: tuple[bool, ...]
     value: tuple[float, ...]
 
-    def predict(self, x: Sequence[float]) -> float:
-        """Return the value of the leaf `x` falls into."""
-        feature, threshold, leaf = self.feature, self.threshold, self.leaf
-        i = 0
-        while not leaf[i]:
-            v = x[feature[i]]
-            if v != v:  # NaN
-                i = self.left[i] if self.missing_left[i] else self.right[i]
-            elif v <= threshold[i]:
-                i = self.left[i]
-            else:
-                i = self.right[i]
-        return self.value[i]
-
 
 class TreeScorer(_Frozen):
     """A fitted `HistGradientBoostingClassifier` (binary), as its baseline and its trees."""
@@ -221,11 +207,29 @@ class TreeScorer(_Frozen):
     def features(self) -> tuple[str, ...]:
         return self.feature_names
 
+    _flat: tuple[_FlatTree, ...] = PrivateAttr(default=())
+
+    def model_post_init(self, context: Any, /) -> None:
+        # plain tuples bound once: the walk below then costs no attribute lookups per node
+        self._flat = tuple(
+            (t.feature, t.threshold, t.missing_left, t.left, t.right, t.leaf, t.value)
+            for t in self.trees
+        )
+
     def probability(self, features: Mapping[str, float]) -> float:
         x = [features[n] for n in self.feature_names]
         raw = self.baseline
-        for tree in self.trees:
-            raw += tree.predict(x)
+        for feature, threshold, missing_left, left, right, leaf, value in self._flat:
+            i = 0
+            while not leaf[i]:
+                v = x[feature[i]]
+                if v != v:  # NaN: the side the tree learned for missing values
+                    i = left[i] if missing_left[i] else right[i]
+                elif v <= threshold[i]:
+                    i = left[i]
+                else:
+                    i = right[i]
+            raw += value[i]
         return sigmoid(raw)
 
     @classmethod
@@ -255,6 +259,11 @@ class TreeScorer(_Frozen):
         baseline = float(model._baseline_prediction.ravel()[0])
         return cls(feature_names=tuple(names), baseline=baseline, trees=tuple(trees))
 
+
+_FlatTree = tuple[
+    tuple[int, ...], tuple[float, ...], tuple[bool, ...], tuple[int, ...], tuple[int, ...],
+    tuple[bool, ...], tuple[float, ...],
+]  # fmt: skip
 
 MlScorer = Annotated[LogisticScorer | TreeScorer, Field(discriminator="algorithm")]
 
