@@ -100,8 +100,9 @@ def _training_types() -> set[str]:
     opens = frame["open_ms"].to_list()[WINDOW:]
     signals = [TrainingSignal(t, "long" if rng.random() < 0.5 else "short", 2.0)
                for t in opens[::3]]  # fmt: skip
-    result = train(frame, signals, strategy="s", timeframe="1m",
-                   now=datetime(2024, 2, 1, tzinfo=UTC), config=TrainConfig(min_regime_samples=30))  # fmt: skip
+    config = TrainConfig(min_regime_samples=30)
+    now = datetime(2024, 2, 1, tzinfo=UTC)
+    result = train(frame, signals, strategy="s", timeframe="1m", now=now, config=config)
     return {e.event_type for e in result.events}
 
 

@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from barfinex_cli import __version__
 from barfinex_cli.cli import (
+    advisor,
     config,
     data,
     data_download,
@@ -196,9 +197,10 @@ app.add_typer(data.app, name="data")
 app.add_typer(provider.app, name="provider")
 detector.app.command("run")(detector_run.run)
 app.add_typer(detector.app, name="detector")
+app.add_typer(advisor.app, name="advisor")
 app.command("doctor")(doctor.doctor)
 app.command("trace")(trace.trace)
-pending.mount(app, skip=frozenset({"data", "provider", "detector"}))
+pending.mount(app, skip=frozenset({"data", "provider", "detector", "advisor"}))
 
 
 def run() -> None:
