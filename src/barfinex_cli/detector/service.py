@@ -392,8 +392,12 @@ class Detector:
     def status(self) -> dict[str, Any]:
         """Return what `/health` answers."""
         refusal = self.gate.last_refusal
+        state = self.gate.status(to_ms(self.clock.now()))
+        if state == "ok" and self.bus.degraded:  # Redis away: the bus waits it out
+            state = "degraded"
         return {
-            "status": self.gate.status(to_ms(self.clock.now())),
+            "status": state,
+            "bus": "waiting for Redis" if self.bus.degraded else "ok",
             "stalled_candles": self.gate.streak,
             "refused_ahead": self.gate.refused,
             "last_refused": None
