@@ -232,3 +232,22 @@ def test_a_trained_bundle_reproduces_its_own_held_out_scores(
     assert trained[0].features == len(SIGNAL_FEATURES) and trained[0].version == bundle.name
     assert len(calibrated) == len(bundle.calibrators.by_regime) + 1  # and the fallback
     assert {e.method for e in calibrated} == {method}
+
+
+def test_signals_on_several_symbols_are_labelled_on_their_own_series() -> None:
+    btc = flat(T + 30).with_columns(pl.lit("BTC/USDT").alias("symbol"))
+    eth = with_candles(flat(T + 30), {T + 3: (101.6, 99.5)}).with_columns(
+        pl.lit("ETH/USDT").alias("symbol")
+    )
+    both = pl.concat([eth, btc])  # one frame, series interleaved by symbol, as history loads them
+    signals = [
+        TrainingSignal(T * MINUTE, "long", 1.0, "BTC/USDT"),
+        TrainingSignal(T * MINUTE, "long", 2.0, "ETH/USDT"),
+        TrainingSignal(T * MINUTE, "long", 1.0, "SOL/USDT"),  # no such series
+    ]
+    rows, left = label_signals(both, signals, LabelConfig(horizon=10))
+    won = dict(zip(rows["symbol"].to_list(), rows["won"].to_list(), strict=True))
+    assert won == {"BTC/USDT": 0, "ETH/USDT": 1}
+    assert left["no_candle"] == 1
+    with pytest.raises(UsageError, match="several symbols"):
+        label_signals(both, [TrainingSignal(T * MINUTE, "long", 1.0)], LabelConfig(horizon=10))
