@@ -14,6 +14,7 @@ prices become `Decimal` again only in the events.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,8 @@ signals), and a signal must still see the candles up to its own."""
 
 GAP_WINDOW = 50
 """Recent gaps are those that began within this many candles of the newest one."""
+
+_COLUMNS = ("high", "low", "close", "volume")
 
 CONTEXT_TYPES = (
     "market.candle",
@@ -80,6 +83,13 @@ class Snapshot:
     recent_gaps: int
     connected: bool | None
     """The connector's last reported state; None if no `provider.health` was seen."""
+    columns: tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]] = (
+        (),
+        (),
+        (),
+        (),
+    )
+    """High, low, close and volume of `candles`, as columns (what the features read)."""
 
     @property
     def last_close(self) -> float:
@@ -124,6 +134,7 @@ class MarketContext:
         self.retain = max(retain, keep)
         self._candles: dict[SeriesKey, list[dict[str, float]]] = {}
         self._opens: dict[SeriesKey, list[float]] = {}
+        self._columns: dict[SeriesKey, tuple[list[float], ...]] = {}
         self._quotes: dict[tuple[str, str], tuple[float | None, float | None]] = {}
         self._positions: dict[tuple[str, str], float] = {}
         self._quote_totals: dict[tuple[str, str], float] = {}
@@ -145,12 +156,13 @@ class MarketContext:
         held = self._candles.setdefault(key, [])
         fresh = [
             {k: float(row[k]) for k in ("open_ms", "open", "high", "low", "close", "volume")}
-            for row in rows[-self.keep :]
+            for row in rows[-self.retain :]
         ]
         older = [row for row in fresh if not held or row["open_ms"] < held[0]["open_ms"]]
         if older:
             held[:0] = older
             self._opens[key] = [row["open_ms"] for row in held]
+            self._columns[key] = tuple([row[c] for row in held] for c in _COLUMNS)
         return len(held)
 
     def apply(self, payload: Any) -> None:
@@ -217,7 +229,14 @@ class MarketContext:
         end = len(held)
         if until_ms is not None and held and held[-1]["open_ms"] > until_ms:
             end = bisect_right(self._opens[key], until_ms)
-        candles = tuple(held[max(0, end - self.keep) : end])
+        start = max(0, end - self.keep)
+        candles = tuple(held[start:end])
+        cols = self._columns.get(key)
+        columns = (
+            (cols[0][start:end], cols[1][start:end], cols[2][start:end], cols[3][start:end])
+            if cols is not None
+            else ((), (), (), ())
+        )
         bid, ask = self._quotes.get((exchange, symbol), (None, None))
         quote = symbol.split("/")[1].split(":")[0] if "/" in symbol else "USD"
         incidents = self._incidents.get(key)
@@ -239,6 +258,7 @@ class MarketContext:
             integrity=min(incidents.values()) if incidents else 1.0,
             recent_gaps=recent,
             connected=self._connected.get(exchange),
+            columns=columns,
         )
 
     def _equity(self, exchange: str, quote: str) -> float | None:
@@ -261,6 +281,11 @@ class MarketContext:
             return
         held.append(row)
         opens.append(row["open_ms"])
+        cols = self._columns.setdefault(key, ([], [], [], []))
+        for column, name in zip(cols, _COLUMNS, strict=True):
+            column.append(row[name])
         if len(held) > 2 * self.retain:  # trim in bulk: amortised O(1) per candle
             del held[: -self.retain]
             del opens[: -self.retain]
+            for column in cols:
+                del column[: -self.retain]

@@ -194,6 +194,12 @@ class LlmStage:
     def configured(self) -> bool:
         return bool(self.options.models)
 
+    def not_configured(self, view: SignalView) -> Synthesis:
+        """Return the stage's answer when no model is configured: skipped, and why."""
+        detail = "no LLM model configured ([advisor] llm_models)"
+        skip = LlmSkipped(signal_id=view.id, reason="not_configured", detail=detail)
+        return Synthesis(skipped("llm", detail), (skip,))
+
     async def synthesize(
         self,
         view: SignalView,
@@ -210,11 +216,7 @@ class LlmStage:
             evidence: Directional evidence by name (+1 long, -1 short, 0 none).
         """
         if not self.configured:
-            detail = "no LLM model configured ([advisor] llm_models)"
-            return Synthesis(
-                skipped("llm", detail),
-                (LlmSkipped(signal_id=view.id, reason="not_configured", detail=detail),),
-            )
+            return self.not_configured(view)
         opts = self.options
         prompt = json.dumps(context, sort_keys=True, default=str)
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]

@@ -128,16 +128,21 @@ class Pipeline:
         self.regimes[key] = result.regime = calibration.regime
         if step(calibration.outcome, calibration.events):
             return self._reject(view, result, calibration.outcome, calibration.calibrated)
-        inputs = llm_inputs(
-            view,
-            market,
-            scored.market_features,
-            scored.probability,
-            conviction.conviction,
-            calibration.calibrated,
-            calibration.regime,
-        )
-        synthesis = await self.llm.synthesize(view, inputs.context, inputs.facts, inputs.evidence)
+        if not self.llm.configured:
+            synthesis = self.llm.not_configured(view)
+        else:
+            inputs = llm_inputs(
+                view,
+                market,
+                scored.market_features,
+                scored.probability,
+                conviction.conviction,
+                calibration.calibrated,
+                calibration.regime,
+            )
+            synthesis = await self.llm.synthesize(
+                view, inputs.context, inputs.facts, inputs.evidence
+            )
         step(synthesis.outcome, synthesis.events)
         checked = validate(
             view,

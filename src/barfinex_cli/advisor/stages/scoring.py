@@ -15,7 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from barfinex_cli.advisor.features import ShortWindow, features_at, signal_features
+import numpy as np
+
+from barfinex_cli.advisor.features import (
+    WINDOW,
+    ShortWindow,
+    features_at,
+    features_of,
+    signal_features,
+)
 from barfinex_cli.advisor.stages.base import Events, SignalView, passed, skipped
 from barfinex_cli.advisor.stages.context import MarketView
 from barfinex_cli.contracts.advisor import MlScored, MlSkipped, StageOutcome
@@ -45,8 +53,15 @@ class ScoreResult:
 def score_signal(view: SignalView, market: MarketView, scorer: ScorerLike) -> ScoreResult:
     """Compute the features and score the signal with `scorer`."""
     start = time.perf_counter()
+    h, lo, c, v = market.snapshot.columns
     try:
-        features = features_at(market.snapshot.candles)
+        if len(c) == len(market.snapshot.candles):
+            w = -WINDOW
+            features = features_of(
+                np.array(h[w:]), np.array(lo[w:]), np.array(c[w:]), np.array(v[w:])
+            )
+        else:  # a snapshot made without columns
+            features = features_at(market.snapshot.candles)
     except ShortWindow as exc:
         event = MlSkipped(signal_id=view.id, reason="missing_features", detail=str(exc))
         return ScoreResult(skipped("ml", str(exc)), (event,), None, None)
@@ -64,7 +79,7 @@ def score_signal(view: SignalView, market: MarketView, scorer: ScorerLike) -> Sc
         model=scorer.name,
         kind=scorer.kind,
         probability=p,
-        features={k: round(v, 8) for k, v in full.items()},
+        features=full,
         duration_us=round((time.perf_counter() - start) * 1e6, 3),
     )
     return ScoreResult(passed("ml", f"{scorer.name} p={p:.3f}"), (scored,), features, p)
