@@ -144,6 +144,7 @@ def bundle(scorer: LogisticScorer | TreeScorer) -> ModelBundle:
         labels=LabelConfig(), method="platt",
         metrics=Metrics(
             train_samples=1, calibration_samples=1, test_samples=1, win_rate=0.5, auc=0.5,
+            ml_brier=0.25, ml_log_loss=0.69,
             brier_before=0.25, brier_after=0.25, log_loss_before=0.69, log_loss_after=0.69,
             ece_before=0.0, ece_after=0.0, reliability_before=table, reliability_after=table,
             regimes={},

@@ -116,11 +116,11 @@ def test_a_label_reads_no_candle_after_the_one_that_decided_it() -> None:
     frame = market(3_000)
     signals = every(frame, 7)
     labels = LabelConfig(horizon=15)
-    full, _ = label_signals(frame, signals, labels)
+    full = label_signals(frame, signals, labels)[0].drop("strength")  # NaN: unknown strength
     for row in full.sample(40, seed=1).iter_rows(named=True):
         end = frame["open_ms"].to_list().index(row["label_end_ms"])
-        cut, _ = label_signals(frame[: end + 1 + 0], [s for s in signals
-                               if s.open_ms == row["open_ms"]], labels)  # fmt: skip
+        at = [s for s in signals if s.open_ms == row["open_ms"]]
+        cut = label_signals(frame[: end + 1], at, labels)[0].drop("strength")
         if cut.height:  # a horizon cut short is left out, never labelled from part of it
             assert cut.row(0, named=True) == row
         else:
@@ -251,3 +251,32 @@ def test_signals_on_several_symbols_are_labelled_on_their_own_series() -> None:
     assert left["no_candle"] == 1
     with pytest.raises(UsageError, match="several symbols"):
         label_signals(both, [TrainingSignal(T * MINUTE, "long", 1.0)], LabelConfig(horizon=10))
+
+
+def test_calibrators_are_fitted_on_the_conviction_the_calibration_stage_receives() -> None:
+    """With a detector share w, stage 5 gets w * strength + (1 - w) * p: that is what is fitted."""
+    frame = market()
+    rng = np.random.default_rng(8)
+    signals = [
+        TrainingSignal(s.open_ms, s.direction, s.score, strength=float(rng.uniform(0.3, 1.0)))
+        for s in every(frame, 3, seed=5)
+    ]
+    config = TrainConfig(detector_weight=0.4)
+    result = train(frame, signals, strategy="s", timeframe="1m", now=NOW, config=config)
+    bundle, m = result.bundle, result.bundle.metrics
+    assert bundle.detector_weight == 0.4
+    rows, _ = label_signals(frame, signals, config.labels, config.regime)
+    test = split(rows, config)[2]
+    won = test["won"].to_numpy()
+    p = np.array([bundle.scorer.probability(r) for r in test.iter_rows(named=True)])
+    blend = 0.4 * test["strength"].to_numpy() + 0.6 * p
+    assert m.ml_brier == pytest.approx(brier(won, p), abs=1e-9)
+    assert m.brier_before == pytest.approx(brier(won, blend), abs=1e-9)
+    after = [
+        c.apply(b) if (c := bundle.calibrators.for_regime(r)) is not None else b
+        for r, b in zip(test["regime"].to_list(), blend, strict=True)
+    ]
+    assert m.brier_after == pytest.approx(brier(won, after), abs=1e-9)
+    unknown = train(frame, [TrainingSignal(s.open_ms, s.direction, s.score) for s in signals],
+                    strategy="s", timeframe="1m", now=NOW, config=config)  # fmt: skip
+    assert unknown.bundle.metrics.brier_before == pytest.approx(unknown.bundle.metrics.ml_brier)

@@ -84,6 +84,7 @@ def test_train_json_gives_the_path_metrics_and_events(
     model = out["model"]
     assert model["labels"] == {"horizon": 30, "stop_atr": 1.5, "target_atr": 1.5}
     assert model["method"] == "isotonic"
+    assert model["detector_weight"] == 0.4  # `[advisor] detector_weight`, the pipeline's default
     assert 0 <= model["metrics"]["brier_after"] <= 1
     assert {e["type"] for e in out["events"]} == {
         "advisor.model.trained", "advisor.calibration.trained"
@@ -131,10 +132,12 @@ def test_train_from_the_signals_recorded_in_the_audit_store(
     with AuditStore(home(cli_env) / "audit.db") as store:
         store.append(make_event(to_payload(r, "d1", "binance"), source="detector/d1")
                      for r in records)  # fmt: skip
-    result = runner.invoke(root(), ["advisor", "train", MEAN_REVERSION, "--data", str(csv),
-                                    "--from-audit", "--json"])  # fmt: skip
+    args = ["advisor", "train", MEAN_REVERSION, "--data", str(csv), "--from-audit",
+            "--detector-weight", "0.25", "--json"]  # fmt: skip
+    result = runner.invoke(root(), args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
+    assert out["model"]["detector_weight"] == 0.25
     left_out = sum(out["left_out"].values()) - out["left_out"]["purged"]
     assert out["model"]["window"]["signals"] + left_out == len(records)
 

@@ -319,13 +319,20 @@ class RegimeMetrics(_Frozen):
 
 
 class Metrics(_Frozen):
-    """Held-out scores of a trained model: on the test split, before and after calibration."""
+    """Held-out scores on the test split.
+
+    `auc`, `ml_brier` and `ml_log_loss` judge the model's probability; the `_before` / `_after`
+    pairs judge what the calibration stage receives (the probability, or its blend with the
+    detector's strength: see `ModelBundle.detector_weight`) before and after calibration.
+    """
 
     train_samples: int
     calibration_samples: int
     test_samples: int
     win_rate: float
     auc: float
+    ml_brier: float
+    ml_log_loss: float
     brier_before: float
     brier_after: float
     log_loss_before: float
@@ -350,6 +357,10 @@ class ModelBundle(_Frozen):
     window: DataWindow
     labels: LabelConfig
     method: Literal["platt", "isotonic"]
+    detector_weight: float = Field(default=0.0, ge=0.0, le=1.0)
+    """The conviction stage's detector share the calibrators were fitted for: they map
+    w * strength + (1 - w) * probability, so a different `[advisor] detector_weight` feeds them a
+    quantity they were not fitted on."""
     metrics: Metrics
     scorer: MlScorer
     calibrators: CalibrationSet

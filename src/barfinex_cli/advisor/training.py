@@ -79,6 +79,8 @@ class TrainingSignal:
     score: float
     symbol: str = ""
     """Which series of the candles it fired on ("" when the candles hold one series)."""
+    strength: float | None = None
+    """The detector's strength in [0, 1] as the conviction stage computes it (None: unknown)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,10 @@ class TrainConfig:
     min_regime_samples: int = 50
     """A regime gets its own calibrator from this many calibration samples (of both outcomes)."""
     bins: int = 10
+    detector_weight: float = 0.0
+    """The conviction stage's detector share w: the calibrators are fitted on what the
+    calibration stage receives, w * strength + (1 - w) * probability (the probability alone for
+    a signal of unknown strength)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,22 +195,28 @@ def _label_series(
     end = t + 1 + np.minimum(np.minimum(first_target, first_stop), n - 1)
     rows: pl.DataFrame = feats[t.tolist()]
     scores = np.array([signals[i].score for i in keep], dtype=np.float64)
+    strength = np.array([_or_nan(signals[i].strength) for i in keep], dtype=np.float64)
     sided = [
         (pl.col(name) - 50.0) / 50.0 * pl.col("side") if name == "rsi_14"
         else pl.col(name) * pl.col("side")
         for name in SIDED
     ]  # fmt: skip
     rows = rows.with_columns(
-        pl.Series("side", side), pl.Series("score", scores),
+        pl.Series("side", side), pl.Series("score", scores), pl.Series("strength", strength),
         pl.Series("label_end_ms", opens[end]), pl.Series("won", won),
     )  # fmt: skip
     rows = rows.with_columns(e.alias(f"{n}_sided") for e, n in zip(sided, SIDED, strict=True))
-    return rows.select("open_ms", "label_end_ms", "won", *SIGNAL_FEATURES)
+    return rows.select("open_ms", "label_end_ms", "won", "strength", *SIGNAL_FEATURES)
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def _empty() -> pl.DataFrame:
     schema: dict[str, type[pl.DataType]] = {"symbol": pl.String, "open_ms": pl.Int64,
-              "label_end_ms": pl.Int64, "won": pl.Int8, "regime": pl.String}  # fmt: skip
+              "label_end_ms": pl.Int64, "won": pl.Int8, "strength": pl.Float64,
+              "regime": pl.String}  # fmt: skip
     schema.update(dict.fromkeys(SIGNAL_FEATURES, pl.Float64))
     return pl.DataFrame(schema=schema)
 
@@ -273,13 +285,16 @@ def train(
     report("fit", 2, len(STEPS))
     scorer, predict = _fit(cfg.algorithm, _matrix(tr), tr["won"].to_numpy())
     report("calibrate", 3, len(STEPS))
-    raw_ca, y_ca, reg_ca = predict(_matrix(ca)), ca["won"].to_numpy(), ca["regime"].to_numpy()
+    w = cfg.detector_weight
+    raw_ca = conviction(ca, predict(_matrix(ca)), w)
+    y_ca, reg_ca = ca["won"].to_numpy(), ca["regime"].to_numpy()
     calibrators = _calibrate(cfg, raw_ca, y_ca, reg_ca)
     report("evaluate", 4, len(STEPS))
-    raw_te, y_te, reg_te = predict(_matrix(te)), te["won"].to_numpy(), te["regime"].to_numpy()
+    p_te = predict(_matrix(te))
+    raw_te, y_te, reg_te = conviction(te, p_te, w), te["won"].to_numpy(), te["regime"].to_numpy()
     after = calibrated(calibrators, reg_te, raw_te)
     metrics = _metrics(
-        cfg, calibrators, (tr, ca, te), raw_ca, y_ca, reg_ca, raw_te, y_te, reg_te, after
+        cfg, calibrators, (tr, ca, te), raw_ca, y_ca, reg_ca, raw_te, y_te, reg_te, after, p_te
     )
     first, last = candles.select(pl.col("open_ms").min().alias("a"), pl.col("open_ms").max()).row(0)
     symbols = tuple(sorted({s.symbol for s in signals} - {""})) or ("",)
@@ -289,7 +304,7 @@ def train(
         features=scorer.features,
         window=DataWindow(start_ms=int(first), end_ms=int(last), symbols=symbols,
                           timeframe=timeframe, candles=candles.height, signals=labelled.height),
-        labels=cfg.labels, method=cfg.method, metrics=metrics, scorer=scorer,
+        labels=cfg.labels, method=cfg.method, detector_weight=w, metrics=metrics, scorer=scorer,
         calibrators=calibrators,
     )  # fmt: skip
     duration = time.perf_counter() - started
@@ -344,6 +359,15 @@ def _calibrate(
     return CalibrationSet(by_regime=by_regime, fallback=fallback)
 
 
+def conviction(
+    rows: pl.DataFrame, probability: NDArray[np.float64], detector_weight: float
+) -> NDArray[np.float64]:
+    """Return what the calibration stage receives for these signals (see `TrainConfig`)."""
+    strength = rows["strength"].to_numpy().astype(np.float64)
+    blend = np.clip(detector_weight * strength + (1.0 - detector_weight) * probability, 0.0, 1.0)
+    return np.where(np.isfinite(strength), blend, probability)
+
+
 def calibrated(
     calibrators: CalibrationSet, regimes: NDArray[np.str_], raw: NDArray[np.float64]
 ) -> NDArray[np.float64]:
@@ -361,11 +385,11 @@ def _metrics(
     cfg: TrainConfig, calibrators: CalibrationSet, splits: tuple[pl.DataFrame, ...],
     raw_ca: NDArray[np.float64], y_ca: NDArray[np.int8], reg_ca: NDArray[np.str_],
     raw: NDArray[np.float64], won: NDArray[np.int8], regimes: NDArray[np.str_],
-    after: NDArray[np.float64],
+    after: NDArray[np.float64], probability: NDArray[np.float64],
 ) -> Metrics:  # fmt: skip
     from sklearn.metrics import roc_auc_score
 
-    auc = float(roc_auc_score(won, raw)) if np.unique(won).size == 2 else 0.5
+    auc = float(roc_auc_score(won, probability)) if np.unique(won).size == 2 else 0.5
     per: dict[str, RegimeMetrics] = {}
     for regime in REGIMES:
         mask = regimes == regime
@@ -380,6 +404,7 @@ def _metrics(
     return Metrics(
         train_samples=splits[0].height, calibration_samples=splits[1].height,
         test_samples=splits[2].height, win_rate=float(np.mean(won)), auc=auc,
+        ml_brier=brier(won, probability), ml_log_loss=log_loss(won, probability),
         brier_before=brier(won, raw), brier_after=brier(won, after),
         log_loss_before=log_loss(won, raw), log_loss_after=log_loss(won, after),
         ece_before=ece(table_before), ece_after=ece(table_after),
@@ -396,7 +421,7 @@ def _events(
     m = bundle.metrics
     out: list[ModelTrained | CalibrationTrained] = [ModelTrained(
         model=bundle.scorer.name, version=bundle.name, samples=m.train_samples,
-        features=len(bundle.features), auc=m.auc, log_loss=m.log_loss_before,
+        features=len(bundle.features), auc=m.auc, log_loss=m.ml_log_loss,
         data_start=from_ms(bundle.window.start_ms), data_end=from_ms(bundle.window.end_ms),
         duration_s=duration,
     )]  # fmt: skip

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from barfinex_cli.advisor.calibration import ReliabilityBin
     from barfinex_cli.advisor.models import ModelBundle
     from barfinex_cli.advisor.training import TrainingSignal, TrainResult
+    from barfinex_cli.contracts.detector import SignalGenerated
     from barfinex_cli.detector.strategy import Strategy
 
 MODELS_DIR = "models"
@@ -61,6 +62,17 @@ def train(
     model: Annotated[
         str, typer.Option("--model", help="Model: logistic or hgb (gradient boosting).")
     ] = "logistic",
+    detector_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--detector-weight",
+            min=0.0,
+            max=1.0,
+            help="The conviction's detector share the calibrators are fitted for "
+            "(default: [advisor] detector_weight).",
+            show_default=False,
+        ),
+    ] = None,
     from_audit: Annotated[
         bool,
         typer.Option(
@@ -100,10 +112,13 @@ def train(
             f"{strategy.name} has no entry signals {where}: nothing to learn from — give a longer "
             "history or lower the strategy's threshold"
         )
+    if detector_weight is None:
+        detector_weight = state_of(ctx).settings().advisor.detector_weight
     config = TrainConfig(
         labels=LabelConfig(horizon=horizon, stop_atr=stop_atr, target_atr=target_atr),
         method=method,  # type: ignore[arg-type]  # checked above
         algorithm=model,  # type: ignore[arg-type]
+        detector_weight=detector_weight,
     )
     result = run_training(ctx, strategy, frame, signals, config, timeframe, quiet=as_json)
     saved = save(ctx, result.bundle)
@@ -132,17 +147,26 @@ def scan_signals(strategy: Strategy, frame: pl.DataFrame) -> list[TrainingSignal
     """Return the strategy's entry signals over `frame` (the detector's vectorised scan)."""
     from barfinex_cli.advisor.training import TrainingSignal
     from barfinex_cli.cli.render import err
-    from barfinex_cli.detector.engine import VectorEngine
+    from barfinex_cli.detector.engine import VectorEngine, to_payload
 
     engine = VectorEngine(strategy)
     records = engine.evaluate(frame)
     for rule, reason in engine.broken.items():
         err().print(f"warning: rule {rule} is broken and never held: {reason}", style="yellow")
     return [
-        TrainingSignal(r.open_ms, r.direction, r.score, r.symbol)
+        TrainingSignal(r.open_ms, r.direction, r.score, r.symbol,
+                       strength(to_payload(r, "train", "history")))
         for r in records
         if r.action == "open"
-    ]
+    ]  # fmt: skip
+
+
+def strength(signal: SignalGenerated) -> float:
+    """Return the detector's strength of a signal exactly as the conviction stage computes it."""
+    from barfinex_cli.advisor.stages.base import SignalView
+    from barfinex_cli.advisor.stages.conviction import detector_strength
+
+    return detector_strength(SignalView(id="", signal=signal))
 
 
 def audit_signals(
@@ -170,7 +194,8 @@ def audit_signals(
                 continue
             if p.action != "open" or (symbols and p.symbol not in symbols):
                 continue
-            out.append(TrainingSignal(to_ms(p.candle_time), p.direction, p.score, p.symbol))
+            at = to_ms(p.candle_time)
+            out.append(TrainingSignal(at, p.direction, p.score, p.symbol, strength(p)))
     unique = {(s.symbol, s.open_ms, s.direction): s for s in out}  # instances may repeat one
     return sorted(unique.values(), key=lambda s: (s.open_ms, s.symbol))
 
@@ -294,6 +319,11 @@ def render_report(result: TrainResult, saved: Path, recorded: bool) -> None:
         f"{b.scorer.name} + {b.method} · {m.train_samples} train / {m.calibration_samples} "
         f"calibration / {m.test_samples} test signals · win rate {m.win_rate:.1%} · horizon "
         f"{b.labels.horizon}, stop {b.labels.stop_atr:g} ATR, target {b.labels.target_atr:g} ATR"
+    )
+    out().print(
+        f"calibrated: the conviction {b.detector_weight:g} x detector strength + "
+        f"{1 - b.detector_weight:g} x model probability (`[advisor] detector_weight` must match) "
+        f"· model alone: Brier {m.ml_brier:.4f}, log loss {m.ml_log_loss:.4f}"
     )
     out().print(
         f"data {iso_ms(w.start_ms)} .. {iso_ms(w.end_ms)} ({w.candles:,} candles) · left out: "
