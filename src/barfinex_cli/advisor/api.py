@@ -23,7 +23,8 @@ from barfinex_cli.contracts.detector import SignalGenerated
 from barfinex_cli.errors import BfxError, NotFound, ServiceUnreachable
 
 if TYPE_CHECKING:
-    from barfinex_cli.advisor.service import Advisor, Run
+    from barfinex_cli.advisor.recent import Run
+    from barfinex_cli.advisor.service import Advisor
 
 MCP_TOOLS: tuple[dict[str, str], ...] = (
     {
@@ -137,7 +138,7 @@ def api_app(advisor: Advisor) -> Any:
         except ValueError:
             return JSONResponse({"detail": "limit: a whole number, 1 to 1000"}, status_code=422)
         limit = max(1, min(limit, 1000))
-        runs = list(advisor.runs.values())[-limit:][::-1]
+        runs = advisor.runs.latest(limit)
         return JSONResponse({"decisions": [summary(r) for r in runs]})
 
     async def explain(request: Request) -> JSONResponse:

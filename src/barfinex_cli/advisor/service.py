@@ -12,6 +12,11 @@ series' warm-up cannot reach it) signals stay pending — each says so once with
 the provider does not hold, a stale one, or one that is not an opening signal is dropped with an
 `advisor.signal.dropped` naming the reason. It registers with the provider, heartbeats, and
 serves `/health`, `/metrics` and its REST API (`advisor.api`).
+
+The module runs past 400 lines because holding signals while the provider is down touches the
+consume loop, the heartbeat and the intake at once, and splitting those apart would scatter one
+acknowledgement rule across files; the pure parts live in `pipeline` and `stages`, the memory in
+`context` and `recent`, the HTTP face in `api`.
 """
 
 from __future__ import annotations
@@ -21,15 +26,15 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Summary
 
 from barfinex_cli.advisor.context import CONTEXT_TYPES, MarketContext, SeriesKey, Snapshot
 from barfinex_cli.advisor.pipeline import Pipeline, RunResult, llm_options
+from barfinex_cli.advisor.recent import RecentRuns, Run
 from barfinex_cli.advisor.stages.base import SignalView
 from barfinex_cli.advisor.stages.scoring import ScorerLike
 from barfinex_cli.bus.base import Bus, Delivery
@@ -51,19 +56,6 @@ if TYPE_CHECKING:
     from barfinex_cli.advisor.models import ModelBundle
 
 log = logging.getLogger("bfx.advisor")
-
-
-@dataclass
-class Run:
-    """One handled signal as the REST API and `explain` show it."""
-
-    signal: Envelope[Any]
-    events: list[Envelope[Any]] = field(default_factory=list)
-    result: RunResult | None = None
-
-    @property
-    def outcome_event(self) -> Envelope[Any] | None:
-        return self.events[-1] if self.events else None
 
 
 class Advisor:
@@ -107,9 +99,7 @@ class Advisor:
         self.rejections = 0
         self.dropped = 0
         self.started = time.monotonic()
-        self.runs: OrderedDict[str, Run] = OrderedDict()
-        """Recent runs by the id of their outcome event (decision, rejection or drop)."""
-        self._by_signal: dict[str, str] = {}
+        self.runs = RecentRuns(config.recent)
         self._held: deque[Delivery] = deque()
         self._held_ids: set[str] = set()
         self._announced: set[str] = set()
@@ -383,7 +373,7 @@ class Advisor:
                     "reason": result.rejected.reason if result.rejected else "",
                 },
             )
-        self._remember(run)
+        self.runs.add(run)
         return run
 
     async def evaluate(self, signal: SignalGenerated) -> RunResult:
@@ -420,7 +410,7 @@ class Advisor:
         self.signals_seen += 1
         self.dropped += 1
         self._m_signals.labels("dropped").inc()
-        self._remember(run)
+        self.runs.add(run)
         return run
 
     async def _publish(
@@ -433,37 +423,9 @@ class Advisor:
             self.published += len(events)
         return events
 
-    def _remember(self, run: Run) -> None:
-        last = run.outcome_event
-        if last is None:
-            return
-        self.runs[last.id] = run
-        self._by_signal[run.signal.id] = last.id
-        while len(self.runs) > self.config.recent:
-            _, old = self.runs.popitem(last=False)
-            self._by_signal.pop(old.signal.id, None)
-
     def find(self, ref: str) -> Run:
-        """Return a recent run by its decision (or rejection) id, its signal id, or an id's end.
-
-        Raises:
-            NotFound: no recent run matches.
-        """
-        ref = ref.strip()
-        if ref in self.runs:
-            return self.runs[ref]
-        if ref in self._by_signal:
-            return self.runs[self._by_signal[ref]]
-        if len(ref) >= 8:
-            for run in reversed(self.runs.values()):
-                if any(
-                    e.id.endswith(ref) or e.id.startswith(ref) for e in (run.signal, *run.events)
-                ):
-                    return run
-        raise NotFound(
-            f"no recent advisor decision {ref!r} (this advisor keeps its last "
-            f"{self.config.recent}; older ones: `bfx advisor explain` reads the audit store)"
-        )
+        """Return a recent run (see `RecentRuns.find`)."""
+        return self.runs.find(ref)
 
     def regimes(self) -> dict[str, str]:
         """Return the current regime of every series a signal was decided on."""

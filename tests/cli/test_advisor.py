@@ -1,0 +1,48 @@
+"""`bfx advisor run|explain`: a user's mistake is one line and the right exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from barfinex_cli.cli.main import app
+from barfinex_cli.contracts.envelope import make_event
+from barfinex_cli.contracts.market import CandleClosed
+from barfinex_cli.contracts.times import from_ms
+from barfinex_cli.store.audit import AuditStore
+
+
+def test_run_with_no_provider_exits_3_naming_the_fix(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--bus", "memory", "advisor", "run", "--provider",
+                                 "http://127.0.0.1:9"])  # fmt: skip
+    assert result.exit_code == 3
+    assert "provider not reachable at http://127.0.0.1:9" in result.output
+    assert "bfx provider start" in result.output and "Traceback" not in result.output
+
+
+def test_run_with_a_bad_port_or_a_missing_model_is_one_line(runner: CliRunner) -> None:
+    bad_port = runner.invoke(app, ["--bus", "memory", "advisor", "run", "--port", "99999"])
+    assert bad_port.exit_code == 2 and "--port:" in bad_port.output
+    missing = runner.invoke(app, ["--bus", "memory", "advisor", "run", "--clock", "wall",
+                                  "--model", "/nonexistent/m.model"])  # fmt: skip
+    assert missing.exit_code == 1 and "no such model file" in missing.output
+    assert "Traceback" not in missing.output
+
+
+def test_explain_an_unknown_id_or_an_event_that_is_no_decision(
+    runner: CliRunner, cli_env: dict[str, str]
+) -> None:
+    candle = make_event(
+        CandleClosed(exchange="x", symbol="BTC/USDT", timeframe="1m", open_time=from_ms(0),
+                     open=1, high=1, low=1, close=1, volume=1),  # type: ignore[arg-type]
+        source="provider",
+    )  # fmt: skip
+    home = Path(cli_env["BFX_HOME"])
+    home.mkdir(parents=True)
+    with AuditStore(home / "audit.db") as audit:
+        audit.append([candle])
+    unknown = runner.invoke(app, ["advisor", "explain", "0123456789abcdef"])
+    assert unknown.exit_code == 1 and "no event whose id" in unknown.output
+    wrong = runner.invoke(app, ["advisor", "explain", candle.id])
+    assert wrong.exit_code == 1 and "not an advisor decision" in wrong.output
