@@ -7,8 +7,8 @@ table: 1 an error to fix, 2 wrong usage, 3 a service that does not answer, 4 ref
 credentials. Redis is not the point of most cases, so they point at a port where nothing
 listens; no case needs a running provider.
 
-The cases run concurrently in one module-scoped pool (the machine has two cores), and each is
-bounded by a timeout; the tests then only read the results.
+The cases start together in one module-scoped pool (three at a time: the machine has two
+cores), each bounded by a timeout; each test waits only for its own case.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,8 +232,10 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Outcome]]:
-    """Run every case at once (a few at a time) and return its outcome by name."""
+def outcomes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, Future[Outcome]]]:
+    """Start every case (a few at a time) and return each one's future outcome by name."""
     root = tmp_path_factory.mktemp("sweep")
     for name, data in FILES.items():
         (root / name).write_bytes(data)
@@ -247,7 +249,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Out
         COLUMNS="80",
     )
 
-    def run(case: Case) -> tuple[str, Outcome]:
+    def run(case: Case) -> Outcome:
         home = root / "homes" / case.name.replace(" ", "-").replace(",", "")
         args = [
             a if a not in FILES and a not in ("MISSING", "MISSING.py") else str(root / a)
@@ -262,10 +264,13 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Out
             timeout=TIMEOUT_S,
             stdin=subprocess.DEVNULL,
         )
-        return case.name, Outcome(done.returncode, done.stdout, done.stderr)
+        return Outcome(done.returncode, done.stdout, done.stderr)
 
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        yield dict(pool.map(run, _cases(bad_home)))
+    pool = ThreadPoolExecutor(max_workers=3)
+    try:  # submitted now, awaited by each test: no single test waits for the whole sweep
+        yield {case.name: pool.submit(run, case) for case in _cases(bad_home)}
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 CASES = _cases("BAD_HOME")
@@ -278,9 +283,9 @@ def test_case_names_are_unique() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_a_bad_input_is_one_line_with_the_tables_exit_code(
-    case: Case, outcomes: dict[str, Outcome]
+    case: Case, outcomes: dict[str, Future[Outcome]]
 ) -> None:
-    got = outcomes[case.name]
+    got = outcomes[case.name].result(timeout=100)
     assert "Traceback" not in got.stderr + got.stdout, got.stderr
     assert got.code == case.code, got.stderr or got.stdout
     assert case.forbid not in got.stderr + got.stdout
