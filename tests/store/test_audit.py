@@ -438,3 +438,25 @@ def test_an_audit_file_from_before_recorded_us_gains_the_column_on_open(tmp_path
     conn.close()
     with AuditStore(path) as store:
         assert "recorded_us" in store.db.table("events").columns_dict
+
+
+def test_each_write_records_its_own_wall_time(tmp_path: Path) -> None:
+    import time as _time
+
+    from barfinex_cli.contracts.envelope import make_event
+    from barfinex_cli.contracts.market import ConnectorHealth
+
+    health = ConnectorHealth(
+        connector="replay", exchange="synthetic", connected=True, lag_ms=0, messages_per_s=0,
+        reconnects=0, gaps=0, rate_limit_waits=0,
+    )  # fmt: skip
+    with AuditStore(tmp_path / "audit.db") as store:
+        store.append([make_event(health, source="p")])
+        start = _time.time_ns() // 1000
+        while _time.time_ns() // 1000 < start + 2_000:  # let the wall clock move 2 ms
+            pass
+        store.append([make_event(health, source="p")])
+        first, second = (
+            r[0] for r in store.db.execute("SELECT recorded_us FROM events ORDER BY id")
+        )
+    assert second > first

@@ -290,11 +290,11 @@ class AuditStore:
         return [_decode(str(t), str(body)) for t, body in self.db.conn.execute(sql, params)]
 
 
-@cache
 def _wall_us() -> int:
     return time.time_ns() // 1000
 
 
+@cache
 def _plain_adapter() -> TypeAdapter[AnyEnvelope]:
     return TypeAdapter(Envelope[dict[str, Any]])
 
