@@ -36,8 +36,8 @@ from barfinex_cli.market.candles import timeframe_ms
 SeriesKey = tuple[str, str, str]
 """(exchange, symbol, timeframe)."""
 
-KEEP = 300
-"""Candles a snapshot shows per series: enough for every feature window and the ATR."""
+KEEP = 150
+"""Candles a snapshot shows per series: the features' window (114) and the ATR's, with room."""
 
 RETAIN = 20_000
 """Candles held per series. More than a snapshot shows, because in a replay at full speed the

@@ -88,7 +88,7 @@ class Advisor:
             calibrators=model.calibrators if model is not None else None,
             llm=llm or LlmStage(llm_options(config)),
         )
-        self.context = MarketContext(keep=max(config.warmup, 150))
+        self.context = MarketContext()
         self.ready = asyncio.Event()
         self.api_url: str | None = None
         self.provider_down = False
