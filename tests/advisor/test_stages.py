@@ -57,7 +57,7 @@ def test_context_reads_price_spread_atr_and_lag_from_the_snapshot(
     assert result.view.atr == pytest.approx(atr(ctx.snapshot(KEY).candles, 14))
     (event,) = result.events
     assert isinstance(event, ContextFetched)
-    assert event.candles == 200 and float(event.equity or 0) == 5000
+    assert event.candles == 150 and float(event.equity or 0) == 5000  # a snapshot shows KEEP
 
 
 def test_context_of_a_series_never_seen_blocks(make_signal: Sig) -> None:
