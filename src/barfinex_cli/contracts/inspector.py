@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, NonNegativeFloat, NonNegativeInt
 
 from barfinex_cli.contracts.orders import Amount
-from barfinex_cli.contracts.types import Payload, UtcDatetime
+from barfinex_cli.contracts.types import Model, Payload, UtcDatetime
 
 Verdict = Literal["ALLOW", "BLOCK", "THROTTLE", "STAND_DOWN", "CLOSE_ALL"]
 ProtectiveKind = Literal["stop_loss", "take_profit", "trailing_stop"]
@@ -120,8 +120,27 @@ class DivergenceFound(Payload):
     action: Literal["flagged", "adopted_remote", "cancelled", "closed"]
 
 
+class StrategyCapital(Model):
+    """How one strategy uses capital: utilisation, suppression and reservation."""
+
+    in_positions: Decimal
+    """Entry notional of the strategy's open positions."""
+    reserved: Decimal
+    """Notional held by the strategy's open (entry) orders."""
+    utilisation: NonNegativeFloat
+    """(in_positions + reserved) / equity."""
+    decisions: NonNegativeInt
+    blocked: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    """Decisions and signals stopped, by `stage:<advisor stage>` or `policy:<name>`."""
+
+
 class KpiReported(Payload):
-    """Trading results of an account over a closed period."""
+    """Trading results of an account over a period, and (from the inspector) where it stands now.
+
+    The optional fields after `sharpe` are the live figures the studio's Risk and Capital screens
+    read: equity, P&L, drawdown against its limit, exposure, each policy's state and capital
+    efficiency per strategy.
+    """
 
     event_type = "inspector.kpi"
 
@@ -137,6 +156,17 @@ class KpiReported(Payload):
     pnl_currency: str
     max_drawdown: Unit
     sharpe: float | None = None
+    equity: Decimal | None = None
+    realised_pnl: Decimal | None = None
+    unrealised_pnl: Decimal | None = None
+    drawdown: Unit | None = None
+    """Drawdown from peak equity now (0..1)."""
+    drawdown_limit: Unit | None = None
+    exposure: Decimal | None = None
+    """Notional of open positions."""
+    policies: dict[str, str] = Field(default_factory=dict)
+    """Each policy's state now: `ok`, or the action it would take and why."""
+    strategies: dict[str, StrategyCapital] = Field(default_factory=dict)
 
 
 class AlertRaised(Payload):

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Self
 from barfinex_cli.bus.base import Bus
 from barfinex_cli.errors import ConfigError
 from barfinex_cli.runtime.clock import Clock, ClockKind, LiveClock, SimClock
-from barfinex_cli.runtime.config import AdvisorConfig, DetectorConfig, ProviderConfig
+from barfinex_cli.runtime.config import (
+    AdvisorConfig,
+    DetectorConfig,
+    InspectorConfig,
+    ProviderConfig,
+)
 from barfinex_cli.runtime.connect import open_bus
 from barfinex_cli.runtime.settings import Settings
 
@@ -27,11 +32,13 @@ if TYPE_CHECKING:
     from barfinex_cli.advisor.llm import LlmStage
     from barfinex_cli.advisor.service import Advisor
     from barfinex_cli.detector.service import Detector
+    from barfinex_cli.inspector.service import Inspector
     from barfinex_cli.provider.service import Provider
     from barfinex_cli.runtime.client import GatewayClient
     from barfinex_cli.runtime.recording import Recording
     from barfinex_cli.store.audit import AuditStore
     from barfinex_cli.store.broker import BrokerStore
+    from barfinex_cli.store.inspector import InspectorStore
     from barfinex_cli.store.market import MarketStore
 
 
@@ -52,6 +59,7 @@ class Kernel:
         self._market: MarketStore | None = None
         self._audit: AuditStore | None = None
         self._paper: BrokerStore | None = None
+        self._inspector: InspectorStore | None = None
         self._clients: dict[str, GatewayClient] = {}
 
     async def __aenter__(self) -> Self:
@@ -80,6 +88,9 @@ class Kernel:
         if self._paper is not None:
             self._paper.close()
             self._paper = None
+        if self._inspector is not None:
+            self._inspector.close()
+            self._inspector = None
         if self._bus is not None and self._own_bus:
             await self._bus.close()
             self._bus = None
@@ -137,6 +148,15 @@ class Kernel:
             self.home  # noqa: B018
             self._paper = BrokerStore(self.settings.paper_path)
         return self._paper
+
+    def inspector_store(self) -> InspectorStore:
+        """Return the inspector's state store (`DATA_DIR/inspector.db`)."""
+        if self._inspector is None:
+            from barfinex_cli.store.inspector import InspectorStore
+
+            self.home  # noqa: B018
+            self._inspector = InspectorStore(self.settings.inspector_path)
+        return self._inspector
 
     def client(
         self, url: str | None = None, *, transport: httpx.AsyncBaseTransport | None = None
@@ -246,4 +266,36 @@ class Kernel:
             self.clock(kind)
         return Advisor(
             config, bus=await self.bus(), clock=self.clock(), client=client, model=model, llm=llm
+        )
+
+    async def inspector(
+        self, config: InspectorConfig | None = None, *, client: GatewayClient | None = None
+    ) -> Inspector:
+        """Return an inspector on this kernel's parts; its policy file is validated here.
+
+        An invalid policy file raises `ConfigError` (file, key, reason): the inspector fails
+        closed and does not start. Its clock follows the same rule as a detector's.
+        """
+        from barfinex_cli.inspector.alerts import Telegram
+        from barfinex_cli.inspector.governor import Governor
+        from barfinex_cli.inspector.policies import default_policy_path, load_policies
+        from barfinex_cli.inspector.service import Inspector
+
+        config = config or self.settings.inspector
+        path = config.policy or default_policy_path()
+        governor = Governor(load_policies(path))
+        client = client or self.client(config.provider_url)
+        if self._clock is None:
+            kind: ClockKind
+            kind = (await client.health()).clock if config.clock == "auto" else config.clock
+            self.clock(kind)
+        return Inspector(
+            config,
+            bus=await self.bus(),
+            clock=self.clock(),
+            client=client,
+            store=self.inspector_store(),
+            governor=governor,
+            policy_path=path,
+            telegram=Telegram.from_env(config.telegram_api),
         )

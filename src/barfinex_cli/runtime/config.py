@@ -210,3 +210,38 @@ class AdvisorConfig(Section):
         1.0, ge=0, le=50, description="hallucination check: how far a cited number may stray"
     )
     recent: int = Field(500, ge=1, le=100_000, description="decisions kept for the REST API")
+
+
+class InspectorConfig(Section):
+    """How the inspector runs: `[inspector]` in bfx.toml, or `bfx inspector run` options.
+
+    See docs/inspector.md; the risk rules themselves live in the policy file (`policy`).
+    """
+
+    instance: str = Field("inspector", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    provider_url: str | None = Field(None, description="None: the global provider_url")
+    policy: Path | None = Field(None, description="policy TOML; None: the packaged default")
+    account: str = Field("paper", min_length=1, max_length=64, description="account it trades")
+    currency: str = Field("USDT", min_length=1, description="the account's equity currency")
+    host: str = "127.0.0.1"
+    port: int = Field(8008, ge=0, le=65535)
+    serve_api: bool = Field(True, description="serve /health, /metrics, /kpi, /positions, ...")
+    heartbeat_s: float = Field(5.0, gt=0)
+    join_registry: bool = True
+    clock: Literal["auto", "wall", "market"] = "auto"
+    retry_s: float = Field(2.0, gt=0, description="wait before retrying pending decisions")
+    kpi_interval_s: float = Field(30.0, gt=0, description="seconds between inspector.kpi")
+    reconcile_interval_s: float = Field(30.0, gt=0, description="seconds between reconciles")
+    policy_poll_s: float = Field(1.0, gt=0, description="how often the policy file is checked")
+    divergence_order: Literal["alert", "adopt", "stand_down"] = "alert"
+    divergence_position: Literal["alert", "adopt", "stand_down"] = "alert"
+    divergence_balance: Literal["alert", "adopt", "stand_down"] = "alert"
+    trailing_stop_pct: float | None = Field(
+        None, gt=0, lt=100, description="trail the stop this % behind the best price"
+    )
+    breakeven_at_r: float | None = Field(
+        None, gt=0, description="move the stop to entry once price went this many risks"
+    )
+    telegram_api: str = Field(
+        "https://api.telegram.org", description="Telegram Bot API base URL"
+    )

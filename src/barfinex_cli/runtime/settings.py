@@ -32,6 +32,7 @@ from barfinex_cli.runtime.config import (
     AdvisorConfig,
     DetectorConfig,
     GatewayConfig,
+    InspectorConfig,
     ProviderConfig,
     WebhooksConfig,
 )
@@ -79,6 +80,9 @@ class Settings(BaseSettings):
     provider: ProviderConfig = Field(default_factory=ProviderConfig, description="[provider]")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="[detector]")
     advisor: AdvisorConfig = Field(default_factory=AdvisorConfig, description="[advisor]")
+    inspector: InspectorConfig = Field(
+        default_factory=InspectorConfig, description="[inspector]"
+    )
     gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="[gateway]")
     calendars: dict[str, CalendarName] = Field(
         default_factory=dict,
@@ -109,6 +113,11 @@ class Settings(BaseSettings):
     def paper_path(self) -> Path:
         """Return the SQLite file of the paper broker's account (orders, fills, balances)."""
         return self.home / "paper.db"
+
+    @property
+    def inspector_path(self) -> Path:
+        """Return the SQLite file of the inspector's state (orders, positions, counters)."""
+        return self.home / "inspector.db"
 
     @property
     def market_path(self) -> Path:

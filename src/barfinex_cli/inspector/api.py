@@ -1,0 +1,121 @@
+"""The inspector's HTTP face on port 8008: health, metrics, KPIs, positions, policies, controls.
+
+    GET  /health                     liveness (503 while start-up waits or the provider is away)
+    GET  /metrics                    Prometheus text
+    GET  /kpi                        the `inspector.kpi` payload as things stand
+    GET  /positions                  open positions with their protective orders
+    GET  /policies                   the policy file in force (source, digest, every section)
+    GET  /api/v1/status              health, KPIs and positions at once (`bfx inspector status`)
+    POST /api/v1/stand-down          {"until": ISO time or null}: no new entries until then
+    POST /api/v1/resume              clear a stand-down
+    POST /api/v1/close-all           flatten every runtime position now
+    POST /api/v1/reconcile           {"dry_run": bool}: the differences and what each rule does
+
+It binds 127.0.0.1 by default: the controls act on the account, so reach it from elsewhere only
+through the provider's `/proxy/inspector/...`, which checks the gateway token.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from barfinex_cli.errors import BfxError, ServiceUnreachable
+
+if TYPE_CHECKING:
+    from barfinex_cli.inspector.service import Inspector
+
+
+def api_app(inspector: Inspector) -> Any:
+    """Return the Starlette app serving the inspector's routes."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from barfinex_cli.runtime.health import render_metrics
+
+    def fail(exc: BfxError) -> JSONResponse:
+        code = 503 if isinstance(exc, ServiceUnreachable) else 409
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    async def health(_: Request) -> JSONResponse:
+        body = inspector.status()
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    async def metrics(_: Request) -> Response:
+        body, content_type = render_metrics(inspector.registry)
+        return Response(body, media_type=content_type)
+
+    async def kpi(_: Request) -> JSONResponse:
+        return JSONResponse(inspector.kpi().model_dump(mode="json"))
+
+    async def positions(_: Request) -> JSONResponse:
+        return JSONResponse({"positions": inspector.positions_view()})
+
+    async def policies(_: Request) -> JSONResponse:
+        return JSONResponse(inspector.governor.policies.describe())
+
+    async def status(_: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "health": inspector.status(),
+                "policies": inspector.policy_states(),
+                "kpi": inspector.kpi().model_dump(mode="json"),
+                "positions": inspector.positions_view(),
+            }
+        )
+
+    async def body_of(request: Request) -> dict[str, Any]:
+        try:
+            data = await request.json()
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    async def stand_down(request: Request) -> JSONResponse:
+        data = await body_of(request)
+        until = None
+        if data.get("until"):
+            try:
+                until = datetime.fromisoformat(str(data["until"]))
+            except ValueError:
+                return JSONResponse({"detail": "until: expected an ISO 8601 time"}, 422)
+            if until.tzinfo is None:
+                return JSONResponse({"detail": "until: give a time zone (e.g. Z)"}, 422)
+        await inspector.stand_down(until, str(data.get("reason") or "operator"))
+        return JSONResponse(inspector.status())
+
+    async def resume(_: Request) -> JSONResponse:
+        await inspector.resume()
+        return JSONResponse(inspector.status())
+
+    async def close_all(_: Request) -> JSONResponse:
+        try:
+            closed = await inspector.close_all("operator: bfx inspector close-all")
+        except BfxError as exc:
+            return fail(exc)
+        return JSONResponse({"closed": closed})
+
+    async def reconcile(request: Request) -> JSONResponse:
+        data = await body_of(request)
+        try:
+            report = await inspector.reconcile_now(bool(data.get("dry_run", False)))
+        except BfxError as exc:
+            return fail(exc)
+        return JSONResponse(report)
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/metrics", metrics),
+            Route("/kpi", kpi),
+            Route("/positions", positions),
+            Route("/policies", policies),
+            Route("/api/v1/status", status),
+            Route("/api/v1/stand-down", stand_down, methods=["POST"]),
+            Route("/api/v1/resume", resume, methods=["POST"]),
+            Route("/api/v1/close-all", close_all, methods=["POST"]),
+            Route("/api/v1/reconcile", reconcile, methods=["POST"]),
+        ]
+    )

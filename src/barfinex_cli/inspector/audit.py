@@ -1,0 +1,53 @@
+"""Post-trade audit: how well each order was executed against what the decision intended.
+
+For every order of the inspector that ends (filled, or cancelled after part of it filled) an
+`inspector.fill_audit` says the slippage in basis points against the intended price (positive:
+worse than intended, for either side), the fees paid, the share of the asked amount that filled,
+how many partial fills it took and the time from the decision to the last fill. Pure: the
+service hands it the order as the store holds it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from barfinex_cli.contracts.inspector import FillAudited
+from barfinex_cli.store.inspector import OrderRecord
+
+
+def slippage_bps(side: str, intended: Decimal, average: Decimal) -> float:
+    """Return how far `average` is from `intended` in bps; positive is worse for the side."""
+    if intended <= 0:
+        return 0.0
+    move = (average - intended) / intended * Decimal(10_000)
+    return float(move if side == "buy" else -move)
+
+
+def audit(
+    order: OrderRecord,
+    *,
+    decided_ms: int | None,
+    filled_ms: int,
+    fee_currency: str,
+    asked: Decimal | None = None,
+) -> FillAudited | None:
+    """Return the audit of an order that filled at least in part, or None if nothing filled."""
+    if order.filled <= 0 or order.average_price is None:
+        return None
+    intended = order.intended_price or order.price or order.stop_price or order.average_price
+    amount = asked if asked is not None and asked > 0 else order.amount
+    rate = float(min(order.filled / amount, Decimal(1))) if amount > 0 else 1.0
+    start = decided_ms if decided_ms is not None else order.placed_ms
+    return FillAudited(
+        order_id=order.client_order_id,
+        decision_id=order.decision_id,
+        symbol=order.symbol,
+        intended_price=intended,
+        average_price=order.average_price,
+        slippage_bps=round(slippage_bps(order.side, intended, order.average_price), 4),
+        fees=order.fees,
+        fee_currency=fee_currency,
+        fill_rate=rate,
+        partials=order.partials,
+        latency_ms=float(max(0, filled_ms - start)),
+    )

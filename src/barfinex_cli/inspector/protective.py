@@ -1,0 +1,175 @@
+"""Stop-loss and take-profit orders that guard every runtime position, held by the venue itself.
+
+As soon as an entry fills, a reduce-only `stop_market` at the intent's stop and a reduce-only
+`limit` at its take-profit are placed at the provider, so the position stays protected even
+while the inspector is down. When one fills the other is cancelled (one-cancels-other, emulated:
+the paper broker also cancels a reduce-only order once its position is flat). A trailing stop
+(`trailing_stop_pct`) follows the best price since entry; move-to-breakeven
+(`breakeven_at_r`) lifts the stop to the entry once the price went that many risk units in
+favour. A move places the new order first (next generation id) and then cancels the old one,
+so the position is never naked. `plan` and `trail` are pure; `Protector` sends what they say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from barfinex_cli.contracts.inspector import ProtectiveKind
+from barfinex_cli.inspector.execution import Executor, client_order_id
+from barfinex_cli.store.inspector import OrderRecord, PositionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A stop to move: from where, to where, and why."""
+
+    previous: Decimal
+    price: Decimal
+    reason: str
+
+
+def exit_side(position: PositionRecord) -> str:
+    """Return the side that reduces `position`."""
+    return "sell" if position.side == "long" else "buy"
+
+
+def plan(position: PositionRecord, generation: int) -> list[tuple[ProtectiveKind, OrderRecord]]:
+    """Return the protective orders `position` needs: a stop and a take-profit where given."""
+    assert position.decision_id is not None
+    side = exit_side(position)
+    out: list[tuple[ProtectiveKind, OrderRecord]] = []
+    if position.stop is not None:
+        out.append((
+            "stop_loss",
+            OrderRecord(
+                client_order_id=client_order_id(position.decision_id, "stop_loss", generation),
+                decision_id=position.decision_id, role="stop_loss", symbol=position.symbol,
+                side=side,  # type: ignore[arg-type]
+                type="stop_market", amount=position.size, stop_price=position.stop,
+                reduce_only=True, intended_price=position.stop,
+            ),
+        ))  # fmt: skip
+    if position.take_profit is not None:
+        out.append((
+            "take_profit",
+            OrderRecord(
+                client_order_id=client_order_id(position.decision_id, "take_profit", generation),
+                decision_id=position.decision_id, role="take_profit", symbol=position.symbol,
+                side=side,  # type: ignore[arg-type]
+                type="limit", amount=position.size, price=position.take_profit,
+                reduce_only=True, intended_price=position.take_profit,
+            ),
+        ))  # fmt: skip
+    return out
+
+
+def trail(
+    position: PositionRecord,
+    price: Decimal,
+    *,
+    trailing_pct: float | None,
+    breakeven_at_r: float | None,
+    initial_stop: Decimal | None,
+) -> Move | None:
+    """Return where the stop should go at `price`, or None to leave it.
+
+    A stop only ever moves in the position's favour.
+    """
+    if position.stop is None:
+        return None
+    long = position.side == "long"
+    best = position.best_price or position.entry
+    best = max(best, price) if long else min(best, price)
+    target = position.stop
+    reason = ""
+    if breakeven_at_r is not None and initial_stop is not None:
+        risk = abs(position.entry - initial_stop)
+        gained = (best - position.entry) if long else (position.entry - best)
+        reached = risk > 0 and gained >= risk * Decimal(str(breakeven_at_r))
+        better = position.entry > target if long else position.entry < target
+        if reached and better:
+            target, reason = position.entry, "break-even"
+    if trailing_pct is not None:
+        pct = Decimal(str(trailing_pct)) / 100
+        candidate = best * (1 - pct) if long else best * (1 + pct)
+        candidate = candidate.quantize(Decimal("1e-8"))
+        if (long and candidate > target) or (not long and candidate < target):
+            target, reason = candidate, f"trailing {trailing_pct:g}%"
+    if target == position.stop:
+        return None
+    return Move(previous=position.stop, price=target, reason=reason)
+
+
+class Protector:
+    """Place, move and cancel the protective orders of runtime positions through an executor."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+
+    async def arm(
+        self, position: PositionRecord, now_ms: int, generation: int | None = None
+    ) -> tuple[PositionRecord, list[tuple[ProtectiveKind, OrderRecord]]]:
+        """Place the position's protective orders; return it (with their ids) and what was sent."""
+        gen = generation or position.generation
+        sent: list[tuple[ProtectiveKind, OrderRecord]] = []
+        for kind, order in plan(position, gen):
+            sent.append((kind, await self.executor.submit(order, now_ms)))
+        ids = {kind: order.client_order_id for kind, order in sent}
+        armed = replace(
+            position,
+            generation=gen,
+            stop_order=ids.get("stop_loss", position.stop_order),
+            tp_order=ids.get("take_profit", position.tp_order),
+        )
+        self.executor.store.save_position(armed)
+        return armed, sent
+
+    def missing(self, position: PositionRecord) -> bool:
+        """Tell whether a protective order the position should have is not live."""
+        store = self.executor.store
+        for wanted, order_id in ((position.stop, position.stop_order),
+                                 (position.take_profit, position.tp_order)):  # fmt: skip
+            if wanted is None:
+                continue
+            order = store.order(order_id) if order_id else None
+            if order is None or not order.live or order.amount < position.size:
+                return True
+        return False
+
+    async def rearm(
+        self, position: PositionRecord, now_ms: int
+    ) -> tuple[PositionRecord, list[tuple[ProtectiveKind, OrderRecord]]]:
+        """Replace the protective orders with a new generation, then cancel the old ones."""
+        old = [i for i in (position.stop_order, position.tp_order) if i]
+        armed, sent = await self.arm(position, now_ms, position.generation + 1)
+        for order_id in old:
+            order = self.executor.store.order(order_id)
+            if order is not None and order.live:
+                await self.executor.cancel(order_id, now_ms)
+        return armed, sent
+
+    async def cancel_all(self, position: PositionRecord, now_ms: int) -> None:
+        """Cancel the position's live protective orders (it is closed)."""
+        for order_id in (position.stop_order, position.tp_order):
+            order = self.executor.store.order(order_id) if order_id else None
+            if order is not None and order.live:
+                await self.executor.cancel(order.client_order_id, now_ms)
+
+    async def move_stop(
+        self, position: PositionRecord, move: Move, now_ms: int
+    ) -> tuple[PositionRecord, OrderRecord | None]:
+        """Place the stop at `move.price` (next generation), then cancel the old stop."""
+        moved = replace(position, stop=move.price, generation=position.generation + 1)
+        stops = [order for kind, order in plan(moved, moved.generation) if kind == "stop_loss"]
+        if not stops:
+            return position, None
+        placed = await self.executor.submit(stops[0], now_ms)
+        if placed.status == "rejected":
+            return position, None
+        old = position.stop_order
+        moved = replace(moved, stop_order=placed.client_order_id)
+        self.executor.store.save_position(moved)
+        if old:
+            await self.executor.cancel(old, now_ms)
+        return moved, placed

@@ -1,0 +1,294 @@
+"""The inspector's state on disk (`inspector.db`), so a restart resumes managing what it opened.
+
+The inspector must never place an order twice and never forget a position it opened: after a
+crash it reads back which decisions it judged, which orders it sent (and which of those may have
+reached the provider without an answer: `in_flight`), which positions are its own (runtime) and
+which protective orders guard them, whether a stand-down holds, and the day's counters the
+policies judge by. Every write is one transaction; journal mode is WAL.
+
+Layout, money as exact decimal TEXT:
+
+    meta       key PK · value             -- counters and the stand-down (see `Counters`)
+    decisions  decision_id PK · symbol · strategy · instance · received_ms · verdict · policy ·
+               reason · status (pending | judged)
+    orders     client_order_id PK · decision_id · role (entry | stop_loss | take_profit | close)
+               · symbol · side · type · amount · price · stop_price · reduce_only · status
+               (in_flight | open | filled | cancelled | rejected) · filled · average_price · fees
+               · partials · intended_price · placed_ms · updated_ms · adopted
+    positions  symbol PK · decision_id · strategy · side · size · entry · stop · take_profit ·
+               opened_ms · runtime (1: opened here, 0: legacy) · status (open | closed) ·
+               stop_order · tp_order · best_price · generation · realised_at_open · closed_ms
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field, fields, replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import sqlite_utils
+
+from barfinex_cli.errors import ConfigError
+
+OrderRole = Literal["entry", "stop_loss", "take_profit", "close"]
+LocalStatus = Literal["in_flight", "open", "filled", "cancelled", "rejected"]
+LIVE = ("in_flight", "open")
+"""Order statuses that may still trade."""
+
+_DEC_ORDER = ("amount", "price", "stop_price", "filled", "average_price", "fees", "intended_price")
+_DEC_POS = ("size", "entry", "stop", "take_profit", "best_price", "realised_at_open")
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """One order the inspector sent (or adopted), as it last knew it."""
+
+    client_order_id: str
+    decision_id: str | None
+    role: OrderRole
+    symbol: str
+    side: Literal["buy", "sell"]
+    type: Literal["market", "limit", "stop_market", "stop_limit"]
+    amount: Decimal
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    reduce_only: bool = False
+    status: LocalStatus = "in_flight"
+    filled: Decimal = Decimal(0)
+    average_price: Decimal | None = None
+    fees: Decimal = Decimal(0)
+    partials: int = 0
+    intended_price: Decimal | None = None
+    placed_ms: int = 0
+    updated_ms: int = 0
+    adopted: bool = False
+
+    @property
+    def live(self) -> bool:
+        """Whether the order may still trade (or its fate is unknown)."""
+        return self.status in LIVE
+
+
+@dataclass(frozen=True, slots=True)
+class PositionRecord:
+    """A position on one symbol: runtime (opened by the inspector) or legacy (found, alert only)."""
+
+    symbol: str
+    side: Literal["long", "short"]
+    size: Decimal
+    entry: Decimal
+    opened_ms: int
+    runtime: bool = True
+    decision_id: str | None = None
+    strategy: str = "unknown"
+    stop: Decimal | None = None
+    take_profit: Decimal | None = None
+    status: Literal["open", "closed"] = "open"
+    stop_order: str | None = None
+    tp_order: str | None = None
+    best_price: Decimal | None = None
+    generation: int = 1
+    realised_at_open: Decimal = Decimal(0)
+    closed_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """The portfolio's running figures the policies judge by (a trading day in market time)."""
+
+    day: str = ""
+    day_start_equity: Decimal = Decimal(0)
+    peak_equity: Decimal = Decimal(0)
+    trades_today: int = 0
+    losing_trades_today: int = 0
+    loss_streak: int = 0
+    last_loss_ms: int | None = None
+    realised_today: Decimal = Decimal(0)
+    wins: int = 0
+    losses: int = 0
+    stand_down_until_ms: int | None = None
+    stand_down_reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class InspectorStore:
+    """The inspector's SQLite file; an open store is a context manager (or call `close()`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self._create()
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"{path}: cannot open the inspector store ({exc})") from None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.conn.close()
+
+    def _create(self) -> None:
+        db = self.db
+        if "meta" not in db.table_names():
+            db["meta"].create({"key": str, "value": str}, pk="key")
+        if "decisions" not in db.table_names():
+            db["decisions"].create(
+                {"decision_id": str, "symbol": str, "strategy": str, "instance": str,
+                 "received_ms": int, "verdict": str, "policy": str, "reason": str,
+                 "status": str},
+                pk="decision_id",
+            )  # fmt: skip
+        if "orders" not in db.table_names():
+            columns: dict[str, Any] = {f.name: str for f in fields(OrderRecord)}
+            columns.update(
+                reduce_only=int, partials=int, placed_ms=int, updated_ms=int, adopted=int
+            )
+            db["orders"].create(columns, pk="client_order_id")
+        if "positions" not in db.table_names():
+            pcols: dict[str, Any] = {f.name: str for f in fields(PositionRecord)}
+            pcols.update(opened_ms=int, runtime=int, generation=int, closed_ms=int)
+            db["positions"].create(pcols, pk="symbol")
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def decision_status(self, decision_id: str) -> str | None:
+        """Return `pending` or `judged` for a decision seen before, else None."""
+        rows = list(self.db.query(
+            "select status from decisions where decision_id = ?", [decision_id]
+        ))  # fmt: skip
+        return str(rows[0]["status"]) if rows else None
+
+    def record_decision(self, decision_id: str, **values: Any) -> None:
+        """Insert or update a decision's row (`status`, `verdict`, `policy`, `reason`, ...)."""
+        self.db["decisions"].upsert(
+            {"decision_id": decision_id, **values}, pk="decision_id", alter=True
+        )
+
+    def decisions(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Return decision rows, oldest first (optionally only those of one status)."""
+        where = "where status = ?" if status else ""
+        sql = f"select * from decisions {where} order by received_ms"
+        return list(self.db.query(sql, [status] if status else []))
+
+    def verdict_counts(self) -> dict[str, int]:
+        """Return how many decisions got each verdict."""
+        sql = "select verdict, count(*) n from decisions where verdict is not null group by 1"
+        return {str(r["verdict"]): int(r["n"]) for r in self.db.query(sql)}
+
+    # -- orders ----------------------------------------------------------------------------
+
+    def save_order(self, order: OrderRecord) -> None:
+        """Write an order (before it is sent, and on every change)."""
+        self.db["orders"].upsert(_order_row(order), pk="client_order_id")
+
+    def order(self, client_order_id: str) -> OrderRecord | None:
+        """Return one order, or None if the inspector never sent or adopted it."""
+        rows = list(self.db.query(
+            "select * from orders where client_order_id = ?", [client_order_id]
+        ))  # fmt: skip
+        return _order_of(rows[0]) if rows else None
+
+    def orders(self, *, live_only: bool = False, role: str | None = None) -> list[OrderRecord]:
+        """Return orders, oldest first."""
+        clauses, args = [], []
+        if live_only:
+            clauses.append("status in ('in_flight', 'open')")
+        if role is not None:
+            clauses.append("role = ?")
+            args.append(role)
+        where = f"where {' and '.join(clauses)}" if clauses else ""
+        sql = f"select * from orders {where} order by placed_ms, rowid"
+        return [_order_of(r) for r in self.db.query(sql, args)]
+
+    # -- positions -------------------------------------------------------------------------
+
+    def save_position(self, position: PositionRecord) -> None:
+        """Write a position's row."""
+        self.db["positions"].upsert(_position_row(position), pk="symbol")
+
+    def position(self, symbol: str) -> PositionRecord | None:
+        """Return the position on `symbol` (open or the last closed one), or None."""
+        rows = list(self.db.query("select * from positions where symbol = ?", [symbol]))
+        return _position_of(rows[0]) if rows else None
+
+    def positions(self, *, open_only: bool = True) -> list[PositionRecord]:
+        """Return positions (open ones by default), by symbol."""
+        where = "where status = 'open'" if open_only else ""
+        sql = f"select * from positions {where} order by symbol"
+        return [_position_of(r) for r in self.db.query(sql)]
+
+    # -- counters --------------------------------------------------------------------------
+
+    def counters(self) -> Counters:
+        """Return the portfolio counters (defaults on a new store)."""
+        rows = list(self.db.query("select value from meta where key = 'counters'"))
+        if not rows:
+            return Counters()
+        data = json.loads(str(rows[0]["value"]))
+        for name in ("day_start_equity", "peak_equity", "realised_today"):
+            data[name] = Decimal(data[name])
+        return Counters(**data)
+
+    def save_counters(self, counters: Counters) -> None:
+        """Write the portfolio counters."""
+        data = asdict(counters)
+        value = json.dumps(data, default=str)
+        self.db["meta"].upsert({"key": "counters", "value": value}, pk="key")
+
+    def update_counters(self, **changes: Any) -> Counters:
+        """Change some counters and write them; return the new ones."""
+        counters = replace(self.counters(), **changes)
+        self.save_counters(counters)
+        return counters
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None or value == "" else Decimal(str(value))
+
+
+def _order_row(order: OrderRecord) -> dict[str, Any]:
+    row = {f.name: getattr(order, f.name) for f in fields(OrderRecord)}
+    for name in _DEC_ORDER:
+        row[name] = None if row[name] is None else str(row[name])
+    row["reduce_only"] = int(order.reduce_only)
+    row["adopted"] = int(order.adopted)
+    return row
+
+
+def _order_of(row: dict[str, Any]) -> OrderRecord:
+    data = dict(row)
+    for name in _DEC_ORDER:
+        data[name] = _dec(data[name])
+    data["filled"] = data["filled"] or Decimal(0)
+    data["fees"] = data["fees"] or Decimal(0)
+    data["reduce_only"] = bool(data["reduce_only"])
+    data["adopted"] = bool(data["adopted"])
+    return OrderRecord(**data)
+
+
+def _position_row(position: PositionRecord) -> dict[str, Any]:
+    row = {f.name: getattr(position, f.name) for f in fields(PositionRecord)}
+    for name in _DEC_POS:
+        row[name] = None if row[name] is None else str(row[name])
+    row["runtime"] = int(position.runtime)
+    return row
+
+
+def _position_of(row: dict[str, Any]) -> PositionRecord:
+    data = dict(row)
+    for name in _DEC_POS:
+        data[name] = _dec(data[name])
+    data["realised_at_open"] = data["realised_at_open"] or Decimal(0)
+    data["runtime"] = bool(data["runtime"])
+    return PositionRecord(**data)
