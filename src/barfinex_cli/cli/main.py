@@ -25,6 +25,7 @@ from barfinex_cli.cli import (
     detector_run,
     doctor,
     events,
+    inspector,
     pending,
     provider,
     trace,
@@ -198,9 +199,10 @@ app.add_typer(provider.app, name="provider")
 detector.app.command("run")(detector_run.run)
 app.add_typer(detector.app, name="detector")
 app.add_typer(advisor.app, name="advisor")
+app.add_typer(inspector.app, name="inspector")
 app.command("doctor")(doctor.doctor)
 app.command("trace")(trace.trace)
-pending.mount(app, skip=frozenset({"data", "provider", "detector", "advisor"}))
+pending.mount(app, skip=frozenset({"data", "provider", "detector", "advisor", "inspector"}))
 
 
 def run() -> None:

@@ -1,0 +1,402 @@
+"""`bfx inspector`: run the risk governor, and look at or steer a running one.
+
+`run` starts the inspector as a service through `kernel.launch.serve`. The other commands talk to
+a running inspector's API (`--url`, default http://127.0.0.1:8008). With none running, `status`,
+`stand-down` and `resume` act on `inspector.db` in the data directory (the next start obeys
+the stand-down), `reconcile` compares that store with the provider and prints the differences
+without applying them (a dry run), and `close-all` refuses: flattening needs the inspector that
+manages the positions, so it says to start one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from barfinex_cli.cli.state import state_of
+
+if TYPE_CHECKING:
+    from barfinex_cli.runtime.settings import Settings
+
+app = typer.Typer(
+    help=(
+        "Inspector role: the risk governor, the only role that places orders.\n\n"
+        "Examples:\n\n"
+        "  bfx inspector run --policy my_policies.toml\n\n"
+        "  bfx inspector status --json\n\n"
+        "  bfx inspector stand-down --until 2h\n\n"
+        "  bfx inspector reconcile --dry-run\n\n"
+        "  bfx inspector close-all --yes"
+    ),
+    no_args_is_help=True,
+)
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", help="A running inspector's API [http://127.0.0.1:8008]."),
+]
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Policy TOML (default: the packaged default policies)."),
+    ] = None,
+    provider: Annotated[
+        str | None, typer.Option("--provider", help="Provider URL (default: settings).")
+    ] = None,
+    account: Annotated[str | None, typer.Option(help="Account it trades [paper].")] = None,
+    host: Annotated[str | None, typer.Option(help="Address of the API.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port of the API [8008].")] = None,
+    no_register: Annotated[
+        bool, typer.Option("--no-register", help="Do not join the provider's app registry.")
+    ] = False,
+    clock: Annotated[
+        str | None,
+        typer.Option(help="auto (follow the provider's), wall or market [default: auto]."),
+    ] = None,
+) -> None:
+    """Judge every advisor.decision against the policies and place what they allow.
+
+    An invalid policy file stops it before it starts (file, key and reason). Editing the file
+    while it runs reloads it (an invalid edit keeps the old policies and raises an alert).
+    Telegram alerts: set BFX_TELEGRAM_TOKEN and BFX_TELEGRAM_CHAT. Stop with Ctrl-C.
+
+    Examples: bfx inspector run --policy my_policies.toml --port 8008
+    """
+    import asyncio
+
+    from barfinex_cli.cli.render import err
+    from barfinex_cli.inspector.service import Inspector
+    from barfinex_cli.kernel.launch import serve
+    from barfinex_cli.kernel.parts import Kernel
+    from barfinex_cli.runtime.logs import setup_logging
+
+    settings = state_of(ctx).settings()
+    setup_logging(settings.log_level, json_lines=settings.log_json or None)
+    if policy is not None and not policy.is_file():
+        from barfinex_cli.errors import UsageError
+
+        raise UsageError(f"no policy file at {policy} — pass an existing TOML file to --policy")
+    config = settings.inspector.with_overrides(
+        policy=policy,
+        provider_url=provider,
+        account=account,
+        host=host,
+        port=port,
+        join_registry=False if no_register else None,
+        clock=clock,
+    )
+
+    async def build(kernel: Kernel) -> Inspector:
+        return await kernel.inspector(config)
+
+    def announce(inspector: Inspector) -> None:
+        digest = inspector.governor.policies.digest
+        err().print(
+            f"inspector {inspector.instance} up: account {config.account}, policies "
+            f"{inspector.policy_path} ({digest}), {len(inspector.store.positions())} open "
+            f"positions, {inspector.clock.kind} clock, API {inspector.api_url}"
+        )
+
+    last, verdicts = asyncio.run(serve(settings, build, announce))
+    err().print(f"inspector {last.instance} stopped after {verdicts} verdicts")
+
+
+def _url(settings: Settings, url: str | None) -> str:
+    config = settings.inspector
+    return (url or f"http://{config.host}:{config.port}").rstrip("/")
+
+
+def _call(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call a running inspector; None when none answers at `url`."""
+    import httpx
+
+    from barfinex_cli.errors import BfxError, ServiceUnreachable
+
+    try:
+        response = httpx.request(method, url + path, json=body, timeout=30)
+    except httpx.TransportError:
+        return None
+    if response.status_code == 503 and path == "/api/v1/close-all":
+        raise ServiceUnreachable(response.json().get("detail", "the provider is unreachable"))
+    if not response.is_success and response.status_code != 503:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise BfxError(f"the inspector at {url} answered {response.status_code}: {detail}")
+    return response.json()
+
+
+def _store(settings: Settings) -> Any:
+    from barfinex_cli.errors import NotFound
+    from barfinex_cli.store.inspector import InspectorStore
+
+    path = settings.inspector_path
+    if not path.is_file():
+        raise NotFound(
+            f"no inspector is running and {path} does not exist — start one with "
+            "`bfx inspector run` (or pass --data-dir)"
+        )
+    return InspectorStore(path)
+
+
+@app.command("status")
+def status(
+    ctx: typer.Context,
+    url: UrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Print policy states, positions with their protective orders, KPIs and drawdown.
+
+    Asks the running inspector; with none running, reads inspector.db (positions, counters
+    and stand-down as last stored; no live KPIs).
+
+    Examples: bfx inspector status --json
+    """
+    from barfinex_cli.cli.render import out, print_json
+
+    settings = state_of(ctx).settings()
+    answer = _call(_url(settings, url), "GET", "/api/v1/status")
+    if answer is None:
+        answer = _offline_status(settings)
+    if as_json:
+        print_json(answer)
+        return
+    console = out()
+    health = answer["health"]
+    running = "running" if health.get("running", True) else "not running (from the store)"
+    console.print(f"inspector {health.get('instance', '?')}: {running}, {health['status']}")
+    if health.get("stand_down_until"):
+        console.print(f"stand-down until {health['stand_down_until']}")
+    for name, state in answer.get("policies", {}).items():
+        console.print(f"  policy {name}: {state}")
+    kpi = answer.get("kpi")
+    if kpi:
+        console.print(
+            f"equity {kpi['equity']} {kpi['pnl_currency']}, P&L realised {kpi['realised_pnl']} "
+            f"unrealised {kpi['unrealised_pnl']}, drawdown {kpi['drawdown']:.2%}, win rate "
+            f"{kpi['win_rate']:.0%} over {kpi['trades']} trades today"
+        )
+    positions = answer.get("positions", [])
+    console.print(f"{len(positions)} open positions")
+    for p in positions:
+        guards = ", ".join(f"{g['role']} {g['price']} ({g['status']})" for g in p["protective"])
+        console.print(
+            f"  {p['symbol']} {p['side']} {p['size']} @ {p['entry']} [{p['managed']}, "
+            f"{p['strategy']}] {guards or 'no protective orders'}"
+        )
+
+
+def _offline_status(settings: Settings) -> dict[str, Any]:
+    from barfinex_cli.contracts.times import from_ms
+
+    with _store(settings) as store:
+        counters = store.counters()
+        positions = []
+        for position in store.positions():
+            guards = []
+            for order_id in (position.stop_order, position.tp_order):
+                order = store.order(order_id) if order_id else None
+                if order is not None:
+                    guards.append({"role": order.role, "status": order.status,
+                                   "price": str(order.stop_price or order.price)})  # fmt: skip
+            positions.append({
+                "symbol": position.symbol, "side": position.side, "size": str(position.size),
+                "entry": str(position.entry), "strategy": position.strategy,
+                "managed": "runtime" if position.runtime else "legacy", "protective": guards,
+            })  # fmt: skip
+        until = counters.stand_down_until_ms
+        return {
+            "health": {
+                "instance": settings.inspector.instance,
+                "status": "stopped",
+                "running": False,
+                "stand_down_until": None if until is None else from_ms(until).isoformat(),
+            },
+            "counters": {
+                "trades_today": counters.trades_today,
+                "wins": counters.wins,
+                "losses": counters.losses,
+                "loss_streak": counters.loss_streak,
+                "realised_today": str(counters.realised_today),
+                "peak_equity": str(counters.peak_equity),
+            },
+            "positions": positions,
+        }
+
+
+def _until(text: str | None) -> datetime | None:
+    """Read `--until`: a duration from now (30m, 2h, 1d) or an ISO 8601 time."""
+    if text is None:
+        return None
+    from barfinex_cli.cli.timeparse import parse_duration
+    from barfinex_cli.errors import UsageError
+
+    if text.strip()[-1:] in ("s", "m", "h", "d") and text.strip()[:-1].isdigit():
+        return datetime.now(UTC) + timedelta(seconds=parse_duration(text))
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--until: cannot read {text!r}; give a duration (2h, 1d) or an ISO time"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command("stand-down")
+def stand_down(
+    ctx: typer.Context,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Until when: a duration (2h) or ISO time; default: resume."),
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Stop new entries (open positions stay managed) until a time passes or `resume`.
+
+    Examples: bfx inspector stand-down --until 2h
+    """
+    from barfinex_cli.cli.render import err
+
+    settings = state_of(ctx).settings()
+    end = _until(until)
+    body = {"until": None if end is None else end.isoformat(), "reason": "bfx inspector stand-down"}
+    answer = _call(_url(settings, url), "POST", "/api/v1/stand-down", body)
+    where = "running inspector"
+    if answer is None:
+        from barfinex_cli.contracts.times import to_ms
+        from barfinex_cli.inspector.service import FOREVER
+
+        with _store(settings) as store:
+            store.update_counters(
+                stand_down_until_ms=to_ms(end or FOREVER),
+                stand_down_reason="bfx inspector stand-down",
+            )
+        where = "store (no inspector running; the next start obeys it)"
+    when = "until `bfx inspector resume`" if end is None else f"until {end.isoformat()}"
+    err().print(f"standing down {when} ({where})")
+
+
+@app.command("resume")
+def resume(ctx: typer.Context, url: UrlOption = None) -> None:
+    """Clear a stand-down: new entries are judged again.
+
+    Examples: bfx inspector resume
+    """
+    from barfinex_cli.cli.render import err
+
+    settings = state_of(ctx).settings()
+    answer = _call(_url(settings, url), "POST", "/api/v1/resume")
+    where = "running inspector"
+    if answer is None:
+        with _store(settings) as store:
+            store.update_counters(stand_down_until_ms=None, stand_down_reason="")
+        where = "store"
+    err().print(f"stand-down cleared ({where})")
+
+
+@app.command("close-all")
+def close_all(
+    ctx: typer.Context,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: flatten every position now.")
+    ] = False,
+    url: UrlOption = None,
+) -> None:
+    """Flatten every runtime-managed position now (legacy positions are left alone).
+
+    Needs a running inspector. Examples: bfx inspector close-all --yes
+    """
+    from barfinex_cli.cli.render import err
+    from barfinex_cli.errors import ServiceUnreachable, UsageError
+
+    if not yes:
+        raise UsageError("close-all flattens every runtime position: confirm with --yes")
+    settings = state_of(ctx).settings()
+    target = _url(settings, url)
+    answer = _call(target, "POST", "/api/v1/close-all")
+    if answer is None:
+        raise ServiceUnreachable(
+            f"no inspector answers at {target} — start it with `bfx inspector run` (it manages "
+            "the positions it closes), or pass --url"
+        )
+    closed = answer.get("closed", [])
+    err().print(f"closing {len(closed)} positions: {', '.join(closed) or 'none open'}")
+
+
+@app.command("reconcile")
+def reconcile(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the differences; change nothing.")
+    ] = False,
+    url: UrlOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Compare the inspector's orders and positions with the provider's; apply the rules.
+
+    With no inspector running it always runs as a dry run against inspector.db.
+
+    Examples: bfx inspector reconcile --dry-run
+    """
+    from barfinex_cli.cli.render import out, print_json
+
+    settings = state_of(ctx).settings()
+    answer = _call(_url(settings, url), "POST", "/api/v1/reconcile", {"dry_run": dry_run})
+    if answer is None:
+        answer = _offline_reconcile(settings)
+    if as_json:
+        print_json(answer)
+        return
+    console = out()
+    lines = answer.get("differences", [])
+    mode = "dry run: nothing changed" if answer.get("dry_run") else "applied"
+    console.print(
+        f"{answer.get('orders_checked', 0)} orders, {answer.get('positions_checked', 0)} "
+        f"positions checked; {len(lines)} differences ({mode})"
+    )
+    for line in lines:
+        console.print(f"  {line['line']}")
+
+
+def _offline_reconcile(settings: Settings) -> dict[str, Any]:
+    import asyncio
+
+    from barfinex_cli.inspector import reconcile as rec
+    from barfinex_cli.runtime.client import GatewayClient, token_from
+
+    config = settings.inspector
+    base = config.provider_url or settings.provider_url
+
+    async def fetch() -> tuple[Any, Any]:
+        async with GatewayClient(base, token_from(settings)) as client:
+            return await client.orders(config.account), await client.positions(config.account)
+
+    with _store(settings) as store:
+        remote_orders, remote_positions = asyncio.run(fetch())
+        rules: dict[rec.Kind, rec.Rule] = {
+            "order": config.divergence_order,
+            "position": config.divergence_position,
+            "balance": config.divergence_balance,
+        }
+        differences = rec.diff(
+            orders=store.orders(), positions=store.positions(), remote_orders=remote_orders,
+            remote_positions=remote_positions, rules=rules,
+        )  # fmt: skip
+    return {
+        "dry_run": True,
+        "orders_checked": len(remote_orders),
+        "positions_checked": len(remote_positions),
+        "differences": [
+            {"kind": d.kind, "key": d.key, "store": d.local, "provider": d.remote,
+             "rule": d.rule, "line": rec.describe(d)}
+            for d in differences
+        ],
+    }  # fmt: skip
