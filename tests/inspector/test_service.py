@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
 
 from barfinex_cli.contracts.inspector import ProtectiveTriggered
+from barfinex_cli.errors import ConfigError
+from barfinex_cli.kernel.parts import Kernel
+from barfinex_cli.runtime.client import GatewayClient
+from barfinex_cli.runtime.config import InspectorConfig
 from inspector.conftest import Market, StartInspector, until
 
 
@@ -77,3 +87,85 @@ async def test_a_stop_that_the_market_gaps_through_fills_at_the_slipped_open(
     assert orders[f"i-{decision.id}-tp1"].status == "cancelled"
     await until(lambda: inspector.store.counters().losses == 1)
     assert inspector.store.counters().loss_streak == 1
+
+
+async def test_a_decision_with_no_stop_is_blocked_with_the_reason_and_places_nothing(
+    market: Market, start_inspector: StartInspector
+) -> None:
+    await start_inspector()
+    decision = await market.decide(stop="0")
+
+    async def verdicts() -> list[Any]:
+        return await market.published("inspector.verdict")
+
+    await until(verdicts)
+    verdict = (await verdicts())[0].payload
+    assert verdict.decision_id == decision.id and verdict.verdict == "BLOCK"
+    assert "no stop" in verdict.reason
+    assert await market.client.orders("paper") == []
+
+
+async def test_close_all_flattens_every_runtime_position_and_cancels_their_protection(
+    market: Market, start_inspector: StartInspector
+) -> None:
+    inspector, _, _ = await start_inspector()
+    await market.decide("BTC/USDT")
+    await market.decide("ETH/USDT", entry="50", stop="49", take_profit="52")
+
+    def open_orders(n: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return len(await market.client.orders("paper", open_only=True)) == n
+
+        return check
+
+    await until(lambda: len(inspector.store.positions()) == 2)
+    await until(open_orders(4))
+    assert inspector.api_url is not None
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(inspector.api_url + "/api/v1/close-all")
+    assert answer.status_code == 200
+    assert sorted(answer.json()["closed"]) == ["BTC/USDT", "ETH/USDT"]
+
+    async def flat() -> bool:
+        held = await market.client.positions("paper")
+        return all(p.side == "flat" for p in held) and len(held) == 2
+
+    await until(flat)
+    await until(open_orders(0))
+    await until(lambda: inspector.store.positions() == [])
+    alerts = [e.payload for e in await market.published("inspector.alert")]
+    assert any("close all: 2 positions" in a.message for a in alerts)
+
+
+async def test_decisions_stay_pending_while_the_provider_is_unreachable_and_the_verdict_says_so(
+    market: Market, start_inspector: StartInspector, tmp_path: Path
+) -> None:
+    down = GatewayClient("http://127.0.0.1:9", "t0ken", retries=0)
+    try:
+        inspector, _, _ = await start_inspector(
+            client=down, clock="wall", join_registry=False, home=tmp_path / "other"
+        )
+        decision = await market.decide()
+        await until(lambda: market.published("inspector.verdict"))
+        verdict = (await market.published("inspector.verdict"))[0].payload
+        assert verdict.decision_id == decision.id and verdict.policy == "provider_unreachable"
+        assert "pending" in verdict.reason and "no order placed" in verdict.reason
+        assert inspector.status()["pending"] == 1 and not inspector.entries_open
+        assert inspector.store.orders() == []
+        pending = await market.bus.redis.xpending(
+            market.bus.key("advisor.decision"), "inspector.inspector"
+        )
+        assert pending["pending"] == 1  # not acknowledged: it is judged when the provider answers
+    finally:
+        await down.aclose()
+
+
+async def test_an_invalid_policy_file_stops_the_inspector_before_it_starts(
+    market: Market, tmp_path: Path
+) -> None:
+    bad = tmp_path / "policies.toml"
+    bad.write_text("[risk]\nper_trade_pct = 250\n")
+    with pytest.raises(ConfigError) as caught:
+        async with Kernel(market.settings) as kernel:
+            await kernel.inspector(InspectorConfig(policy=bad, provider_url=market.url))
+    assert str(bad) in str(caught.value) and "risk.per_trade_pct" in str(caught.value)
