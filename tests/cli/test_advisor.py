@@ -30,6 +30,17 @@ def test_run_with_a_bad_port_or_a_missing_model_is_one_line(runner: CliRunner) -
     assert "Traceback" not in missing.output
 
 
+def test_run_with_a_corrupt_model_file_is_one_line_naming_it(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    corrupt = tmp_path / "broken.model"
+    corrupt.write_text('{"format": "bfx-advisor-model", "format_version": 1, "name": 3')
+    result = runner.invoke(app, ["--bus", "memory", "advisor", "run", "--clock", "wall",
+                                 "--model", str(corrupt)])  # fmt: skip
+    assert result.exit_code == 1 and str(corrupt) in result.output
+    assert "not a bfx advisor model" in result.output and "Traceback" not in result.output
+
+
 def test_explain_an_unknown_id_or_an_event_that_is_no_decision(
     runner: CliRunner, cli_env: dict[str, str]
 ) -> None:
