@@ -20,6 +20,7 @@ from datetime import datetime
 
 from barfinex_cli.inspector.model import STRICTNESS, Intent, Portfolio, Position, Verdict
 from barfinex_cli.inspector.policies import ALL_POLICIES, Context, Outcome, Policy, PolicySet
+from barfinex_cli.inspector.policies.base import Book
 from barfinex_cli.inspector.policies.drawdown import (
     daily_loss_breach,
     peak_breach,
@@ -37,6 +38,15 @@ class Governor:
         self._set = policies
         self._all = tuple(evaluators)
         self._exits = tuple(p for p in self._all if not p.entry_only)
+        self._book_key: tuple[Position, ...] = ()
+        self._book_cache = Book.of(())
+
+    def _book(self, portfolio: Portfolio) -> Book:
+        # The service hands the same positions tuple until a position changes: sum it once.
+        positions = portfolio.positions
+        if positions is not self._book_key:
+            self._book_key, self._book_cache = positions, Book.of(positions)
+        return self._book_cache
 
     @property
     def policies(self) -> PolicySet:
@@ -61,6 +71,7 @@ class Governor:
             limits,
             policies.rules,
             policies.day_zone,
+            self._book(portfolio),
             notional,
             sized.signed,
         )

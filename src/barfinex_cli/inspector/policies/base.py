@@ -11,14 +11,14 @@ window, a cooldown or a spread never stops a position from being made smaller.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
-from barfinex_cli.inspector.model import Action, Intent, Portfolio
+from barfinex_cli.inspector.model import Action, Intent, Portfolio, Position
 from barfinex_cli.inspector.policies.config import Limits, PolicyFile
 
 Figures = Mapping[str, float | str]
@@ -40,9 +40,37 @@ ALLOW = Outcome("ALLOW")
 
 
 @dataclass(frozen=True, slots=True)
+class Book:
+    """The open positions summed once per portfolio: what the exposure policies read.
+
+    Positions are valued at their entry price and netted per symbol, as a netting venue holds them.
+    """
+
+    by_symbol: Mapping[str, Decimal]
+    """Signed notional per symbol: + long, - short."""
+    net: Decimal
+    gross: Decimal
+
+    @classmethod
+    def of(cls, positions: Iterable[Position]) -> Book:
+        """Sum `positions` into a book."""
+        by_symbol: dict[str, Decimal] = {}
+        for p in positions:
+            value = abs(p.size) * p.entry
+            signed = value if p.side == "long" else -value
+            by_symbol[p.symbol] = by_symbol.get(p.symbol, _ZERO) + signed
+        values = by_symbol.values()
+        return cls(by_symbol, sum(values, _ZERO), sum(map(abs, values), _ZERO))
+
+
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     """Everything a policy may look at for one intent.
 
+    `book` sums the portfolio's positions (once per positions tuple, not once per policy);
     `order_notional` is the notional the sizing step arrived at (0 when sizing refused), so the
     exposure policies judge the book as it would stand after the order.
     """
@@ -53,6 +81,7 @@ class Context:
     limits: Limits
     rules: PolicyFile
     day_zone: ZoneInfo
+    book: Book
     order_notional: Decimal = Decimal(0)
     order_signed: Decimal = Decimal(0)
     """Signed change to net exposure: + buys, - sells (a flip counts the close and the open)."""

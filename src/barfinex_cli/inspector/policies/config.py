@@ -125,8 +125,8 @@ class WindowLimits(Section):
 class ExposureLimits(Section):
     """`[exposure]`: the whole book against equity, after the new order."""
 
-    max_net_pct: Pct | None = None
-    """|long notional - short notional| over equity."""
+    max_net_pct: Annotated[Decimal, Field(gt=0)] | None = None
+    """|long notional - short notional| over equity, in percent (above 100 on margin)."""
     max_leverage: Annotated[Decimal, Field(gt=0)] | None = None
     """Gross notional of positions, open orders and the new order over equity."""
 

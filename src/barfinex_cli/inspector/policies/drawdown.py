@@ -26,6 +26,8 @@ from barfinex_cli.inspector.policies.base import (
 )
 from barfinex_cli.inspector.policies.config import PolicyFile
 
+_HUNDRED = Decimal(100)
+
 
 def _until(rules: PolicyFile, now: datetime, day_end: datetime | None) -> datetime | None:
     minutes = rules.drawdown.stand_down_minutes
@@ -41,9 +43,9 @@ def daily_loss_breach(
         return None
     start = portfolio.day_start_equity
     loss = start - portfolio.equity
-    loss_pct = pct(loss, start)
-    if loss <= 0 or loss_pct < float(limit):
+    if loss <= 0 or loss * _HUNDRED < limit * start:  # exact, and cheap on the allow path
         return None
+    loss_pct = pct(loss, start)
     action = rules.drawdown.on_daily_loss
     return Outcome(
         action,
@@ -65,9 +67,9 @@ def peak_breach(portfolio: Portfolio, rules: PolicyFile, now: datetime) -> Outco
         return None
     peak = portfolio.peak_equity
     fall = peak - portfolio.equity
-    fall_pct = pct(fall, peak)
-    if fall <= 0 or fall_pct < float(limit):
+    if fall <= 0 or fall * _HUNDRED < limit * peak:
         return None
+    fall_pct = pct(fall, peak)
     action = rules.drawdown.on_peak
     return Outcome(
         action,
@@ -90,9 +92,9 @@ def profit_cap_reached(
     if limit is None:
         return None
     gained = portfolio.realised_today
-    gained_pct = pct(gained, portfolio.day_start_equity)
-    if gained <= Decimal(0) or gained_pct < float(limit):
+    if gained <= 0 or gained * _HUNDRED < limit * portfolio.day_start_equity:
         return None
+    gained_pct = pct(gained, portfolio.day_start_equity)
     return Outcome(
         "STAND_DOWN",
         f"realised {gained_pct:.2f}% today, at daily_profit_cap_pct {limit}%: done for the day",

@@ -15,24 +15,15 @@ from decimal import Decimal
 from barfinex_cli.inspector.policies.base import ALLOW, Context, Outcome, Policy, pct
 
 _ZERO = Decimal(0)
+_HUNDRED = Decimal(100)
 
 
 def _book(ctx: Context) -> tuple[Decimal, Decimal, Decimal, Decimal]:
     """Return net and gross position notional before and after the order."""
-    by_symbol: dict[str, Decimal] = {}
-    for p in ctx.portfolio.positions:
-        value = abs(p.size) * p.entry
-        by_symbol[p.symbol] = by_symbol.get(p.symbol, _ZERO) + (
-            value if p.side == "long" else -value
-        )
-    net_before = sum(by_symbol.values(), _ZERO)
-    gross_before = sum((abs(v) for v in by_symbol.values()), _ZERO)
-    symbol = ctx.intent.symbol
-    old = by_symbol.get(symbol, _ZERO)
+    book = ctx.book
+    old = book.by_symbol.get(ctx.intent.symbol, _ZERO)
     new = old + ctx.order_signed
-    net_after = net_before + ctx.order_signed
-    gross_after = gross_before - abs(old) + abs(new)
-    return net_before, net_after, gross_before, gross_after
+    return book.net, book.net + ctx.order_signed, book.gross, book.gross - abs(old) + abs(new)
 
 
 def net_exposure(ctx: Context) -> Outcome:
@@ -42,9 +33,9 @@ def net_exposure(ctx: Context) -> Outcome:
         return ALLOW
     before, after, _, _ = _book(ctx)
     equity = ctx.portfolio.equity
-    after_pct = pct(abs(after), equity)
-    if after_pct <= float(limit) or abs(after) <= abs(before):
+    if abs(after) * _HUNDRED <= limit * equity or abs(after) <= abs(before):
         return ALLOW
+    after_pct = pct(abs(after), equity)
     return Outcome(
         "BLOCK",
         f"net exposure would be {after_pct:.1f}% of equity, above max_net_pct {limit}%",
@@ -64,9 +55,9 @@ def leverage(ctx: Context) -> Outcome:
     _, _, before, after = _book(ctx)
     orders = ctx.portfolio.open_orders_notional
     equity = ctx.portfolio.equity
-    ratio = pct(after + orders, equity) / 100
-    if ratio <= float(limit) or after <= before:
+    if after + orders <= limit * equity or after <= before:
         return ALLOW
+    ratio = pct(after + orders, equity) / 100
     return Outcome(
         "BLOCK",
         f"leverage would be {ratio:.2f}x (positions and open orders over "
@@ -86,7 +77,7 @@ def correlated_group(ctx: Context) -> Outcome:
     for name, group in ctx.rules.correlation.groups.items():
         if symbol not in group.symbols:
             continue
-        held = {p.symbol for p in ctx.portfolio.positions if p.symbol in group.symbols}
+        held = {s for s in group.symbols if ctx.book.by_symbol.get(s)}
         if symbol not in held and len(held) >= group.max_open:
             return Outcome(
                 "BLOCK",

@@ -15,10 +15,16 @@ from zoneinfo import ZoneInfo
 from barfinex_cli.inspector.policies.base import ALLOW, Context, Outcome, Policy
 from barfinex_cli.inspector.policies.config import WEEKDAYS, Window, WindowLimits
 
+_zones: dict[str, ZoneInfo] = {}
+
 
 def zone_of(windows: WindowLimits, default: str) -> ZoneInfo:
     """Return the zone the windows are written in."""
-    return ZoneInfo(windows.timezone or default)
+    name = windows.timezone or default
+    zone = _zones.get(name)
+    if zone is None:
+        zone = _zones[name] = ZoneInfo(name)
+    return zone
 
 
 def is_open(window: Window, local: datetime) -> bool:
