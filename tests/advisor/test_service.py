@@ -240,3 +240,19 @@ async def test_signals_stay_pending_while_the_provider_is_down_and_are_handled_w
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def test_a_refused_registration_is_no_outage_signals_are_still_decided(
+    settings: Settings, kernels: Kernels, bus: RedisStreamsBus, running: _Running
+) -> None:
+    provider: Provider = await running.start(
+        await (await kernels(settings)).provider(_provider_config())
+    )
+    async with GatewayClient(provider.gateway_url or "", "t0ken") as gateway:
+        await gateway.register_app("advisor", "advisor", url="http://127.0.0.1:1")
+    advisor: Advisor = await running.start(await (await kernels(settings)).advisor(
+        AdvisorConfig(provider_url=provider.gateway_url, port=0, heartbeat_s=0.2)
+    ))  # fmt: skip
+    await bus.publish(make_event(_signal(minute=290), source="detector/manual"))
+    await _until(lambda: advisor.signals_seen == 1, 30)
+    assert not advisor.provider_down

@@ -269,9 +269,8 @@ class Advisor:
                 interval_s=self.config.heartbeat_s,
             )
         while not stop.is_set():
-            if registration is not None:
-                ok = await registration.heartbeat()
-            else:
+            ok = registration is not None and await registration.heartbeat()
+            if not ok:  # a refused registration is no outage: ask whether the provider answers
                 try:
                     await self.client.health()
                     ok = True
