@@ -83,6 +83,11 @@ def test_default_policy_file_ships_inside_the_package_and_loads() -> None:
     assert len(loaded.digest) == 12
 
 
+def test_the_docs_show_the_shipped_default_file_verbatim() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "inspector.md").read_text()
+    assert f"```toml\n{default_policy_path().read_text()}```" in docs
+
+
 def test_an_empty_file_turns_every_limit_off_but_risk_sizing() -> None:
     verdict = judge("")
     assert verdict.action == "ALLOW"
