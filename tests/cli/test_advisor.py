@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 from typer.testing import CliRunner
 
 from barfinex_cli.cli.main import app
@@ -57,3 +64,54 @@ def test_explain_an_unknown_id_or_an_event_that_is_no_decision(
     assert unknown.exit_code == 1 and "no event whose id" in unknown.output
     wrong = runner.invoke(app, ["advisor", "explain", candle.id])
     assert wrong.exit_code == 1 and "not an advisor decision" in wrong.output
+
+
+async def test_run_serves_until_interrupted_then_exits_0(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    from barfinex_cli.kernel.parts import Kernel
+    from barfinex_cli.runtime.config import ProviderConfig
+    from barfinex_cli.runtime.settings import load_settings
+
+    settings = load_settings(home=Path(cli_env["BFX_HOME"]), namespace=cli_env["BFX_NAMESPACE"],
+                             redis_url=cli_env["BFX_REDIS_URL"], token="t0ken")  # fmt: skip
+    config = ProviderConfig(symbols=("BTC/USDT",), timeframes=("1m",), days=0.2, history=200,
+                            speed=60, port=0, record=False)  # fmt: skip
+    stop = asyncio.Event()
+    async with Kernel(settings) as kernel:
+        provider = await kernel.provider(config)
+        task = asyncio.create_task(provider.run(stop))
+        await asyncio.wait_for(provider.ready.wait(), 30)
+        port = _free_port()
+        command = [sys.executable, "-m", "barfinex_cli", "advisor", "run", "--provider",
+                   provider.gateway_url or "", "--port", str(port), "--no-register"]  # fmt: skip
+        advisor = await asyncio.to_thread(
+            subprocess.Popen, command, env={**cli_env, "BFX_TOKEN": "t0ken"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            health: dict[str, object] = {}
+            async with httpx.AsyncClient() as client:
+                for _ in range(600):
+                    if advisor.poll() is not None:
+                        break
+                    with contextlib.suppress(httpx.HTTPError):
+                        health = (await client.get(f"http://127.0.0.1:{port}/health")).json()
+                        break
+                    await asyncio.sleep(0.1)
+            advisor.send_signal(signal.SIGINT)
+            _, err = await asyncio.to_thread(advisor.communicate, timeout=30)
+        finally:
+            advisor.kill()
+            stop.set()
+            await asyncio.wait_for(task, 30)
+    assert health.get("status") == "ok" and health.get("clock") == "market", err
+    assert advisor.returncode == 0, err
+    assert "advisor advisor up: scorer rule, LLM none (stage skipped)" in err
+    assert "stopped after" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
