@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from textwrap import dedent
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from barfinex_cli.inspector.governor import Governor
 from barfinex_cli.inspector.model import STRICTNESS, Intent, Portfolio, Position, stricter
-from barfinex_cli.inspector.policies import ALL_POLICIES, parse_policies
+from barfinex_cli.inspector.policies import (
+    ALL_POLICIES,
+    Context,
+    default_policy_path,
+    load_policies,
+    parse_policies,
+)
+from barfinex_cli.inspector.policies.base import Book
+from barfinex_cli.inspector.policies.sizing import size_intent
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 D = Decimal
@@ -291,3 +302,75 @@ def test_expired_lists_runtime_positions_held_past_their_limit() -> None:
     assert gov.expired([old, young, legacy, swing], NOW) == [old]
     assert gov.expired([swing], NOW + timedelta(hours=7)) == [swing]
     assert governor().expired([old, legacy], NOW) == []
+
+
+# --- the rule, over wide inputs -------------------------------------------------------------
+
+DEFAULT = Governor(load_policies(default_policy_path()))
+money = st.decimals(min_value=1, max_value=1_000_000, places=2)
+
+
+@st.composite
+def situations(draw: st.DrawFn) -> tuple[Intent, Portfolio, datetime]:
+    now = NOW + timedelta(minutes=draw(st.integers(0, 60 * 24 * 14)))
+    symbols = st.sampled_from(["BTC/USDT", "ETH/USDT", "SOL/USDT", "DOGE/USDT"])
+    positions = tuple(
+        Position(draw(symbols), draw(st.sampled_from(["trend", "swing"])),
+                 draw(st.sampled_from(["long", "short"])), draw(money) / 1000, draw(money),
+                 now - timedelta(minutes=draw(st.integers(0, 5000))), draw(st.booleans()))
+        for _ in range(draw(st.integers(0, 6)))
+    )  # fmt: skip
+    equity = draw(money)
+    book = Portfolio(
+        equity=equity, peak_equity=equity + draw(money) / 10, day_start_equity=draw(money),
+        positions=positions, open_orders_notional=draw(money) / 10,
+        trades_today=draw(st.integers(0, 60)), losing_trades_today=draw(st.integers(0, 10)),
+        loss_streak=draw(st.integers(0, 6)),
+        last_loss_at=draw(st.none() | st.just(now - timedelta(minutes=draw(st.integers(0, 200))))),
+        realised_today=draw(money) - 500_000 if draw(st.booleans()) else Decimal(0),
+        stand_down_until=draw(st.none() | st.just(now + timedelta(minutes=5))),
+    )  # fmt: skip
+    entry = draw(money)
+    side = draw(st.sampled_from(["buy", "sell"]))
+    stop = draw(st.none() | st.just(entry * Decimal("0.98" if side == "buy" else "1.02")))
+    intent = Intent(
+        decision_id="d", strategy=draw(st.sampled_from(["trend", "swing"])), instance=None,
+        symbol=draw(symbols), side=side,
+        kind=draw(st.sampled_from(["open", "close", "reduce", "flip"])), entry=entry, stop=stop,
+        take_profit=None, size_hint=draw(st.none() | money.map(lambda m: m / 100)),
+        conviction=0.5, spread_bps=draw(st.none() | st.floats(0, 60)), at=now,
+    )  # fmt: skip
+    return intent, book, now
+
+
+@settings(max_examples=300, deadline=None)
+@given(situations())
+def test_the_verdict_is_the_strictest_of_every_policy_evaluated(
+    situation: tuple[Intent, Portfolio, datetime],
+) -> None:
+    intent, book, now = situation
+    verdict = DEFAULT.evaluate(intent, book, now)
+    policies = DEFAULT.policies
+    limits = policies.limits(intent.symbol, intent.strategy)
+    sized = size_intent(intent, book, limits)
+    notional = (sized.size or 0) * intent.entry
+    ctx = Context(intent, book, now, limits, policies.rules, policies.day_zone,
+                  Book.of(book.positions), notional, sized.signed)  # fmt: skip
+    judged = [p for p in ALL_POLICIES if intent.is_entry or not p.entry_only]
+    actions = [sized.outcome.action, *(p.evaluate(ctx).action for p in judged)]
+    assert verdict.action == max(actions, key=STRICTNESS.__getitem__)
+    if verdict.action == "ALLOW":
+        assert verdict.size is not None and verdict.size > 0
+    else:
+        assert verdict.size is None and verdict.reason
+    if not intent.is_entry and verdict.action != "ALLOW":
+        assert verdict.action == "CLOSE_ALL" or verdict.policy == "exit"
+    json.dumps(dict(verdict.figures))
+
+
+def test_the_policy_set_describes_itself_as_json() -> None:
+    described = DEFAULT.policies.describe()
+    assert described["source"] == str(default_policy_path())
+    assert described["digest"] == DEFAULT.policies.digest
+    assert described["drawdown"]["on_peak"] == "CLOSE_ALL"
+    assert json.loads(json.dumps(described)) == described

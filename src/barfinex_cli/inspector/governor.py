@@ -87,9 +87,9 @@ class Governor:
                 name, worst, rank = policy.name, outcome, STRICTNESS[outcome.action]
         if not rank:
             return Verdict("ALLOW", name, worst.reason, worst.figures, sized.size)
-        figures = worst.figures
+        figures = dict(worst.figures)  # a plain dict: the service serialises it
         if len(refusals) > 1:
-            figures = {**figures, "also": ", ".join(r for r in refusals if r != name)}
+            figures["also"] = ", ".join(r for r in refusals if r != name)
         return Verdict(worst.action, name, worst.reason, figures, None, worst.until)
 
     def check(self, portfolio: Portfolio, now: datetime) -> Verdict | None:
@@ -124,7 +124,7 @@ class Governor:
         if not found:
             return None
         name, worst = max(found, key=lambda item: STRICTNESS[item[1].action])
-        return Verdict(worst.action, name, worst.reason, worst.figures, None, worst.until)
+        return Verdict(worst.action, name, worst.reason, dict(worst.figures), None, worst.until)
 
     def expired(self, positions: Iterable[Position], now: datetime) -> list[Position]:
         """Return the runtime-managed positions held longer than their `hold.max_hold_minutes`."""
