@@ -71,7 +71,7 @@ def signal(
         RuleAttribution(rule="b", held=score >= 2, weight=1.0, direction=direction, values={}),
         RuleAttribution(rule="c", held=False, weight=1.0, direction=direction, values={}),
         RuleAttribution(rule="d", held=False, weight=1.0, direction=other, values={}),
-    ]  # type: ignore[arg-type]
+    ]
     payload = SignalGenerated(
         strategy="momentum",
         instance="m",
@@ -84,7 +84,7 @@ def signal(
         score=score,
         threshold=2.0,
         attribution=rules,
-    )  # type: ignore[arg-type]
+    )
     return SignalView(event_id, payload)
 
 

@@ -46,7 +46,7 @@ SIGNAL = SignalView(
 FACTS = {"last_price": 43125.5, "atr": 212.4, "rsi_14": 61.2, "spread_pct": 0.02, "ret_20": 0.0123}
 CONTEXT = {"symbol": "BTC/USDT", "numbers": FACTS}
 EVIDENCE = {"detector": 1, "ml_probability": 1, "ret_20": 1}
-GOOD = {
+GOOD: dict[str, Any] = {
     "bias": "long",
     "sizing_multiplier": 0.8,
     "reasoning": "Price 43,125.5 holds above the trend; RSI 61.2 is firm, ATR 212.4, 1.23% over "

@@ -64,7 +64,7 @@ async def test_every_signal_of_a_replay_ends_in_a_decision_or_a_rejection_traced
         assert len(ends) == len(sig_events) == signals
         by_id = {s.id: s for s in sig_events}
         for end in ends:
-            signal = by_id[end.parent_id]  # each outcome is a child of its signal
+            signal = by_id[end.parent_id or ""]  # each outcome is a child of its signal
             assert end.trace_id == signal.trace_id
             assert end.payload.signal_id == signal.id
         decision = next((e for e in ends if e.type == "advisor.decision"), None)

@@ -53,7 +53,7 @@ def test_explain_an_unknown_id_or_an_event_that_is_no_decision(
 ) -> None:
     candle = make_event(
         CandleClosed(exchange="x", symbol="BTC/USDT", timeframe="1m", open_time=from_ms(0),
-                     open=1, high=1, low=1, close=1, volume=1),  # type: ignore[arg-type]
+                     open=1, high=1, low=1, close=1, volume=1),
         source="provider",
     )  # fmt: skip
     home = Path(cli_env["BFX_HOME"])
@@ -105,6 +105,7 @@ async def test_run_serves_until_interrupted_then_exits_0(
             advisor.kill()
             stop.set()
             await asyncio.wait_for(task, 30)
+            await (await kernel.bus()).delete_namespace()  # type: ignore[attr-defined]
     assert health.get("status") == "ok" and health.get("clock") == "market", err
     assert advisor.returncode == 0, err
     assert "advisor advisor up: scorer rule, LLM none (stage skipped)" in err
