@@ -29,6 +29,7 @@ from barfinex_cli.cli import (
     pending,
     provider,
     trace,
+    up,
 )
 from barfinex_cli.cli.state import State
 from barfinex_cli.errors import BfxError
@@ -202,7 +203,10 @@ app.add_typer(advisor.app, name="advisor")
 app.add_typer(inspector.app, name="inspector")
 app.command("doctor")(doctor.doctor)
 app.command("trace")(trace.trace)
-pending.mount(app, skip=frozenset({"data", "provider", "detector", "advisor", "inspector"}))
+app.command("up")(up.up)
+pending.mount(
+    app, skip=frozenset({"data", "provider", "detector", "advisor", "inspector", "up"})
+)
 
 
 def run() -> None:

@@ -56,3 +56,11 @@ def parse_stream_position(text: str, *, now: datetime | None = None) -> str:
             "or an ISO 8601 time (2024-05-01T12:00Z)"
         ) from None
     return f"{max(to_ms(moment) - 1, 0)}-{_MAX_SEQ}"
+
+
+def parse_duration(text: str) -> float:
+    """Return the seconds a duration such as 30s, 10m, 2h or 1d names."""
+    match = _AGE.match(text.strip())
+    if not match or int(match.group(1)) <= 0:
+        raise UsageError(f"cannot read {text!r} as a duration; give e.g. 30s, 10m, 2h, 1d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))}).total_seconds()

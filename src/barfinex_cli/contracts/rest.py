@@ -114,6 +114,8 @@ class HealthResponse(Response):
     uptime_s: float
     clock: Clock = "wall"
     market_time: UtcDatetime | None = None
+    replay_done: bool | None = None
+    """True once a replay has played its last event (the gateway still serves); None live."""
     """The market time a replaying provider has reached; None on the wall clock."""
 
 

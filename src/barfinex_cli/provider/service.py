@@ -558,6 +558,7 @@ class Provider:
             config=self.gateway_config,
             clock=self.clock.kind,
             market_time=self._market_time,
+            replay_done=None if self.live else self.replay_done.is_set,
         )
         ctx.webhooks = self._webhooks(rt)
         self.gateway_ctx = ctx

@@ -70,6 +70,8 @@ class GatewayContext:
     clock: Literal["wall", "market"] = "wall"
     """Which clock the provider runs on: `market` when a replay drives a simulated clock."""
     market_time: Callable[[], datetime | None] | None = None
+    replay_done: Callable[[], bool] | None = None
+    """Tell whether a replay has reached its end (None: a live feed, which never ends)."""
     """Return the market time the provider has reached (None before the first candle)."""
 
 

@@ -178,6 +178,7 @@ async def health(state: State) -> HealthResponse:
         uptime_s=round(max(uptime, 0.0), 3),
         clock=ctx.clock,
         market_time=market_time,
+        replay_done=None if ctx.replay_done is None else ctx.replay_done(),
     )
 
 

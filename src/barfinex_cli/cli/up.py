@@ -1,0 +1,454 @@
+"""`bfx up`: the whole stack, each role its own supervised process, on Redis.
+
+Thin: it chooses the Redis (`kernel.redis_server`), lists the roles as the `bfx` subcommands a
+user would run by hand, hands them to the `kernel.supervisor`, and renders the live status panel
+and the summary from the audit store and the gateway.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from barfinex_cli.cli.state import state_of
+
+if TYPE_CHECKING:
+    from barfinex_cli.kernel.supervisor import RoleProcess, Supervisor
+    from barfinex_cli.runtime.settings import Settings
+
+ROLE_COMMANDS = ("advisor", "inspector")
+"""Roles `bfx up` starts when their command has landed (the provider and detector always)."""
+
+
+def _example_strategies() -> list[Path]:
+    """Return the example strategies: `./strategies/*.py`, else the ones beside the package."""
+    import barfinex_cli
+
+    for folder in (
+        Path.cwd() / "strategies",
+        Path(barfinex_cli.__file__).parents[2] / "strategies",
+    ):
+        found = sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
+        if found:
+            return found
+    return []
+
+
+def _available(role: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(f"barfinex_cli.cli.{role}") is not None
+
+
+def up(
+    ctx: typer.Context,
+    strategy: Annotated[
+        list[Path] | None,
+        typer.Option("--strategy", help="A strategy file (repeat); default: strategies/*.py."),
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="Inspector policy file (default: the bundled one).")
+    ] = None,
+    replay: Annotated[
+        Path | None, typer.Option(help="Replay these candle files (default: the synthetic market).")
+    ] = None,
+    speed: Annotated[
+        str, typer.Option(help="Replay speed: a multiple of real time, or max.")
+    ] = "60",
+    days: Annotated[
+        float | None, typer.Option(help="Synthetic replay: days of market to make [7].")
+    ] = None,
+    history: Annotated[
+        int | None,
+        typer.Option(help="Replay: base candles kept as history before the live part [720]."),
+    ] = None,
+    for_: Annotated[
+        str | None, typer.Option("--for", help="Stop after this long (30s, 10m, 2h).")
+    ] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Live market data from --exchange (paper orders).")
+    ] = False,
+    exchange: Annotated[str | None, typer.Option(help="With --live: a ccxt exchange id.")] = None,
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols.")] = None,
+    roles: Annotated[
+        str | None,
+        typer.Option(help="Only these roles (e.g. detector,advisor) to join a stack elsewhere."),
+    ] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option("--redis-url", help="Redis to use (default: local, else embedded)."),
+    ] = None,
+    embedded_redis: Annotated[
+        bool, typer.Option("--embedded-redis", help="Start bfx's own Redis even if one answers.")
+    ] = False,
+    port: Annotated[int, typer.Option(help="Gateway port.")] = 8081,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Start the whole stack: provider, paper broker, recorder, detectors, advisor, inspector.
+
+    Each role runs as its own process with the same command you would type, supervised: a role
+    that crashes is restarted and handles what it had not finished. Redis is the one you name,
+    one answering on 127.0.0.1:6379, or an embedded server bfx starts in the data dir. The
+    gateway listens on :8081 so `bfx studio` can attach. Ctrl-C, --for, or the end of the replay
+    stops every role in order and prints a summary.
+
+    Examples:
+
+      bfx up                                    # synthetic replay at 60x, example strategies
+
+      bfx up --speed max --days 1 --json        # a quick full run, summary for scripts
+
+      bfx up --for 10m --strategy strategies/trend_ema_adx.py
+
+      bfx up --roles detector,advisor --redis-url redis://host:6379   # join a stack elsewhere
+    """
+    import asyncio
+
+    from barfinex_cli.cli.timeparse import parse_duration
+    from barfinex_cli.errors import UsageError
+    from barfinex_cli.runtime.logs import setup_logging
+
+    settings = state_of(ctx).settings()
+    setup_logging(settings.log_level, json_lines=settings.log_json or None)
+    duration = parse_duration(for_) if for_ else None
+    wanted = {r.strip() for r in roles.split(",")} if roles else None
+    known = {"recorder", "provider", "detector", *ROLE_COMMANDS}
+    if wanted is not None and not wanted <= known:
+        raise UsageError(
+            f"--roles: unknown {', '.join(sorted(wanted - known))} — choose from "
+            f"{', '.join(sorted(known))}"
+        )
+    if live and not exchange:
+        raise UsageError("--live needs --exchange (a ccxt id, e.g. binance)")
+    strategies = strategy or _example_strategies()
+    for path in strategies:
+        if not path.is_file():
+            raise UsageError(f"no strategy file at {path} — see `strategies/` for examples")
+    if not strategies and (wanted is None or "detector" in wanted):
+        raise UsageError("no strategy files found — pass --strategy FILE")
+    options = {
+        "replay": replay, "speed": speed, "days": days, "live": live, "exchange": exchange,
+        "symbols": symbols, "policy": policy, "port": port, "history": history,
+    }  # fmt: skip
+    summary = asyncio.run(
+        _run(settings, strategies, wanted, options, duration, redis_url, embedded_redis, as_json)
+    )
+    _print_summary(summary, as_json)
+
+
+def _plan(
+    settings: Settings, strategies: list[Path], wanted: set[str] | None, options: dict[str, Any]
+) -> list[RoleProcess]:
+    """Return the roles in start order: recorder, provider, inspector, advisor, detectors."""
+    from barfinex_cli.kernel.supervisor import RoleProcess
+
+    def on(role: str) -> bool:
+        return (wanted is None or role in wanted) and (
+            role not in ROLE_COMMANDS or _available(role)
+        )
+
+    plan: list[RoleProcess] = []
+    registering = (
+        sum(1 for _ in strategies) * on("detector")
+        + sum(on(r) for r in ROLE_COMMANDS)
+    )  # fmt: skip
+    if on("recorder"):
+        plan.append(RoleProcess("recorder", ("events", "record")))
+    if on("provider"):
+        args = ["provider", "start", "--no-record", "--port", str(options["port"])]
+        if options["live"]:
+            args += ["--exchange", str(options["exchange"])]
+        else:
+            args += ["--speed", str(options["speed"]), "--wait-for-apps", str(registering)]
+            if options["replay"] is not None:
+                args += ["--replay", str(options["replay"])]
+            if options["days"] is not None:
+                args += ["--days", str(options["days"])]
+            if options["history"] is not None:
+                args += ["--history", str(options["history"])]
+        if options["symbols"]:
+            args += ["--symbols", str(options["symbols"])]
+        plan.append(RoleProcess("provider", tuple(args)))
+    if on("inspector"):
+        args = ["inspector", "run"]
+        if options["policy"] is not None:
+            args += ["--policy", str(options["policy"])]
+        plan.append(RoleProcess("inspector", tuple(args)))
+    if on("advisor"):
+        plan.append(RoleProcess("advisor", ("advisor", "run")))
+    if on("detector"):
+        for path in strategies:
+            run = ("detector", "run", str(path), "--instance", path.stem)
+            plan.append(RoleProcess(f"detector:{path.stem}", run))
+    return plan
+
+
+async def _run(
+    settings: Settings,
+    strategies: list[Path],
+    wanted: set[str] | None,
+    options: dict[str, Any],
+    duration: float | None,
+    redis_url: str | None,
+    embedded_redis: bool,
+    as_json: bool,
+) -> dict[str, Any]:
+    import asyncio
+    import signal
+    import time
+
+    from barfinex_cli.kernel.redis_server import EmbeddedRedis, choose_redis
+    from barfinex_cli.kernel.supervisor import Supervisor
+    from barfinex_cli.provider.gateway.auth import ensure_token
+
+    home = settings.home
+    home.mkdir(parents=True, exist_ok=True)
+    if embedded_redis:
+        embedded: EmbeddedRedis | None = EmbeddedRedis(home)
+        url = await embedded.start()  # type: ignore[union-attr]
+    else:
+        url, embedded = await choose_redis(redis_url or settings.redis_url, home)
+    token = ensure_token(settings)
+    env = {
+        **os.environ, "BFX_HOME": str(home), "BFX_REDIS_URL": url, "BFX_TOKEN": token,
+        "BFX_NAMESPACE": settings.namespace, "BFX_LOG_JSON": "true",
+        "BFX_PROVIDER_URL": f"http://127.0.0.1:{options['port']}",
+    }  # fmt: skip
+    plan = _plan(settings, strategies, wanted, options)
+    supervisor = Supervisor(plan, env, home / "logs")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    error: BaseException | None = None
+    try:
+        await supervisor.start(lambda role: _gateway_up(role, options["port"]))
+        watch = asyncio.create_task(supervisor.watch(stop))
+        panel = asyncio.create_task(_panel(settings, supervisor, url, stop, quiet=as_json))
+        timer = asyncio.create_task(_stop_after(duration, stop)) if duration else None
+        ended = asyncio.create_task(_replay_end(settings, options, stop))
+        try:
+            await watch
+        except BaseException as exc:  # a role crashing too often: report it after stopping
+            error = exc
+        stop.set()
+        await supervisor.stop()
+        panel.cancel()
+        ended.cancel()
+        if timer is not None:
+            timer.cancel()
+    finally:
+        await supervisor.stop()
+        if embedded is not None:
+            await embedded.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    if error is not None:
+        raise error
+    summary = _summary(settings, supervisor, url, embedded is not None)
+    summary["wall_s"] = round(time.monotonic() - started, 1)
+    return summary
+
+
+async def _gateway_up(role: RoleProcess, port: int, timeout_s: float = 120.0) -> None:
+    """After the provider starts, wait until its gateway answers (the others warm up from it)."""
+    import asyncio
+    import time
+
+    import httpx
+
+    if role.name != "provider":
+        return
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=1) as client:
+        while time.monotonic() < deadline:
+            if role.process is None or role.process.returncode is not None:
+                return  # it exited: the supervisor reports or restarts it
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/api/v1/health")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+async def _replay_end(settings: Settings, options: dict[str, Any], stop: Any) -> None:
+    """Stop the stack once the replay has ended and the roles have handled its last events.
+
+    The provider keeps serving after its replay (the advisor and inspector still ask it for
+    context and place orders), so the end is read from its health, then the audit log is
+    watched until it stops growing.
+    """
+    import asyncio
+
+    import httpx
+
+    if options["live"]:
+        return
+    url = f"http://127.0.0.1:{options['port']}/api/v1/health"
+    async with httpx.AsyncClient(timeout=2) as client:
+        while not stop.is_set():
+            try:
+                if (await client.get(url)).json().get("replay_done"):
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            await asyncio.sleep(0.5)
+    if not stop.is_set():
+        await _settle(settings)
+        stop.set()
+
+
+async def _stop_after(seconds: float, stop: Any) -> None:
+    import asyncio
+    import contextlib
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    stop.set()
+
+
+def _counts(settings: Settings) -> dict[str, int]:
+    from barfinex_cli.store.audit import AuditStore
+
+    if not settings.audit_path.is_file():
+        return {}
+    try:
+        with AuditStore(settings.audit_path, read_only=True) as audit:
+            return dict(audit.types())
+    except Exception:  # the recorder is creating the file: nothing to show yet
+        return {}
+
+
+async def _settle(settings: Settings, quiet_s: float = 2.0, limit_s: float = 60.0) -> None:
+    """Wait until the audit log stops growing (the roles finished the replay's last events)."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + limit_s
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        total = sum(_counts(settings).values())
+        if total != last:
+            last, since = total, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        await asyncio.sleep(0.25)
+
+
+async def _panel(
+    settings: Settings, supervisor: Supervisor, url: str, stop: Any, *, quiet: bool
+) -> None:
+    """Redraw the status panel each second (a terminal), or log a line every 10 s (a pipe)."""
+    import asyncio
+    import sys
+
+    from rich.live import Live
+
+    from barfinex_cli.cli.render import err
+
+    if quiet:
+        await stop.wait()
+        return
+    if not sys.stderr.isatty():
+        while not stop.is_set():
+            counts = _counts(settings)
+            err().print(
+                f"candles {counts.get('market.candle', 0)} signals "
+                f"{counts.get('detector.signal', 0)} decisions "
+                f"{counts.get('advisor.decision', 0)} verdicts "
+                f"{counts.get('inspector.verdict', 0)} orders {counts.get('order.submitted', 0)}"
+            )
+            await asyncio.sleep(10)
+        return
+    with Live(_table(settings, supervisor, url), console=err(), refresh_per_second=2) as live:
+        while not stop.is_set():
+            await asyncio.sleep(1)
+            live.update(_table(settings, supervisor, url))
+
+
+def _table(settings: Settings, supervisor: Supervisor, url: str) -> Any:
+    from rich.table import Table
+
+    counts = _counts(settings)
+    table = Table(title=f"bfx up — Redis {url}, data {settings.home}", title_justify="left")
+    for column in ("role", "pid", "state", "restarts"):
+        table.add_column(column)
+    for role in supervisor.roles:
+        table.add_row(role.name, str(role.pid or "-"), role.state, str(role.restarts))
+    flow = Table(show_header=False, box=None)
+    for label, key in (("candles", "market.candle"), ("signals", "detector.signal"),
+                       ("decisions", "advisor.decision"), ("verdicts", "inspector.verdict"),
+                       ("orders", "order.submitted"), ("fills", "order.filled")):  # fmt: skip
+        flow.add_row(label, str(counts.get(key, 0)))
+    outer = Table.grid()
+    outer.add_row(table, flow)
+    return outer
+
+
+def _summary(
+    settings: Settings, supervisor: Supervisor, url: str, embedded: bool
+) -> dict[str, Any]:
+    """Return what the run did, from the audit store: flow, verdicts, blocks, orders."""
+    from collections import Counter
+
+    from barfinex_cli.contracts.inspector import VerdictIssued
+    from barfinex_cli.store.audit import AuditStore
+
+    counts = _counts(settings)
+    verdicts: Counter[str] = Counter()
+    blocked_by_policy: Counter[str] = Counter()
+    if settings.audit_path.is_file() and counts.get("inspector.verdict"):
+        with AuditStore(settings.audit_path, read_only=True) as audit:
+            for event in audit.query(["inspector.verdict"], limit=None):
+                payload = event.payload
+                if not isinstance(payload, VerdictIssued):
+                    continue  # a row written under an older model: counted in events only
+                verdicts[payload.verdict] += 1
+                if payload.verdict != "ALLOW":
+                    blocked_by_policy[payload.policy] += 1
+    blocked_by_stage = {
+        t.split(".")[1]: n
+        for t, n in counts.items()
+        if t.startswith("advisor.") and t.endswith(".blocked")
+    }
+    return {
+        "redis": "embedded" if embedded else url,
+        "data_dir": str(settings.home),
+        "roles": [
+            {"name": r.name, "state": r.state, "restarts": r.restarts, "exit_codes": r.exit_codes}
+            for r in supervisor.roles
+        ],
+        "candles": counts.get("market.candle", 0),
+        "signals": counts.get("detector.signal", 0),
+        "decisions": counts.get("advisor.decision", 0),
+        "verdicts": dict(verdicts),
+        "orders": counts.get("order.submitted", 0),
+        "fills": counts.get("order.filled", 0) + counts.get("order.partially_filled", 0),
+        "blocked_by_stage": blocked_by_stage,
+        "blocked_by_policy": dict(blocked_by_policy),
+        "events": sum(counts.values()),
+    }
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    from rich.table import Table
+
+    from barfinex_cli.cli.render import out, print_json
+
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title="bfx up — summary", title_justify="left", show_header=False)
+    for key in ("candles", "signals", "decisions", "orders", "fills", "events", "wall_s"):
+        table.add_row(key, str(summary.get(key)))
+    for key in ("verdicts", "blocked_by_stage", "blocked_by_policy"):
+        value = summary.get(key) or {}
+        table.add_row(key, ", ".join(f"{k} {v}" for k, v in value.items()) or "-")
+    table.add_row("roles", ", ".join(f"{r['name']} ({r['state']}, {r['restarts']} restarts)"
+                                     for r in summary["roles"]))  # fmt: skip
+    out().print(table)

@@ -1,0 +1,170 @@
+"""Run each role as its own `bfx` process, restart the ones that crash, stop them in order.
+
+`bfx up` starts every role with the same subcommand a user runs by hand (`bfx provider start`,
+`bfx detector run`, ...). A role that exits with an error is restarted after a backoff; its
+consumer group hands it back what it had not acknowledged, so nothing is lost. A role that keeps
+crashing (more than `max_restarts` in `window_s`) is reported and the stack stops rather than
+loop forever. A role that ends on its own with exit 0 (a provider at the end of its replay) ends
+the stack. Stopping goes consumers first and producers last: the reverse of the start order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from barfinex_cli import backoff
+from barfinex_cli.errors import BfxError
+
+log = logging.getLogger("bfx.up")
+
+
+class RoleCrashing(BfxError):
+    """A role crashed too often in a short time; the stack stops."""
+
+
+@dataclass
+class RoleProcess:
+    """One role: its `bfx` arguments and what happened to it so far."""
+
+    name: str
+    args: tuple[str, ...]
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    state: str = "starting"
+    exit_codes: list[int] = field(default_factory=list)
+    crashes: deque[float] = field(default_factory=deque)
+    log_path: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+
+class Supervisor:
+    """Start roles in order, keep them running, stop them in reverse order."""
+
+    def __init__(
+        self,
+        roles: Sequence[RoleProcess],
+        env: dict[str, str],
+        logs: Path,
+        *,
+        max_restarts: int = 5,
+        window_s: float = 60.0,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 10.0,
+        stop_timeout_s: float = 20.0,
+    ) -> None:
+        self.roles = list(roles)
+        self.env = env
+        self.logs = logs
+        self.max_restarts = max_restarts
+        self.window_s = window_s
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.stop_timeout_s = stop_timeout_s
+        self.finished: RoleProcess | None = None
+        """The role whose clean exit ended the stack (a replay that reached its end)."""
+
+    async def _spawn(self, role: RoleProcess) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        role.log_path = self.logs / f"{role.name}.log"
+        out = role.log_path.open("ab")
+        try:
+            role.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "barfinex_cli", *role.args,
+                env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True,  # Ctrl-C reaches bfx up only; it stops the roles in order
+            )  # fmt: skip
+        finally:
+            out.close()
+        role.state = "running"
+
+    async def start(self, gate: Callable[[RoleProcess], Awaitable[None]] | None = None) -> None:
+        """Start every role in order (producers first); `gate` may wait on one before the next.
+
+        `bfx up` waits for the provider's gateway to answer before it starts the roles that
+        warm up from it.
+        """
+        for role in self.roles:
+            await self._spawn(role)
+            if gate is not None:
+                await gate(role)
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Keep the roles running until `stop`, a clean exit of one, or one crashing too often."""
+        while not stop.is_set():
+            waits = {
+                asyncio.ensure_future(r.process.wait()): r
+                for r in self.roles
+                if r.process is not None and r.state == "running"
+            }
+            stopped = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({*waits, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            for pending in [*waits, stopped]:
+                if pending not in done:
+                    pending.cancel()
+            if stop.is_set():
+                return
+            for task in done:
+                role = waits.get(task)
+                if role is not None:
+                    await self._exited(role, task.result(), stop)
+
+    async def _exited(self, role: RoleProcess, code: int, stop: asyncio.Event) -> None:
+        role.exit_codes.append(code)
+        if code == 0:
+            role.state = "finished"
+            self.finished = role
+            log.info("role finished; stopping the stack", extra={"role": role.name})
+            stop.set()
+            return
+        now = time.monotonic()
+        role.crashes.append(now)
+        while role.crashes and now - role.crashes[0] > self.window_s:
+            role.crashes.popleft()
+        if len(role.crashes) > self.max_restarts:
+            role.state = "crashing"
+            stop.set()
+            raise RoleCrashing(
+                f"{role.name} crashed {len(role.crashes)} times in {self.window_s:g} s "
+                f"(last exit code {code}) — see {role.log_path}"
+            )
+        role.state = "restarting"
+        wait = backoff.delay(len(role.crashes), self.backoff_s, self.max_backoff_s)
+        log.warning(
+            "role exited; restarting", extra={"role": role.name, "code": code, "in_s": wait}
+        )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), wait)
+        if stop.is_set():
+            return
+        role.restarts += 1
+        await self._spawn(role)
+
+    async def stop(self) -> None:
+        """Stop the roles in reverse start order: SIGINT, then SIGKILL past the timeout."""
+        for role in reversed(self.roles):
+            process = role.process
+            if process is None or process.returncode is not None:
+                continue
+            role.state = "stopping"
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(process.wait(), self.stop_timeout_s)
+            except TimeoutError:
+                log.warning("role did not stop in time; killed", extra={"role": role.name})
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+            role.state = "stopped"

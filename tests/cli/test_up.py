@@ -1,0 +1,60 @@
+"""`bfx up`: the whole stack as supervised processes on an embedded Redis, to the replay's end."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from barfinex_cli.store.audit import AuditStore
+from cli.conftest import BfxRun
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_up_runs_every_role_on_an_embedded_redis_to_the_end_of_the_replay(
+    bfx: BfxRun, cli_env: dict[str, str]
+) -> None:
+    result = bfx(
+        "up", "--speed", "max", "--days", "0.4", "--history", "200", "--embedded-redis",
+        "--port", str(_free_port()), "--json", timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["redis"] == "embedded"
+    names = [r["name"] for r in summary["roles"]]
+    assert names[:2] == ["recorder", "provider"] and any(n.startswith("detector:") for n in names)
+    assert all(r["restarts"] == 0 and r["state"] == "stopped" for r in summary["roles"])
+    live_minutes = int(0.4 * 1440) - 200
+    assert summary["candles"] >= live_minutes * 3  # three synthetic symbols, every 1m candle
+    assert summary["signals"] > 0
+    home = Path(cli_env["BFX_HOME"])
+    with AuditStore(home / "audit.db", read_only=True) as audit:
+        signal = audit.query(["detector.signal"], limit=1)[0]
+        chain = [e.type for e in audit.trace(signal.id)]
+    assert chain[:2] == ["market.candle", "detector.signal"]  # bfx trace reaches the candle
+    redis_left = subprocess.run(
+        ["pgrep", "-f", f"--dir {home / 'redis'}"], capture_output=True, text=True
+    )
+    assert redis_left.stdout.strip() == ""  # the embedded Redis stopped with the stack
+    assert (home / "redis" / "appendonly.aof").exists()
+
+
+def test_up_refuses_an_unknown_role_in_one_line(bfx: BfxRun) -> None:
+    result = bfx("up", "--roles", "detector,bogus")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --roles: unknown bogus — choose from advisor, detector, inspector, provider, "
+        "recorder"
+    ]
+    assert sys.executable  # the run used this interpreter
