@@ -404,3 +404,25 @@ async def test_out_of_range_times_and_limits_get_422_naming_the_field(
     response = await client.get(path, params=params)
     assert response.status_code == 422, response.text
     assert _locs(response) == [name]
+
+
+def test_the_fast_candles_json_is_exactly_the_candles_response_model(tmp_path: Path) -> None:
+    import json
+
+    from barfinex_cli.bus.memory import MemoryBus
+    from barfinex_cli.contracts.rest import CandlesResponse
+    from barfinex_cli.provider.gateway.routes import candles_json, read_candles
+    from barfinex_cli.store.market import CandleRow, SeriesKey
+
+    ctx = make_context(tmp_path, MemoryBus("fast-json"))
+    key = SeriesKey("replay", "BTC/USDT", "1m")
+    rows = [
+        CandleRow(1_704_067_200_000 + i * 60_000, 100.1 + i, 101.25, 99.5, 100.7, 2.5, 3,
+                  None if i % 2 else 1.25, None if i % 2 else 1.25)
+        for i in range(50)
+    ]  # fmt: skip
+    ctx.market.upsert_candles(key, rows)
+    fast = json.loads(candles_json(ctx, key, limit=50))
+    assert fast == json.loads(read_candles(ctx, key, limit=50).model_dump_json())
+    assert CandlesResponse.model_validate(fast).candles[1].buy_volume is None
+    ctx.market.close()
