@@ -75,7 +75,7 @@ def test_version_prints_json_for_scripts(runner: CliRunner) -> None:
 
 
 def test_a_pending_role_says_it_is_not_available_and_exits_1(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["inspector"])
+    result = runner.invoke(app, ["studio"])
     assert result.exit_code == 1
     assert "not yet available" in result.output
 
