@@ -9,7 +9,6 @@ position events and the REST answers are the provider's, exactly as in a replay.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -185,6 +184,5 @@ async def start_inspector(market: Market) -> AsyncIterator[StartInspector]:
     finally:
         for kernel, stop, task in reversed(running):
             stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 30)
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 30)
             await kernel.close()
