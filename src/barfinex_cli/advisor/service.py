@@ -100,6 +100,8 @@ class Advisor:
         self.dropped = 0
         self.started = time.monotonic()
         self.runs = RecentRuns(config.recent)
+        self._warmed: set[SeriesKey] = set()
+        """Series read over the gateway once; a signal of another series warms it first."""
         self._held: deque[Delivery] = deque()
         self._held_ids: set[str] = set()
         self._announced: set[str] = set()
@@ -305,6 +307,7 @@ class Advisor:
         exchange, symbol, timeframe = key
         answer = await self.client.candles(exchange, symbol, timeframe, limit=self.config.warmup)
         self.context.warm(key, [c.model_dump() for c in answer.candles])
+        self._warmed.add(key)
         with contextlib.suppress(NotFound):
             book = await self.client.orderbook(symbol, exchange=exchange, depth=1)
             bid = float(book.bids[0][0]) if book.bids else None
@@ -340,16 +343,19 @@ class Advisor:
                 "stale_signal",
                 f"{age_s:.0f} s old (at most {self.config.max_signal_age_s:g})",
             )
-        if not self.context.has(key):
+        if key not in self._warmed:  # once per series; afterwards the bus keeps it current
             try:
                 await self._warm_series(key)
             except NotFound:
-                return await self._drop(
-                    event,
-                    "unknown_symbol",
-                    f"the provider holds no {signal.exchange} {signal.symbol} "
-                    f"{signal.timeframe} candles",
-                )
+                if self.context.has(key):  # the bus carries it though the store has none yet
+                    self._warmed.add(key)
+                else:
+                    return await self._drop(
+                        event,
+                        "unknown_symbol",
+                        f"the provider holds no {signal.exchange} {signal.symbol} "
+                        f"{signal.timeframe} candles",
+                    )
         start = time.perf_counter()
         result = await self.pipeline.run(SignalView(event.id, signal), self._snapshot(signal))
         self._m_latency.observe(time.perf_counter() - start)
@@ -378,7 +384,7 @@ class Advisor:
     async def evaluate(self, signal: SignalGenerated) -> RunResult:
         """Run the pipeline on `signal` against the current context, publishing nothing."""
         key = (signal.exchange, signal.symbol, signal.timeframe)
-        if not self.context.has(key):
+        if key not in self._warmed:
             await self._warm_series(key)
         saved = dict(self.pipeline.regimes)
         try:
