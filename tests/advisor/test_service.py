@@ -187,6 +187,11 @@ async def test_the_advisor_decides_signals_serves_its_api_and_explains_a_decisio
         "intent",
     ]
     assert all(row["outcome"] != "not run" for row in result["stages"])
+    human = CliRunner().invoke(app, ["advisor", "explain", decision_id[-12:]],
+                               env={"BFX_HOME": str(settings.home)})  # fmt: skip
+    assert human.exit_code == 0, human.output
+    assert "advisor.decision" in human.stdout and "conviction" in human.stdout
+    assert all(stage in human.stdout for stage in ("context", "calibration", "validation"))
 
 
 async def _explain(settings: Settings, ref: str) -> dict[str, Any]:
