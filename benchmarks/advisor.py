@@ -46,8 +46,16 @@ def market(n: int) -> MarketContext:
     for i in range(n):
         prev = close
         close = prev * (1 + 0.0015 * math.sin(i / 7) + 0.0008 * math.sin(i * 1.3))
-        rows.append({"open_ms": T0 + i * MINUTE, "open": prev, "high": max(prev, close) * 1.0008,
-                     "low": min(prev, close) * 0.9992, "close": close, "volume": 5 + i % 11})  # fmt: skip
+        rows.append(
+            {
+                "open_ms": T0 + i * MINUTE,
+                "open": prev,
+                "high": max(prev, close) * 1.0008,
+                "low": min(prev, close) * 0.9992,
+                "close": close,
+                "volume": 5 + i % 11,
+            }
+        )
     ctx.warm(KEY, rows)
     ctx.set_quote(KEY[0], KEY[1], close * 0.99995, close * 1.00005)
     ctx.set_quote_total(KEY[0], "USDT", 50_000.0)
@@ -59,13 +67,22 @@ def signals(count: int, first: int, last: int) -> list[SignalView]:
     out = []
     for i in range(count):
         side = "long" if i % 2 == 0 else "short"
-        rules = [RuleAttribution(rule=r, held=r != "c", weight=1.0, direction=side, values={})
-                 for r in ("a", "b", "c")]  # fmt: skip
+        rules = [
+            RuleAttribution(rule=r, held=r != "c", weight=1.0, direction=side, values={})
+            for r in ("a", "b", "c")
+        ]
         payload = SignalGenerated(
-            strategy="bench", instance="bench", exchange=KEY[0], symbol=KEY[1], timeframe="1m",
-            candle_time=from_ms(T0 + (first + i % (last - first)) * MINUTE), direction=side,
-            score=2.0, threshold=2.0, attribution=rules,
-        )  # fmt: skip
+            strategy="bench",
+            instance="bench",
+            exchange=KEY[0],
+            symbol=KEY[1],
+            timeframe="1m",
+            candle_time=from_ms(T0 + (first + i % (last - first)) * MINUTE),
+            direction=side,
+            score=2.0,
+            threshold=2.0,
+            attribution=rules,
+        )
         out.append(SignalView(f"s{i}", payload))
     return out
 
@@ -74,12 +91,20 @@ async def noop(view: SignalView, ctx: MarketContext) -> RunResult:
     """The baseline: the same snapshot, one payload out."""
     ctx.snapshot(KEY, until_ms=int(view.signal.candle_time.timestamp() * 1000))
     s = view.signal
-    received = SignalReceived(signal_id=view.id, strategy=s.strategy, exchange=s.exchange,
-                              symbol=s.symbol, direction=s.direction, score=s.score)  # fmt: skip
+    received = SignalReceived(
+        signal_id=view.id,
+        strategy=s.strategy,
+        exchange=s.exchange,
+        symbol=s.symbol,
+        direction=s.direction,
+        score=s.score,
+    )
     return RunResult(events=[received])
 
 
-async def timed(label: str, run: object, views: list[SignalView], ctx: MarketContext) -> list[float]:
+async def timed(
+    label: str, run: object, views: list[SignalView], ctx: MarketContext
+) -> list[float]:
     samples: list[float] = []
     gc.collect()
     gc.disable()
@@ -102,8 +127,11 @@ async def main_async(count: int, model: Path | None) -> None:
     ctx = market(2_000)
     views = signals(count, 400, 1_990)
     bundle = load_model(model) if model is not None else None
-    pipeline = Pipeline(AdvisorConfig(), scorer=bundle.scorer if bundle else RuleScorer(),
-                        calibrators=bundle.calibrators if bundle else None)  # fmt: skip
+    pipeline = Pipeline(
+        AdvisorConfig(),
+        scorer=bundle.scorer if bundle else RuleScorer(),
+        calibrators=bundle.calibrators if bundle else None,
+    )
 
     async def full(view: SignalView, c: MarketContext) -> RunResult:
         snap = c.snapshot(KEY, until_ms=int(view.signal.candle_time.timestamp() * 1000))
@@ -123,14 +151,21 @@ async def main_async(count: int, model: Path | None) -> None:
         table.add_column(column)
     for label, samples in (("stages 1-8", stages), ("no-op pipeline", base)):
         rate = 1e6 / statistics.fmean(samples)
-        table.add_row(label, f"{rate:,.0f}", f"{quantile(samples, 0.5):.1f}",
-                      f"{quantile(samples, 0.99):.1f}", f"{statistics.fmean(samples):.1f}")  # fmt: skip
+        table.add_row(
+            label,
+            f"{rate:,.0f}",
+            f"{quantile(samples, 0.5):.1f}",
+            f"{quantile(samples, 0.99):.1f}",
+            f"{statistics.fmean(samples):.1f}",
+        )
     Console().print(table)
     ratio = statistics.fmean(stages) / statistics.fmean(base)
     p99 = quantile(stages, 0.99)
     verdict = "met" if p99 < 2000 else "NOT MET"
-    Console().print(f"stages cost {ratio:.1f}x the no-op baseline; p99 {p99:.0f} µs "
-                    f"(target < 2000 µs: {verdict}); outcomes of 500: {outcomes}")  # fmt: skip
+    Console().print(
+        f"stages cost {ratio:.1f}x the no-op baseline; p99 {p99:.0f} µs "
+        f"(target < 2000 µs: {verdict}); outcomes of 500: {outcomes}"
+    )
 
 
 def main() -> None:
