@@ -73,10 +73,10 @@ def diff(
     out: list[Difference] = []
     local = {o.client_order_id: o for o in orders}
     remote = {o.client_order_id: o for o in remote_orders}
-    for cid, state in remote.items():
-        if cid not in local and state.status == "open":
-            text = _order_text(state.symbol, state.side, state.amount, state.status)
-            out.append(Difference("order", cid, None, text, rules["order"], remote_order=state))
+    for cid, foreign in remote.items():
+        if cid not in local and foreign.status == "open":
+            text = _order_text(foreign.symbol, foreign.side, foreign.amount, foreign.status)
+            out.append(Difference("order", cid, None, text, rules["order"], remote_order=foreign))
     for cid, order in local.items():
         if not order.live:
             continue
@@ -93,23 +93,23 @@ def diff(
     known = {p.symbol: p for p in positions}
     for symbol, position in known.items():
         want = position.size if position.side == "long" else -position.size
-        theirs = held.get(symbol)
-        have = _signed(theirs) if theirs is not None else Decimal(0)
+        found = held.get(symbol)
+        have = _signed(found) if found is not None else Decimal(0)
         if want != have:
             out.append(Difference(
                 "position", symbol, f"{want.normalize():f}", f"{have.normalize():f}",
-                rules["position"], remote_position=theirs,
+                rules["position"], remote_position=found,
             ))  # fmt: skip
-    for symbol, theirs in held.items():
+    for symbol, stranger in held.items():
         if symbol not in known:
             out.append(Difference(
-                "position", symbol, None, f"{_signed(theirs).normalize():f}", rules["position"],
-                remote_position=theirs,
+                "position", symbol, None, f"{_signed(stranger).normalize():f}", rules["position"],
+                remote_position=stranger,
             ))  # fmt: skip
     if balance is not None and balance[0] != balance[1]:
-        mine, theirs_total = balance
+        expected, reported = balance
         out.append(Difference(
-            "balance", "total", f"{mine.normalize():f}", f"{theirs_total.normalize():f}",
+            "balance", "total", f"{expected.normalize():f}", f"{reported.normalize():f}",
             rules["balance"],
         ))  # fmt: skip
     return out

@@ -30,7 +30,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -931,8 +931,10 @@ class Inspector:
 
     @staticmethod
     def _exchange(positions: list[PositionChanged], balances: list[BalanceUpdated]) -> str:
-        for item in (*balances, *positions):
-            return item.exchange
+        for balance in balances:
+            return balance.exchange
+        for position in positions:
+            return position.exchange
         return "unknown"
 
     async def _legacy(self, difference: reconcile.Difference) -> None:
@@ -1017,13 +1019,13 @@ class Inspector:
                 self.store.save_order(replace(record, status="cancelled", updated_ms=now))
         elif difference.kind == "position":
             remote = difference.remote_position
-            record = self.store.position(difference.key)
-            if remote is None and record is not None:
+            held = self.store.position(difference.key)
+            if remote is None and held is not None:
                 self.store.save_position(
-                    replace(record, status="closed", size=Decimal(0), closed_ms=now)
+                    replace(held, status="closed", size=Decimal(0), closed_ms=now)
                 )
             elif remote is not None:
-                base = record or PositionRecord(
+                base = held or PositionRecord(
                     symbol=remote.symbol,
                     side="long",
                     size=remote.size,
@@ -1036,7 +1038,7 @@ class Inspector:
                     replace(
                         base,
                         size=remote.size,
-                        side="long" if remote.side == "long" else "short",
+                        side=_side_of(remote),
                         status="open",
                     )
                 )
@@ -1051,7 +1053,7 @@ class Inspector:
         counters = self.store.counters()
         until = counters.stand_down_until_ms
         if until is not None and until > self.now_ms():
-            states["stand_down"] = f"STAND_DOWN until {from_ms(counters.stand_down_until_ms)}"
+            states["stand_down"] = f"STAND_DOWN until {from_ms(until).isoformat()}"
         breach = self.governor.check(self.portfolio(), self.clock.now())
         if breach is not None:
             states[breach.policy] = f"{breach.action}: {breach.reason}"
@@ -1153,6 +1155,10 @@ class Inspector:
 
 def _with_fill(order: OrderRecord, fee: Decimal, partial: bool) -> OrderRecord:
     return replace(order, fees=order.fees + fee, partials=order.partials + (1 if partial else 0))
+
+
+def _side_of(position: PositionChanged) -> Literal["long", "short"]:
+    return "long" if position.side == "long" else "short"
 
 
 def _dec(value: Any) -> Decimal | None:

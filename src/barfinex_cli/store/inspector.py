@@ -141,9 +141,9 @@ class InspectorStore:
     def _create(self) -> None:
         db = self.db
         if "meta" not in db.table_names():
-            db["meta"].create({"key": str, "value": str}, pk="key")
+            db.table("meta").create({"key": str, "value": str}, pk="key")
         if "decisions" not in db.table_names():
-            db["decisions"].create(
+            db.table("decisions").create(
                 {"decision_id": str, "symbol": str, "strategy": str, "instance": str,
                  "received_ms": int, "verdict": str, "policy": str, "reason": str,
                  "status": str},
@@ -154,11 +154,11 @@ class InspectorStore:
             columns.update(
                 reduce_only=int, partials=int, placed_ms=int, updated_ms=int, adopted=int
             )
-            db["orders"].create(columns, pk="client_order_id")
+            db.table("orders").create(columns, pk="client_order_id")
         if "positions" not in db.table_names():
             pcols: dict[str, Any] = {f.name: str for f in fields(PositionRecord)}
             pcols.update(opened_ms=int, runtime=int, generation=int, closed_ms=int)
-            db["positions"].create(pcols, pk="symbol")
+            db.table("positions").create(pcols, pk="symbol")
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -171,7 +171,7 @@ class InspectorStore:
 
     def record_decision(self, decision_id: str, **values: Any) -> None:
         """Insert or update a decision's row (`status`, `verdict`, `policy`, `reason`, ...)."""
-        self.db["decisions"].upsert(
+        self.db.table("decisions").upsert(
             {"decision_id": decision_id, **values}, pk="decision_id", alter=True
         )
 
@@ -190,7 +190,7 @@ class InspectorStore:
 
     def save_order(self, order: OrderRecord) -> None:
         """Write an order (before it is sent, and on every change)."""
-        self.db["orders"].upsert(_order_row(order), pk="client_order_id")
+        self.db.table("orders").upsert(_order_row(order), pk="client_order_id")
 
     def order(self, client_order_id: str) -> OrderRecord | None:
         """Return one order, or None if the inspector never sent or adopted it."""
@@ -215,7 +215,7 @@ class InspectorStore:
 
     def save_position(self, position: PositionRecord) -> None:
         """Write a position's row."""
-        self.db["positions"].upsert(_position_row(position), pk="symbol")
+        self.db.table("positions").upsert(_position_row(position), pk="symbol")
 
     def position(self, symbol: str) -> PositionRecord | None:
         """Return the position on `symbol` (open or the last closed one), or None."""
@@ -244,7 +244,7 @@ class InspectorStore:
         """Write the portfolio counters."""
         data = asdict(counters)
         value = json.dumps(data, default=str)
-        self.db["meta"].upsert({"key": "counters", "value": value}, pk="key")
+        self.db.table("meta").upsert({"key": "counters", "value": value}, pk="key")
 
     def update_counters(self, **changes: Any) -> Counters:
         """Change some counters and write them; return the new ones."""
