@@ -30,6 +30,7 @@ from barfinex_cli.contracts.advisor import (
     ValidationBlocked,
 )
 from barfinex_cli.contracts.market import IncidentOpened
+from barfinex_cli.contracts.rest import ConnectorStatus
 from barfinex_cli.contracts.times import from_ms
 
 KEY = ("paper", "BTC/USDT", "1m")
@@ -283,3 +284,17 @@ def test_intent_caps_the_notional_and_applies_the_llm_multiplier(make_signal: Si
     assert capped.events[0].capped_by == "max_position"  # type: ignore[attr-defined]
     halved = make_intent(make_signal(), _inputs(multiplier=0.5, equity=None))
     assert float(halved.decision.size) == pytest.approx(1_000 * 0.01 * 0.5 / 2)
+
+
+def test_quality_blocks_when_the_connector_reports_itself_disconnected(
+    make_context: Ctx, make_signal: Sig
+) -> None:
+    ctx = make_context()
+    ctx.apply(ConnectorStatus(
+        name="paper", connector="paper", exchange=KEY[0], connected=False, lag_ms=0,
+        messages_per_s=0, reconnects=3, gaps=0, rate_limit_waits=0,
+    ))  # fmt: skip
+    sig = make_signal()
+    result = _gate(_view(ctx, sig), sig, min_quality=0.0)
+    assert result.outcome.outcome == "blocked" and "disconnected" in result.outcome.detail
+    assert result.events[0].components["integrity"] == 0.0

@@ -296,6 +296,8 @@ class Advisor:
                     self.context.set_quote_total(balance.exchange, currency, float(amounts.total))
             for position in await self.client.positions():
                 self.context.apply(position)
+            for connector in await self.client.connectors():  # the gateway's health of each
+                self.context.apply(connector)
             for series in await self.client.series():
                 await self._warm_series((series.exchange, series.symbol, series.timeframe))
         except ServiceUnreachable as exc:
