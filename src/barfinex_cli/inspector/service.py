@@ -796,6 +796,8 @@ class Inspector:
         self.clock.advance_to(close_ms)
         price = Decimal(str(payload.close))
         self.marks[payload.symbol] = price
+        if self.entries_open:
+            await self.check_account()
         async with self._lock:
             position = self.store.position(payload.symbol)
             if position is None or position.status != "open" or not position.runtime:
@@ -848,6 +850,20 @@ class Inspector:
         if self.entries_open:
             async with self._lock:
                 await self._reconcile(dry_run=False)
+            await self.check_account()
+
+    async def check_account(self) -> Verdict | None:
+        """Act on an account-level breach (drawdown, daily loss) with no decision in hand."""
+        breach = self.governor.check(self.portfolio(), self.clock.now())
+        if breach is None:
+            return None
+        reason = f"{breach.policy}: {breach.reason}"
+        if breach.action == "CLOSE_ALL":
+            await self.close_all(reason)
+            await self.stand_down(breach.until, reason)
+        elif breach.action == "STAND_DOWN":
+            await self.stand_down(breach.until, reason)
+        return breach
 
     async def reconcile_now(self, dry_run: bool) -> dict[str, Any]:
         """Reconcile now (for the API and the CLI); return the report."""
