@@ -94,3 +94,14 @@ async def test_a_blocked_run_ends_in_a_rejection_carrying_the_stages_so_far(
     assert result.rejected.stage == "validation" and "spread" in result.rejected.reason
     assert [s.stage for s in result.rejected.stages][-1] == "validation"
     assert result.events[-1] is result.rejected
+
+
+async def test_a_zero_price_in_the_context_ends_the_run_cleanly(make_signal: Sig) -> None:
+    ctx = MarketContext()
+    rows = [{"open_ms": 1_704_067_200_000 + i * 60_000, "open": 1.0, "high": 1.0, "low": 0.0,
+             "close": 0.0 if i == 150 else 1.0, "volume": 1.0} for i in range(200)]  # fmt: skip
+    ctx.warm(KEY, rows)
+    sig = make_signal(199)
+    result = await Pipeline(AdvisorConfig(), scorer=RuleScorer()).run(sig, ctx.snapshot(KEY))
+    assert (result.decision is None) != (result.rejected is None)
+    assert [s.outcome for s in result.stages][:3] == ["passed", "passed", "skipped"]

@@ -298,3 +298,17 @@ def test_quality_blocks_when_the_connector_reports_itself_disconnected(
     result = _gate(_view(ctx, sig), sig, min_quality=0.0)
     assert result.outcome.outcome == "blocked" and "disconnected" in result.outcome.detail
     assert result.events[0].components["integrity"] == 0.0
+
+
+def test_scoring_is_skipped_not_crashed_when_a_price_is_zero(
+    make_context: Ctx, make_signal: Sig
+) -> None:
+    ctx = MarketContext()
+    rows = [{"open_ms": 1_704_067_200_000 + i * 60_000, "open": 1.0, "high": 1.0, "low": 0.0,
+             "close": 0.0 if i == 150 else 1.0, "volume": 1.0} for i in range(200)]  # fmt: skip
+    ctx.warm(KEY, rows)
+    sig = make_signal(199)
+    result = score_signal(sig, build_context(sig, ctx.snapshot(KEY), 14).view, RuleScorer())  # type: ignore[arg-type]
+    (event,) = result.events
+    assert isinstance(event, MlSkipped) and event.reason == "missing_features"
+    assert result.probability is None

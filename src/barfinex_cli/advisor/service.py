@@ -359,7 +359,10 @@ class Advisor:
                         f"{signal.timeframe} candles",
                     )
         start = time.perf_counter()
-        result = await self.pipeline.run(SignalView(event.id, signal), self._snapshot(signal))
+        try:
+            result = await self.pipeline.run(SignalView(event.id, signal), self._snapshot(signal))
+        except Exception as exc:  # a bug or data no stage foresaw: say so, keep the role up
+            return await self._failed(event, exc)
         self._m_latency.observe(time.perf_counter() - start)
         run = Run(signal=event, result=result)
         run.events = await self._publish(result.events, event)
@@ -406,6 +409,24 @@ class Advisor:
         if self.clock.kind == "market":
             snapshot = dataclasses.replace(snapshot, connected=None)
         return snapshot
+
+    async def _failed(self, event: Envelope[Any], exc: Exception) -> Run:
+        """Record a run that raised: one `advisor.stage.failed` (not retried) and the traceback."""
+        log.error("advisor run failed", exc_info=exc, extra={"signal": event.id})
+        failed = StageFailed(
+            signal_id=event.id,
+            stage="intake",
+            error_type=type(exc).__name__,
+            message=str(exc)[:500] or type(exc).__name__,
+            retryable=False,
+        )
+        run = Run(signal=event)
+        run.events = await self._publish([failed], event)
+        self.signals_seen += 1
+        self.rejections += 1
+        self._m_signals.labels("failed").inc()
+        self.runs.add(run)
+        return run
 
     async def _drop(self, event: Envelope[Any], reason: str, detail: str) -> Run:
         log.warning(

@@ -3,8 +3,9 @@
 The signal is scored independently of the detector, on the market features of its series
 (`advisor.features`, computed from the candles in memory) plus its side and score. The scorer is
 the trained model when one is loaded, else the transparent rule scorer, and the event names which.
-With too few candles for the features, or a scorer that raises, the stage is skipped (the run goes
-on with the detector's score alone) and says why.
+With too few candles for the features, features that cannot be computed (a zero price), or a
+scorer that raises, the stage is skipped (the run goes on with the detector's score alone) and
+says why.
 """
 
 from __future__ import annotations
@@ -55,14 +56,18 @@ def score_signal(view: SignalView, market: MarketView, scorer: ScorerLike) -> Sc
     start = time.perf_counter()
     h, lo, c, v = market.snapshot.columns
     try:
-        if len(c) == len(market.snapshot.candles):
-            w = -WINDOW
-            features = features_of(
-                np.array(h[w:]), np.array(lo[w:]), np.array(c[w:]), np.array(v[w:])
-            )
-        else:  # a snapshot made without columns
-            features = features_at(market.snapshot.candles)
-    except ShortWindow as exc:
+        with np.errstate(all="ignore"):  # a non-finite result is checked below
+            if len(c) == len(market.snapshot.candles):
+                w = -WINDOW
+                features = features_of(
+                    np.array(h[w:]), np.array(lo[w:]), np.array(c[w:]), np.array(v[w:])
+                )
+            else:  # a snapshot made without columns
+                features = features_at(market.snapshot.candles)
+        bad = sorted(k for k, x in features.items() if not math.isfinite(x))
+        if bad:
+            raise ValueError(f"not finite: {', '.join(bad)} (a zero or missing price?)")
+    except (ShortWindow, ArithmeticError, ValueError) as exc:
         event = MlSkipped(signal_id=view.id, reason="missing_features", detail=str(exc))
         return ScoreResult(skipped("ml", str(exc)), (event,), None, None)
     full = signal_features(features, view.side, view.signal.score)
