@@ -341,6 +341,13 @@ def test_the_trading_day_follows_local_midnight_across_dst() -> None:
     assert summer.until == datetime(2026, 3, 29, 23, tzinfo=UTC)
 
 
+def test_the_policy_set_says_when_the_trading_day_began() -> None:
+    london = policies("timezone = 'Europe/London'\n")
+    summer, winter = datetime(2026, 7, 1, 12, tzinfo=UTC), datetime(2026, 1, 1, 12, tzinfo=UTC)
+    assert london.day_start(summer) == datetime(2026, 6, 30, 23, tzinfo=UTC)  # BST midnight
+    assert london.day_start(winter) == datetime(2026, 1, 1, tzinfo=UTC)
+
+
 # --- windows --------------------------------------------------------------------------------
 
 LONDON = """

@@ -14,6 +14,7 @@ import hashlib
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, get_args
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ValidationError
 
 from barfinex_cli.errors import ConfigError
+from barfinex_cli.inspector.policies.base import day_start
 from barfinex_cli.inspector.policies.config import OVERRIDABLE, Limits, Override, PolicyFile
 
 _Key = tuple[str | None, str | None]
@@ -47,6 +49,14 @@ class PolicySet:
             or table.get((None, strategy))
             or table[(None, None)]
         )
+
+    def day_start(self, now: datetime) -> datetime:
+        """Return when the trading day holding `now` began: local midnight of `timezone`, in UTC.
+
+        The service rolls its daily counters (`trades_today`, `day_start_equity`...) here, so they
+        agree with the daily limits the policies judge.
+        """
+        return day_start(now, self.day_zone)
 
     def describe(self) -> dict[str, Any]:
         """Return the file as JSON-ready data with its source and digest (for `/policies`)."""
