@@ -261,3 +261,26 @@ async def test_a_refused_registration_is_no_outage_signals_are_still_decided(
     await bus.publish(make_event(_signal(minute=290), source="detector/manual"))
     await _until(lambda: advisor.signals_seen == 1, 30)
     assert not advisor.provider_down
+
+
+async def test_a_signal_ahead_of_its_candles_waits_for_them_instead_of_looking_stale(
+    settings: Settings, kernels: Kernels, bus: RedisStreamsBus, running: _Running
+) -> None:
+    provider: Provider = await running.start(
+        await (await kernels(settings)).provider(_provider_config())
+    )
+    advisor: Advisor = await running.start(await (await kernels(settings)).advisor(
+        AdvisorConfig(provider_url=provider.gateway_url, port=0, join_registry=False,
+                      context_wait_s=15)
+    ))  # fmt: skip
+    key = ("synthetic", "BTC/USDT", "1m")
+    await _until(lambda: advisor.context.newest_open(key) is not None, 30)
+    newest = int(advisor.context.newest_open(key) or 0)
+    ahead = (newest - 1_704_067_200_000) // 60_000 + 100  # 2 s of replay away
+    signal = make_event(_signal(minute=ahead), source="detector/manual")
+    await bus.publish(signal)
+    await _until(lambda: advisor.signals_seen == 1, 30)
+    run = advisor.find(signal.id)
+    assert run.result is not None
+    quality = next(s for s in run.result.stages if s.stage == "quality")
+    assert quality.outcome == "passed", quality.detail

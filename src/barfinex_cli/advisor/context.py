@@ -147,6 +147,11 @@ class MarketContext:
         """Tell whether the series was warmed (or seen on the bus) at all."""
         return key in self._candles
 
+    def newest_open(self, key: SeriesKey) -> float | None:
+        """Return the open time of the series' newest candle, or None if none is held."""
+        held = self._candles.get(key)
+        return held[-1]["open_ms"] if held else None
+
     def series(self) -> list[SeriesKey]:
         """Return every series the context holds."""
         return sorted(self._candles)

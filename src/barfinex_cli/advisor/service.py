@@ -100,6 +100,8 @@ class Advisor:
         self.dropped = 0
         self.started = time.monotonic()
         self.runs = RecentRuns(config.recent)
+        self._waiting: dict[str, float] = {}
+        """When each held signal began to wait for its candles (monotonic seconds)."""
         self._warmed: set[SeriesKey] = set()
         """Series read over the gateway once; a signal of another series warms it first."""
         self._held: deque[Delivery] = deque()
@@ -163,7 +165,7 @@ class Advisor:
                         self._held.append(delivery)
                         self._held_ids.add(delivery.event.id)
                 await self._drain(consumer, stop)
-                if self._held and not deliveries:
+                if self._held and not deliveries and self.provider_down:
                     await self._pause(stop)
         finally:
             stop.set()
@@ -205,6 +207,8 @@ class Advisor:
             if (await dedup.seen(group, [event.id]))[0]:
                 await self._done(consumer, dedup, group, delivery)
                 continue
+            if self._context_behind(event):
+                return  # its candles are still on their way: read more first
             try:
                 await self.handle(event)
             except ServiceUnreachable as exc:
@@ -213,12 +217,30 @@ class Advisor:
                 return
             await self._done(consumer, dedup, group, delivery)
 
+    def _context_behind(self, event: Envelope[Any]) -> bool:
+        """Tell whether the signal should wait for the candles under it (for `context_wait_s`).
+
+        Signals and candles travel on separate streams, so at replay speed a signal can arrive
+        before the hundreds of candles that precede it; judged at once, its context would look
+        stale. It waits while the context lacks its candle, up to `context_wait_s`; after that
+        the quality gate judges the context as it is.
+        """
+        signal = event.payload
+        if not isinstance(signal, SignalGenerated) or signal.action != "open":
+            return False
+        newest = self.context.newest_open((signal.exchange, signal.symbol, signal.timeframe))
+        if newest is None or newest >= to_ms(signal.candle_time):
+            return False
+        since = self._waiting.setdefault(event.id, time.monotonic())
+        return time.monotonic() - since < self.config.context_wait_s
+
     async def _done(self, consumer: Any, dedup: Any, group: str, delivery: Delivery) -> None:
         await dedup.mark(group, [delivery.event.id])
         await consumer.ack([delivery])
         self._held.remove(delivery)
         self._held_ids.discard(delivery.event.id)
         self._announced.discard(delivery.event.id)
+        self._waiting.pop(delivery.event.id, None)
 
     async def _pause(self, stop: asyncio.Event) -> None:
         """Wait `retry_s` (or until the provider is seen again) before retrying held signals."""

@@ -186,6 +186,9 @@ class AdvisorConfig(Section):
     clock: Literal["auto", "wall", "market"] = "auto"
     warmup: int = Field(300, ge=20, le=5000, description="candles per series read at warm-up")
     retry_s: float = Field(2.0, gt=0, description="wait before retrying a pending signal")
+    context_wait_s: float = Field(
+        5.0, ge=0, description="how long a signal may wait for the candles under it to arrive"
+    )
     model: Path | None = Field(None, description="trained model file; None: the rule scorer")
     min_quality: float = Field(0.6, ge=0, le=1, description="quality gate threshold (0..1)")
     max_staleness: int = Field(3, ge=0, description="candles the context may lag the signal")
