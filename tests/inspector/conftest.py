@@ -21,6 +21,8 @@ from barfinex_cli.bus.base import matches
 from barfinex_cli.bus.redis_streams import FIELD, RedisStreamsBus
 from barfinex_cli.contracts.advisor import DecisionMade
 from barfinex_cli.contracts.envelope import Envelope, make_event
+from barfinex_cli.contracts.market import CandleClosed
+from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.inspector.service import Inspector
 from barfinex_cli.kernel.parts import Kernel
 from barfinex_cli.provider.service import Provider, ProviderOptions
@@ -84,23 +86,30 @@ class Market:
     async def candle(
         self, symbol: str, open_: float, high: float, low: float, close: float, volume: float = 1000
     ) -> None:
-        """Close one 1m candle at the paper broker: resting orders match against it."""
+        """Close one 1m candle: the paper broker matches resting orders against it, and its
+        `market.candle` goes on the bus as the provider's stream would put it."""
         runtime = self.provider.runtime
         assert runtime is not None and runtime.fed is not None
         row = CandleRow(self.next_ms, open_, high, low, close, volume)
+        candle = CandleClosed(
+            exchange="replay", symbol=symbol, timeframe="1m", open_time=from_ms(self.next_ms),
+            open=Decimal(str(open_)), high=Decimal(str(high)), low=Decimal(str(low)),
+            close=Decimal(str(close)), volume=Decimal(str(volume)),
+        )  # fmt: skip
         self.next_ms += MINUTE
         await runtime.fed.on_candle(symbol, "1m", row, self.next_ms)
+        await self.bus.publish(make_event(candle, source="provider/replay"))
 
     async def decide(
         self, symbol: str = "BTC/USDT", side: str = "buy", entry: str = "100",
         stop: str = "98", take_profit: str = "104", strategy: str = "momentum",
-        order_type: str = "market",
+        order_type: str = "market", size_hint: str = "1",
     ) -> Envelope[Any]:  # fmt: skip
         """Publish an `advisor.decision` as the advisor would; return its event."""
         payload = DecisionMade(
             signal_id="sig-" + symbol, exchange="replay", symbol=symbol, side=side,
             order_type=order_type, entry=Decimal(entry), stop=Decimal(stop),
-            take_profit=Decimal(take_profit), size=Decimal("1"), conviction=0.7,
+            take_profit=Decimal(take_profit), size=Decimal(size_hint), conviction=0.7,
             reasoning="test", strategy=strategy,
         )  # fmt: skip
         event = make_event(payload, source="advisor/advisor")

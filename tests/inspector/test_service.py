@@ -169,3 +169,26 @@ async def test_an_invalid_policy_file_stops_the_inspector_before_it_starts(
         async with Kernel(market.settings) as kernel:
             await kernel.inspector(InspectorConfig(policy=bad, provider_url=market.url))
     assert str(bad) in str(caught.value) and "risk.per_trade_pct" in str(caught.value)
+
+
+async def test_a_drawdown_past_its_limit_closes_every_runtime_position_and_stands_down(
+    market: Market, start_inspector: StartInspector, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policies.toml"
+    policy.write_text("[risk]\nper_trade_pct = 1\n\n[drawdown]\nfrom_peak_pct = 0.5\n")
+    inspector, _, _ = await start_inspector(policy=policy)
+    await market.decide(stop="95", take_profit="120", size_hint="100")
+    await until(lambda: (p := inspector.store.position("BTC/USDT")) is not None
+                and p.stop_order is not None)  # fmt: skip
+    size = inspector.store.position("BTC/USDT").size
+    assert size == Decimal(20)  # 1% of 10,000 risked over a 5.00 stop distance
+    await market.candle("BTC/USDT", 100, 100, 96.5, 97)  # 20 x -3 = -60: past 0.5% of the peak
+
+    async def flat() -> bool:
+        return all(p.side == "flat" for p in await market.client.positions("paper"))
+
+    await until(flat)
+    await until(lambda: inspector.store.positions() == [])
+    assert inspector.store.counters().stand_down_until_ms is not None
+    alerts = [e.payload.message for e in await market.published("inspector.alert")]
+    assert any("close all: 1 positions" in a and "peak_drawdown" in a for a in alerts)

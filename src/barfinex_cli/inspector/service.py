@@ -161,7 +161,19 @@ class Inspector:
 
     @property
     def unrealised(self) -> Decimal:
-        return sum((p.unrealised_pnl for p in self.remote_positions.values()), Decimal(0))
+        """Unrealised P&L of every position at the latest mark (a candle's close, or the
+        provider's mark when no candle was seen since)."""
+        total = Decimal(0)
+        for position in self.remote_positions.values():
+            if position.size <= 0 or position.entry_price is None:
+                continue
+            mark = self.marks.get(position.symbol)
+            if mark is None:
+                total += position.unrealised_pnl
+                continue
+            sign = 1 if position.side == "long" else -1
+            total += (mark - position.entry_price) * position.size * sign
+        return total
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -300,7 +312,10 @@ class Inspector:
     async def _absorb(self, consumer: Consumer, deliveries: list[Delivery]) -> None:
         """Handle every event but decisions at once (acknowledged); hold decisions in order."""
         done: list[Delivery] = []
-        for delivery in deliveries:
+        # one fetch reads several streams one after the other: handle their events in the
+        # order they were made (ids are time-ordered), so an older position event never lands
+        # after a newer candle
+        for delivery in sorted(deliveries, key=lambda d: d.event.id):
             if isinstance(delivery.event.payload, DecisionMade):
                 if delivery.event.id not in self._held_ids:
                     self._held.append(delivery)
@@ -315,6 +330,11 @@ class Inspector:
                 )
                 self.provider_down = True
             done.append(delivery)
+        if done and self.entries_open:  # prices, fills or balances moved: any breach now?
+            try:
+                await self.check_account()
+            except ServiceUnreachable as exc:
+                log.warning("cannot act on a breach now", extra={"error": str(exc)})
         if done:
             await consumer.ack(done)
 
@@ -742,8 +762,8 @@ class Inspector:
         if payload.account != self.config.account:
             return
         self.remote_positions[payload.symbol] = payload
-        if payload.mark_price is not None:
-            self.marks[payload.symbol] = payload.mark_price
+        if payload.mark_price is not None:  # candles are the price; this only until one comes
+            self.marks.setdefault(payload.symbol, payload.mark_price)
         async with self._lock:
             position = self.store.position(payload.symbol)
             if position is None or position.status != "open":
@@ -796,8 +816,6 @@ class Inspector:
         self.clock.advance_to(close_ms)
         price = Decimal(str(payload.close))
         self.marks[payload.symbol] = price
-        if self.entries_open:
-            await self.check_account()
         async with self._lock:
             position = self.store.position(payload.symbol)
             if position is None or position.status != "open" or not position.runtime:
@@ -842,7 +860,7 @@ class Inspector:
         for position in await self.client.positions(self.config.account):
             self.remote_positions[position.symbol] = position
             if position.mark_price is not None:
-                self.marks[position.symbol] = position.mark_price
+                self.marks.setdefault(position.symbol, position.mark_price)
 
     # -- reconciliation --------------------------------------------------------------------
 
