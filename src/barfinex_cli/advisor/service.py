@@ -285,12 +285,16 @@ class Advisor:
         """Heartbeat (or ping) the provider; its answer says whether signals may be handled."""
         registration = None
         if self.config.join_registry:
+            from barfinex_cli.advisor.api import MCP_TOOLS
+            from barfinex_cli.contracts.rest import AppTool
+
             registration = Registration(
                 self.client,
                 name=self.instance,
                 role="advisor",
                 url=self.api_url,
                 interval_s=self.config.heartbeat_s,
+                tools=[AppTool.model_validate(t) for t in MCP_TOOLS] if self.api_url else (),
             )
         while not stop.is_set():
             ok = registration is not None and await registration.heartbeat()

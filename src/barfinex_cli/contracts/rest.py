@@ -286,6 +286,17 @@ class PlaceOrderRequest(Request):
 # --- app registry -------------------------------------------------------------------------------
 
 
+class AppTool(Request):
+    """A tool an app offers assistants: a route of its own API that the gateway's `/mcp` lists
+    and forwards (`role_tools`, `call_role_tool`), so one gateway URL reaches every role."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    method: Literal["GET", "POST"] = "GET"
+    path: str = Field(pattern=r"^/[A-Za-z0-9_./{}-]{0,199}$")
+    """The route on the app's URL; `{name}` segments are filled from the call's arguments."""
+    description: str = Field("", max_length=500)
+
+
 class RegisterRequest(Request):
     """What an app sends to register: its unique name, its role and where it serves, if it does."""
 
@@ -293,6 +304,7 @@ class RegisterRequest(Request):
     role: Role
     url: AnyHttpUrl | None = None
     version: str = Field("", max_length=64)
+    tools: list[AppTool] = Field(default_factory=list, max_length=32)
 
 
 class HeartbeatRequest(Request):
@@ -314,6 +326,7 @@ class AppInfo(Response):
     status: Literal["alive", "lost"]
     health: Health
     silent_for_s: float
+    tools: list[AppTool] = []
 
 
 class AppsResponse(Response):

@@ -19,6 +19,7 @@ Only connection failures are retried: every route is safe to send twice (orders 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 from urllib.parse import quote
@@ -39,6 +40,7 @@ from barfinex_cli.contracts.rest import (
     AccountsResponse,
     AppInfo,
     AppsResponse,
+    AppTool,
     CandlesResponse,
     ConnectorsResponse,
     ConnectorStatus,
@@ -260,11 +262,20 @@ class GatewayClient:
     # --- app registry ---------------------------------------------------------------------------
 
     async def register_app(
-        self, name: str, role: Role, *, url: str | None = None, version: str = ""
+        self,
+        name: str,
+        role: Role,
+        *,
+        url: str | None = None,
+        version: str = "",
+        tools: Sequence[AppTool] = (),
     ) -> AppInfo:
-        """Register (or re-register) an app under its unique name; return it with its id."""
+        """Register (or re-register) an app under its unique name; return it with its id.
+
+        `tools` are routes of the app's own API that the gateway's `/mcp` offers assistants.
+        """
         request = RegisterRequest.model_validate(
-            {"name": name, "role": role, "url": url, "version": version}
+            {"name": name, "role": role, "url": url, "version": version, "tools": list(tools)}
         )
         body = request.model_dump(mode="json", exclude_none=True)
         return _parse(AppInfo, await self._call("POST", "/api/v1/apps", json=body))

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from barfinex_cli.contracts.apps import Role
+from barfinex_cli.contracts.rest import AppTool
 from barfinex_cli.errors import BfxError, NotFound
 from barfinex_cli.runtime.client import GatewayClient
 
@@ -34,6 +35,7 @@ class Registration:
         role: Role,
         url: str | None = None,
         interval_s: float = 5.0,
+        tools: Sequence[AppTool] = (),
     ) -> None:
         """Prepare the membership; nothing is sent until `register`, `heartbeat` or `run`.
 
@@ -43,19 +45,23 @@ class Registration:
             role: The app's role.
             url: Where the app serves HTTP, if it does.
             interval_s: Seconds between heartbeats.
+            tools: Routes of the app's API offered to assistants through the gateway's `/mcp`.
         """
         self.client = client
         self.name = name
         self.role = role
         self.url = url
         self.interval_s = interval_s
+        self.tools = tuple(tools)
         self.app_id: str | None = None
         self.failures = 0
 
     async def register(self) -> str | None:
         """Register; return the app id, or None if the provider did not take it."""
         try:
-            info = await self.client.register_app(self.name, self.role, url=self.url)
+            info = await self.client.register_app(
+                self.name, self.role, url=self.url, tools=self.tools
+            )
         except BfxError as exc:
             self._failed("cannot register with the provider", exc)
             return None

@@ -205,7 +205,15 @@ async def test_mcp_lists_its_tools_and_serves_candles(
         Client(streamable_http_client(url, http_client=transport_client)) as client,
     ):
         tools = {t.name for t in (await client.list_tools()).tools}
-        assert tools == {"candles", "symbols", "positions", "account", "health"}
+        assert tools == {
+            "candles",
+            "symbols",
+            "positions",
+            "account",
+            "health",
+            "role_tools",
+            "call_role_tool",
+        }
         args = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": "1m", "limit": 2}
         result = await client.call_tool("candles", args)
         assert not result.is_error
@@ -270,3 +278,55 @@ async def test_mcp_candles_refuses_out_of_range_arguments_naming_them(
             assert name in result.content[0].text, result.content  # type: ignore[union-attr]
         fine = await client.call_tool("candles", {**args, "since": "2023-11-14T22:14:00Z"})
         assert not fine.is_error
+
+
+async def test_mcp_lists_and_forwards_the_tools_a_registered_role_declared(tmp_path: Path) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from provider.gateway_server import serving
+
+    seen: list[dict[str, Any]] = []
+
+    async def decision(request: Request) -> JSONResponse:
+        seen.append({"id": request.path_params["id"], **request.headers})
+        return JSONResponse({"decision": request.path_params["id"], "stages": 8})
+
+    role_app = Starlette(routes=[Route("/api/v1/decisions/{id}", decision)])
+    bus = MemoryBus("mcp-roles")
+    ctx = make_context(tmp_path, bus)
+    async with serving(role_app) as role_url, gateway(ctx) as http:
+        tool = {"name": "advisor_explain", "path": "/api/v1/decisions/{id}",
+                "description": "Explain one decision."}  # fmt: skip
+        registered = await http.post(
+            "/api/v1/apps",
+            json={"name": "advisor", "role": "advisor", "url": role_url, "tools": [tool]},
+        )
+        assert registered.status_code in (200, 201), registered.text
+        url = str(http.base_url).rstrip("/") + "/mcp"
+        async with (
+            httpx2.AsyncClient(headers=AUTH, timeout=10) as transport_client,
+            Client(streamable_http_client(url, http_client=transport_client)) as client,
+        ):
+            listed = await client.call_tool("role_tools", {})
+            assert listed.structured_content is not None
+            [offered] = listed.structured_content["tools"]
+            assert (offered["name"], offered["app"], offered["path_parameters"]) == (
+                "advisor_explain",
+                "advisor",
+                ["id"],
+            )
+            answer = await client.call_tool(
+                "call_role_tool", {"name": "advisor_explain", "arguments": {"id": "d 1"}}
+            )
+            assert not answer.is_error, answer.content
+            assert answer.structured_content == {"result": {"decision": "d 1", "stages": 8}}
+            escape = await client.call_tool(  # a slash is encoded: it cannot climb the path
+                "call_role_tool", {"name": "advisor_explain", "arguments": {"id": "../../x"}}
+            )
+            assert escape.is_error and len(seen) == 1
+            unknown = await client.call_tool("call_role_tool", {"name": "nope"})
+            assert unknown.is_error and "offered: advisor_explain" in unknown.content[0].text  # type: ignore[union-attr]
+    assert seen[0]["x-bfx-proxy"] and "authorization" not in seen[0]  # the token stays here

@@ -9,6 +9,8 @@ every request that lacks the token.
 
 Tools: `candles`, `symbols`, `positions`, `account`, `health`, and `place_order` only when
 `GatewayOptions.mcp_orders_enabled` is set. Tools return the same documents as the REST routes.
+`role_tools` and `call_role_tool` list and forward the tools registered roles declared
+(`role_tools.py`), so the advisor's and the inspector's tools are reached through this one URL.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from barfinex_cli.contracts.orders import OrderSide, OrderType
 from barfinex_cli.contracts.rest import MAX_ROWS, PlaceOrderRequest, parse_time_ms
 from barfinex_cli.errors import BfxError
 from barfinex_cli.provider.gateway import auth
+from barfinex_cli.provider.gateway import role_tools as role_tools_of
 from barfinex_cli.provider.gateway import routes as gateway_routes
 from barfinex_cli.provider.gateway.context import GatewayState
 from barfinex_cli.store.market import SeriesKey
@@ -171,7 +174,17 @@ def build(state: GatewayState) -> McpMount:
             "apps": _dump(ctx.registry.apps()),
         }
 
-    for tool in (candles, symbols, positions, account, health):
+    @_tool_errors
+    async def role_tools() -> dict[str, Any]:
+        """Tools the registered roles offer (advisor, inspector): call them with call_role_tool."""
+        return {"tools": role_tools_of.listing(state)}
+
+    @_tool_errors
+    async def call_role_tool(name: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Call a tool a registered role offers (see role_tools); arguments by parameter name."""
+        return {"result": await role_tools_of.call(state, name, arguments or {})}
+
+    for tool in (candles, symbols, positions, account, health, role_tools, call_role_tool):
         server.add_tool(tool, name=tool.__name__)
 
     if ctx.options.mcp_orders_enabled:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 
 from barfinex_cli.contracts.apps import AppLost, AppRegistered, HeartbeatSent, Role
 from barfinex_cli.contracts.ids import uuid7
-from barfinex_cli.contracts.rest import AppInfo, Health, RegisterRequest
+from barfinex_cli.contracts.rest import AppInfo, AppTool, Health, RegisterRequest
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError, NotFound
 
@@ -50,6 +50,7 @@ class _App:
     health: Health = "ok"
     lost: bool = False
     proxy_secret: str = ""
+    tools: tuple[AppTool, ...] = ()
 
 
 class AppRegistry:
@@ -85,6 +86,7 @@ class AppRegistry:
         app = self._apps.get(request.name)
         if app is None:
             app = _App(uuid7(), request.name, request.role, url, request.version, now, now)
+            app.tools = tuple(request.tools)
             self._apps[request.name] = app
         else:
             held = self._info(app, now)
@@ -95,6 +97,7 @@ class AppRegistry:
                     "until it is lost, or register under another name"
                 )
             app.role, app.url, app.version = request.role, url, request.version
+            app.tools = tuple(request.tools)
             app.started_at = app.last_seen = now
             app.health, app.lost = "ok", False
         app.proxy_secret = secrets.token_urlsafe(32)
@@ -187,4 +190,5 @@ class AppRegistry:
             id=app.id, name=app.name, role=app.role, url=app.url, version=app.version,
             started_at=app.started_at, last_seen=app.last_seen,
             status="lost" if lost else "alive", health=app.health, silent_for_s=silent,
+            tools=list(app.tools),
         )  # fmt: skip
