@@ -58,3 +58,22 @@ def test_up_refuses_an_unknown_role_in_one_line(bfx: BfxRun) -> None:
         "recorder"
     ]
     assert sys.executable  # the run used this interpreter
+
+
+@pytest.mark.slow
+def test_up_single_process_runs_every_role_on_the_in_process_bus(
+    bfx: BfxRun, cli_env: dict[str, str]
+) -> None:
+    result = bfx(
+        "up", "--single-process", "--speed", "max", "--days", "0.4", "--history", "200",
+        "--port", str(_free_port()), "--json", timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["redis"] == "none (in-process bus)"
+    names = [r["name"] for r in summary["roles"]]
+    assert {"recorder", "provider", "inspector"} <= set(names)
+    assert any(n.startswith("advisor:") for n in names)
+    assert summary["signals"] > 0 and summary["candles"] > 0
+    assert sum(summary["verdicts"].values()) == summary["decisions"]  # every decision judged
+    assert not (Path(cli_env["BFX_HOME"]) / "redis").exists()  # no Redis was started

@@ -85,6 +85,12 @@ def up(
         bool, typer.Option("--embedded-redis", help="Start bfx's own Redis even if one answers.")
     ] = False,
     port: Annotated[int, typer.Option(help="Gateway port.")] = 8081,
+    single_process: Annotated[
+        bool,
+        typer.Option(
+            "--single-process", help="Every role in this process on the in-process bus (no Redis)."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Start the whole stack: provider, paper broker, recorder, detectors, advisor, inspector.
@@ -104,6 +110,8 @@ def up(
       bfx up --for 10m --strategy strategies/trend_ema_adx.py
 
       bfx up --roles detector,advisor --redis-url redis://host:6379   # join a stack elsewhere
+
+      bfx up --single-process --speed max --days 1   # one process, in-process bus, no Redis
     """
     import asyncio
 
@@ -133,9 +141,16 @@ def up(
         "replay": replay, "speed": speed, "days": days, "live": live, "exchange": exchange,
         "symbols": symbols, "policy": policy, "port": port, "history": history,
     }  # fmt: skip
-    summary = asyncio.run(
-        _run(settings, strategies, wanted, options, duration, redis_url, embedded_redis, as_json)
-    )
+    if single_process:
+        if wanted is not None or live:
+            raise UsageError("--single-process runs every role on a replay: drop --roles/--live")
+        summary = asyncio.run(_run_single(settings, strategies, options, duration))
+    else:
+        summary = asyncio.run(
+            _run(
+                settings, strategies, wanted, options, duration, redis_url, embedded_redis, as_json
+            )
+        )
     _print_summary(summary, as_json)
 
 
@@ -250,6 +265,59 @@ async def _run(
     if error is not None:
         raise error
     summary = _summary(settings, supervisor, url, embedded is not None)
+    summary["wall_s"] = round(time.monotonic() - started, 1)
+    return summary
+
+
+async def _run_single(
+    settings: Settings, strategies: list[Path], options: dict[str, Any], duration: float | None
+) -> dict[str, Any]:
+    """Run every role in this process on one in-process bus and one market clock (the kernel)."""
+    import asyncio
+    import signal
+    import time
+
+    from barfinex_cli.kernel.parts import Kernel
+    from barfinex_cli.kernel.stack import run_in_process
+
+    memory = settings.model_copy(update={"bus": "memory"})
+    speed = options["speed"]
+    provider = memory.provider.with_overrides(
+        speed=None if str(speed).lower() in ("max", "0") else float(str(speed).rstrip("x")),
+        days=options["days"], history=options["history"], replay=options["replay"],
+        port=options["port"], exit_at_end=True,
+    )  # fmt: skip
+    if str(speed).lower() in ("max", "0"):
+        provider = provider.model_copy(update={"speed": None})
+    detectors = [
+        memory.detector.with_overrides(strategy=path, instance=path.stem) for path in strategies
+    ]
+    inspector = memory.inspector.with_overrides(policy=options["policy"])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    timer = asyncio.create_task(_stop_after(duration, stop)) if duration else None
+    try:
+        async with Kernel(memory) as kernel:
+            run = await run_in_process(
+                kernel, provider, detectors, stop, advisor_configs=[memory.advisor],
+                inspector_configs=[inspector],
+            )  # fmt: skip
+    finally:
+        if timer is not None:
+            timer.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    roles = [("recorder", run.recording), ("provider", run.provider), *(
+        (f"detector:{d.instance}", d) for d in run.detectors), *(
+        (f"advisor:{a.instance}", a) for a in run.advisors), *(
+        ("inspector", i) for i in run.inspectors)]  # fmt: skip
+    summary = _summary(settings, None, "in-process", False)
+    summary["redis"] = "none (in-process bus)"
+    summary["roles"] = [{"name": n, "state": "stopped", "restarts": 0, "exit_codes": []}
+                        for n, _ in roles]  # fmt: skip
     summary["wall_s"] = round(time.monotonic() - started, 1)
     return summary
 
@@ -391,7 +459,7 @@ def _table(settings: Settings, supervisor: Supervisor, url: str) -> Any:
 
 
 def _summary(
-    settings: Settings, supervisor: Supervisor, url: str, embedded: bool
+    settings: Settings, supervisor: Supervisor | None, url: str, embedded: bool
 ) -> dict[str, Any]:
     """Return what the run did, from the audit store: flow, verdicts, blocks, orders."""
     from collections import Counter
@@ -421,7 +489,7 @@ def _summary(
         "data_dir": str(settings.home),
         "roles": [
             {"name": r.name, "state": r.state, "restarts": r.restarts, "exit_codes": r.exit_codes}
-            for r in supervisor.roles
+            for r in (supervisor.roles if supervisor is not None else [])
         ],
         "candles": counts.get("market.candle", 0),
         "signals": counts.get("detector.signal", 0),

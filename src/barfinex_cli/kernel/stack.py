@@ -20,11 +20,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from barfinex_cli.kernel.parts import Kernel
-from barfinex_cli.runtime.config import AdvisorConfig, DetectorConfig, ProviderConfig
+from barfinex_cli.runtime.config import (
+    AdvisorConfig,
+    DetectorConfig,
+    InspectorConfig,
+    ProviderConfig,
+)
 
 if TYPE_CHECKING:
     from barfinex_cli.advisor.service import Advisor
     from barfinex_cli.detector.service import Detector
+    from barfinex_cli.inspector.service import Inspector
     from barfinex_cli.provider.service import Provider
     from barfinex_cli.runtime.recording import Recording
 
@@ -36,6 +42,7 @@ class StackRun:
     provider: Provider
     detectors: list[Detector] = field(default_factory=list)
     advisors: list[Advisor] = field(default_factory=list)
+    inspectors: list[Inspector] = field(default_factory=list)
     recording: Recording | None = None
     events: int = 0
     """Events published by every role together."""
@@ -66,10 +73,12 @@ async def run_in_process(
     *,
     record: bool = True,
     advisor_configs: Sequence[AdvisorConfig] = (),
+    inspector_configs: Sequence[InspectorConfig] = (),
 ) -> StackRun:
     """Run a provider, detectors, advisors and the recorder in this process until the replay ends.
 
-    Advisors start after the detectors and stop first, once they have handled every signal.
+    Advisors start after the detectors, inspectors after the advisors; each stops once it has
+    handled everything upstream published (inspectors first, then advisors, then detectors).
 
     A live provider (or one that does not exit at the end) runs until `stop` is set.
     """
@@ -110,6 +119,11 @@ async def run_in_process(
             run.advisors.append(advisor)
             _, task = start(advisor.run, f"advisor-{i}")
             await _started(advisor.ready, task, f"advisor {advisor.instance}")
+        for i, inspector_config in enumerate(inspector_configs):
+            inspector = await kernel.inspector(inspector_config, client=client)
+            run.inspectors.append(inspector)
+            _, task = start(inspector.run, f"inspector-{i}")
+            await _started(inspector.ready, task, "the inspector")
         provider.gate.set()
         ended = asyncio.ensure_future(provider.replay_done.wait())
         stopped = asyncio.ensure_future(stop.wait())
@@ -125,9 +139,12 @@ async def run_in_process(
         await _until(lambda: all(d.candles_seen >= rt.candles for d in run.detectors), stop)
         signals = sum(d.signals for d in run.detectors)
         await _until(lambda: all(a.signals_seen >= signals for a in run.advisors), stop)
+        decisions = sum(a.decisions for a in run.advisors)
+        await _until(lambda: all(i.verdicts >= decisions for i in run.inspectors), stop)
         await _stop_in_order(stops[1 if record else 0 :])
         run.events = rt.events + sum(d.published for d in run.detectors)
         run.events += sum(a.published for a in run.advisors)
+        run.events += sum(i.published for i in run.inspectors)
         if run.recording is not None:
             await run.recording.drain(run.events)
         await _stop_in_order(stops)
