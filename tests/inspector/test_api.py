@@ -1,0 +1,86 @@
+"""The inspector's HTTP face, KPIs, throttles and live policy reloads, on the running service."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from barfinex_cli.contracts.advisor import QualityBlocked, SignalReceived
+from barfinex_cli.contracts.envelope import make_event
+from inspector.conftest import Market, StartInspector, until
+
+
+async def test_kpi_positions_policies_and_metrics_answer_with_capital_per_strategy(
+    market: Market, start_inspector: StartInspector
+) -> None:
+    inspector, _, _ = await start_inspector()
+    received = SignalReceived(signal_id="s1", strategy="momentum", exchange="replay",
+                              symbol="BTC/USDT", direction="long", score=2.0)  # fmt: skip
+    await market.bus.publish(make_event(received, source="advisor/advisor"))
+    blocked = QualityBlocked(
+        signal_id="s1", quality=0.2, threshold=0.6, components={"staleness": 0.2}, reason="stale"
+    )
+    await market.bus.publish(make_event(blocked, source="advisor/advisor"))
+    await market.decide()
+    await until(lambda: (p := inspector.store.position("BTC/USDT")) is not None
+                and p.tp_order is not None)  # fmt: skip
+    await market.decide(stop="0")  # blocked by a policy
+    await until(lambda: inspector.verdicts == 2)
+    assert inspector.api_url is not None
+    async with httpx.AsyncClient(base_url=inspector.api_url) as http:
+        kpi: dict[str, Any] = (await http.get("/kpi")).json()
+        positions = (await http.get("/positions")).json()["positions"]
+        policies = (await http.get("/policies")).json()
+        metrics = (await http.get("/metrics")).text
+        health = await http.get("/health")
+    capital = kpi["strategies"]["momentum"]
+    assert capital["decisions"] == 2
+    assert capital["blocked"] == {"stage:quality": 1, "policy:risk_per_trade": 1}
+    assert Decimal(capital["in_positions"]) > 0 and capital["utilisation"] > 0
+    assert kpi["trades"] == 1 and Decimal(kpi["exposure"]) > 0 and "stand_down" in kpi["policies"]
+    assert positions[0]["symbol"] == "BTC/USDT"
+    assert {g["role"] for g in positions[0]["protective"]} == {"stop_loss", "take_profit"}
+    assert policies["digest"] == inspector.governor.policies.digest
+    assert 'bfx_inspector_verdicts_total{action="ALLOW"} 1.0' in metrics
+    assert health.status_code == 200 and health.json()["entries_open"] is True
+
+
+async def test_a_throttle_verdict_tells_the_detector_on_the_bus(
+    market: Market, start_inspector: StartInspector, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policies.toml"
+    policy.write_text("[risk]\nper_trade_pct = 1\n\n[cooldown]\nafter_loss_minutes = 30\n")
+    inspector, _, _ = await start_inspector(policy=policy)
+    await market.decide()
+    await until(lambda: (p := inspector.store.position("BTC/USDT")) is not None
+                and p.stop_order is not None)  # fmt: skip
+    await market.candle("BTC/USDT", 99, 99, 97, 97.5)  # the stop at 98 fills: a loss
+    await until(lambda: inspector.store.counters().losses == 1)
+    await market.decide()
+    await until(lambda: market.published("inspector.throttle"))
+    throttle = (await market.published("inspector.throttle"))[0].payload
+    assert throttle.instance == "momentum" and throttle.policy == "cooldown"
+    verdicts = [e.payload.verdict for e in await market.published("inspector.verdict")]
+    assert verdicts == ["ALLOW", "THROTTLE"]
+
+
+async def test_an_invalid_policy_edit_keeps_the_old_policies_and_raises_an_alert(
+    market: Market, start_inspector: StartInspector, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policies.toml"
+    policy.write_text("[risk]\nper_trade_pct = 1\n")
+    inspector, _, _ = await start_inspector(policy=policy, policy_poll_s=0.1)
+    digest = inspector.governor.policies.digest
+    policy.write_text("[risk]\nper_trade_pct = 1\nbogus = 2\n")
+
+    async def refused() -> bool:
+        alerts = [e.payload.message for e in await market.published("inspector.alert")]
+        return any("policy edit refused" in a for a in alerts)
+
+    await until(refused)
+    assert inspector.governor.policies.digest == digest
+    policy.write_text("[risk]\nper_trade_pct = 0.5\n")
+    await until(lambda: inspector.governor.policies.digest != digest)
