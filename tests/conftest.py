@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +13,18 @@ REDIS_URL = os.environ.get("BFX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 Kernels = Callable[[Any], Awaitable[Any]]
 """The `kernels` fixture: `await kernels(settings)` is an open kernel, closed after the test."""
+
+
+@pytest.fixture(autouse=True)
+def _fresh_bfx_logging() -> Iterator[None]:
+    """Undo what a command run in-process did to the `bfx` loggers, so no test sees another's."""
+    import logging
+
+    yield
+    root = logging.getLogger("bfx")
+    root.handlers.clear()
+    root.propagate = True
+    root.setLevel(logging.NOTSET)
 
 
 @pytest.fixture

@@ -31,12 +31,20 @@ class JsonLines(logging.Formatter):
         return json.dumps(doc)
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Write to whatever `sys.stderr` is when the record is emitted (not when set up)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def setup_logging(level: str = "INFO", *, json_lines: bool | None = None) -> None:
     """Configure the `bfx` loggers once for this process."""
     use_json = json_lines if json_lines is not None else not sys.stderr.isatty()
     handler: logging.Handler
     if use_json:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _Stderr()
         handler.setFormatter(JsonLines())
     else:
         from rich.logging import RichHandler
