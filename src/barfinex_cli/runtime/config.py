@@ -245,6 +245,4 @@ class InspectorConfig(Section):
     breakeven_at_r: float | None = Field(
         None, gt=0, description="move the stop to entry once price went this many risks"
     )
-    telegram_api: str = Field(
-        "https://api.telegram.org", description="Telegram Bot API base URL"
-    )
+    telegram_api: str = Field("https://api.telegram.org", description="Telegram Bot API base URL")

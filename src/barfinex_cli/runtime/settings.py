@@ -80,9 +80,7 @@ class Settings(BaseSettings):
     provider: ProviderConfig = Field(default_factory=ProviderConfig, description="[provider]")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="[detector]")
     advisor: AdvisorConfig = Field(default_factory=AdvisorConfig, description="[advisor]")
-    inspector: InspectorConfig = Field(
-        default_factory=InspectorConfig, description="[inspector]"
-    )
+    inspector: InspectorConfig = Field(default_factory=InspectorConfig, description="[inspector]")
     gateway: GatewayConfig = Field(default_factory=GatewayConfig, description="[gateway]")
     calendars: dict[str, CalendarName] = Field(
         default_factory=dict,
