@@ -204,9 +204,7 @@ app.add_typer(inspector.app, name="inspector")
 app.command("doctor")(doctor.doctor)
 app.command("trace")(trace.trace)
 app.command("up")(up.up)
-pending.mount(
-    app, skip=frozenset({"data", "provider", "detector", "advisor", "inspector", "up"})
-)
+pending.mount(app, skip=frozenset({"data", "provider", "detector", "advisor", "inspector", "up"}))
 
 
 def run() -> None:
