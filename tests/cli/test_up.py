@@ -77,3 +77,50 @@ def test_up_single_process_runs_every_role_on_the_in_process_bus(
     assert summary["signals"] > 0 and summary["candles"] > 0
     assert sum(summary["verdicts"].values()) == summary["decisions"]  # every decision judged
     assert not (Path(cli_env["BFX_HOME"]) / "redis").exists()  # no Redis was started
+
+
+@pytest.mark.slow
+def test_a_role_killed_mid_run_is_restarted_and_no_signal_is_handled_twice(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import time
+
+    strategy = tmp_path / "killed_trend.py"
+    strategy.write_text((Path(__file__).resolve().parents[2] / "strategies" / "trend_ema_adx.py")
+                        .read_text())  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "barfinex_cli", "up", "--strategy", str(strategy),
+         "--speed", "1200", "--days", "0.6", "--history", "300", "--embedded-redis",
+         "--port", str(_free_port()), "--json"],
+        env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        pid = None
+        for _ in range(600):  # wait until the detector runs, then kill it hard
+            found = subprocess.run(
+                ["pgrep", "-f", f"detector run {strategy}"], capture_output=True, text=True
+            ).stdout.split()
+            if found:
+                pid = int(found[0])
+                break
+            time.sleep(0.1)
+        assert pid is not None, "the detector never started"
+        time.sleep(3)
+        os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads(out)
+    detector = next(r for r in summary["roles"] if r["name"] == "detector:killed_trend")
+    assert detector["restarts"] >= 1 and -9 in detector["exit_codes"]
+    with AuditStore(Path(cli_env["BFX_HOME"]) / "audit.db", read_only=True) as audit:
+        signals = audit.query(["detector.signal"], limit=None)
+        outcomes = audit.query(["advisor.decision", "advisor.signal.dropped"], limit=None)
+    candles = [(s.payload.symbol, s.payload.candle_time) for s in signals]
+    assert len(candles) == len(set(candles))  # no candle signalled twice across the restart
+    handled = [o.parent_id for o in outcomes]
+    assert len(handled) == len(set(handled))  # no signal decided twice
