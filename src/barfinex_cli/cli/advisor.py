@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from barfinex_cli.cli import advisor_train
-from barfinex_cli.cli.state import state_of
+from barfinex_cli.cli.options import ClockOpt, NoRegisterOpt, ProviderOpt, role_settings
 
 if TYPE_CHECKING:
     from barfinex_cli.contracts.envelope import Envelope
@@ -46,9 +46,7 @@ STAGE_OF = {
 @app.command("run")
 def run(
     ctx: typer.Context,
-    provider: Annotated[
-        str | None, typer.Option("--provider", help="Provider URL (default: settings).")
-    ] = None,
+    provider: ProviderOpt = None,
     instance: Annotated[str | None, typer.Option(help="Instance name [advisor].")] = None,
     host: Annotated[str | None, typer.Option(help="Address of the REST API.")] = None,
     port: Annotated[
@@ -64,13 +62,8 @@ def run(
     llm_api_base: Annotated[
         str | None, typer.Option(help="OpenAI-compatible server URL (llama.cpp, Ollama, vLLM).")
     ] = None,
-    no_register: Annotated[
-        bool, typer.Option("--no-register", help="Do not join the provider's app registry.")
-    ] = False,
-    clock: Annotated[
-        str | None,
-        typer.Option(help="auto (follow the provider's), wall or market [default: auto]."),
-    ] = None,
+    no_register: NoRegisterOpt = False,
+    clock: ClockOpt = None,
 ) -> None:
     """Decide every detector.signal through the eight stages and publish advisor.decision.
 
@@ -86,10 +79,8 @@ def run(
     from barfinex_cli.cli.render import err
     from barfinex_cli.kernel.launch import serve
     from barfinex_cli.kernel.parts import Kernel
-    from barfinex_cli.runtime.logs import setup_logging
 
-    settings = state_of(ctx).settings()
-    setup_logging(settings.log_level, json_lines=settings.log_json or None)
+    settings = role_settings(ctx)
     config = settings.advisor.with_overrides(
         provider_url=provider,
         instance=instance,

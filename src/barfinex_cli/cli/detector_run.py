@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from barfinex_cli.cli.state import state_of
+from barfinex_cli.cli.options import ClockOpt, NoRegisterOpt, ProviderOpt, role_settings
 
 
 def run(
@@ -18,9 +18,7 @@ def run(
     instance: Annotated[
         str | None, typer.Option(help="Instance name (default: the strategy's name).")
     ] = None,
-    provider: Annotated[
-        str | None, typer.Option("--provider", help="Provider URL (default: settings).")
-    ] = None,
+    provider: ProviderOpt = None,
     exchange: Annotated[
         str | None, typer.Option(help="Exchange of the candles (default: the one held).")
     ] = None,
@@ -32,13 +30,8 @@ def run(
     metrics_interval: Annotated[
         float | None, typer.Option(help="Seconds between detector.metrics events [30].")
     ] = None,
-    no_register: Annotated[
-        bool, typer.Option("--no-register", help="Do not join the provider's app registry.")
-    ] = False,
-    clock: Annotated[
-        str | None,
-        typer.Option(help="auto (follow the provider's), wall or market [default: auto]."),
-    ] = None,
+    no_register: NoRegisterOpt = False,
+    clock: ClockOpt = None,
 ) -> None:
     """Warm up from the provider's history, then publish detector.signal on every closed candle.
 
@@ -55,12 +48,10 @@ def run(
     from barfinex_cli.errors import NotFound
     from barfinex_cli.kernel.launch import serve
     from barfinex_cli.kernel.parts import Kernel
-    from barfinex_cli.runtime.logs import setup_logging
 
     if not strategy.is_file():  # before Redis and the provider: the first thing to fix
         raise NotFound(f"{strategy}: no such strategy file")
-    settings = state_of(ctx).settings()
-    setup_logging(settings.log_level, json_lines=settings.log_json or None)
+    settings = role_settings(ctx)
     config = settings.detector.with_overrides(
         strategy=strategy,
         instance=instance,
