@@ -67,6 +67,18 @@ async def until(predicate: Callable[[], Any], within_s: float = 30.0) -> None:
     raise AssertionError("timed out waiting")
 
 
+def armed(inspector: Inspector, symbol: str) -> bool:
+    """Tell whether `symbol` has a runtime position whose stop and take-profit are open."""
+    position = inspector.store.position(symbol)
+    if position is None or position.status != "open":
+        return False
+    for order_id in (position.stop_order, position.tp_order):
+        order = inspector.store.order(order_id) if order_id else None
+        if order is None or order.status != "open":
+            return False
+    return True
+
+
 @dataclass
 class Market:
     """The running provider and helpers to move its paper broker's market."""

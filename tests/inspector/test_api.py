@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
+from typer.testing import CliRunner
 
+from barfinex_cli.cli.main import app
 from barfinex_cli.contracts.advisor import QualityBlocked, SignalReceived
 from barfinex_cli.contracts.envelope import make_event
-from inspector.conftest import Market, StartInspector, until
+from barfinex_cli.contracts.rest import PlaceOrderRequest
+from inspector.conftest import Market, StartInspector, armed, until
 
 
 async def test_kpi_positions_policies_and_metrics_answer_with_capital_per_strategy(
@@ -25,8 +30,7 @@ async def test_kpi_positions_policies_and_metrics_answer_with_capital_per_strate
     )
     await market.bus.publish(make_event(blocked, source="advisor/advisor"))
     await market.decide()
-    await until(lambda: (p := inspector.store.position("BTC/USDT")) is not None
-                and p.tp_order is not None)  # fmt: skip
+    await until(lambda: armed(inspector, "BTC/USDT"))
     await market.decide(stop="0")  # blocked by a policy
     await until(lambda: inspector.verdicts == 2)
     assert inspector.api_url is not None
@@ -55,8 +59,7 @@ async def test_a_throttle_verdict_tells_the_detector_on_the_bus(
     policy.write_text("[risk]\nper_trade_pct = 1\n\n[cooldown]\nafter_loss_minutes = 30\n")
     inspector, _, _ = await start_inspector(policy=policy)
     await market.decide()
-    await until(lambda: (p := inspector.store.position("BTC/USDT")) is not None
-                and p.stop_order is not None)  # fmt: skip
+    await until(lambda: armed(inspector, "BTC/USDT"))
     await market.candle("BTC/USDT", 99, 99, 97, 97.5)  # the stop at 98 fills: a loss
     await until(lambda: inspector.store.counters().losses == 1)
     await market.decide()
@@ -84,3 +87,32 @@ async def test_an_invalid_policy_edit_keeps_the_old_policies_and_raises_an_alert
     assert inspector.governor.policies.digest == digest
     policy.write_text("[risk]\nper_trade_pct = 0.5\n")
     await until(lambda: inspector.governor.policies.digest != digest)
+
+
+async def test_bfx_inspector_status_and_reconcile_talk_to_the_running_inspector(
+    market: Market, start_inspector: StartInspector
+) -> None:
+    inspector, _, _ = await start_inspector()
+    await market.decide()
+    await until(lambda: armed(inspector, "BTC/USDT"))
+    assert inspector.api_url is not None
+    runner = CliRunner()
+    home = ["--data-dir", str(market.settings.home)]
+    status = await asyncio.to_thread(
+        runner.invoke, app, [*home, "inspector", "status", "--json", "--url", inspector.api_url]
+    )
+    assert status.exit_code == 0, status.output
+    answer = json.loads(status.stdout)
+    assert answer["health"]["entries_open"] is True
+    assert answer["positions"][0]["symbol"] == "BTC/USDT"
+    await market.client.place_order(PlaceOrderRequest(
+        client_order_id="by-hand", account="paper", symbol="BTC/USDT", side="buy",
+        type="limit", amount=Decimal(1), price=Decimal(90),
+    ))  # fmt: skip
+    dry = await asyncio.to_thread(
+        runner.invoke, app,
+        [*home, "inspector", "reconcile", "--dry-run", "--url", inspector.api_url],
+    )  # fmt: skip
+    assert dry.exit_code == 0, dry.output
+    assert "1 differences (dry run: nothing changed)" in dry.stdout
+    assert "order by-hand: store -, provider open buy 1 BTC/USDT -> alert only" in dry.stdout

@@ -15,7 +15,7 @@ from barfinex_cli.errors import ConfigError
 from barfinex_cli.kernel.parts import Kernel
 from barfinex_cli.runtime.client import GatewayClient
 from barfinex_cli.runtime.config import InspectorConfig
-from inspector.conftest import Market, StartInspector, until
+from inspector.conftest import Market, StartInspector, armed, until
 
 
 async def test_an_allowed_decision_opens_a_position_guarded_by_a_stop_and_a_take_profit(
@@ -24,10 +24,10 @@ async def test_an_allowed_decision_opens_a_position_guarded_by_a_stop_and_a_take
     inspector, _, _ = await start_inspector()
     decision = await market.decide()
 
-    async def armed() -> bool:
+    async def both_open() -> bool:
         return len(await market.client.orders("paper", open_only=True)) == 2
 
-    await until(armed)
+    await until(both_open)
     verdicts = await market.published("inspector.verdict")
     assert [v.payload.verdict for v in verdicts] == ["ALLOW"]
     assert verdicts[0].parent_id == decision.id and verdicts[0].trace_id == decision.trace_id
@@ -48,8 +48,7 @@ async def test_a_take_profit_fills_at_its_limit_and_the_stop_is_cancelled(
 ) -> None:
     inspector, _, _ = await start_inspector()
     decision = await market.decide()
-    await until(lambda: inspector.store.position("BTC/USDT") is not None
-                and inspector.store.position("BTC/USDT").tp_order is not None)  # fmt: skip
+    await until(lambda: armed(inspector, "BTC/USDT"))
     await market.candle("BTC/USDT", 100, 103, 99, 102)  # touches neither
     await market.candle("BTC/USDT", 102, 104.5, 101, 104)  # high >= 104: the limit fills
 
@@ -71,8 +70,7 @@ async def test_a_stop_that_the_market_gaps_through_fills_at_the_slipped_open(
 ) -> None:
     inspector, _, _ = await start_inspector()
     decision = await market.decide()
-    await until(lambda: inspector.store.position("BTC/USDT") is not None
-                and inspector.store.position("BTC/USDT").stop_order is not None)  # fmt: skip
+    await until(lambda: armed(inspector, "BTC/USDT"))
     await market.candle("BTC/USDT", 99, 99.5, 98.5, 99)  # low 98.5 > 98: nothing
     await market.candle("BTC/USDT", 97, 97.5, 96, 96.5)  # opens below the stop: a gap
 
@@ -178,8 +176,7 @@ async def test_a_drawdown_past_its_limit_closes_every_runtime_position_and_stand
     policy.write_text("[risk]\nper_trade_pct = 1\n\n[drawdown]\nfrom_peak_pct = 0.5\n")
     inspector, _, _ = await start_inspector(policy=policy)
     await market.decide(stop="95", take_profit="120", size_hint="100")
-    await until(lambda: (p := inspector.store.position("BTC/USDT")) is not None
-                and p.stop_order is not None)  # fmt: skip
+    await until(lambda: armed(inspector, "BTC/USDT"))
     size = inspector.store.position("BTC/USDT").size
     assert size == Decimal(20)  # 1% of 10,000 risked over a 5.00 stop distance
     await market.candle("BTC/USDT", 100, 100, 96.5, 97)  # 20 x -3 = -60: past 0.5% of the peak

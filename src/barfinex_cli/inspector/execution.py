@@ -18,7 +18,13 @@ from decimal import Decimal
 
 from barfinex_cli.contracts.orders import OrderState
 from barfinex_cli.contracts.rest import PlaceOrderRequest
-from barfinex_cli.errors import BfxError, RiskViolation, ServiceUnreachable, UsageError
+from barfinex_cli.errors import (
+    BfxError,
+    NotFound,
+    RiskViolation,
+    ServiceUnreachable,
+    UsageError,
+)
 from barfinex_cli.runtime.client import GatewayClient
 from barfinex_cli.store.inspector import InspectorStore, LocalStatus, OrderRecord, OrderRole
 
@@ -164,6 +170,12 @@ class Executor:
             state = await self.client.cancel_order(client_order_id)
         except ServiceUnreachable:
             raise
+        except NotFound:  # the provider never got it: it must never be sent now
+            if order is None:
+                return None
+            dropped = replace(order, status="cancelled", updated_ms=now_ms)
+            self.store.save_order(dropped)
+            return dropped
         except BfxError as exc:
             log.warning(
                 "cancel refused", extra={"client_order_id": client_order_id, "error": str(exc)}

@@ -110,20 +110,35 @@ class Protector:
     async def arm(
         self, position: PositionRecord, now_ms: int, generation: int | None = None
     ) -> tuple[PositionRecord, list[tuple[ProtectiveKind, OrderRecord]]]:
-        """Place the position's protective orders; return it (with their ids) and what was sent."""
+        """Place the position's protective orders; return it (with their ids) and what was sent.
+
+        The ids are written on the position before anything is sent, so a crash between two
+        placements leaves a restart knowing every order that may be at the provider.
+        """
         gen = generation or position.generation
-        sent: list[tuple[ProtectiveKind, OrderRecord]] = []
-        for kind, order in plan(position, gen):
-            sent.append((kind, await self.executor.submit(order, now_ms)))
-        ids = {kind: order.client_order_id for kind, order in sent}
+        planned = plan(position, gen)
+        ids = {kind: order.client_order_id for kind, order in planned}
         armed = replace(
             position,
             generation=gen,
             stop_order=ids.get("stop_loss", position.stop_order),
             tp_order=ids.get("take_profit", position.tp_order),
         )
+        for _, order in planned:
+            self.executor.store.save_order(replace(order, status="in_flight", placed_ms=now_ms))
         self.executor.store.save_position(armed)
+        sent: list[tuple[ProtectiveKind, OrderRecord]] = []
+        for kind, order in planned:
+            sent.append((kind, await self.executor.submit(order, now_ms)))
         return armed, sent
+
+    async def cancel_stale(self, position: PositionRecord, now_ms: int) -> None:
+        """Cancel live protective orders of the position's symbol that no longer guard it."""
+        keep = {position.stop_order, position.tp_order}
+        for order in self.executor.store.orders(live_only=True):
+            stale = order.role in ("stop_loss", "take_profit") and order.client_order_id not in keep
+            if stale and order.symbol == position.symbol:
+                await self.executor.cancel(order.client_order_id, now_ms)
 
     def missing(self, position: PositionRecord) -> bool:
         """Tell whether a protective order the position should have is not live."""
@@ -141,12 +156,8 @@ class Protector:
         self, position: PositionRecord, now_ms: int
     ) -> tuple[PositionRecord, list[tuple[ProtectiveKind, OrderRecord]]]:
         """Replace the protective orders with a new generation, then cancel the old ones."""
-        old = [i for i in (position.stop_order, position.tp_order) if i]
         armed, sent = await self.arm(position, now_ms, position.generation + 1)
-        for order_id in old:
-            order = self.executor.store.order(order_id)
-            if order is not None and order.live:
-                await self.executor.cancel(order_id, now_ms)
+        await self.cancel_stale(armed, now_ms)
         return armed, sent
 
     async def cancel_all(self, position: PositionRecord, now_ms: int) -> None:
@@ -167,9 +178,7 @@ class Protector:
         placed = await self.executor.submit(stops[0], now_ms)
         if placed.status == "rejected":
             return position, None
-        old = position.stop_order
         moved = replace(moved, stop_order=placed.client_order_id)
         self.executor.store.save_position(moved)
-        if old:
-            await self.executor.cancel(old, now_ms)
+        await self.cancel_stale(moved, now_ms)
         return moved, placed

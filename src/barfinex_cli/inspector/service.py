@@ -135,6 +135,7 @@ class Inspector:
         self._announced: set[str] = set()
         self._strategy_of_signal: dict[str, str] = {}
         self._lock = asyncio.Lock()
+        self._balance_suspect: tuple[Decimal, Decimal] | None = None
         self.registry = CollectorRegistry()
         self._m_verdicts = Counter(
             "bfx_inspector_verdicts", "Verdicts by action.", ["action"], registry=self.registry
@@ -901,7 +902,13 @@ class Inspector:
                 total = held.total
         balance_pair = None
         if total is not None and self.seen_balance is not None and not initial:
-            balance_pair = (self.seen_balance, total)
+            # fills move the balance and its event may still be on its way: a mismatch counts
+            # only when the next reconciliation finds the very same one
+            pair = (self.seen_balance, total)
+            if pair[0] != pair[1] and pair == self._balance_suspect:
+                balance_pair = pair
+            elif not dry_run:
+                self._balance_suspect = pair if pair[0] != pair[1] else None
         rules: dict[reconcile.Kind, reconcile.Rule] = {
             "order": self.config.divergence_order,
             "position": self.config.divergence_position,
@@ -936,7 +943,6 @@ class Inspector:
             return report
         if total is not None:
             self.cash = total
-            self.seen_balance = total
         for position in remote_positions:
             self.remote_positions[position.symbol] = position
         divergences = 0

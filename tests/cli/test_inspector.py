@@ -1,0 +1,71 @@
+"""`bfx inspector`: commands against a running inspector, or its store when none runs."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from barfinex_cli.cli.main import app
+from barfinex_cli.store.inspector import InspectorStore, OrderRecord, PositionRecord
+
+
+def _seed(home: Path) -> None:
+    with InspectorStore(home / "inspector.db") as store:
+        store.save_order(OrderRecord(
+            client_order_id="i-d-sl1", decision_id="d", role="stop_loss", symbol="BTC/USDT",
+            side="sell", type="stop_market", amount=Decimal(1), stop_price=Decimal(98),
+            reduce_only=True, status="open",
+        ))  # fmt: skip
+        store.save_position(PositionRecord(
+            symbol="BTC/USDT", side="long", size=Decimal(1), entry=Decimal(100), opened_ms=0,
+            decision_id="d", strategy="momentum", stop=Decimal(98), stop_order="i-d-sl1",
+        ))  # fmt: skip
+
+
+def test_status_with_no_inspector_running_reads_the_store(
+    runner: CliRunner, cli_env: dict[str, str]
+) -> None:
+    _seed(Path(cli_env["BFX_HOME"]))
+    result = runner.invoke(app, ["inspector", "status", "--json", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["health"]["running"] is False
+    [position] = answer["positions"]
+    assert position["managed"] == "runtime"
+    assert position["protective"] == [{"role": "stop_loss", "status": "open", "price": "98"}]
+
+
+def test_stand_down_and_resume_with_no_inspector_running_write_the_store(
+    runner: CliRunner, cli_env: dict[str, str]
+) -> None:
+    home = Path(cli_env["BFX_HOME"])
+    _seed(home)
+    url = ["--url", "http://127.0.0.1:9"]
+    result = runner.invoke(app, ["inspector", "stand-down", "--until", "2h", *url])
+    assert result.exit_code == 0, result.output
+    with InspectorStore(home / "inspector.db") as store:
+        assert store.counters().stand_down_until_ms is not None
+    assert runner.invoke(app, ["inspector", "resume", *url]).exit_code == 0
+    with InspectorStore(home / "inspector.db") as store:
+        assert store.counters().stand_down_until_ms is None
+
+
+def test_mistakes_are_one_line_with_the_right_exit_code(
+    runner: CliRunner, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    url = ["--url", "http://127.0.0.1:9"]
+    no_yes = runner.invoke(app, ["inspector", "close-all", *url])
+    assert no_yes.exit_code == 2 and "--yes" in no_yes.output
+    nobody = runner.invoke(app, ["inspector", "close-all", "--yes", *url])
+    assert nobody.exit_code == 3 and "bfx inspector run" in nobody.output
+    bad_time = runner.invoke(app, ["inspector", "stand-down", "--until", "soon", *url])
+    assert bad_time.exit_code == 2 and "--until" in bad_time.output
+    no_store = runner.invoke(app, ["inspector", "status", *url])
+    assert no_store.exit_code == 1 and "bfx inspector run" in no_store.output
+    missing = runner.invoke(app, ["inspector", "run", "--policy", str(tmp_path / "nope.toml")])
+    assert missing.exit_code == 2 and "--policy" in missing.output
+    for result in (no_yes, nobody, bad_time, no_store, missing):
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
