@@ -189,3 +189,34 @@ async def test_a_drawdown_past_its_limit_closes_every_runtime_position_and_stand
     assert inspector.store.counters().stand_down_until_ms is not None
     alerts = [e.payload.message for e in await market.published("inspector.alert")]
     assert any("close all: 1 positions" in a and "peak_drawdown" in a for a in alerts)
+
+
+async def test_a_trailing_stop_follows_the_best_close_and_the_old_stop_is_cancelled(
+    market: Market, start_inspector: StartInspector
+) -> None:
+    inspector, _, _ = await start_inspector(trailing_stop_pct=2)
+    decision = await market.decide(take_profit="130")
+    await until(lambda: armed(inspector, "BTC/USDT"))
+    await market.candle("BTC/USDT", 100, 110.5, 100, 110)  # best close 110: stop to 107.8
+
+    async def moved() -> list[Any]:
+        return [e.payload for e in await market.published("inspector.protective.moved")]
+
+    await until(moved)
+    move = (await moved())[0]
+    assert (move.previous_price, move.price) == (Decimal(98), Decimal("107.8"))
+    assert move.reason == "trailing 2%"
+
+    async def replaced() -> bool:
+        orders = {o.client_order_id: o for o in await market.client.orders("paper")}
+        old = orders.get(f"i-{decision.id}-sl1")
+        new = orders.get(f"i-{decision.id}-sl2")
+        return (
+            old is not None and old.status == "cancelled"
+            and new is not None and new.status == "open" and new.stop_price == Decimal("107.8")
+        )  # fmt: skip
+
+    await until(replaced)
+    await market.candle("BTC/USDT", 110, 110, 108, 108.5)  # lower close: the stop stays
+    await market.candle("BTC/USDT", 108.5, 109, 107, 107.5)  # low 107 <= 107.8: stopped out
+    await until(lambda: inspector.store.counters().wins == 1)  # locked in a profit
