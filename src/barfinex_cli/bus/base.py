@@ -123,6 +123,16 @@ class Bus(Protocol):
         """When the current outage began (UTC), or None while the transport answers."""
         ...
 
+    @property
+    def outages(self) -> int:
+        """How many outages this bus has ridden out (or is in); 0 for one that cannot have any."""
+        ...
+
+    @property
+    def last_outage(self) -> tuple[datetime, float] | None:
+        """The latest outage that ended: when it began (UTC) and how long it lasted (seconds)."""
+        ...
+
     async def ping(self) -> None:
         """Raise `ServiceUnreachable` if the transport does not answer."""
         ...

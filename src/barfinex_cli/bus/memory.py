@@ -86,6 +86,8 @@ class MemoryBus:
     degraded = False
     """The in-process bus cannot lose its server."""
     outage_since: datetime | None = None
+    outages = 0
+    last_outage: tuple[datetime, float] | None = None
 
     def __init__(
         self,

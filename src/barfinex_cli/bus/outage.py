@@ -69,6 +69,8 @@ class Outage:
         self._since: float | None = None  # monotonic start of the current outage
         self.since: datetime | None = None
         """When the current outage began (UTC), or None while Redis answers."""
+        self.last: tuple[datetime, float] | None = None
+        """The latest outage that ended: when it began (UTC) and how long it lasted (s)."""
 
     @property
     def degraded(self) -> bool:
@@ -137,6 +139,8 @@ class Outage:
         if self._since is None:
             return
         lasted = self.elapsed_s()
+        if self.since is not None:
+            self.last = (self.since, lasted)
         self._since = None
         self.since = None
         log.info("Redis answers again", extra={"url": self.url, "after_s": round(lasted, 3)})

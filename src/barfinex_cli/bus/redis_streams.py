@@ -85,6 +85,16 @@ class RedisStreamsBus:
         """When the current outage began (UTC), or None while Redis answers."""
         return self.outage.since
 
+    @property
+    def outages(self) -> int:
+        """How many outages this bus has ridden out (or is in)."""
+        return self.outage.outages
+
+    @property
+    def last_outage(self) -> tuple[datetime, float] | None:
+        """The latest outage that ended: when it began (UTC) and how long it lasted (s)."""
+        return self.outage.last
+
     def key(self, event_type: str) -> str:
         """Return the stream key of a type."""
         return self.prefix + event_type

@@ -183,6 +183,17 @@ class IncidentEscalated(_SeriesIncident):
     escalated_at: UtcDatetime
 
 
+class BusRecovered(Payload):
+    """The bus's Redis answered again after an outage; what the provider held meanwhile went out."""
+
+    event_type = "provider.bus.recovered"
+
+    started_at: UtcDatetime
+    lasted_s: NonNegativeFloat
+    held_events: NonNegativeInt
+    """Events the provider held while Redis was away, published once it answered."""
+
+
 EVENTS: tuple[type[Payload], ...] = (
     TradeExecuted,
     CandleClosed,
@@ -194,4 +205,5 @@ EVENTS: tuple[type[Payload], ...] = (
     IncidentOpened,
     IncidentResolved,
     IncidentEscalated,
+    BusRecovered,
 )

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from barfinex_cli.bus.base import Bus
 from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.ids import uuid7
-from barfinex_cli.contracts.market import BookUpdated, IncidentEscalated
+from barfinex_cli.contracts.market import BookUpdated, BusRecovered, IncidentEscalated
 from barfinex_cli.contracts.times import iso_ms, to_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError
@@ -129,8 +129,20 @@ class ProviderRuntime:
         self.trade_rows.clear()
         if self.outbox:
             batch, self.outbox = self.outbox, []
-            await self.bus.publish_many(batch)
+            outages = self.bus.outages
+            await self.bus.publish_many(batch)  # in a Redis outage: waits, holding the batch
             self.events += len(batch)
+            ended = self.bus.last_outage
+            if self.bus.outages != outages and ended is not None:
+                # Redis answers again: say what happened, now that it can be heard.
+                started, lasted = ended
+                recovered = BusRecovered(
+                    started_at=started, lasted_s=round(lasted, 3), held_events=len(batch)
+                )
+                await self.bus.publish(
+                    make_event(recovered, source=self.source, ts=self.clock.now())
+                )
+                self.events += 1
 
     async def apply(self, step: Step) -> None:
         """Carry out a pipeline step in its order: keep rows, publish, feed the broker.
