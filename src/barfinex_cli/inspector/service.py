@@ -673,13 +673,12 @@ class Inspector:
     def _decided_ms(self, decision_id: str | None) -> int | None:
         if decision_id is None:
             return None
-        rows = [r for r in self.store.decisions() if r["decision_id"] == decision_id]
-        return int(rows[0]["received_ms"]) if rows else None
+        row = self.store.decision(decision_id)
+        return int(row["received_ms"]) if row.get("received_ms") is not None else None
 
     async def _entry_filled(self, order: OrderRecord) -> None:
         """Open (or grow) the runtime position of a filled entry and arm its protection."""
-        rows = [r for r in self.store.decisions() if r["decision_id"] == order.decision_id]
-        row = rows[0] if rows else {}
+        row = self.store.decision(order.decision_id)
         side: Any = "long" if order.side == "buy" else "short"
         held = self.store.position(order.symbol)
         if held is not None and held.status == "open" and held.decision_id == order.decision_id:
@@ -823,8 +822,7 @@ class Inspector:
                 return
             best = position.best_price or position.entry
             best = max(best, price) if position.side == "long" else min(best, price)
-            row = [r for r in self.store.decisions() if r["decision_id"] == position.decision_id]
-            initial = _dec(row[0].get("stop")) if row else None
+            initial = _dec(self.store.decision(position.decision_id).get("stop"))
             move = trail(
                 position,
                 price,

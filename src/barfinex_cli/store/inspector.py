@@ -175,6 +175,14 @@ class InspectorStore:
             {"decision_id": decision_id, **values}, pk="decision_id", alter=True
         )
 
+    def decision(self, decision_id: str | None) -> dict[str, Any]:
+        """Return one decision's row, or an empty dict if it was never seen."""
+        if decision_id is None:
+            return {}
+        sql = "select * from decisions where decision_id = ?"
+        rows = list(self.db.query(sql, [decision_id]))
+        return dict(rows[0]) if rows else {}
+
     def decisions(self, status: str | None = None) -> list[dict[str, Any]]:
         """Return decision rows, oldest first (optionally only those of one status)."""
         where = "where status = ?" if status else ""
