@@ -135,12 +135,11 @@ class StrategyCapital(Model):
 
 
 class KpiReported(Payload):
-    """Trading results of an account over a period, and (from the inspector) where it stands now.
+    """Trading results of an account over a period, and where it stands now (optional fields)."""
 
-    The optional fields after `sharpe` are the live figures the studio's Risk and Capital screens
-    read: equity, P&L, drawdown against its limit, exposure, each policy's state and capital
-    efficiency per strategy.
-    """
+    # The fields after `sharpe` are the live figures the studio's Risk and Capital screens read:
+    # equity, P&L, drawdown against its limit, exposure, each policy's state and capital
+    # efficiency per strategy.
 
     event_type = "inspector.kpi"
 
