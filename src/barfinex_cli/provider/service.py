@@ -61,6 +61,9 @@ log = logging.getLogger("bfx.provider")
 SHUTDOWN_GRACE_S = 10.0
 """How long the provider's tasks get to finish after stop before they are cancelled."""
 
+FLUSH_COALESCE_S = 0.02
+"""How long the flusher lets a burst of queued events gather before it writes them."""
+
 TRADE_GRACE_MS = 2_000
 """How long after its bucket ends a candle built from trades waits for late trades."""
 
@@ -543,7 +546,10 @@ class Provider:
                 queued = asyncio.ensure_future(rt.queued.wait())
                 await asyncio.wait({queued, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 queued.cancel()
-                await asyncio.sleep(0)  # let the rest of a burst join this flush
+                # Coalesce: at replay speed the stream flushes its own batches; a flush per
+                # wake-up here would split them into many small store transactions.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), FLUSH_COALESCE_S)
                 await rt.flush()
         finally:
             stopped.cancel()
