@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from barfinex_cli.cli.options import ClockOpt, NoRegisterOpt, ProviderOpt, role_settings
 from barfinex_cli.cli.state import state_of
 
 if TYPE_CHECKING:
@@ -47,19 +48,12 @@ def run(
         Path | None,
         typer.Option("--policy", help="Policy TOML (default: the packaged default policies)."),
     ] = None,
-    provider: Annotated[
-        str | None, typer.Option("--provider", help="Provider URL (default: settings).")
-    ] = None,
+    provider: ProviderOpt = None,
     account: Annotated[str | None, typer.Option(help="Account it trades [paper].")] = None,
     host: Annotated[str | None, typer.Option(help="Address of the API.")] = None,
     port: Annotated[int | None, typer.Option(help="Port of the API [8008].")] = None,
-    no_register: Annotated[
-        bool, typer.Option("--no-register", help="Do not join the provider's app registry.")
-    ] = False,
-    clock: Annotated[
-        str | None,
-        typer.Option(help="auto (follow the provider's), wall or market [default: auto]."),
-    ] = None,
+    no_register: NoRegisterOpt = False,
+    clock: ClockOpt = None,
 ) -> None:
     """Judge every advisor.decision against the policies and place what they allow.
 
@@ -75,10 +69,8 @@ def run(
     from barfinex_cli.inspector.service import Inspector
     from barfinex_cli.kernel.launch import serve
     from barfinex_cli.kernel.parts import Kernel
-    from barfinex_cli.runtime.logs import setup_logging
 
-    settings = state_of(ctx).settings()
-    setup_logging(settings.log_level, json_lines=settings.log_json or None)
+    settings = role_settings(ctx)
     if policy is not None and not policy.is_file():
         from barfinex_cli.errors import UsageError
 
