@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from textwrap import dedent
 
@@ -22,9 +21,11 @@ from barfinex_cli.inspector.policies import (
     parse_policies,
 )
 from barfinex_cli.inspector.policies.market import worst_price
+from inspector.samples import FLAT, NOW, D
+from inspector.samples import INTENT as _INTENT
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)  # a Thursday
-D = Decimal
+INTENT = replace(_INTENT, instance=None)
+
 
 INTENT = Intent(
     decision_id="d-1",
@@ -40,19 +41,6 @@ INTENT = Intent(
     conviction=0.7,
     spread_bps=2.0,
     at=NOW,
-)
-FLAT = Portfolio(
-    equity=D(10_000),
-    peak_equity=D(10_000),
-    day_start_equity=D(10_000),
-    positions=(),
-    open_orders_notional=D(0),
-    trades_today=0,
-    losing_trades_today=0,
-    loss_streak=0,
-    last_loss_at=None,
-    realised_today=D(0),
-    stand_down_until=None,
 )
 
 
