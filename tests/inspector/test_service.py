@@ -220,3 +220,24 @@ async def test_a_trailing_stop_follows_the_best_close_and_the_old_stop_is_cancel
     await market.candle("BTC/USDT", 110, 110, 108, 108.5)  # lower close: the stop stays
     await market.candle("BTC/USDT", 108.5, 109, 107, 107.5)  # low 107 <= 107.8: stopped out
     await until(lambda: inspector.store.counters().wins == 1)  # locked in a profit
+
+
+async def test_a_stop_that_fills_at_once_closes_the_position_and_its_sibling_raises_no_alarm(
+    market: Market, start_inspector: StartInspector
+) -> None:
+    inspector, _, _ = await start_inspector()
+    # The price already sits below the stop when the entry fills: the stop fills at once, the
+    # position is closed, and the take-profit is refused for want of a position. That is the
+    # protection working, not a position left unprotected.
+    decision = await market.decide(entry="103", stop="101", take_profit="107")
+
+    async def settled() -> bool:
+        orders = {o.client_order_id: o for o in await market.client.orders("paper")}
+        tp = orders.get(f"i-{decision.id}-tp1")
+        return tp is not None and tp.status == "rejected"
+
+    await until(settled)
+    orders = {o.client_order_id: o for o in await market.client.orders("paper")}
+    assert orders[f"i-{decision.id}-sl1"].status == "filled"
+    alerts = [e.payload.message for e in await market.published("inspector.alert")]
+    assert not any("not protected" in text for text in alerts), alerts

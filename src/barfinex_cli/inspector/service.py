@@ -706,12 +706,28 @@ class Inspector:
             armed, sent = await self.protector.rearm(position, self.now_ms())
             await self._announce_placed(armed, sent)
 
+    async def _closed_at_provider(self, symbol: str) -> bool:
+        """Tell whether the provider holds no position in `symbol` (False if it cannot say)."""
+        try:
+            held = await self.client.positions(self.config.account)
+        except BfxError:
+            return False
+        return not any(p.symbol == symbol and p.size > 0 for p in held)
+
     async def _announce_placed(
         self, position: PositionRecord, sent: list[tuple[Any, OrderRecord]]
     ) -> None:
         for kind, order in sent:
             self._m_orders.labels(kind).inc()
             if order.status == "rejected":
+                if await self._closed_at_provider(position.symbol):
+                    # A stop placed beyond the price filled at once and closed the position:
+                    # its sibling has nothing left to guard. That is protection, not a failure.
+                    log.info(
+                        "protective order refused: the position is already closed",
+                        extra={"symbol": position.symbol, "kind": str(kind)},
+                    )
+                    continue
                 await self.alerts.raise_(
                     "error",
                     f"{kind} for {position.symbol} refused by the provider: the "
