@@ -225,7 +225,7 @@ async def test_a_trailing_stop_follows_the_best_close_and_the_old_stop_is_cancel
 async def test_a_stop_that_fills_at_once_closes_the_position_and_its_sibling_raises_no_alarm(
     market: Market, start_inspector: StartInspector
 ) -> None:
-    inspector, _, _ = await start_inspector()
+    await start_inspector()
     # The price already sits below the stop when the entry fills: the stop fills at once, the
     # position is closed, and the take-profit is refused for want of a position. That is the
     # protection working, not a position left unprotected.
