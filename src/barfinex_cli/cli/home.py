@@ -10,7 +10,6 @@ only read open the stores read-only, so they also work on an archive or another 
 from __future__ import annotations
 
 import sqlite3
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,14 +37,9 @@ def writable_home(ctx: typer.Context) -> Path:
     Raises:
         DataDirUnusable: it cannot be created (a path under a file, say) or written.
     """
-    home = home_of(ctx)
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=home, prefix=".bfx-write-check-"):
-            pass
-    except OSError as exc:
-        raise DataDirUnusable(home, exc.strerror or str(exc)) from None
-    return home
+    from barfinex_cli.runtime.datadir import writable
+
+    return writable(home_of(ctx))
 
 
 def readable_file(ctx: typer.Context, name: str, label: str, missing: str) -> Path:

@@ -218,9 +218,9 @@ async def _run(
     from barfinex_cli.kernel.redis_server import EmbeddedRedis, choose_redis
     from barfinex_cli.kernel.supervisor import Supervisor
     from barfinex_cli.provider.gateway.auth import ensure_token
+    from barfinex_cli.runtime.datadir import writable
 
-    home = settings.home
-    home.mkdir(parents=True, exist_ok=True)
+    home = writable(settings.home)
     if embedded_redis:
         embedded: EmbeddedRedis | None = EmbeddedRedis(home)
         url = await embedded.start()  # type: ignore[union-attr]

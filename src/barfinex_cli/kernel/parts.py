@@ -15,7 +15,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from barfinex_cli.bus.base import Bus
-from barfinex_cli.errors import ConfigError
 from barfinex_cli.runtime.clock import Clock, ClockKind, LiveClock, SimClock
 from barfinex_cli.runtime.config import (
     AdvisorConfig,
@@ -24,6 +23,7 @@ from barfinex_cli.runtime.config import (
     ProviderConfig,
 )
 from barfinex_cli.runtime.connect import open_bus
+from barfinex_cli.runtime.datadir import writable
 from barfinex_cli.runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ class Kernel:
         self._paper: BrokerStore | None = None
         self._inspector: InspectorStore | None = None
         self._clients: dict[str, GatewayClient] = {}
+        self._home_checked = False
 
     async def __aenter__(self) -> Self:
         await self.bus()
@@ -109,25 +110,19 @@ class Kernel:
             self._clock = LiveClock() if kind == "wall" else SimClock()
         return self._clock
 
-    @property
     def home(self) -> Path:
-        """Return the data directory, created if needed (a clear error if it cannot be)."""
-        home = self.settings.home
-        try:
-            home.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot use {home} as the data directory ({exc.strerror}) — pass --data-dir "
-                "or set BFX_HOME to a writable folder"
-            ) from None
-        return home
+        """Return the data directory, checked once: it exists and can be written."""
+        if not self._home_checked:
+            writable(self.settings.home)
+            self._home_checked = True
+        return self.settings.home
 
     def market_store(self) -> MarketStore:
         """Return the market history store (`DATA_DIR/market.db`)."""
         if self._market is None:
             from barfinex_cli.store.market import MarketStore
 
-            self.home  # noqa: B018  # creates the directory, or says why it cannot
+            self.home()
             self._market = MarketStore(self.settings.market_path)
         return self._market
 
@@ -136,7 +131,7 @@ class Kernel:
         if self._audit is None:
             from barfinex_cli.store.audit import AuditStore
 
-            self.home  # noqa: B018
+            self.home()
             self._audit = AuditStore(self.settings.audit_path)
         return self._audit
 
@@ -145,7 +140,7 @@ class Kernel:
         if self._paper is None:
             from barfinex_cli.store.broker import BrokerStore
 
-            self.home  # noqa: B018
+            self.home()
             self._paper = BrokerStore(self.settings.paper_path)
         return self._paper
 
@@ -154,7 +149,7 @@ class Kernel:
         if self._inspector is None:
             from barfinex_cli.store.inspector import InspectorStore
 
-            self.home  # noqa: B018
+            self.home()
             self._inspector = InspectorStore(self.settings.inspector_path)
         return self._inspector
 
@@ -190,7 +185,7 @@ class Kernel:
         from barfinex_cli.provider.service import Provider, make_connector
 
         config = config or self.settings.provider
-        self.home  # noqa: B018
+        self.home()
 
         def token() -> str:
             return auth.ensure_token(self.settings, on_created=on_token_created)
