@@ -124,18 +124,11 @@ class RuleScorer(_Frozen):
         return sigmoid(sum(self.terms(features).values()))
 
 
-class LogisticScorer(_Frozen):
-    """A fitted logistic regression (after its standard scaler), folded into one weight vector.
+class _Fitted(_Frozen):
+    """What every fitted scorer is: a named algorithm over named features, an "ml" scorer."""
 
-    probability = sigmoid(intercept + sum(weights[i] * x[features[i]])); `centers` (the training
-    means) only serve `contributions`.
-    """
-
-    algorithm: Literal["logistic"] = "logistic"
+    algorithm: str
     feature_names: tuple[str, ...] = Field(min_length=1)
-    weights: tuple[float, ...]
-    intercept: float
-    centers: tuple[float, ...]
 
     @property
     def name(self) -> str:
@@ -148,6 +141,19 @@ class LogisticScorer(_Frozen):
     @property
     def features(self) -> tuple[str, ...]:
         return self.feature_names
+
+
+class LogisticScorer(_Fitted):
+    """A fitted logistic regression (after its standard scaler), folded into one weight vector.
+
+    probability = sigmoid(intercept + sum(weights[i] * x[features[i]])); `centers` (the training
+    means) only serve `contributions`.
+    """
+
+    algorithm: Literal["logistic"] = "logistic"
+    weights: tuple[float, ...]
+    intercept: float
+    centers: tuple[float, ...]
 
     def probability(self, features: Mapping[str, float]) -> float:
         z = self.intercept
@@ -187,25 +193,12 @@ class Tree(_Frozen):
     value: tuple[float, ...]
 
 
-class TreeScorer(_Frozen):
+class TreeScorer(_Fitted):
     """A fitted `HistGradientBoostingClassifier` (binary), as its baseline and its trees."""
 
     algorithm: Literal["hgb"] = "hgb"
-    feature_names: tuple[str, ...] = Field(min_length=1)
     baseline: float
     trees: tuple[Tree, ...]
-
-    @property
-    def name(self) -> str:
-        return self.algorithm
-
-    @property
-    def kind(self) -> Literal["ml", "rule"]:
-        return "ml"
-
-    @property
-    def features(self) -> tuple[str, ...]:
-        return self.feature_names
 
     _flat: tuple[_FlatTree, ...] = PrivateAttr(default=())
 
