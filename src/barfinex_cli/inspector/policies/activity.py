@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from barfinex_cli.inspector.model import Action
 from barfinex_cli.inspector.policies.base import ALLOW, Context, Outcome, Policy, next_day_start
 
 
@@ -28,34 +29,32 @@ def stand_down(ctx: Context) -> Outcome:
     )
 
 
+def _daily_cap(
+    ctx: Context, action: Action, count: int, limit: int | None, what: str, key: str
+) -> Outcome:
+    """Apply `action` until the next trading day once `count` of today reaches `limit`."""
+    if limit is None or count < limit:
+        return ALLOW
+    return Outcome(
+        action,
+        f"{count} {what} today, at {key} {limit}",
+        {what.replace(" ", "_") + "_today": count, key: limit},
+        next_day_start(ctx.now, ctx.day_zone),
+    )
+
+
 def trades_per_day(ctx: Context) -> Outcome:
     """Throttle entries to the next trading day once `max_trades_per_day` is reached."""
     limit = ctx.rules.activity.max_trades_per_day
-    done = ctx.portfolio.trades_today
-    if limit is None or done < limit:
-        return ALLOW
-    until = next_day_start(ctx.now, ctx.day_zone)
-    return Outcome(
-        "THROTTLE",
-        f"{done} trades today, at max_trades_per_day {limit}",
-        {"trades_today": done, "max_trades_per_day": limit},
-        until,
-    )
+    count = ctx.portfolio.trades_today
+    return _daily_cap(ctx, "THROTTLE", count, limit, "trades", "max_trades_per_day")
 
 
 def losing_trades_per_day(ctx: Context) -> Outcome:
     """Stand down to the next trading day once `max_losing_trades_per_day` is reached."""
     limit = ctx.rules.activity.max_losing_trades_per_day
-    lost = ctx.portfolio.losing_trades_today
-    if limit is None or lost < limit:
-        return ALLOW
-    until = next_day_start(ctx.now, ctx.day_zone)
-    return Outcome(
-        "STAND_DOWN",
-        f"{lost} losing trades today, at max_losing_trades_per_day {limit}",
-        {"losing_trades_today": lost, "max_losing_trades_per_day": limit},
-        until,
-    )
+    count = ctx.portfolio.losing_trades_today
+    return _daily_cap(ctx, "STAND_DOWN", count, limit, "losing trades", "max_losing_trades_per_day")
 
 
 def loss_streak(ctx: Context) -> Outcome:
