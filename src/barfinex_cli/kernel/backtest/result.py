@@ -1,0 +1,108 @@
+"""What a backtest produced: fills, round-trip trades, the equity curve and the headline metrics.
+
+Both ways of running a backtest fill these same types: the vectorised detector-only pass
+(`vector.py`) and the event-driven pipeline (`engine.py`, signals through the advisor, the
+inspector and the paper broker). The CLI renders them, `export.py` writes them, `bfx optimize`
+scores trials on `Metrics`, and `bfx paper diff` compares a paper session's fills with them.
+Plain frozen dataclasses: they cross process boundaries (optimize workers) by pickling and become
+JSON with `dataclasses.asdict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Side = Literal["buy", "sell"]
+PositionSide = Literal["long", "short"]
+Mode = Literal["detector", "pipeline"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One execution of one order."""
+
+    order_id: str
+    """The client order id (the pipeline derives it from the decision id)."""
+    time_ms: int
+    """Market time of the fill, epoch ms."""
+    symbol: str
+    side: Side
+    quantity: float
+    price: float
+    fee: float
+    reason: str
+    """Why the order was placed: `entry`, `exit`, `stop_loss`, `take_profit`, `close_all`, ..."""
+    trace_id: str | None = None
+    """The trace the order belongs to (`bfx trace` walks it); None in a detector-only run."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One round trip: a position opened and closed again."""
+
+    symbol: str
+    side: PositionSide
+    entry_ms: int
+    exit_ms: int
+    quantity: float
+    entry_price: float
+    exit_price: float
+    fees: float
+    pnl: float
+    """Net of fees, in quote currency."""
+    return_pct: float
+    """`pnl` over the entry notional, in percent."""
+    exit_reason: str
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EquityPoint:
+    """Account equity (cash plus open positions marked to the close) at a candle's close."""
+
+    time_ms: int
+    equity: float
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """The headline figures of a run; ratios are plain fractions unless a name says `pct`."""
+
+    total_return_pct: float
+    cagr_pct: float
+    sharpe: float
+    sortino: float
+    max_drawdown_pct: float
+    win_rate_pct: float
+    profit_factor: float
+    """Gross profit over gross loss; `inf` with no losing trade, 0 with no trade."""
+    exposure_pct: float
+    """Share of candles with a position open."""
+    trades: int
+    fees: float
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestResult:
+    """One backtest run, whole."""
+
+    run_id: str
+    mode: Mode
+    strategy: str
+    exchange: str
+    symbols: tuple[str, ...]
+    timeframe: str
+    start_ms: int
+    end_ms: int
+    bars: int
+    initial_equity: float
+    signals: int
+    metrics: Metrics
+    fills: tuple[Fill, ...] = ()
+    trades: tuple[Trade, ...] = ()
+    equity: tuple[EquityPoint, ...] = ()
+    blocked: dict[str, int] = field(default_factory=dict)
+    """Signals or decisions that led to no order, by `stage:policy` (pipeline runs only)."""
+    params: dict[str, float | int | str] = field(default_factory=dict)
+    """Strategy parameters the run used (`bfx optimize` trials)."""
