@@ -48,7 +48,7 @@ def api_app(inspector: Inspector) -> Any:
         return Response(body, media_type=content_type)
 
     async def kpi(_: Request) -> JSONResponse:
-        return JSONResponse(inspector.kpi().model_dump(mode="json"))
+        return JSONResponse(inspector.reports.kpi().model_dump(mode="json"))
 
     async def positions(_: Request) -> JSONResponse:
         return JSONResponse({"positions": inspector.positions_view()})
@@ -60,8 +60,8 @@ def api_app(inspector: Inspector) -> Any:
         return JSONResponse(
             {
                 "health": inspector.status(),
-                "policies": inspector.policy_states(),
-                "kpi": inspector.kpi().model_dump(mode="json"),
+                "policies": inspector.reports.policy_states(),
+                "kpi": inspector.reports.kpi().model_dump(mode="json"),
                 "positions": inspector.positions_view(),
             }
         )
@@ -100,7 +100,7 @@ def api_app(inspector: Inspector) -> Any:
     async def reconcile(request: Request) -> JSONResponse:
         data = await body_of(request)
         try:
-            report = await inspector.reconcile_now(bool(data.get("dry_run", False)))
+            report = await inspector.reconciler.reconcile_now(bool(data.get("dry_run", False)))
         except BfxError as exc:
             return fail(exc)
         return JSONResponse(report)

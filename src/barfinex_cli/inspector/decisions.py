@@ -1,0 +1,182 @@
+"""Decision handling: `advisor.decision` -> `Intent` -> the governor's verdict -> the order.
+
+Every decision gets one `inspector.verdict` (a child of the decision). ALLOW sends the entry
+through the executor under the decision's client order id; THROTTLE tells the detector on the
+bus; STAND_DOWN and CLOSE_ALL act on the account. A decision held while the provider is away is
+announced once as pending.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from barfinex_cli.bus.base import Delivery
+from barfinex_cli.contracts.advisor import DecisionMade
+from barfinex_cli.contracts.envelope import Envelope
+from barfinex_cli.contracts.inspector import (
+    ThrottleOrdered,
+    VerdictIssued,
+)
+from barfinex_cli.contracts.times import to_ms
+from barfinex_cli.inspector.execution import client_order_id
+from barfinex_cli.inspector.model import Intent, Verdict
+from barfinex_cli.store.inspector import OrderRecord
+
+if TYPE_CHECKING:
+    from barfinex_cli.inspector.service import Inspector
+
+log = logging.getLogger("bfx.inspector")
+
+
+class Decisions:
+    """Judge decisions and act on their verdicts."""
+
+    def __init__(self, inspector: Inspector) -> None:
+        self.ins = inspector
+
+    async def announce_pending(self, deliveries: list[Delivery], reason: str) -> None:
+        """Publish, once per decision, a verdict saying it waits for the provider."""
+        for delivery in deliveries:
+            if delivery.event.id in self.ins.announced:
+                continue
+            self.ins.announced.add(delivery.event.id)
+            payload = delivery.event.payload
+            self.ins.store.record_decision(
+                delivery.event.id,
+                symbol=payload.symbol,
+                strategy=payload.strategy or "unknown",
+                received_ms=self.ins.now_ms(),
+                status="pending",
+            )
+            verdict = VerdictIssued(
+                decision_id=delivery.event.id,
+                verdict="BLOCK",
+                policy="provider_unreachable",
+                reason=f"pending: {reason[:300]}; no order placed — judged again when it answers",
+            )
+            await self.ins.publish(verdict, delivery.event)
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def intent_of(self, event: Envelope[Any]) -> Intent:
+        """Return the intent of an `advisor.decision` event, against the store's positions."""
+        decision: DecisionMade = event.payload
+        held = self.ins.store.position(decision.symbol)
+        kind: Any = "open"
+        if held is not None and held.status == "open" and held.runtime:
+            same = (held.side == "long") == (decision.side == "buy")
+            kind = "open" if same else "flip"
+        spread = None
+        return Intent(
+            decision_id=event.id,
+            strategy=decision.strategy or "unknown",
+            instance=decision.strategy,
+            symbol=decision.symbol,
+            side=decision.side,
+            kind=kind,
+            entry=decision.entry,
+            stop=decision.stop if decision.stop > 0 else None,
+            take_profit=decision.take_profit if decision.take_profit > 0 else None,
+            size_hint=decision.size if decision.size > 0 else None,
+            conviction=decision.conviction,
+            spread_bps=spread,
+            at=self.ins.clock.now(),
+        )
+
+    async def decide(self, event: Envelope[Any]) -> Verdict:
+        """Judge one decision, publish the verdict and act on it.
+
+        Raises:
+            ServiceUnreachable: the account could not be read (the caller keeps it pending).
+        """
+        async with self.ins.lock:
+            await self.ins.events.refresh_account()
+            intent = self.intent_of(event)
+            now = self.ins.clock.now()
+            verdict = self.ins.governor.evaluate(intent, self.ins.portfolio(), now)
+            self.ins.verdicts += 1
+            self.ins.m_verdicts.labels(verdict.action).inc()
+            self.ins.suppression.decided(intent.strategy)
+            if verdict.action != "ALLOW":
+                self.ins.suppression.policy(intent.strategy, verdict.policy)
+            figures = ", ".join(f"{k}={v}" for k, v in verdict.figures.items())
+            reason = f"{verdict.reason} ({figures})" if figures else verdict.reason
+            payload = event.payload
+            self.ins.store.record_decision(
+                event.id,
+                symbol=intent.symbol,
+                strategy=intent.strategy,
+                instance=intent.instance or "",
+                received_ms=to_ms(now),
+                verdict=verdict.action,
+                policy=verdict.policy,
+                reason=reason[:1000],
+                status="judged",
+                side=intent.side,
+                entry=str(intent.entry),
+                stop=str(intent.stop or ""),
+                take_profit=str(intent.take_profit or ""),
+                order_type=payload.order_type,
+            )
+            await self.ins.publish(
+                VerdictIssued(
+                    decision_id=event.id,
+                    verdict=verdict.action,
+                    policy=verdict.policy,
+                    reason=reason[:2000],
+                    until=verdict.until,
+                ),
+                event,
+            )
+            await self.act(event, intent, verdict)
+            return verdict
+
+    async def act(self, event: Envelope[Any], intent: Intent, verdict: Verdict) -> None:
+        action = verdict.action
+        if action == "ALLOW" and verdict.size is not None and verdict.size > 0:
+            await self.execute(event, intent, verdict.size)
+        elif action == "THROTTLE":
+            until = verdict.until or (self.ins.clock.now() + timedelta(minutes=15))
+            await self.ins.publish(
+                ThrottleOrdered(
+                    instance=intent.instance or intent.strategy,
+                    until=until,
+                    policy=verdict.policy,
+                    reason=verdict.reason,
+                ),
+                event,
+            )
+        elif action == "STAND_DOWN":
+            await self.ins.stand_down(verdict.until, f"{verdict.policy}: {verdict.reason}")
+        elif action == "CLOSE_ALL":
+            await self.ins.close_all(f"{verdict.policy}: {verdict.reason}")
+
+    async def execute(self, event: Envelope[Any], intent: Intent, size: Decimal) -> None:
+        decision: DecisionMade = event.payload
+        now = self.ins.now_ms()
+        if intent.kind == "flip":
+            held = self.ins.store.position(intent.symbol)
+            if held is not None:
+                await self.ins.closer.close_position(held, "flip")
+        kind = decision.order_type
+        order = OrderRecord(
+            client_order_id=client_order_id(event.id, "entry"),
+            decision_id=event.id,
+            role="entry",
+            symbol=intent.symbol,
+            side=intent.side,
+            type=kind,
+            amount=size,
+            price=intent.entry if kind in ("limit", "stop_limit") else None,
+            stop_price=intent.entry if kind in ("stop_market", "stop_limit") else None,
+            intended_price=intent.entry,
+            placed_ms=now,
+        )
+        self.ins.store.update_counters(trades_today=self.ins.store.counters().trades_today + 1)
+        self.ins.m_orders.labels("entry").inc()
+        placed = await self.ins.executor.submit(order, now)
+        if placed.filled > 0:
+            await self.ins.events.order_changed(placed, None)

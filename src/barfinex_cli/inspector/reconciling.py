@@ -1,0 +1,265 @@
+"""Reconciliation of the store against the provider, and account-level breaches.
+
+Every `reconcile_interval_s` and at start the store's orders, positions and balance are compared
+with the provider's (`reconcile.diff`, pure); each difference is applied by the rule of its kind
+(`alert`, `adopt`, `stand_down`), positions found at start are recorded as legacy, and
+`inspector.reconciled` reports the pass. `check_account` acts on a drawdown or daily-loss breach
+with no decision in hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from barfinex_cli.contracts.inspector import (
+    AccountReconciled,
+    DivergenceFound,
+)
+from barfinex_cli.contracts.orders import (
+    BalanceUpdated,
+    PositionChanged,
+)
+from barfinex_cli.inspector import reconcile as diffs
+from barfinex_cli.inspector.execution import merged
+from barfinex_cli.inspector.model import Verdict
+from barfinex_cli.store.inspector import OrderRecord, PositionRecord
+
+if TYPE_CHECKING:
+    from barfinex_cli.inspector.service import Inspector
+
+log = logging.getLogger("bfx.inspector")
+
+
+class Reconciler:
+    """Compare the store with the provider and apply each difference's rule."""
+
+    def __init__(self, inspector: Inspector) -> None:
+        self.ins = inspector
+
+    async def reconcile_tick(self) -> None:
+        if self.ins.entries_open:
+            async with self.ins.lock:
+                await self.reconcile(dry_run=False)
+            await self.check_account()
+
+    async def check_account(self) -> Verdict | None:
+        """Act on an account-level breach (drawdown, daily loss) with no decision in hand."""
+        breach = self.ins.governor.check(self.ins.portfolio(), self.ins.clock.now())
+        if breach is None:
+            return None
+        reason = f"{breach.policy}: {breach.reason}"
+        if breach.action == "CLOSE_ALL":
+            await self.ins.close_all(reason)
+            await self.ins.stand_down(breach.until, reason)
+        elif breach.action == "STAND_DOWN":
+            await self.ins.stand_down(breach.until, reason)
+        return breach
+
+    async def reconcile_now(self, dry_run: bool) -> dict[str, Any]:
+        """Reconcile now (for the API and the CLI); return the report."""
+        async with self.ins.lock:
+            return await self.reconcile(dry_run=dry_run)
+
+    async def reconcile(self, *, dry_run: bool, initial: bool = False) -> dict[str, Any]:
+        """Compare the store with the provider and apply each difference's rule."""
+        start = time.perf_counter()
+        remote_orders = await self.ins.client.orders(self.ins.config.account)
+        remote_positions = await self.ins.client.positions(self.ins.config.account)
+        balances = await self.ins.client.accounts(self.ins.config.account)
+        total = None
+        for balance in balances:
+            held = balance.balances.get(self.ins.config.currency)
+            if held is not None:
+                total = held.total
+        balance_pair = None
+        if total is not None and self.ins.seen_balance is not None and not initial:
+            # fills move the balance and its event may still be on its way: a mismatch counts
+            # only when the next reconciliation finds the very same one
+            pair = (self.ins.seen_balance, total)
+            if pair[0] != pair[1] and pair == self.ins.balance_suspect:
+                balance_pair = pair
+            elif not dry_run:
+                self.ins.balance_suspect = pair if pair[0] != pair[1] else None
+        rules: dict[diffs.Kind, diffs.Rule] = {
+            "order": self.ins.config.divergence_order,
+            "position": self.ins.config.divergence_position,
+            "balance": self.ins.config.divergence_balance,
+        }
+        differences = diffs.diff(
+            orders=self.ins.store.orders(),
+            positions=self.ins.store.positions(),
+            remote_orders=remote_orders,
+            remote_positions=remote_positions,
+            rules=rules,
+            balance=balance_pair,
+        )
+        report: dict[str, Any] = {
+            "dry_run": dry_run,
+            "orders_checked": len(remote_orders),
+            "positions_checked": len(remote_positions),
+            "differences": [
+                {
+                    "kind": d.kind,
+                    "key": d.key,
+                    "store": d.local,
+                    "provider": d.remote,
+                    "rule": d.rule,
+                    "action": d.action,
+                    "line": diffs.describe(d),
+                }
+                for d in differences
+            ],
+        }
+        if dry_run:
+            return report
+        if total is not None:
+            self.ins.cash = total
+        for position in remote_positions:
+            self.ins.remote_positions[position.symbol] = position
+        divergences = 0
+        for difference in differences:
+            if initial and difference.kind == "position" and difference.local is None:
+                await self.legacy(difference)
+                continue
+            if difference.rule != "sync":
+                divergences += 1
+            await self.apply(difference)
+        elapsed = (time.perf_counter() - start) * 1000
+        await self.ins.publish(
+            AccountReconciled(
+                account=self.ins.config.account,
+                exchange=self.exchange(remote_positions, balances),
+                orders_checked=len(remote_orders),
+                positions_checked=len(remote_positions),
+                balances_checked=len(balances),
+                divergences=divergences,
+                duration_ms=round(elapsed, 3),
+            )
+        )
+        report["divergences"] = divergences
+        self.ins.last_reconcile = report
+        return report
+
+    @staticmethod
+    def exchange(positions: list[PositionChanged], balances: list[BalanceUpdated]) -> str:
+        for balance in balances:
+            return balance.exchange
+        for position in positions:
+            return position.exchange
+        return "unknown"
+
+    async def legacy(self, difference: diffs.Difference) -> None:
+        """A position found at start that the inspector did not open: legacy, alert only."""
+        remote = difference.remote_position
+        assert remote is not None
+        record = PositionRecord(
+            symbol=remote.symbol,
+            side="long" if remote.side == "long" else "short",
+            size=remote.size,
+            entry=remote.entry_price or Decimal(0),
+            opened_ms=self.ins.now_ms(),
+            runtime=False,
+            strategy="legacy",
+            realised_at_open=remote.realised_pnl,
+        )
+        self.ins.store.save_position(record)
+        self.ins.log.append(f"legacy {remote.symbol}")
+        await self.ins.alerts.raise_(
+            "warning",
+            f"legacy position {remote.side} {remote.size} {remote.symbol} found at "
+            "start: not opened by the inspector, alert only (not managed)",
+            subject=remote.symbol,
+        )
+
+    async def apply(self, difference: diffs.Difference) -> None:
+        now = self.ins.now_ms()
+        if difference.rule == "sync":
+            assert difference.remote_order is not None
+            record = self.ins.store.order(difference.key)
+            if record is not None:
+                updated = merged(record, difference.remote_order, now)
+                self.ins.store.save_order(updated)
+                await self.ins.events.order_changed(updated, record)
+            return
+        self.ins.m_divergences.labels(difference.kind).inc()
+        action = difference.action
+        if difference.rule == "adopt":
+            await self.adopt(difference, now)
+        await self.ins.publish(
+            DivergenceFound(
+                account=self.ins.config.account,
+                exchange="provider",
+                kind=difference.kind,
+                key=difference.key,
+                local=difference.local,
+                remote=difference.remote,
+                action=action,
+            )
+        )
+        await self.ins.alerts.raise_(
+            "warning", f"divergence: {diffs.describe(difference)}", subject=difference.key
+        )
+        if difference.rule == "stand_down":
+            await self.ins.stand_down(None, f"divergence on {difference.kind} {difference.key}")
+
+    async def adopt(self, difference: diffs.Difference, now: int) -> None:
+        if difference.kind == "order":
+            state = difference.remote_order
+            record = self.ins.store.order(difference.key)
+            if state is not None and record is None:
+                self.ins.store.save_order(
+                    OrderRecord(
+                        client_order_id=state.client_order_id,
+                        decision_id=state.decision_id,
+                        role="entry",
+                        symbol=state.symbol,
+                        side=state.side,
+                        type=state.type,
+                        amount=state.amount,
+                        price=state.price,
+                        stop_price=state.stop_price,
+                        reduce_only=state.reduce_only,
+                        status="open",
+                        filled=state.filled,
+                        placed_ms=now,
+                        updated_ms=now,
+                        adopted=True,
+                    )
+                )
+            elif record is not None and state is None:
+                self.ins.store.save_order(replace(record, status="cancelled", updated_ms=now))
+        elif difference.kind == "position":
+            remote = difference.remote_position
+            held = self.ins.store.position(difference.key)
+            if remote is None and held is not None:
+                self.ins.store.save_position(
+                    replace(held, status="closed", size=Decimal(0), closed_ms=now)
+                )
+            elif remote is not None:
+                base = held or PositionRecord(
+                    symbol=remote.symbol,
+                    side="long",
+                    size=remote.size,
+                    entry=remote.entry_price or Decimal(0),
+                    opened_ms=now,
+                    runtime=False,
+                    strategy="adopted",
+                )
+                self.ins.store.save_position(
+                    replace(
+                        base,
+                        size=remote.size,
+                        side=_side_of(remote),
+                        status="open",
+                    )
+                )
+        elif difference.kind == "balance" and difference.remote is not None:
+            self.ins.seen_balance = Decimal(difference.remote)
+
+
+def _side_of(position: PositionChanged) -> Literal["long", "short"]:
+    return "long" if position.side == "long" else "short"

@@ -1,0 +1,81 @@
+"""The inspector's background loops: heartbeat to the provider, periodic work, the policy file.
+
+Each runs until the inspector's `stop` event is set; none raises out of its loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from barfinex_cli.errors import BfxError
+from barfinex_cli.inspector.governor import Governor
+from barfinex_cli.inspector.policies import PolicyWatcher
+from barfinex_cli.runtime.registration import Registration
+
+if TYPE_CHECKING:
+    from barfinex_cli.inspector.service import Inspector
+
+log = logging.getLogger("bfx.inspector")
+
+
+async def watch_provider(ins: Inspector, stop: asyncio.Event) -> None:
+    """Register with the provider and heartbeat (or poll its health); track whether it answers."""
+    registration = None
+    if ins.config.join_registry:
+        registration = Registration(
+            ins.client,
+            name=ins.instance,
+            role="inspector",
+            url=ins.api_url,
+            interval_s=ins.config.heartbeat_s,
+        )
+    while not stop.is_set():
+        if registration is not None:
+            ok = await registration.heartbeat()
+        else:
+            try:
+                await ins.client.health()
+                ok = True
+            except BfxError:
+                ok = False
+        ins.provider_down = not ok
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ins.config.heartbeat_s)
+
+
+async def every(stop: asyncio.Event, seconds: float, work: Callable[[], Awaitable[Any]]) -> None:
+    """Run `work` every `seconds` until `stop`; a failure is logged, never fatal."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        if stop.is_set():
+            return
+        try:
+            await work()
+        except BfxError as exc:
+            log.warning("periodic work failed", extra={"error": str(exc)})
+
+
+async def watch_policies(ins: Inspector, stop: asyncio.Event) -> None:
+    """Poll the policy file; apply a valid edit, alert on an invalid one (old policies kept)."""
+    assert ins.policy_path is not None
+    watcher = PolicyWatcher(ins.policy_path, ins.governor.policies)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ins.config.policy_poll_s)
+        reload = watcher.poll()
+        if reload is None:
+            continue
+        if reload.policies is None:
+            await ins.alerts.raise_(
+                "error",
+                reload.alert or "policy file not reloaded, old policies kept",
+                subject=str(ins.policy_path),
+            )
+        else:
+            ins.governor = Governor(reload.policies)
+            await ins.alerts.raise_("info", "policies reloaded", subject=str(ins.policy_path))
