@@ -248,6 +248,23 @@ class OrdersResponse(Response):
     orders: list[OrderState]
 
 
+class BrokerCapabilities(Response):
+    """What the venue behind the provider's broker can hold for a position (`GET /broker`).
+
+    The inspector reads it to choose per venue: protective orders held by the venue where it
+    can, emulated on price updates where it cannot. Every broker holds plain limit orders.
+    """
+
+    broker: str
+    exchange: str
+    stop_orders: bool
+    """It holds a `stop_market` order until its stop price trades."""
+    reduce_only: bool
+    """It takes reduce-only orders (an order that can only shrink a position)."""
+    source: str = ""
+    """Where the answer comes from, e.g. the ccxt `has` flags it was read off."""
+
+
 class PlaceOrderRequest(Request):
     """An order to place; `client_order_id` makes placing it idempotent."""
 

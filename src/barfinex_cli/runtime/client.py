@@ -41,6 +41,7 @@ from barfinex_cli.contracts.rest import (
     AppInfo,
     AppsResponse,
     AppTool,
+    BrokerCapabilities,
     CandlesResponse,
     ConnectorsResponse,
     ConnectorStatus,
@@ -247,6 +248,10 @@ class GatewayClient:
         return _parse(
             OrdersResponse, await self._call("GET", "/api/v1/orders", params=params)
         ).orders
+
+    async def broker(self) -> BrokerCapabilities:
+        """Return what the provider's broker venue holds (stop orders, reduce-only)."""
+        return _parse(BrokerCapabilities, await self._call("GET", "/api/v1/broker"))
 
     async def place_order(self, request: PlaceOrderRequest) -> PlacedOrder:
         """Place an order once per `client_order_id`; a repeat returns the first order."""

@@ -289,6 +289,15 @@ async def test_order_routes_say_so_when_there_is_no_broker(tmp_path: Path) -> No
     assert "without a broker" in response.json()["detail"]
 
 
+async def test_the_broker_route_says_the_paper_broker_holds_stops_and_reduce_only_orders(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    body = (await client.get("/api/v1/broker")).json()
+    assert (body["broker"], body["stop_orders"], body["reduce_only"]) == ("paper", True, True)
+    async with gateway(make_context(tmp_path, MemoryBus("nb"))) as http:
+        assert (await http.get("/api/v1/broker")).status_code == 503
+
+
 async def test_openapi_lists_every_route(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json", headers={"Authorization": ""})).json()["paths"]
     routes = [
@@ -346,7 +355,7 @@ async def test_openapi_describes_a_real_shape_for_every_api_answer(
             schema = ok["content"]["application/json"]["schema"]
             assert not _bare(schema, components), (method, path, schema)
             checked.append((method, path))
-    assert len(checked) == 16  # every /api/v1 route, so none slipped past the walk
+    assert len(checked) == 17  # every /api/v1 route, so none slipped past the walk
     health = components["HealthResponse"]["properties"]
     assert {"clock", "market_time"} <= set(health)
 

@@ -23,6 +23,7 @@ from barfinex_cli.contracts.orders import (
     OrderType,
     PositionChanged,
 )
+from barfinex_cli.contracts.rest import BrokerCapabilities
 from barfinex_cli.contracts.times import to_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.store.market import CandleRow, TradeRow
@@ -169,6 +170,10 @@ class Broker(Protocol):
 
     async def balances(self, account: str | None = None) -> Sequence[BalanceUpdated]:
         """Return the current balances per account."""
+        ...
+
+    def capabilities(self) -> BrokerCapabilities:
+        """Return which orders the venue holds for a position (stops, reduce-only)."""
         ...
 
 

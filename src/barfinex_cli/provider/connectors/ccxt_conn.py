@@ -41,6 +41,7 @@ from barfinex_cli.contracts.orders import (
     OrderType,
     PositionChanged,
 )
+from barfinex_cli.contracts.rest import BrokerCapabilities
 from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import BfxError, ConfigError, NotFound, UsageError
@@ -378,6 +379,24 @@ class CcxtConnector(ConnectorBase):
         by = reason if reason in CANCEL_BY else "user"
         await self._emit(OrderCancelled(order=cancelled, reason=reason, by=by))
         return cancelled
+
+    def capabilities(self) -> BrokerCapabilities:
+        """Return what the exchange holds, read off ccxt's `has` flags (no network).
+
+        A stop is held when ccxt can send a trigger (or stop-market) order there, reduce-only
+        when it says `createReduceOnlyOrder`; a flag ccxt leaves unknown counts as no.
+        """
+        has = self._ex.has
+        flags = ("createTriggerOrder", "createStopMarketOrder", "createReduceOnlyOrder")
+        seen = ", ".join(f"{flag}={has.get(flag)}" for flag in flags)
+        return BrokerCapabilities(
+            broker=self.name,
+            exchange=self.exchange,
+            stop_orders=has.get("createTriggerOrder") is True
+            or has.get("createStopMarketOrder") is True,
+            reduce_only=has.get("createReduceOnlyOrder") is True,
+            source=f"ccxt {self.exchange} has: {seen}",
+        )
 
     async def orders(self, account: str | None = None, open_only: bool = False) -> list[OrderState]:
         """Return the orders of the configured symbols (and of those we placed), newest last."""

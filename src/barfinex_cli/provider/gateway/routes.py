@@ -27,6 +27,7 @@ from barfinex_cli.contracts.rest import (
     AccountsResponse,
     AppInfo,
     AppsResponse,
+    BrokerCapabilities,
     Candle,
     CandlesResponse,
     ConnectorsResponse,
@@ -328,6 +329,11 @@ async def accounts(state: State, account: Account = None) -> AccountsResponse:
 @router.get("/positions", tags=["orders"], summary="Positions per account and symbol")
 async def positions(state: State, account: Account = None) -> PositionsResponse:
     return PositionsResponse(positions=await read_positions(state.ctx, account))
+
+
+@router.get("/broker", tags=["orders"], summary="What the broker's venue holds: stops, reduce-only")
+async def broker(state: State) -> BrokerCapabilities:
+    return broker_of(state.ctx).capabilities()
 
 
 @router.get("/orders", tags=["orders"], summary="Orders, oldest first")

@@ -35,6 +35,7 @@ from barfinex_cli.contracts.orders import (
     OrderSubmitted,
     PositionChanged,
 )
+from barfinex_cli.contracts.rest import BrokerCapabilities
 from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.errors import BfxError, ConfigError, NotFound, TransientError, UsageError
 from barfinex_cli.provider.connectors.base import Emit, OrderRequest
@@ -258,6 +259,13 @@ class PaperBroker:
         accounts = sorted(self._engine.ledger.cash)
         with localcontext(CONTEXT):
             return [self._engine.balance(a, now) for a in accounts if account in (None, a)]
+
+    def capabilities(self) -> BrokerCapabilities:
+        """Return that the paper broker holds every order type, reduce-only included."""
+        return BrokerCapabilities(
+            broker=self.name, exchange=self.exchange, stop_orders=True, reduce_only=True,
+            source="paper broker: stop-market, stop-limit, limit, reduce-only",
+        )  # fmt: skip
 
     def order_status(self, client_order_id: str) -> OrderStatus:
         """Return open, filled, cancelled or rejected; raise `NotFound` for an unknown id."""
