@@ -6,6 +6,8 @@ unique module name through importlib's spec machinery, without writing bytecode 
 edited file is always read afresh. Errors come back as `StrategyError` with `file:line: what`:
 a syntax error, an unknown indicator (with the close names), a rule that does not validate, a
 file that calls `sys.exit`, or one that does not export `strategy` (with the line to add).
+`load_strategy_factory` also returns the file's `build` factory and the parameters it declares,
+which `bfx optimize` varies (see `detector/params.py`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import itertools
 import re
 import sys
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from barfinex_cli.detector.indicators import PUBLIC, UnknownIndicator, close_names
-from barfinex_cli.detector.strategy import Strategy
+from barfinex_cli.detector.params import Declared, ParamValue, declared_of
+from barfinex_cli.detector.strategy import Strategy, guard
 from barfinex_cli.errors import NotFound, StrategyError, UsageError
 
 EXAMPLE = (
@@ -38,7 +43,76 @@ def load_strategy(path: str | Path) -> Strategy:
         StrategyError: The file does not compile, fails while running, or exports no valid
             `strategy`; the message starts with `file:line:`.
     """
+    return load_strategy_factory(path).strategy
+
+
+@dataclass(frozen=True)
+class StrategyFactory:
+    """A loaded strategy file: its `strategy`, and how to rebuild it with other parameters.
+
+    A file that defines `def build(fast: int = 10, ...) -> Strategy` declares those parameters
+    (see `detector/params.py`); a file without `build` declares none and `build()` returns its
+    `strategy` as it is.
+    """
+
+    path: Path
+    strategy: Strategy
+    """What the file exports as `strategy` (for a file with `build`, usually `build()`)."""
+    params: dict[str, Declared] = field(default_factory=dict)
+    factory: Callable[..., object] | None = None
+
+    def build(self, **values: ParamValue) -> Strategy:
+        """Return the strategy built with these parameter values (the rest keep their defaults).
+
+        Raises:
+            UsageError: A name the file does not declare.
+            StrategyError: `build` fails or returns something other than a `Strategy`.
+        """
+        if unknown := sorted(set(values) - set(self.params)):
+            known = ", ".join(self.params) or "none"
+            raise UsageError(
+                f"{self.path}: unknown parameter {', '.join(unknown)}; the file declares {known}"
+            )
+        if self.factory is None:
+            return self.strategy
+        args = ", ".join(f"{k}={v!r}" for k, v in values.items())
+        with guard(self.strategy.name, f"build({args})"):
+            built = self.factory(**values)
+        if not isinstance(built, Strategy):
+            raise StrategyError(
+                f"{self.path}: build({args}) returned a {type(built).__name__}, not a Strategy"
+            )
+        return built
+
+
+def load_strategy_factory(path: str | Path) -> StrategyFactory:
+    """Run the strategy file at `path`; return its `strategy` and its parameter factory.
+
+    Raises:
+        NotFound: No such file.
+        UsageError: The path is not a `.py` file, or `build` declares a parameter a search
+            cannot vary (no default, or a default that is not an int, float, str or bool).
+        StrategyError: As `load_strategy`.
+    """
     path = Path(path)
+    namespace = _execute(path)
+    build = namespace.get("build")
+    strategy = namespace.get("strategy")
+    if strategy is None:
+        hint = "strategy = build()" if callable(build) else f"e.g. {EXAMPLE}"
+        raise StrategyError(f"{path}: exports no `strategy`; end the file with {hint}")
+    if not isinstance(strategy, Strategy):
+        raise StrategyError(
+            f"{path}: `strategy` is a {type(strategy).__name__}, not a "
+            "barfinex_cli.detector.strategy.Strategy"
+        )
+    if not callable(build):
+        return StrategyFactory(path, strategy)
+    return StrategyFactory(path, strategy, declared_of(build, str(path)), build)
+
+
+def _execute(path: Path) -> dict[str, object]:
+    """Compile and run the file under a unique module name; return its namespace."""
     if not path.is_file():
         raise NotFound(f"{path}: no such strategy file")
     if path.suffix != ".py":
@@ -64,16 +138,9 @@ def load_strategy(path: str | Path) -> Strategy:
         del sys.modules[name]
         raise StrategyError(f"{path}:{_line(exc, path)}: {_describe(exc)}") from None
     strategy = module.__dict__.get("strategy")
-    if strategy is None:
-        del sys.modules[name]
-        raise StrategyError(f"{path}: exports no `strategy`; end the file with e.g. {EXAMPLE}")
     if not isinstance(strategy, Strategy):
-        del sys.modules[name]
-        raise StrategyError(
-            f"{path}: `strategy` is a {type(strategy).__name__}, not a "
-            "barfinex_cli.detector.strategy.Strategy"
-        )
-    return strategy
+        del sys.modules[name]  # refused below: keep no module of a file that failed
+    return module.__dict__
 
 
 def _line(exc: BaseException, path: Path) -> int:
