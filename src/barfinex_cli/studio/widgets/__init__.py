@@ -1,0 +1,1 @@
+"""Studio widgets: display only (IO lives in the app's workers)."""
