@@ -28,6 +28,7 @@ from barfinex_cli.cli import (
     inspector,
     pending,
     provider,
+    studio,
     trace,
     up,
 )
@@ -204,7 +205,10 @@ app.add_typer(inspector.app, name="inspector")
 app.command("doctor")(doctor.doctor)
 app.command("trace")(trace.trace)
 app.command("up")(up.up)
-pending.mount(app, skip=frozenset({"data", "provider", "detector", "advisor", "inspector", "up"}))
+app.command("studio")(studio.studio)
+pending.mount(
+    app, skip=frozenset({"data", "provider", "detector", "advisor", "inspector", "up", "studio"})
+)
 
 
 def run() -> None:

@@ -1,0 +1,98 @@
+"""Screen 6, Services: the app registry, the connectors and the quality of each candle series.
+
+Apps come from the provider's registry (`/api/v1/apps`, then live `registry.*` events): role,
+alive or lost, health, heartbeat age, version, where it serves. Connectors from
+`/api/v1/connectors` and live `provider.health`: connected, lag, messages per second,
+reconnects, gaps. Data quality per series from `/api/v1/series` (rows, first and last candle) and
+the provider's incidents (`provider.incident.*` quality score and state) and gaps seen live.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Static
+
+from barfinex_cli.studio.screens.base import StudioScreen, matches
+from barfinex_cli.studio.state import StudioState
+
+
+def _ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+class ServicesScreen(StudioScreen):
+    """Which roles run and how well; connectors; data quality."""
+
+    DEFAULT_CSS = """
+    ServicesScreen .caption { text-style: bold; padding: 0 1; }
+    ServicesScreen #apps { height: auto; max-height: 12; }
+    ServicesScreen #connectors { height: auto; max-height: 8; }
+    ServicesScreen #series { height: 1fr; }
+    """
+    MODE = "services"
+    SECTIONS = ("apps", "quality", "health")
+    ROLES = ("detector", "advisor", "inspector")
+
+    def compose_body(self) -> ComposeResult:
+        yield Static("", id="roles-line")
+        yield Static("Apps", classes="caption")
+        yield DataTable(id="apps", cursor_type="row", zebra_stripes=True)
+        yield Static("Connectors", classes="caption")
+        yield DataTable(id="connectors", cursor_type="none")
+        yield Static("Data quality per series", classes="caption")
+        yield DataTable(id="series", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#apps", DataTable).add_columns(
+            "name", "role", "status", "health", "heartbeat age", "version", "url"
+        )
+        self.query_one("#connectors", DataTable).add_columns(
+            "connector", "exchange", "connected", "lag ms", "msg/s", "reconnects", "gaps"
+        )
+        self.query_one("#series", DataTable).add_columns(
+            "exchange", "symbol", "tf", "rows", "first", "last", "quality", "incident", "gaps"
+        )
+
+    def missing_hint(self, missing: list[str]) -> str:
+        return "start them with `bfx up`, or each with `bfx <role> run`"
+
+    def draw(self, state: StudioState) -> None:
+        health = state.health
+        line = Text()
+        if health is not None:
+            line.append(f"provider {health.version} · {health.status} · up {health.uptime_s:.0f}s"
+                        f" · clock {health.clock} · mode {state.mode}")  # fmt: skip
+            if health.replay_done:
+                line.append(" · replay finished")
+        line.append(f" · live events {state.events_seen}, malformed skipped {state.skipped}")
+        self.query_one("#roles-line", Static).update(line)
+        apps = self.query_one("#apps", DataTable)
+        apps.clear()
+        for app in state.apps:
+            cells = (app.name, app.role, app.status, app.health, f"{app.silent_for_s:.1f}s",
+                     app.version or "—", app.url or "—")  # fmt: skip
+            if matches(self.filter_text, cells):
+                alive = app.status == "alive"
+                apps.add_row(*cells[:2], Text(app.status, style="green" if alive else "bold red"),
+                             Text(app.health, style="green" if app.health == "ok" else "yellow"),
+                             *cells[4:])  # fmt: skip
+        connectors = self.query_one("#connectors", DataTable)
+        connectors.clear()
+        for name, c in sorted(state.connectors.items()):
+            connectors.add_row(
+                name, c.exchange, Text("yes", style="green") if c.connected else Text("NO", "red"),
+                f"{c.lag_ms:.0f}", f"{c.messages_per_s:.1f}", str(c.reconnects), str(c.gaps),
+            )  # fmt: skip
+        series = self.query_one("#series", DataTable)
+        series.clear()
+        for s in state.series:
+            key = (s.exchange, s.symbol, s.timeframe)
+            score, incident = state.quality.get(key, (None, "none"))
+            row = (s.exchange, s.symbol, s.timeframe, str(s.rows), _ms(s.first_ms),
+                     _ms(s.last_ms), "—" if score is None else f"{score:.0f}", incident,
+                     str(state.gaps.get(key, 0)))  # fmt: skip
+            if matches(self.filter_text, row):
+                series.add_row(*row)
