@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from barfinex_cli.advisor.service import Advisor
     from barfinex_cli.detector.service import Detector
     from barfinex_cli.inspector.service import Inspector
+    from barfinex_cli.provider.connectors.base import MarketConnector
     from barfinex_cli.provider.service import Provider
     from barfinex_cli.runtime.client import GatewayClient
     from barfinex_cli.runtime.recording import Recording
@@ -50,9 +51,17 @@ class Kernel:
     """
 
     def __init__(
-        self, settings: Settings, *, bus: Bus | None = None, clock: Clock | None = None
+        self,
+        settings: Settings,
+        *,
+        bus: Bus | None = None,
+        clock: Clock | None = None,
+        audit_path: Path | None = None,
     ) -> None:
         self.settings = settings
+        self._audit_path = audit_path
+        """Where the audit store is when not under the data directory (a backtest keeps its
+        scratch stores apart but records into the user's audit log)."""
         self._bus = bus
         self._own_bus = bus is None
         self._clock = clock
@@ -132,7 +141,7 @@ class Kernel:
             from barfinex_cli.store.audit import AuditStore
 
             self.home()
-            self._audit = AuditStore(self.settings.audit_path)
+            self._audit = AuditStore(self._audit_path or self.settings.audit_path)
         return self._audit
 
     def paper_store(self) -> BrokerStore:
@@ -179,8 +188,12 @@ class Kernel:
         config: ProviderConfig | None = None,
         *,
         on_token_created: Callable[[str, Path], None] | None = None,
+        connector: MarketConnector | None = None,
     ) -> Provider:
-        """Return a provider on this kernel's parts (`config` defaults to `[provider]`)."""
+        """Return a provider on this kernel's parts (`config` defaults to `[provider]`).
+
+        `connector` replaces the one `config` names (a backtest's lock-step replay).
+        """
         from barfinex_cli.provider.gateway import auth
         from barfinex_cli.provider.service import Provider, make_connector
 
@@ -195,7 +208,7 @@ class Kernel:
             bus=await self.bus(),
             clock=self.clock(config.clock_kind),
             market=self.market_store(),
-            connector=make_connector(config),
+            connector=connector or make_connector(config),
             token=token,
             home=self.settings.home,
             recording=await self.recording() if config.record else None,

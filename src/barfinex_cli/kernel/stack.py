@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from barfinex_cli.advisor.service import Advisor
     from barfinex_cli.detector.service import Detector
     from barfinex_cli.inspector.service import Inspector
+    from barfinex_cli.provider.connectors.base import MarketConnector
     from barfinex_cli.provider.service import Provider
     from barfinex_cli.runtime.recording import Recording
 
@@ -74,6 +75,8 @@ async def run_in_process(
     record: bool = True,
     advisor_configs: Sequence[AdvisorConfig] = (),
     inspector_configs: Sequence[InspectorConfig] = (),
+    connector: MarketConnector | None = None,
+    on_ready: Callable[[StackRun], Awaitable[None]] | None = None,
 ) -> StackRun:
     """Run a provider, detectors, advisors and the recorder in this process until the replay ends.
 
@@ -81,12 +84,14 @@ async def run_in_process(
     handled everything upstream published (inspectors first, then advisors, then detectors).
 
     A live provider (or one that does not exit at the end) runs until `stop` is set.
+    `connector` replaces the replay the provider config names; `on_ready` runs once every role
+    is ready, before the replay starts (a backtest hooks its collector and broker in there).
     """
     import httpx
 
     exit_at_end = provider_config.exit_at_end
     config = provider_config.model_copy(update={"record": False, "exit_at_end": False})
-    provider = await kernel.provider(config)
+    provider = await kernel.provider(config, connector=connector)
     provider.gate = asyncio.Event()
     run = StackRun(provider)
     stops: list[tuple[asyncio.Event, asyncio.Task[Any]]] = []
@@ -124,6 +129,8 @@ async def run_in_process(
             run.inspectors.append(inspector)
             _, task = start(inspector.run, f"inspector-{i}")
             await _started(inspector.ready, task, "the inspector")
+        if on_ready is not None:
+            await on_ready(run)
         provider.gate.set()
         ended = asyncio.ensure_future(provider.replay_done.wait())
         stopped = asyncio.ensure_future(stop.wait())

@@ -1,0 +1,315 @@
+"""The full-pipeline backtest: history through the live stack's own roles, in one process.
+
+`bfx backtest` (default mode) runs the provider with its paper broker, the detectors, the advisor
+and the inspector exactly as `bfx up --single-process` does (`kernel.stack.run_in_process`, one
+`MemoryBus`, one market clock), on a replay that plays in lock-step (`lockstep.py`): each market
+moment is played only when every role has finished the last one, which is the timing a paced
+`bfx up` on Redis has, so both place the same orders at the same times, sides, sizes and prices.
+
+Each run has a run id (`bt-` and 12 hex digits). Its scratch stores (market, paper account,
+inspector state) live in `DATA_DIR/backtests/RUN_ID/` and are removed after the run, so a run
+never resumes another's account or mixes with the live stack's; its events go to the user's
+audit log (`DATA_DIR/audit.db`) with the run id in their sources (`provider/bt-...`,
+`advisor/advisor@bt-...`, `inspector/inspector.bt-...`), so `bfx trace` walks a backtest order
+back to its candle. The result is kept as `DATA_DIR/backtests/RUN_ID.json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from barfinex_cli.kernel.backtest.result import BacktestResult, Fill
+
+if TYPE_CHECKING:
+    from barfinex_cli.bus.base import Consumer
+    from barfinex_cli.kernel.backtest.lockstep import LockstepReplay
+    from barfinex_cli.kernel.stack import StackRun
+    from barfinex_cli.runtime.settings import Settings
+
+Progress = Callable[[int, int], None]
+"""Called with (moments played, moments in the replay)."""
+
+COLLECTED = (
+    "order.filled",
+    "order.partially_filled",
+    "detector.signal",
+    "advisor.decision",
+    "advisor.decision.rejected",
+    "inspector.verdict",
+)
+REASONS = {"e": "entry", "sl": "stop_loss", "tp": "take_profit", "x": "exit"}
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """What to backtest: strategies, the replay, and the settings that differ from bfx.toml."""
+
+    strategies: tuple[Path, ...]
+    replay: Path | None = None
+    """Candle files to replay; None replays the synthetic market."""
+    symbols: tuple[str, ...] = ()
+    days: float | None = None
+    history: int | None = None
+    """Base candles kept as history before the played part (the roles warm up on them)."""
+    policy: Path | None = None
+    model: Path | None = None
+    """An advisor model file (walk-forward folds train one)."""
+    fees_bps: float | None = None
+    """Taker fee of the paper broker in basis points (default: the broker's, 5)."""
+    slippage_bps: float | None = None
+    run_id: str | None = None
+    keep: bool = False
+    """Keep the scratch stores in DATA_DIR/backtests/RUN_ID/ (paper diff reads them)."""
+
+
+@dataclass
+class _Seen:
+    """What the collector read off the bus during a run."""
+
+    fills: list[Fill] = field(default_factory=list)
+    signals: int = 0
+    blocked: dict[str, int] = field(default_factory=dict)
+
+
+def new_run_id() -> str:
+    """Return a fresh run id: `bt-` and the random end of a UUIDv7."""
+    from barfinex_cli.contracts.ids import uuid7
+
+    return "bt-" + uuid7().replace("-", "")[-12:]
+
+
+def backtest(
+    settings: Settings, spec: PipelineSpec, progress: Progress | None = None
+) -> BacktestResult:
+    """Run `spec` to its end; return the `BacktestResult` (blocking wrapper of `run_pipeline`)."""
+    return asyncio.run(run_pipeline(settings, spec, progress))
+
+
+async def run_pipeline(
+    settings: Settings, spec: PipelineSpec, progress: Progress | None = None
+) -> BacktestResult:
+    """Play the replay through every role in lock-step; return what the run did."""
+    from barfinex_cli.errors import UsageError
+    from barfinex_cli.kernel.backtest.lockstep import BacktestBus, LockstepReplay, StackQuiet
+    from barfinex_cli.kernel.parts import Kernel
+    from barfinex_cli.kernel.stack import run_in_process
+    from barfinex_cli.runtime.datadir import writable
+
+    for path in spec.strategies:
+        if not path.is_file():
+            raise UsageError(f"no strategy file at {path} — see `strategies/` for examples")
+    run_id = spec.run_id or new_run_id()
+    home = writable(settings.home)
+    scratch = home / "backtests" / run_id
+    if scratch.exists():
+        raise UsageError(f"backtest run {run_id} exists already in {scratch} — pick another id")
+    run_settings = settings.model_copy(
+        update={"bus": "memory", "home": scratch, "namespace": f"backtest.{run_id}"}
+    )
+    provider = run_settings.provider.with_overrides(
+        replay=spec.replay, days=spec.days, history=spec.history, symbols=spec.symbols or None
+    ).model_copy(
+        update={"exchange": None, "speed": None, "exit_at_end": True, "serve": False,
+                "record": False, "paper": True, "wait_for_apps": 0}
+    )  # fmt: skip
+    connector = LockstepReplay(
+        source=provider.replay, symbols=provider.symbols or None,
+        timeframes=tuple(provider.timeframes), speed=None, skip=provider.history,
+        days=provider.days, name=run_id,
+    )  # fmt: skip
+    detectors = [
+        run_settings.detector.with_overrides(strategy=path, instance=path.stem).model_copy(
+            update={"serve_health": False, "join_registry": False}
+        )
+        for path in spec.strategies
+    ]
+    advisor = run_settings.advisor.with_overrides(model=spec.model).model_copy(
+        update={"serve_api": False, "join_registry": False, "consumer": f"advisor@{run_id}"}
+    )
+    inspector = run_settings.inspector.with_overrides(policy=spec.policy).model_copy(
+        update={"serve_api": False, "join_registry": False, "instance": f"inspector.{run_id}"}
+    )
+    bus = BacktestBus(run_settings.namespace, maxlen=run_settings.bus_maxlen)
+    seen = _Seen()
+    started = time.perf_counter()
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        async with Kernel(run_settings, bus=bus, audit_path=settings.audit_path) as kernel:
+
+            async def on_ready(run: StackRun) -> None:
+                rt = run.provider.runtime
+                assert rt is not None
+                _set_costs(run, spec)
+                quiet = StackQuiet(
+                    bus, rt.flush, lambda: bool(rt.outbox or rt.candle_rows),
+                    frozenset({"recorder", "backtest.collector"}),
+                )  # fmt: skip
+                total = _moments(connector)
+
+                async def barrier(moment_ms: int) -> None:
+                    await quiet.wait()
+                    if progress is not None:
+                        progress(connector.moments, total)
+
+                connector.barrier = barrier
+                collector = await bus.consumer(
+                    "backtest.collector", "collector", list(COLLECTED), start="0"
+                )
+                tasks.append(asyncio.create_task(_collect(collector, seen, stop)))
+
+            await run_in_process(
+                kernel, provider, detectors, asyncio.Event(),
+                advisor_configs=[advisor], inspector_configs=[inspector],
+                connector=connector, on_ready=on_ready,
+            )  # fmt: skip
+            stop.set()
+            for task in tasks:
+                await task
+            closes = _closes(kernel, connector)
+        wall_s = time.perf_counter() - started
+        result = _result(run_id, spec, connector, seen, closes, wall_s)
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        if not spec.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    save(home, result, wall_s)
+    return result
+
+
+def _set_costs(run: StackRun, spec: PipelineSpec) -> None:
+    """Give the paper broker the run's fees and slippage (before any order is placed)."""
+    if spec.fees_bps is None and spec.slippage_bps is None:
+        return
+    from barfinex_cli.provider.paper.broker import PaperBroker
+
+    provider = run.provider
+    rt = provider.runtime
+    assert rt is not None and isinstance(rt.broker, PaperBroker)
+    old = rt.broker.config
+    broker = PaperBroker(
+        rt.publish,
+        clock=provider.clock.now,
+        store=provider.paper_store,
+        maker_fee_bps=old.maker_fee_bps if spec.fees_bps is None else Decimal(str(spec.fees_bps)),
+        taker_fee_bps=old.taker_fee_bps if spec.fees_bps is None else Decimal(str(spec.fees_bps)),
+        slippage_bps=(
+            old.slippage_bps if spec.slippage_bps is None else Decimal(str(spec.slippage_bps))
+        ),
+        max_participation=old.max_participation,
+        drive_timeframe=old.drive_timeframe,
+    )
+    rt.broker = rt.fed = broker
+    if provider.gateway_ctx is not None:
+        provider.gateway_ctx.broker = broker
+
+
+def _moments(connector: LockstepReplay) -> int:
+    """Return how many distinct market times the replay will play (for the progress bar)."""
+    return len(connector.live_moments())
+
+
+async def _collect(consumer: Consumer, seen: _Seen, stop: asyncio.Event) -> None:
+    """Read fills, signals and the blocks off the bus until stopped and nothing is left."""
+    while True:
+        deliveries = await consumer.fetch(500, 50)
+        for delivery in deliveries:
+            _note(delivery.event, seen)
+        if deliveries:
+            await consumer.ack(deliveries)
+        elif stop.is_set():
+            return
+
+
+def _note(event: Any, seen: _Seen) -> None:
+    from barfinex_cli.contracts.times import to_ms
+
+    payload = event.payload
+    kind = event.type
+    if kind in ("order.filled", "order.partially_filled"):
+        order, fill = payload.order, payload.fill
+        tag = order.client_order_id.rsplit("-", 1)[-1].rstrip("0123456789")
+        seen.fills.append(
+            Fill(
+                order_id=order.client_order_id, time_ms=to_ms(fill.time), symbol=order.symbol,
+                side=order.side, quantity=float(fill.amount), price=float(fill.price),
+                fee=float(fill.fee), reason=REASONS.get(tag, "order"), trace_id=event.trace_id,
+            )
+        )  # fmt: skip
+    elif kind == "detector.signal":
+        seen.signals += 1
+    elif kind == "advisor.decision.rejected":
+        key = f"advisor:{payload.stage}"
+        seen.blocked[key] = seen.blocked.get(key, 0) + 1
+    elif kind == "inspector.verdict" and payload.verdict != "ALLOW":
+        key = f"inspector:{payload.policy}"
+        seen.blocked[key] = seen.blocked.get(key, 0) + 1
+
+
+def _closes(kernel: Any, connector: LockstepReplay) -> dict[str, list[tuple[int, float]]]:
+    """Return each symbol's played base candles as (close ms, close), from the run's store."""
+    from barfinex_cli.store.market import SeriesKey
+
+    step = connector.tf_ms
+    market = kernel.market_store()
+    out: dict[str, list[tuple[int, float]]] = {}
+    for symbol in sorted(connector.candle_symbols):
+        key = SeriesKey(connector.exchange, symbol, connector.base_timeframe)
+        rows = market.candles(key, since_ms=connector.live_start_ms)
+        out[symbol] = [(r.open_ms + step, float(r.close)) for r in rows]
+    return out
+
+
+def _result(
+    run_id: str,
+    spec: PipelineSpec,
+    connector: LockstepReplay,
+    seen: _Seen,
+    closes: dict[str, list[tuple[int, float]]],
+    wall_s: float,
+) -> BacktestResult:
+    from barfinex_cli.kernel.backtest.metrics import compute_metrics
+    from barfinex_cli.kernel.backtest.roundtrips import equity_curve, trades_of
+    from barfinex_cli.provider.paper.broker import DEFAULT_ACCOUNTS
+
+    initial = float(DEFAULT_ACCOUNTS["paper"]["USDT"])
+    fills = sorted(seen.fills, key=lambda f: (f.time_ms, f.order_id))
+    trades = trades_of(fills)
+    equity = equity_curve(fills, closes, initial)
+    fees = sum(f.fee for f in fills)
+    timeframe = connector.base_timeframe
+    metrics = compute_metrics(equity, trades, fees, timeframe, initial_equity=initial)
+    bars = max((len(series) for series in closes.values()), default=0)
+    return BacktestResult(
+        run_id=run_id, mode="pipeline",
+        strategy=",".join(p.stem for p in spec.strategies), exchange=connector.exchange,
+        symbols=tuple(sorted(closes)), timeframe=timeframe,
+        start_ms=equity[0].time_ms if equity else 0, end_ms=equity[-1].time_ms if equity else 0,
+        bars=bars, initial_equity=initial, signals=seen.signals, metrics=metrics,
+        fills=tuple(fills), trades=tuple(trades), equity=tuple(equity),
+        blocked=dict(sorted(seen.blocked.items())),
+    )  # fmt: skip
+
+
+def save(home: Path, result: BacktestResult, wall_s: float) -> Path:
+    """Keep the result beside the runs as `DATA_DIR/backtests/RUN_ID.json`."""
+    import json
+
+    folder = home / "backtests"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{result.run_id}.json"
+    data = asdict(result)
+    data["wall_s"] = round(wall_s, 3)
+    with contextlib.suppress(OSError):
+        path.write_text(json.dumps(data, default=str))
+    return path
