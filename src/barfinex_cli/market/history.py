@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from barfinex_cli.errors import NotFound, UsageError
+from barfinex_cli.market.candle_cache import load_series
 from barfinex_cli.market.files import read_file
 from barfinex_cli.store.market import (
     ORDER_FLOW_COLUMNS,
@@ -116,6 +117,9 @@ def read_flow_file(path: Path) -> pl.DataFrame | None:
 def load_store(path: Path, exchange: str, symbols: Sequence[str], timeframe: str) -> pl.DataFrame:
     """Return the stored candles of `symbols` on `exchange`, one frame with a `symbol` column.
 
+    Served from the columnar copy beside the store when it is current (`market.candle_cache`),
+    else read from SQLite (and the copy refreshed where the directory may be written).
+
     Raises:
         UsageError: `symbols` is empty.
         NotFound: There is no market store at `path`, or it holds no candles of one of the
@@ -128,12 +132,12 @@ def load_store(path: Path, exchange: str, symbols: Sequence[str], timeframe: str
     frames = []
     with MarketStore(path, read_only=True) as store:
         for name in symbols:
-            rows = store.candles(SeriesKey(exchange, name, timeframe))
-            if not rows:
+            frame = load_series(store, SeriesKey(exchange, name, timeframe)).frame
+            if frame.is_empty():
                 held = ", ".join(f"{s.exchange} {s.symbol} {s.timeframe}" for s in store.series())
                 raise NotFound(
                     f"no {timeframe} candles of {name} on {exchange} in {path}; "
                     f"the store holds: {held or 'nothing'}"
                 )
-            frames.append(rows_frame(rows).with_columns(pl.lit(name).alias("symbol")))
+            frames.append(without_unknown_flow(frame).with_columns(pl.lit(name).alias("symbol")))
     return pl.concat(frames)

@@ -11,7 +11,9 @@ import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
+
+from barfinex_cli.store.market_generations import GENERATIONS, statements
 
 if TYPE_CHECKING:
     import polars as pl
@@ -89,6 +91,21 @@ class SeriesInfo(NamedTuple):
     last_ms: int
 
 
+class SeriesState(NamedTuple):
+    """What a candle series is at one moment, to tell whether a copy of it is still current.
+
+    `store_id`, `generation` and `rewrites` come from the triggers (`GENERATIONS`): any write to
+    the series moves `generation`. `first_ms` and `last_ms` are the series' first and last open
+    times (None when it is empty), read from the primary key, so the state costs no scan.
+    """
+
+    store_id: str
+    generation: int
+    rewrites: int
+    first_ms: int | None
+    last_ms: int | None
+
+
 class MarketStore:
     """Candles and trades in one SQLite file (WAL)."""
 
@@ -107,6 +124,7 @@ class MarketStore:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(SCHEMA)
         self._add_order_flow_columns()
+        self._add_generations()
 
     def _add_order_flow_columns(self) -> None:
         """Give a market.db made before order flow was kept its two columns (no data lost)."""
@@ -114,6 +132,28 @@ class MarketStore:
         for column in ORDER_FLOW_COLUMNS:
             if column not in held:
                 self.conn.execute(f"ALTER TABLE candles ADD COLUMN {column} REAL")
+
+    def _add_generations(self) -> None:
+        """Give the store its id, generation table and triggers (a no-op once they exist)."""
+        if self.tracked():
+            return
+        with _transaction(self.conn):
+            for statement in statements(GENERATIONS):
+                self.conn.execute(statement)
+            self.conn.execute(
+                "INSERT OR IGNORE INTO store_meta VALUES ('id', lower(hex(randomblob(8))))"
+            )
+
+    def tracked(self) -> bool:
+        """Whether the store keeps candle generations (a store made before them does not, until
+        bfx next opens it for writing)."""
+        names = {
+            row[0]
+            for row in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE name IN ('store_meta', 'candles_deleted')"
+            )
+        }
+        return names == {"store_meta", "candles_deleted"}
 
     def close(self) -> None:
         self.conn.close()
@@ -161,6 +201,49 @@ class MarketStore:
             params.append(limit)
         rows = [CandleRow(*r) for r in self.conn.execute(sql, params)]
         return rows[::-1] if newest else rows
+
+    def snapshot(self) -> _snapshot:
+        """Return a context in which every read sees the store as of one moment (one read
+        transaction: a writer committing meanwhile is not seen until it ends)."""
+        return _snapshot(self.conn)
+
+    def series_state(self, key: SeriesKey) -> SeriesState | None:
+        """Return the series' state, or None if the store keeps no generations (`tracked`).
+
+        Read inside `snapshot()` together with the candles it describes.
+        """
+        if not self.tracked():
+            return None
+        meta = self.conn.execute("SELECT value FROM store_meta WHERE name = 'id'").fetchone()
+        kept = self.conn.execute(
+            "SELECT generation, rewrites FROM candle_generations "
+            "WHERE exchange=? AND symbol=? AND timeframe=?",
+            key,
+        ).fetchone()
+        ends = [
+            self.conn.execute(
+                f"SELECT {end}(open_ms) FROM candles WHERE exchange=? AND symbol=? AND timeframe=?",
+                key,
+            ).fetchone()[0]
+            for end in ("min", "max")  # one each: SQLite answers min() or max() from the index
+        ]
+        generation, rewrites = kept or (0, 0)
+        return SeriesState(str(meta[0]), generation, rewrites, *ends)
+
+    def candle_tuples(
+        self, key: SeriesKey, *, after_ms: int | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Return the series' candles (`open_ms > after_ms`) as plain tuples in `CANDLE_COLUMNS`
+        order, oldest first: the bulk read, without a `CandleRow` per row."""
+        sql = (
+            f"SELECT {', '.join(CANDLE_COLUMNS)} FROM candles WHERE exchange=? AND symbol=? "
+            "AND timeframe=?"
+        )
+        params: list[object] = list(key)
+        if after_ms is not None:
+            sql += " AND open_ms > ?"
+            params.append(after_ms)
+        return self.conn.execute(sql + " ORDER BY open_ms", params).fetchall()
 
     def candles_frame(self, key: SeriesKey, **kwargs: int | None) -> pl.DataFrame:
         """Return candles as a polars frame with a UTC `time` column (see `candles`)."""
@@ -255,6 +338,19 @@ _UPSERT_CANDLE = (
     f"INSERT OR REPLACE INTO candles (exchange, symbol, timeframe, {', '.join(CANDLE_COLUMNS)}) "
     f"VALUES ({', '.join('?' * (3 + len(CANDLE_COLUMNS)))})"
 )
+
+
+class _snapshot:
+    """BEGIN ... COMMIT around reads on an autocommit connection: one consistent view."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN")
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.conn.execute("COMMIT")
 
 
 class _transaction:
