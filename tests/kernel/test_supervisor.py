@@ -1,5 +1,6 @@
 """The supervisor restarts a crashing role with backoff, gives up on one that keeps crashing,
-ends the stack when a role finishes, and stops the rest in reverse order."""
+never restarts one that refused to start, ends the stack when a role finishes, and stops the
+rest in reverse order."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from barfinex_cli.kernel.supervisor import RoleCrashing, RoleProcess, Supervisor
+from barfinex_cli.kernel.supervisor import RoleCrashing, RoleProcess, RoleRefused, Supervisor
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -17,7 +18,9 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 async def test_a_role_that_keeps_crashing_is_restarted_then_reported(tmp_path: Path) -> None:
-    crashing = RoleProcess("bad", ("events", "tail", "--count", "0"))  # exits 2 every time
+    crashing = RoleProcess(  # no Redis answers there: exits 3 every time
+        "bad", ("events", "tail"), env={"BFX_REDIS_URL": "redis://127.0.0.1:1/0"}
+    )
     supervisor = Supervisor(
         [crashing], _env(tmp_path), tmp_path / "logs", max_restarts=2, backoff_s=0.05
     )
@@ -25,8 +28,21 @@ async def test_a_role_that_keeps_crashing_is_restarted_then_reported(tmp_path: P
     with pytest.raises(RoleCrashing, match="bad crashed 3 times"):
         await asyncio.wait_for(supervisor.watch(asyncio.Event()), 120)
     await supervisor.stop()
-    assert crashing.restarts == 2 and crashing.exit_codes == [2, 2, 2]
-    assert crashing.log_path is not None and "count" in crashing.log_path.read_text()
+    assert crashing.restarts == 2 and crashing.exit_codes == [3, 3, 3]
+    assert crashing.log_path is not None and "not reachable" in crashing.log_path.read_text()
+
+
+async def test_a_role_that_refuses_to_start_is_not_restarted_and_its_error_is_reported(
+    tmp_path: Path,
+) -> None:
+    refused = RoleProcess("bad", ("events", "tail", "--count", "0"))  # a mistake: exits 2
+    supervisor = Supervisor([refused], _env(tmp_path), tmp_path / "logs", backoff_s=0.05)
+    await supervisor.start()
+    with pytest.raises(RoleRefused, match=r"^bad refused to start: .*count") as raised:
+        await asyncio.wait_for(supervisor.watch(asyncio.Event()), 120)
+    await supervisor.stop()
+    assert refused.restarts == 0 and refused.exit_codes == [2] and refused.state == "refused"
+    assert "\n" not in str(raised.value) and raised.value.exit_code == 2
 
 
 async def test_a_role_that_finishes_ends_the_stack_and_the_rest_stop(tmp_path: Path) -> None:

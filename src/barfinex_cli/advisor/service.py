@@ -2,7 +2,8 @@
 
 It takes what the kernel built (bus, clock, gateway client, typed config, an optional trained
 model and LLM stage) and opens nothing but its HTTP socket. It joins its consumer group on
-`detector.signal` and the events that keep its `MarketContext` current, warms the context over
+`detector.signal` (shared by every advisor of the instance, one consumer per host) and a group of
+its own on the events that keep its `MarketContext` current, warms the context over
 the gateway client, then runs the eight stages on each signal and publishes every stage's event
 as a child of the signal (so `bfx trace` shows candle -> signal -> decision).
 
@@ -80,7 +81,10 @@ class Advisor:
         self.client = client
         self.model = model
         self.instance = config.instance
-        self.source = f"advisor/{self.instance}"
+        self.consumer_name = config.consumer or config.instance
+        """Its name in the group `advisor.{instance}` and the registry: one per host when
+        advisors on several hosts share the signals (`bfx up --roles advisor` sets it)."""
+        self.source = f"advisor/{self.consumer_name}"
         scorer: ScorerLike = model.scorer if model is not None else RuleScorer()
         self.pipeline = Pipeline(
             config,
@@ -131,10 +135,15 @@ class Advisor:
         """Run until `stop` is set; return how many decisions were published."""
         tasks: list[asyncio.Task[Any]] = []
         try:
+            # signals are shared by the instance's group; the context events come through a
+            # group of this consumer alone, so each advisor sharing the signals sees every candle
             consumer = await self.bus.consumer(
-                f"advisor.{self.instance}",
-                self.instance,
-                ["detector.signal", *CONTEXT_TYPES],
+                f"advisor.{self.instance}", self.consumer_name, ["detector.signal"], start="$"
+            )
+            context = await self.bus.consumer(
+                f"advisor.{self.instance}.context.{self.consumer_name}",
+                self.consumer_name,
+                list(CONTEXT_TYPES),
                 start="$",
             )
             await self._warm_up()
@@ -153,19 +162,23 @@ class Advisor:
                 "advisor running",
                 extra={
                     "instance": self.instance,
+                    "consumer": self.consumer_name,
                     "api": self.api_url,
                     "scorer": self.pipeline.scorer.name,
                 },
             )
             while not stop.is_set():
-                deliveries = await consumer.fetch(100, 250)
+                behind = bool(self._held) and not self.provider_down  # held for its candles
+                updates = await context.fetch(500, 50 if behind else 1)
+                await self._absorb(context, updates)
+                deliveries = await consumer.fetch(100, 1 if updates or behind else 250)
                 signals = await self._absorb(consumer, deliveries)
                 for delivery in signals:
                     if delivery.event.id not in self._held_ids:
                         self._held.append(delivery)
                         self._held_ids.add(delivery.event.id)
                 await self._drain(consumer, stop)
-                if self._held and not deliveries and self.provider_down:
+                if self._held and not deliveries and not updates and self.provider_down:
                     await self._pause(stop)
         finally:
             stop.set()
@@ -290,7 +303,7 @@ class Advisor:
 
             registration = Registration(
                 self.client,
-                name=self.instance,
+                name=self.consumer_name,
                 role="advisor",
                 url=self.api_url,
                 interval_s=self.config.heartbeat_s,

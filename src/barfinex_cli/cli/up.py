@@ -2,7 +2,13 @@
 
 Thin: it chooses the Redis (`kernel.redis_server`), lists the roles as the `bfx` subcommands a
 user would run by hand, hands them to the `kernel.supervisor`, and renders the live status panel
-and the summary from the audit store and the gateway.
+and the summary (`cli.up_view`). With `--roles` it starts only some roles, joining a stack whose
+provider runs on another host: they reach its gateway at `--provider`, advisors join the shared
+group under this host's name, and the run ends with that provider's replay.
+
+It runs past 400 lines because its three ways to run (supervised processes, a roles-only host,
+one process) share the options, the plan and the stop conditions; the panel and the summary
+live in `cli.up_view`, the processes in `kernel.supervisor`.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from barfinex_cli.cli.state import state_of
+from barfinex_cli.cli.up_view import Counts, panel, print_summary, summary_of
 
 if TYPE_CHECKING:
-    from barfinex_cli.kernel.supervisor import RoleProcess, Supervisor
+    from barfinex_cli.kernel.supervisor import RoleProcess
     from barfinex_cli.runtime.settings import Settings
 
 ROLE_COMMANDS = ("advisor", "inspector")
@@ -85,6 +92,31 @@ def up(
         bool, typer.Option("--embedded-redis", help="Start bfx's own Redis even if one answers.")
     ] = False,
     port: Annotated[int, typer.Option(help="Gateway port.")] = 8081,
+    host: Annotated[
+        str, typer.Option(help="Gateway address (0.0.0.0 lets other hosts' roles reach it).")
+    ] = "127.0.0.1",
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            "--provider",
+            help="With --roles and no provider here: the gateway URL of the stack's provider "
+            "(default: settings' provider_url).",
+        ),
+    ] = None,
+    host_name: Annotated[
+        str | None,
+        typer.Option(
+            help="This host's name in shared consumer groups and the registry "
+            "(default: hostname and data dir).",
+        ),
+    ] = None,
+    remote_apps: Annotated[
+        int,
+        typer.Option(
+            help="The replay also waits for this many roles started on other hosts to register.",
+            min=0,
+        ),
+    ] = 0,
     single_process: Annotated[
         bool,
         typer.Option(
@@ -109,7 +141,8 @@ def up(
 
       bfx up --for 10m --strategy strategies/trend_ema_adx.py
 
-      bfx up --roles detector,advisor --redis-url redis://host:6379   # join a stack elsewhere
+      bfx up --roles detector,advisor --redis-url redis://host:6379 \
+             --provider http://host:8081 --strategy strategies/mine.py  # join a stack elsewhere
 
       bfx up --single-process --speed max --days 1   # one process, in-process bus, no Redis
     """
@@ -139,7 +172,8 @@ def up(
         raise UsageError("no strategy files found — pass --strategy FILE")
     options = {
         "replay": replay, "speed": speed, "days": days, "live": live, "exchange": exchange,
-        "symbols": symbols, "policy": policy, "port": port, "history": history,
+        "symbols": symbols, "policy": policy, "port": port, "history": history, "host": host,
+        "provider": provider, "host_name": host_name, "remote_apps": remote_apps,
     }  # fmt: skip
     if single_process:
         if wanted is not None or live:
@@ -151,7 +185,7 @@ def up(
                 settings, strategies, wanted, options, duration, redis_url, embedded_redis, as_json
             )
         )
-    _print_summary(summary, as_json)
+    print_summary(summary, as_json)
 
 
 def _plan(
@@ -169,11 +203,13 @@ def _plan(
     registering = (
         sum(1 for _ in strategies) * on("detector")
         + sum(on(r) for r in ROLE_COMMANDS)
+        + int(options["remote_apps"])
     )  # fmt: skip
     if on("recorder"):
         plan.append(RoleProcess("recorder", ("events", "record")))
     if on("provider"):
         args = ["provider", "start", "--no-record", "--port", str(options["port"])]
+        args += ["--host", str(options["host"])]
         if options["live"]:
             args += ["--exchange", str(options["exchange"])]
         else:
@@ -193,7 +229,11 @@ def _plan(
             args += ["--policy", str(options["policy"])]
         plan.append(RoleProcess("inspector", tuple(args)))
     if on("advisor"):
-        plan.append(RoleProcess("advisor", ("advisor", "run")))
+        # one consumer per host in the instance's group: advisors on several hosts share signals
+        consumer = f"{settings.advisor.instance}.{host_id(settings, options['host_name'])}"
+        plan.append(
+            RoleProcess("advisor", ("advisor", "run"), env={"BFX_ADVISOR__CONSUMER": consumer})
+        )
     if on("detector"):
         for path in strategies:
             run = ("detector", "run", str(path), "--instance", path.stem)
@@ -221,6 +261,14 @@ async def _run(
     from barfinex_cli.runtime.datadir import writable
 
     home = writable(settings.home)
+    plan = _plan(settings, strategies, wanted, options)
+    names = {role.name for role in plan}
+    local_provider = "provider" in names
+    gateway = (
+        f"http://127.0.0.1:{options['port']}"
+        if local_provider
+        else (options["provider"] or settings.provider_url).rstrip("/")
+    )
     if embedded_redis:
         embedded: EmbeddedRedis | None = EmbeddedRedis(home)
         url = await embedded.start()  # type: ignore[union-attr]
@@ -230,10 +278,11 @@ async def _run(
     env = {
         **os.environ, "BFX_HOME": str(home), "BFX_REDIS_URL": url, "BFX_TOKEN": token,
         "BFX_NAMESPACE": settings.namespace, "BFX_LOG_JSON": "true",
-        "BFX_PROVIDER_URL": f"http://127.0.0.1:{options['port']}",
+        "BFX_PROVIDER_URL": gateway,
     }  # fmt: skip
-    plan = _plan(settings, strategies, wanted, options)
     supervisor = Supervisor(plan, env, home / "logs")
+    counts = Counts(settings, url, recorded="recorder" in names)
+    title = f"bfx up — Redis {url}, provider {gateway}, data {settings.home}"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -241,18 +290,20 @@ async def _run(
     started = time.monotonic()
     error: BaseException | None = None
     try:
-        await supervisor.start(lambda role: _gateway_up(role, options["port"]))
+        if not local_provider and names - {"recorder"}:
+            await _remote_gateway(gateway, token)  # the roles here warm up from it
+        await supervisor.start(lambda role: _gateway_up(role, gateway))
         watch = asyncio.create_task(supervisor.watch(stop))
-        panel = asyncio.create_task(_panel(settings, supervisor, url, stop, quiet=as_json))
+        shown = asyncio.create_task(panel(supervisor, counts, title, stop, quiet=as_json))
         timer = asyncio.create_task(_stop_after(duration, stop)) if duration else None
-        ended = asyncio.create_task(_replay_end(settings, options, stop))
+        ended = asyncio.create_task(_replay_end(gateway, counts, options, stop))
         try:
             await watch
         except BaseException as exc:  # a role crashing too often: report it after stopping
             error = exc
         stop.set()
         await supervisor.stop()
-        panel.cancel()
+        shown.cancel()
         ended.cancel()
         if timer is not None:
             timer.cancel()
@@ -264,9 +315,53 @@ async def _run(
             loop.remove_signal_handler(sig)
     if error is not None:
         raise error
-    summary = _summary(settings, supervisor, url, embedded is not None)
+    summary = summary_of(settings, supervisor, counts, "embedded" if embedded else url)
+    summary["provider"] = gateway
     summary["wall_s"] = round(time.monotonic() - started, 1)
     return summary
+
+
+def host_id(settings: Settings, given: str | None) -> str:
+    """Return this host's name in shared groups: `--host-name`, else hostname and data dir.
+
+    Stable across restarts of one stack (a restarted role gets its own pending entries back),
+    distinct for two stacks on one machine (two data dirs).
+    """
+    import hashlib
+    import re
+    import socket
+
+    if given:
+        name = given
+    else:
+        digest = hashlib.sha1(str(settings.home.resolve()).encode()).hexdigest()[:6]
+        name = f"{socket.gethostname()}-{digest}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:40]
+
+
+async def _remote_gateway(gateway: str, token: str, timeout_s: float = 30.0) -> None:
+    """Wait until the stack's provider answers at `gateway`; a one-line error naming the fix."""
+    import asyncio
+    import time
+
+    import httpx
+
+    from barfinex_cli.errors import ServiceUnreachable
+
+    deadline = time.monotonic() + timeout_s
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(f"{gateway}/api/v1/health", headers=headers)).is_success:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.25)
+    raise ServiceUnreachable(
+        f"no provider answers at {gateway} — start the stack's provider host first, or pass "
+        "--provider URL (its gateway, e.g. http://host:8081)"
+    )
 
 
 async def _run_single(
@@ -314,15 +409,16 @@ async def _run_single(
         (f"detector:{d.instance}", d) for d in run.detectors), *(
         (f"advisor:{a.instance}", a) for a in run.advisors), *(
         ("inspector", i) for i in run.inspectors)]  # fmt: skip
-    summary = _summary(settings, None, "in-process", False)
-    summary["redis"] = "none (in-process bus)"
+    summary = summary_of(
+        settings, None, Counts(settings, None, recorded=True), "none (in-process bus)"
+    )
     summary["roles"] = [{"name": n, "state": "stopped", "restarts": 0, "exit_codes": []}
                         for n, _ in roles]  # fmt: skip
     summary["wall_s"] = round(time.monotonic() - started, 1)
     return summary
 
 
-async def _gateway_up(role: RoleProcess, port: int, timeout_s: float = 120.0) -> None:
+async def _gateway_up(role: RoleProcess, gateway: str, timeout_s: float = 120.0) -> None:
     """After the provider starts, wait until its gateway answers (the others warm up from it)."""
     import asyncio
     import time
@@ -337,19 +433,20 @@ async def _gateway_up(role: RoleProcess, port: int, timeout_s: float = 120.0) ->
             if role.process is None or role.process.returncode is not None:
                 return  # it exited: the supervisor reports or restarts it
             try:
-                if (await client.get(f"http://127.0.0.1:{port}/api/v1/health")).status_code == 200:
+                if (await client.get(f"{gateway}/api/v1/health")).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.1)
 
 
-async def _replay_end(settings: Settings, options: dict[str, Any], stop: Any) -> None:
+async def _replay_end(gateway: str, counts: Counts, options: dict[str, Any], stop: Any) -> None:
     """Stop the stack once the replay has ended and the roles have handled its last events.
 
     The provider keeps serving after its replay (the advisor and inspector still ask it for
-    context and place orders), so the end is read from its health, then the audit log is
-    watched until it stops growing.
+    context and place orders), so the end is read from its health — this host's provider, or
+    the remote one a `--roles` host joined — then the flow is watched until it stops growing.
+    A live provider never ends: Ctrl-C or `--for` stops the stack.
     """
     import asyncio
 
@@ -357,18 +454,33 @@ async def _replay_end(settings: Settings, options: dict[str, Any], stop: Any) ->
 
     if options["live"]:
         return
-    url = f"http://127.0.0.1:{options['port']}/api/v1/health"
     async with httpx.AsyncClient(timeout=2) as client:
         while not stop.is_set():
             try:
-                if (await client.get(url)).json().get("replay_done"):
+                if (await client.get(f"{gateway}/api/v1/health")).json().get("replay_done"):
                     break
-            except (httpx.HTTPError, ValueError):
+            except (httpx.HTTPError, ValueError, AttributeError):
                 pass
             await asyncio.sleep(0.5)
     if not stop.is_set():
-        await _settle(settings)
+        await _settle(counts)
         stop.set()
+
+
+async def _settle(counts: Counts, quiet_s: float = 2.0, limit_s: float = 60.0) -> None:
+    """Wait until the flow stops growing (the roles finished the replay's last events)."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + limit_s
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        total = sum((await asyncio.to_thread(counts)).values())
+        if total != last:
+            last, since = total, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        await asyncio.sleep(0.25)
 
 
 async def _stop_after(seconds: float, stop: Any) -> None:
@@ -378,145 +490,3 @@ async def _stop_after(seconds: float, stop: Any) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
     stop.set()
-
-
-def _counts(settings: Settings) -> dict[str, int]:
-    from barfinex_cli.store.audit import AuditStore
-
-    if not settings.audit_path.is_file():
-        return {}
-    try:
-        with AuditStore(settings.audit_path, read_only=True) as audit:
-            return dict(audit.types())
-    except Exception:  # the recorder is creating the file: nothing to show yet
-        return {}
-
-
-async def _settle(settings: Settings, quiet_s: float = 2.0, limit_s: float = 60.0) -> None:
-    """Wait until the audit log stops growing (the roles finished the replay's last events)."""
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + limit_s
-    last, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        total = sum(_counts(settings).values())
-        if total != last:
-            last, since = total, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
-            return
-        await asyncio.sleep(0.25)
-
-
-async def _panel(
-    settings: Settings, supervisor: Supervisor, url: str, stop: Any, *, quiet: bool
-) -> None:
-    """Redraw the status panel each second (a terminal), or log a line every 10 s (a pipe)."""
-    import asyncio
-    import sys
-
-    from rich.live import Live
-
-    from barfinex_cli.cli.render import err
-
-    if quiet:
-        await stop.wait()
-        return
-    if not sys.stderr.isatty():
-        while not stop.is_set():
-            counts = _counts(settings)
-            err().print(
-                f"candles {counts.get('market.candle', 0)} signals "
-                f"{counts.get('detector.signal', 0)} decisions "
-                f"{counts.get('advisor.decision', 0)} verdicts "
-                f"{counts.get('inspector.verdict', 0)} orders {counts.get('order.submitted', 0)}"
-            )
-            await asyncio.sleep(10)
-        return
-    with Live(_table(settings, supervisor, url), console=err(), refresh_per_second=2) as live:
-        while not stop.is_set():
-            await asyncio.sleep(1)
-            live.update(_table(settings, supervisor, url))
-
-
-def _table(settings: Settings, supervisor: Supervisor, url: str) -> Any:
-    from rich.table import Table
-
-    counts = _counts(settings)
-    table = Table(title=f"bfx up — Redis {url}, data {settings.home}", title_justify="left")
-    for column in ("role", "pid", "state", "restarts"):
-        table.add_column(column)
-    for role in supervisor.roles:
-        table.add_row(role.name, str(role.pid or "-"), role.state, str(role.restarts))
-    flow = Table(show_header=False, box=None)
-    for label, key in (("candles", "market.candle"), ("signals", "detector.signal"),
-                       ("decisions", "advisor.decision"), ("verdicts", "inspector.verdict"),
-                       ("orders", "order.submitted"), ("fills", "order.filled")):  # fmt: skip
-        flow.add_row(label, str(counts.get(key, 0)))
-    outer = Table.grid()
-    outer.add_row(table, flow)
-    return outer
-
-
-def _summary(
-    settings: Settings, supervisor: Supervisor | None, url: str, embedded: bool
-) -> dict[str, Any]:
-    """Return what the run did, from the audit store: flow, verdicts, blocks, orders."""
-    from collections import Counter
-
-    from barfinex_cli.contracts.inspector import VerdictIssued
-    from barfinex_cli.store.audit import AuditStore
-
-    counts = _counts(settings)
-    verdicts: Counter[str] = Counter()
-    blocked_by_policy: Counter[str] = Counter()
-    if settings.audit_path.is_file() and counts.get("inspector.verdict"):
-        with AuditStore(settings.audit_path, read_only=True) as audit:
-            for event in audit.query(["inspector.verdict"], limit=None):
-                payload = event.payload
-                if not isinstance(payload, VerdictIssued):
-                    continue  # a row written under an older model: counted in events only
-                verdicts[payload.verdict] += 1
-                if payload.verdict != "ALLOW":
-                    blocked_by_policy[payload.policy] += 1
-    blocked_by_stage = {
-        t.split(".")[1]: n
-        for t, n in counts.items()
-        if t.startswith("advisor.") and t.endswith(".blocked")
-    }
-    return {
-        "redis": "embedded" if embedded else url,
-        "data_dir": str(settings.home),
-        "roles": [
-            {"name": r.name, "state": r.state, "restarts": r.restarts, "exit_codes": r.exit_codes}
-            for r in (supervisor.roles if supervisor is not None else [])
-        ],
-        "candles": counts.get("market.candle", 0),
-        "signals": counts.get("detector.signal", 0),
-        "decisions": counts.get("advisor.decision", 0),
-        "verdicts": dict(verdicts),
-        "orders": counts.get("order.submitted", 0),
-        "fills": counts.get("order.filled", 0) + counts.get("order.partially_filled", 0),
-        "blocked_by_stage": blocked_by_stage,
-        "blocked_by_policy": dict(blocked_by_policy),
-        "events": sum(counts.values()),
-    }
-
-
-def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
-    from rich.table import Table
-
-    from barfinex_cli.cli.render import out, print_json
-
-    if as_json:
-        print_json(summary)
-        return
-    table = Table(title="bfx up — summary", title_justify="left", show_header=False)
-    for key in ("candles", "signals", "decisions", "orders", "fills", "events", "wall_s"):
-        table.add_row(key, str(summary.get(key)))
-    for key in ("verdicts", "blocked_by_stage", "blocked_by_policy"):
-        value = summary.get(key) or {}
-        table.add_row(key, ", ".join(f"{k} {v}" for k, v in value.items()) or "-")
-    table.add_row("roles", ", ".join(f"{r['name']} ({r['state']}, {r['restarts']} restarts)"
-                                     for r in summary["roles"]))  # fmt: skip
-    out().print(table)

@@ -4,8 +4,11 @@
 `bfx detector run`, ...). A role that exits with an error is restarted after a backoff; its
 consumer group hands it back what it had not acknowledged, so nothing is lost. A role that keeps
 crashing (more than `max_restarts` in `window_s`) is reported and the stack stops rather than
-loop forever. A role that ends on its own with exit 0 (a provider at the end of its replay) ends
-the stack. Stopping goes consumers first and producers last: the reverse of the start order.
+loop forever. A role that exits with 2 refused to start (a mistake a restart cannot mend, such as
+a detector instance name already running on another host): it is not restarted, and the stack
+stops with the role's own one-line error. A role that ends on its own with exit 0 (a provider at
+the end of its replay) ends the stack. Stopping goes consumers first and producers last: the
+reverse of the start order.
 """
 
 from __future__ import annotations
@@ -31,6 +34,16 @@ class RoleCrashing(BfxError):
     """A role crashed too often in a short time; the stack stops."""
 
 
+class RoleRefused(BfxError):
+    """A role refused to start (exit 2); restarting it would refuse again, so the stack stops."""
+
+    exit_code = 2
+
+
+REFUSED = 2
+"""The exit code of a user mistake (errors.UsageError): never restarted."""
+
+
 @dataclass
 class RoleProcess:
     """One role: its `bfx` arguments and what happened to it so far."""
@@ -43,6 +56,8 @@ class RoleProcess:
     exit_codes: list[int] = field(default_factory=list)
     crashes: deque[float] = field(default_factory=deque)
     log_path: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """Variables set for this role only, over the supervisor's environment."""
 
     @property
     def pid(self) -> int | None:
@@ -82,7 +97,8 @@ class Supervisor:
         try:
             role.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "barfinex_cli", *role.args,
-                env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                env={**self.env, **role.env}, stdin=asyncio.subprocess.DEVNULL,
+                stdout=out, stderr=out,
                 start_new_session=True,  # Ctrl-C reaches bfx up only; it stops the roles in order
             )  # fmt: skip
         finally:
@@ -128,6 +144,10 @@ class Supervisor:
             log.info("role finished; stopping the stack", extra={"role": role.name})
             stop.set()
             return
+        if code == REFUSED:
+            role.state = "refused"
+            stop.set()
+            raise RoleRefused(f"{role.name} refused to start: {_last_error(role.log_path)}")
         now = time.monotonic()
         role.crashes.append(now)
         while role.crashes and now - role.crashes[0] > self.window_s:
@@ -168,3 +188,15 @@ class Supervisor:
                     process.kill()
                 await process.wait()
             role.state = "stopped"
+
+
+def _last_error(log_path: Path | None) -> str:
+    """Return the role's own one-line error (`error: ...`) from its log, or where the log is."""
+    if log_path is not None and log_path.is_file():
+        with log_path.open("rb") as log_file:
+            log_file.seek(max(0, log_path.stat().st_size - 8192))
+            lines = log_file.read().decode(errors="replace").splitlines()
+        for line in reversed(lines):
+            if line.startswith("error: "):
+                return line.removeprefix("error: ")
+    return f"exit code {REFUSED} — see {log_path}"

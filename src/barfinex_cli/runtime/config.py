@@ -177,6 +177,12 @@ class AdvisorConfig(Section):
     """
 
     instance: str = Field("advisor", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    consumer: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="name in the instance's consumer group and the registry (one per host when "
+        "advisors on several hosts share the signals); None: the instance",
+    )
     provider_url: str | None = Field(None, description="None: the global provider_url")
     host: str = "127.0.0.1"
     port: int = Field(8009, ge=0, le=65535)
