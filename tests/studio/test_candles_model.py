@@ -149,7 +149,7 @@ def test_markers_land_below_longs_above_shorts_and_fills_at_their_price() -> Non
         Marker(bars[1].time, "long"),
         Marker(bars[3].time + timedelta(seconds=30), "short"),
         Marker(bars[4].time, "buy", 100.0),
-        Marker(bars[5].time + timedelta(minutes=5), "sell", 100.0),  # past the last candle
+        Marker(bars[5].time + timedelta(minutes=2), "sell", 100.0),  # past the forming candle
     ]
     grid = render(_frame(bars, markers=marks), AXIS_WIDTH + 12, 24)
     where = {style: (r, c) for r, row in enumerate(grid) for c, (_, style) in enumerate(row)

@@ -196,9 +196,12 @@ def _volume(grid: list[list[Cell]], top: int, rows: int, bars: Sequence[Bar],
 def _markers(grid: list[list[Cell]], top: int, rows: int, scale: Scale, frame: Frame,
              cols: Sequence[int], w: int) -> None:  # fmt: skip
     span = timedelta(seconds=frame.period_s * frame.view.level.bucket)
+    newest = len(frame.bars) - 1
     for marker in frame.markers:
         i = index_at(frame.bars, marker.time)
-        if i is None or marker.time >= frame.bars[i].time + span:
+        # a marker in the still-forming candle sits on the newest one until its candle closes
+        reach = span * 2 if i == newest else span
+        if i is None or marker.time >= frame.bars[i].time + reach:
             continue
         bar, centre = frame.bars[i], cols[i] + w // 2
         if marker.kind == "long":
