@@ -214,3 +214,58 @@ def test_scan_warns_of_rows_left_out_of_the_file_and_scans_the_rest(
     assert result.stderr.strip() == (
         f"warning: 1 rows left out ({path}:202: high 9.0 is below low 11.0)"
     )
+
+
+def test_scan_json_is_one_streamed_document_with_every_signal_and_the_model_attribution(
+    runner: CliRunner, csv: Path
+) -> None:
+    from barfinex_cli.detector.engine import VectorEngine
+    from barfinex_cli.detector.loader import load_strategy
+    from barfinex_cli.market.history import load_file
+
+    result = runner.invoke(root(), ["detector", "scan", TREND, "--data", str(csv), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert list(data) == ["strategy", "candles", "warmup", "broken", "total_signals", "signals"]
+    assert data["total_signals"] == len(data["signals"]) > 5
+    assert result.stdout.count("\n") == len(data["signals"]) + 9  # one signal per line
+    frame = load_file(csv, fallback_symbol="BTC/USDT").frame
+    records = VectorEngine(load_strategy(Path(TREND))).evaluate(frame)
+    assert [s["attribution"] for s in data["signals"]] == [
+        [a.model_dump() for a in r.attribution] for r in records
+    ]
+    limited = runner.invoke(
+        root(), ["detector", "scan", TREND, "--data", str(csv), "--json", "--limit", "2"]
+    )
+    assert json.loads(limited.stdout)["signals"] == data["signals"][:2]
+    assert json.loads(limited.stdout)["total_signals"] == data["total_signals"]
+
+
+def test_scan_json_with_no_signal_is_an_empty_list(runner: CliRunner, tmp_path: Path) -> None:
+    never = write_strategy(tmp_path, 'Rule("never", ta.close < 0, 1.0, "long")')
+    csv = tmp_path / "BTCUSDT-1m.csv"
+    candles(50).drop("buy_volume").write_csv(csv)
+    result = runner.invoke(root(), ["detector", "scan", str(never), "--data", str(csv), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["signals"] == []
+
+
+def test_the_scan_table_shows_the_first_signals_and_says_how_many_it_left_out(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    always = write_strategy(tmp_path, 'Rule("always", ta.close > 0, 1.0, "long")')
+    csv = tmp_path / "BTCUSDT-1m.csv"
+    candles().drop("buy_volume").write_csv(csv)  # 1,500 candles, a signal every 4th (cooldown 3)
+    table = runner.invoke(root(), ["detector", "scan", str(always), "--data", str(csv)])
+    assert table.exit_code == 0, table.output
+    assert "375 signals (the first 100 shown)" in table.stdout
+    assert table.stdout.count("always") == 100
+    assert "275 more signals not shown: --limit N (0 for all) or --json" in table.stderr
+    three = runner.invoke(
+        root(), ["detector", "scan", str(always), "--data", str(csv), "--limit", "3"]
+    )
+    assert "375 signals (the first 3 shown)" in three.stdout and three.stdout.count("always") == 3
+    every = runner.invoke(
+        root(), ["detector", "scan", str(always), "--data", str(csv), "--limit", "0"]
+    )
+    assert every.stdout.count("always") == 375 and "not shown" not in every.stderr

@@ -130,6 +130,20 @@ def describe(strategy: Strategy) -> dict[str, Any]:
     }
 
 
+LimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--limit",
+        min=0,
+        help="List at most N signals (default: all with --json, the first 100 in the table; "
+        "0: all).",
+        show_default=False,
+    ),
+]
+TABLE_ROWS = 100
+"""Signals the table shows without --limit: a rich table of a million rows takes a minute."""
+
+
 @app.command("scan")
 def scan(
     ctx: typer.Context,
@@ -138,14 +152,16 @@ def scan(
     exchange: ExchangeOpt = None,
     symbol: SymbolOpt = None,
     timeframe: TimeframeOpt = None,
+    limit: LimitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a strategy over history in one vectorised pass; list the signals live would fire.
 
+    The table shows the first 100 signals (--limit N, 0 for all); --json streams every signal.
     Examples: bfx detector scan strat.py --data btc.csv | bfx detector scan strat.py
     --exchange binance --symbol BTC/USDT --json
     """
-    from barfinex_cli.cli.render import err, out, print_json
+    from barfinex_cli.cli.render import err, out
     from barfinex_cli.detector.engine import VectorEngine, open_time
     from barfinex_cli.detector.loader import load_strategy
 
@@ -155,27 +171,39 @@ def scan(
     records = engine.evaluate(frame)
     for rule, reason in engine.broken.items():
         err().print(f"warning: rule {rule} is broken and never held: {reason}", style="yellow")
+    shown = records if not limit else records[:limit]
     if as_json:
-        print_json(
-            {
-                "strategy": strategy.name,
-                "candles": frame.height,
-                "warmup": strategy.effective_warmup,
-                "broken": engine.broken,
-                "signals": [record_json(r) for r in records],
-            }
-        )
+        from barfinex_cli.cli.render import stream_json
+
+        head = {
+            "strategy": strategy.name,
+            "candles": frame.height,
+            "warmup": strategy.effective_warmup,
+            "broken": engine.broken,
+            "total_signals": len(records),
+        }
+        stream_json(head, "signals", (record_json(r) for r in shown))
         return
+    if limit is None:
+        shown = records[:TABLE_ROWS]
     from rich.table import Table
 
-    table = Table(title=f"{len(records)} signals", title_justify="left")
+    title = f"{len(records)} signals"
+    if len(shown) < len(records):
+        title += f" (the first {len(shown):,} shown)"
+    table = Table(title=title, title_justify="left")
     for column in ("time (UTC)", "symbol", "direction", "action", "score"):
         table.add_column(column, justify="right" if column == "score" else "left", no_wrap=True)
     table.add_column("rules", overflow="fold")
-    for r in records:
+    for r in shown:
         when = open_time(r.open_ms).strftime("%Y-%m-%d %H:%M")
         table.add_row(when, r.symbol, r.direction, r.action, f"{r.score:g}", ", ".join(r.rules))
     out().print(table)
+    if len(shown) < len(records):
+        err().print(
+            f"{len(records) - len(shown):,} more signals not shown: --limit N (0 for all) or "
+            "--json for every one"
+        )
     err().print(
         f"{strategy.name}: {frame.height:,} candles scanned, warm-up "
         f"{strategy.effective_warmup}, {len(records)} signals"
@@ -183,9 +211,24 @@ def scan(
 
 
 def record_json(record: SignalRecord) -> dict[str, Any]:
-    """Return a signal record as plain data (times in ISO 8601 UTC)."""
+    """Return a signal record as plain data (times in ISO 8601 UTC).
+
+    The attribution is built from the record's tuples, the same fields as `RuleAttribution`'s
+    dump without a model per rule (a scan can list a million signals).
+    """
     from barfinex_cli.detector.engine import open_time
 
+    values = iter(record.values)
+    attribution = [
+        {
+            "rule": name,
+            "held": held,
+            "weight": weight,
+            "direction": side,
+            "values": {label: next(values) for label in labels},
+        }
+        for (name, weight, side, labels), held in zip(record.layout.rules, record.held, strict=True)
+    ]
     return {
         "time": open_time(record.open_ms).isoformat(),
         "open_ms": record.open_ms,
@@ -197,7 +240,7 @@ def record_json(record: SignalRecord) -> dict[str, Any]:
         "threshold": record.threshold,
         "rules": list(record.rules),
         "held": record.held_rules,
-        "attribution": [a.model_dump() for a in record.attribution],
+        "attribution": attribution,
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
@@ -55,4 +56,29 @@ def print_json(data: Any) -> None:
 def print_json_line(data: Any) -> None:
     """Print `data` as one compact JSON line to stdout and flush (for pipes)."""
     sys.stdout.write(json.dumps(data, separators=(",", ":"), default=_default) + "\n")
+    sys.stdout.flush()
+
+
+def stream_json(head: dict[str, Any], key: str, items: Iterable[Any], *, chunk: int = 1000) -> None:
+    """Print one JSON object to stdout: `head`'s fields, then `key` as an array of `items`.
+
+    The array is written as it is produced, one compact item per line, `chunk` items per write:
+    a million items never become one string in memory. The whole output is one JSON document,
+    the shape `print_json({**head, key: list(items)})` prints.
+    """
+    encode = json.JSONEncoder(separators=(",", ":"), default=_default).encode
+    write = sys.stdout.write
+    opening = json.dumps(head, indent=2, default=_default)
+    write(f"{opening[:-2]},\n  {json.dumps(key)}: [" if head else f"{{\n  {json.dumps(key)}: [")
+    batch: list[str] = []
+    first = True
+    for item in items:
+        batch.append(encode(item))
+        if len(batch) == chunk:
+            write(("\n" if first else ",\n") + ",\n".join(batch))
+            batch, first = [], False
+    if batch:
+        write(("\n" if first else ",\n") + ",\n".join(batch))
+        first = False
+    write("]\n}\n" if first else "\n]\n}\n")
     sys.stdout.flush()
