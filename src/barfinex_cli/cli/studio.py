@@ -35,6 +35,13 @@ def studio(
     poll: Annotated[
         float, typer.Option("--poll", min=0.5, help="Seconds between REST refreshes.")
     ] = 5.0,
+    web: Annotated[
+        bool,
+        typer.Option("--web", help="Serve the studio to a browser on 127.0.0.1 (textual-serve)."),
+    ] = False,
+    port: Annotated[
+        int, typer.Option("--port", min=1, max=65535, help="The --web page's port.")
+    ] = 8090,
 ) -> None:
     """Open the studio: market, signals, decisions, risk, capital and services, keys 1-6.
 
@@ -42,7 +49,10 @@ def studio(
     through the provider's proxy); its only writes are the inspector's stand-down and resume,
     each confirmed first. `?` shows the keys.
 
-    Example: bfx studio --url http://127.0.0.1:8081 --theme nord
+    With --web the same app is served to a browser at http://127.0.0.1:PORT; the token goes to
+    each app process through its environment, never into the page (docs/studio.md).
+
+    Example: bfx studio --url http://127.0.0.1:8081 --theme nord  (or: bfx studio --web)
     """
     from barfinex_cli.errors import UsageError
     from barfinex_cli.runtime.client import token_from
@@ -61,4 +71,10 @@ def studio(
             names = ", ".join(sorted(app.available_themes))
             raise UsageError(f"--theme {theme!r}: unknown; choose one of {names}")
         app.theme = theme
+    if web:
+        from barfinex_cli.studio.web import WebOptions, page_url, serve
+
+        typer.echo(f"bfx studio: serving on {page_url(port)} (Ctrl+C stops)", err=True)
+        serve(WebOptions(base, secret, theme, poll, port))
+        return
     app.run()
