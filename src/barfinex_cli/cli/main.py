@@ -26,6 +26,7 @@ from barfinex_cli.cli import (
     doctor,
     events,
     inspector,
+    optimize,
     pending,
     provider,
     studio,
@@ -205,6 +206,7 @@ app.add_typer(inspector.app, name="inspector")
 app.command("doctor")(doctor.doctor)
 app.command("trace")(trace.trace)
 app.command("up")(up.up)
+app.command("optimize")(optimize.optimize)
 app.command("studio")(studio.studio)
 pending.mount(
     app, skip=frozenset({"data", "provider", "detector", "advisor", "inspector", "up", "studio"})
