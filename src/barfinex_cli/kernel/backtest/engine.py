@@ -21,7 +21,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,6 +75,8 @@ class _Seen:
     """What the collector read off the bus during a run."""
 
     fills: list[Fill] = field(default_factory=list)
+    decisions: dict[str, str] = field(default_factory=dict)
+    """Decision event id -> its trace (the candle's): a fill joins its decision's trace."""
     signals: int = 0
     blocked: dict[str, int] = field(default_factory=dict)
 
@@ -243,9 +245,12 @@ def _note(event: Any, seen: _Seen) -> None:
             Fill(
                 order_id=order.client_order_id, time_ms=to_ms(fill.time), symbol=order.symbol,
                 side=order.side, quantity=float(fill.amount), price=float(fill.price),
-                fee=float(fill.fee), reason=REASONS.get(tag, "order"), trace_id=event.trace_id,
+                fee=float(fill.fee), reason=REASONS.get(tag, "order"),
+                trace_id=order.decision_id,  # made the decision's trace once the run ends
             )
         )  # fmt: skip
+    elif kind == "advisor.decision":
+        seen.decisions[event.id] = event.trace_id
     elif kind == "detector.signal":
         seen.signals += 1
     elif kind == "advisor.decision.rejected":
@@ -283,7 +288,10 @@ def _result(
     from barfinex_cli.provider.paper.broker import DEFAULT_ACCOUNTS
 
     initial = float(DEFAULT_ACCOUNTS["paper"]["USDT"])
-    fills = sorted(seen.fills, key=lambda f: (f.time_ms, f.order_id))
+    fills = sorted(
+        (replace(f, trace_id=seen.decisions.get(f.trace_id or "")) for f in seen.fills),
+        key=lambda f: (f.time_ms, f.order_id),
+    )
     trades = trades_of(fills)
     equity = equity_curve(fills, closes, initial)
     fees = sum(f.fee for f in fills)
