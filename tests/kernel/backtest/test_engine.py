@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from barfinex_cli.errors import UsageError
+from barfinex_cli.errors import BfxError, UsageError
 from barfinex_cli.kernel.backtest.engine import PipelineSpec, backtest
 from barfinex_cli.kernel.backtest.result import BacktestResult
 from barfinex_cli.runtime.settings import load_settings
@@ -80,3 +80,32 @@ def test_a_missing_strategy_file_is_a_usage_error_before_anything_runs(tmp_path:
     settings = load_settings(home=tmp_path / "home", token="t0ken")
     with pytest.raises(UsageError, match="no strategy file"):
         backtest(settings, PipelineSpec(strategies=(tmp_path / "nope.py",), **WINDOW))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("fees", "slippage"), [(-1.0, None), (5000.0, None), (None, 1e9)])
+def test_absurd_fees_or_slippage_are_one_line_usage_errors(
+    tmp_path: Path, fees: float | None, slippage: float | None
+) -> None:
+    settings = load_settings(home=tmp_path / "home", token="t0ken")
+    spec = PipelineSpec(strategies=(STRATEGY,), fees_bps=fees, slippage_bps=slippage)
+    with pytest.raises(UsageError, match=r"^--(fees|slippage) .*basis points between 0 and 1000$"):
+        backtest(settings, spec)
+
+
+def test_a_broken_strategy_file_is_one_line_error_and_leaves_no_scratch(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("strategy = (\n")
+    settings = load_settings(home=tmp_path / "home", token="t0ken", log_level="ERROR")
+    with pytest.raises(BfxError) as caught:
+        backtest(settings, PipelineSpec(strategies=(broken,), **WINDOW))  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value) and "broken.py" in str(caught.value)
+    assert not any((tmp_path / "home" / "backtests").glob("bt-*/"))
+
+
+def test_an_empty_replay_file_is_one_line_error(tmp_path: Path) -> None:
+    empty = tmp_path / "BTCUSDT-1m.csv"
+    empty.write_text("open_time,open,high,low,close,volume\n")
+    settings = load_settings(home=tmp_path / "home", token="t0ken", log_level="ERROR")
+    with pytest.raises(BfxError) as caught:
+        backtest(settings, PipelineSpec(strategies=(STRATEGY,), replay=empty, history=0))
+    assert "\n" not in str(caught.value)

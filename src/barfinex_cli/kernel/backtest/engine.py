@@ -45,6 +45,8 @@ COLLECTED = (
     "advisor.decision.rejected",
     "inspector.verdict",
 )
+MAX_BPS = 1000
+"""The most fees or slippage a run accepts, in basis points (10 %): more is a typo."""
 REASONS = {"e": "entry", "sl": "stop_loss", "tp": "take_profit", "x": "exit"}
 
 
@@ -108,6 +110,9 @@ async def run_pipeline(
     for path in spec.strategies:
         if not path.is_file():
             raise UsageError(f"no strategy file at {path} — see `strategies/` for examples")
+    for flag, bps in (("--fees", spec.fees_bps), ("--slippage", spec.slippage_bps)):
+        if bps is not None and not 0 <= bps <= MAX_BPS:
+            raise UsageError(f"{flag} {bps:g}: give basis points between 0 and {MAX_BPS}")
     run_id = spec.run_id or new_run_id()
     home = writable(settings.home)
     scratch = home / "backtests" / run_id
