@@ -67,6 +67,9 @@ async def test_the_chart_shows_the_stores_candles_and_redraws_on_a_live_one(
             )  # fmt: skip
             await until(lambda: f"{new_time:%Y-%m-%d %H:%M}" in chart.text_lines()[0])
             assert chart.redraws > before and "+1.00%" in chart.text_lines()[0]
+            zoom = chart.view.zoom
+            await pilot.press("minus", "left")  # the chart has the keys when the screen shows
+            assert chart.view.zoom == zoom - 1 and chart.view.offset > 0
             await pilot.press("q")
 
 

@@ -53,6 +53,7 @@ class MarketScreen(Screen[None]):
     MarketScreen #market-status { width: 1fr; padding: 1 2; color: $text-muted; }
     MarketScreen CandleChart { padding: 0 1; }
     """
+    AUTO_FOCUS = "CandleChart"  # the chart's keys (zoom, scroll) work whenever the screen shows
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "pick('market-symbol')", "Symbol"),
         Binding("t", "pick('market-timeframe')", "Timeframe"),
@@ -90,7 +91,6 @@ class MarketScreen(Screen[None]):
     def on_mount(self) -> None:
         """Draw whatever the state already holds."""
         self.state_changed(())
-        self.query_one(CandleChart).focus()
 
     # --- what the app calls ---------------------------------------------------------------------
 
