@@ -41,6 +41,13 @@ class Running:
     url: str
     bus: Bus
     kernel: Kernel
+    stop: asyncio.Event
+    task: asyncio.Task[int]
+
+    async def provider_stop(self) -> None:
+        """Stop the provider now (its gateway closes; the block may go on)."""
+        self.stop.set()
+        await asyncio.wait_for(self.task, 30)
 
     async def publish(self, payload: Payload) -> None:
         """Publish one event on the provider's bus (the gateway streams it on /ws)."""
@@ -68,14 +75,18 @@ async def running_provider(
             task.result()
         assert provider.gateway_url is not None
         try:
-            yield Running(provider, provider.gateway_url, await kernel.bus(), kernel)
+            yield Running(provider, provider.gateway_url, await kernel.bus(), kernel, stop, task)
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)
 
 
-async def until(condition: Callable[[], object], timeout: float = 10.0, step: float = 0.02) -> None:
-    """Wait until `condition()` is truthy; fail with the condition's source after `timeout`."""
+async def until(
+    condition: Callable[[], object],
+    timeout: float = 10.0,  # noqa: ASYNC109 - a polling deadline, not a cancellation scope
+    step: float = 0.02,
+) -> None:
+    """Wait until `condition()` is truthy; fail after `timeout` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():

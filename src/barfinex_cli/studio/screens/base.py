@@ -21,13 +21,24 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import DataTable, Footer, Input, Static
 
 from barfinex_cli.studio.header import StudioHeader
 from barfinex_cli.studio.state import StudioState
 
 if TYPE_CHECKING:
     from barfinex_cli.studio.app import StudioApp
+
+
+def table(table_id: str, *columns: str, cursor: str = "row") -> DataTable[Any]:
+    """Return a table with its columns, ready to yield from `compose_body`."""
+    made: DataTable[Any] = DataTable(
+        id=table_id,
+        cursor_type=cursor,  # type: ignore[arg-type]
+        zebra_stripes=cursor == "row",
+    )
+    made.add_columns(*columns)
+    return made
 
 
 def matches(filter_text: str, cells: Iterable[object]) -> bool:
@@ -93,13 +104,15 @@ class StudioScreen(Screen[None]):
 
     def refresh_header(self) -> None:
         """Redraw the header (the app calls this every second for the wall clock)."""
+        if not self.query(StudioHeader):
+            return
         now = self.studio.clock() if self.studio.clock else datetime.now(UTC)
         self.query_one(StudioHeader).show(self.state, now, self.MODE)
 
     def refresh_view(self, *, force: bool = False) -> None:
         """Redraw the header, the missing-roles line and, if a drawn section moved, the body."""
-        if not self.is_mounted:
-            return
+        if not self.is_mounted or not self.query(StudioHeader):
+            return  # not composed yet: the resume after composing draws
         self.refresh_header()
         missing = [r for r in self.state.missing_roles(self.ROLES)] if self.ROLES else []
         line = self.query_one("#missing", Static)

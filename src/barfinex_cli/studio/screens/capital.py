@@ -12,7 +12,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
-from barfinex_cli.studio.screens.base import StudioScreen, matches
+from barfinex_cli.studio.screens.base import StudioScreen, matches, table
 from barfinex_cli.studio.screens.risk import bar
 from barfinex_cli.studio.state import StudioState
 
@@ -30,13 +30,16 @@ class CapitalScreen(StudioScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="bars")
-        yield DataTable(id="capital", cursor_type="row", zebra_stripes=True)
-
-    def on_mount(self) -> None:
-        self.query_one("#capital", DataTable).add_columns(
-            "strategy", "in positions", "reserved", "utilisation", "decisions", "suppressed",
+        yield table(
+            "capital",
+            "strategy",
+            "in positions",
+            "reserved",
+            "utilisation",
+            "decisions",
+            "suppressed",
             "suppressed by",
-        )  # fmt: skip
+        )
 
     def missing_hint(self, missing: list[str]) -> str:
         return "capital per strategy comes from the inspector's KPIs (`bfx inspector run`)"

@@ -19,7 +19,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from barfinex_cli.errors import BfxError
-from barfinex_cli.studio.screens.base import StudioScreen, matches
+from barfinex_cli.studio.screens.base import StudioScreen, matches, table
 from barfinex_cli.studio.state import StudioState
 
 MAX_ROWS = 300
@@ -82,17 +82,20 @@ class DecisionsScreen(StudioScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="advisor-note")
-        yield DataTable(id="decisions", cursor_type="row", zebra_stripes=True)
+        yield table(
+            "decisions",
+            "time",
+            "symbol",
+            "outcome",
+            "side",
+            "conviction",
+            "regime",
+            "stage / reason",
+        )
         with Horizontal(id="explain"):
-            yield DataTable(id="stages", cursor_type="none")
+            yield table("stages", "stage", "outcome", "detail", cursor="none")
             with Vertical(id="facts"):
                 yield Static("", id="summary")
-
-    def on_mount(self) -> None:
-        self.query_one("#decisions", DataTable).add_columns(
-            "time", "symbol", "outcome", "side", "conviction", "regime", "stage / reason"
-        )
-        self.query_one("#stages", DataTable).add_columns("stage", "outcome", "detail")
 
     def missing_hint(self, missing: list[str]) -> str:
         return "no advisor is running, so there is no decision log (`bfx advisor run`)"

@@ -34,11 +34,12 @@ class WaitingScreen(ModalScreen[None]):
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
+        self.why = ""
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(f"Waiting for the provider at {self.url}", classes="title")
-            yield Static("", id="why")
+            yield Static(self.why, id="why")
             yield Static(
                 "Start one with `bfx provider start` (or `bfx up`), or point the studio at "
                 "a running one with --url. The studio keeps trying; q quits."
@@ -46,15 +47,16 @@ class WaitingScreen(ModalScreen[None]):
 
     def show_attempt(self, reason: str, retry_in_s: float, attempts: int) -> None:
         """Say why the last try failed and when the next comes."""
-        self.query_one("#why", Static).update(
-            f"{reason}\nretrying in {retry_in_s:.1f}s (tried {attempts} times)"
-        )
+        self.why = f"{reason}\nretrying in {retry_in_s:.1f}s (tried {attempts} times)"
+        for line in self.query("#why").results(Static):  # none until composed
+            line.update(self.why)
 
 
 class TokenScreen(ModalScreen[None]):
     """The provider refused the token: say how to pass one, and take one typed here."""
 
     DEFAULT_CSS = _BOX_CSS.format(name="TokenScreen")
+    AUTO_FOCUS = "#token"
 
     class TokenEntered(Message):
         """A token typed on the token screen."""
@@ -78,9 +80,6 @@ class TokenScreen(ModalScreen[None]):
                 "(`bfx --data-dir DIR studio`). Or type it here:"
             )
             yield Input(placeholder="gateway token", password=True, id="token")
-
-    def on_mount(self) -> None:
-        self.query_one("#token", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.value.strip():
@@ -110,7 +109,9 @@ class TooSmallScreen(ModalScreen[None]):
 
     def resized(self, size: tuple[int, int]) -> None:
         """Show the new size."""
-        self.query_one("#too-small", Static).update(self.text(size))
+        self._asked = size
+        for line in self.query("#too-small").results(Static):  # none until composed
+            line.update(self.text(size))
 
 
 HELP = """\

@@ -20,7 +20,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
 from barfinex_cli.errors import BfxError
-from barfinex_cli.studio.screens.base import StudioScreen, matches
+from barfinex_cli.studio.screens.base import StudioScreen, matches, table
 from barfinex_cli.studio.state import StudioState
 
 BAR = 30
@@ -61,21 +61,23 @@ class RiskScreen(StudioScreen):
             yield Static("", id="kpi")
             with Vertical(id="policy-box"):
                 yield Static("Policies", classes="caption")
-                yield DataTable(id="policies", cursor_type="none")
+                yield table("policies", "policy", "state", cursor="none")
         yield Static("Open positions", classes="caption")
-        yield DataTable(id="positions", cursor_type="row", zebra_stripes=True)
-        yield Static("Recent verdicts", classes="caption")
-        yield DataTable(id="verdicts", cursor_type="row", zebra_stripes=True)
-
-    def on_mount(self) -> None:
-        self.query_one("#policies", DataTable).add_columns("policy", "state")
-        self.query_one("#positions", DataTable).add_columns(
-            "symbol", "side", "size", "entry", "mark", "unrealised", "stop", "take-profit",
-            "guards", "strategy",
-        )  # fmt: skip
-        self.query_one("#verdicts", DataTable).add_columns(
-            "time", "decision", "verdict", "policy", "reason"
+        yield table(
+            "positions",
+            "symbol",
+            "side",
+            "size",
+            "entry",
+            "mark",
+            "unrealised",
+            "stop",
+            "take-profit",
+            "guards",
+            "strategy",
         )
+        yield Static("Recent verdicts", classes="caption")
+        yield table("verdicts", "time", "decision", "verdict", "policy", "reason")
 
     def missing_hint(self, missing: list[str]) -> str:
         return "no inspector is running: no KPIs, policies or verdicts (`bfx inspector run`)"

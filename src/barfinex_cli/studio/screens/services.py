@@ -15,7 +15,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
-from barfinex_cli.studio.screens.base import StudioScreen, matches
+from barfinex_cli.studio.screens.base import StudioScreen, matches, table
 from barfinex_cli.studio.state import StudioState
 
 
@@ -39,21 +39,31 @@ class ServicesScreen(StudioScreen):
     def compose_body(self) -> ComposeResult:
         yield Static("", id="roles-line")
         yield Static("Apps", classes="caption")
-        yield DataTable(id="apps", cursor_type="row", zebra_stripes=True)
+        yield table("apps", "name", "role", "status", "health", "heartbeat age", "version", "url")
         yield Static("Connectors", classes="caption")
-        yield DataTable(id="connectors", cursor_type="none")
+        yield table(
+            "connectors",
+            "connector",
+            "exchange",
+            "connected",
+            "lag ms",
+            "msg/s",
+            "reconnects",
+            "gaps",
+            cursor="none",
+        )
         yield Static("Data quality per series", classes="caption")
-        yield DataTable(id="series", cursor_type="row", zebra_stripes=True)
-
-    def on_mount(self) -> None:
-        self.query_one("#apps", DataTable).add_columns(
-            "name", "role", "status", "health", "heartbeat age", "version", "url"
-        )
-        self.query_one("#connectors", DataTable).add_columns(
-            "connector", "exchange", "connected", "lag ms", "msg/s", "reconnects", "gaps"
-        )
-        self.query_one("#series", DataTable).add_columns(
-            "exchange", "symbol", "tf", "rows", "first", "last", "quality", "incident", "gaps"
+        yield table(
+            "series",
+            "exchange",
+            "symbol",
+            "tf",
+            "rows",
+            "first",
+            "last",
+            "quality",
+            "incident",
+            "gaps",
         )
 
     def missing_hint(self, missing: list[str]) -> str:

@@ -22,7 +22,7 @@ from textual.widgets import DataTable, Static
 
 from barfinex_cli.contracts.detector import SignalGenerated
 from barfinex_cli.contracts.envelope import Envelope
-from barfinex_cli.studio.screens.base import StudioScreen, matches
+from barfinex_cli.studio.screens.base import StudioScreen, matches, table
 from barfinex_cli.studio.state import StudioState
 
 MAX_ROWS = 200
@@ -60,19 +60,20 @@ class SignalsScreen(StudioScreen):
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="timelines")
-        table: DataTable[Any] = DataTable(id="signals", cursor_type="row", zebra_stripes=True)
-        yield table
+        yield table(
+            "signals",
+            "candle",
+            "strategy",
+            "instance",
+            "symbol",
+            "tf",
+            "dir",
+            "score",
+            "threshold",
+        )
         with Vertical(id="why"):
             yield Static("", id="score")
-            yield DataTable(id="rules", cursor_type="none")
-
-    def on_mount(self) -> None:
-        self.query_one("#signals", DataTable).add_columns(
-            "candle", "strategy", "instance", "symbol", "tf", "dir", "score", "threshold"
-        )
-        self.query_one("#rules", DataTable).add_columns(
-            "rule", "held", "weight", "argues", "values"
-        )
+            yield table("rules", "rule", "held", "weight", "argues", "values", cursor="none")
 
     def missing_hint(self, missing: list[str]) -> str:
         return "no detector is running, so no signals arrive (`bfx detector run STRATEGY`)"
