@@ -61,6 +61,10 @@ class PipelineSpec:
     days: float | None = None
     history: int | None = None
     """Base candles kept as history before the played part (the roles warm up on them)."""
+    start_ms: int | None = None
+    """Play from the candle opening at this time (the rest before it is history)."""
+    end_ms: int | None = None
+    """Play nothing after this market time (a candle closing later is not played)."""
     policy: Path | None = None
     model: Path | None = None
     """An advisor model file (walk-forward folds train one)."""
@@ -130,7 +134,7 @@ async def run_pipeline(
     connector = LockstepReplay(
         source=provider.replay, symbols=provider.symbols or None,
         timeframes=tuple(provider.timeframes), speed=None, skip=provider.history,
-        days=provider.days, name=run_id,
+        days=provider.days, name=run_id, start_ms=spec.start_ms, end_ms=spec.end_ms,
     )  # fmt: skip
     detectors = [
         run_settings.detector.with_overrides(strategy=path, instance=path.stem).model_copy(

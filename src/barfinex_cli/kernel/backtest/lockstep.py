@@ -26,6 +26,7 @@ from barfinex_cli.bus.base import StartFrom, matches
 from barfinex_cli.bus.memory import MemoryBus, MemoryConsumer
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.provider.connectors.replay import ReplayConnector
+from barfinex_cli.store.market import CandleRow
 
 log = logging.getLogger("bfx.backtest")
 
@@ -129,11 +130,19 @@ Barrier = Callable[[int], Awaitable[None]]
 class LockstepReplay(ReplayConnector):
     """A replay connector that calls `barrier` before each later market moment it plays."""
 
-    def __init__(self, *args: Any, **options: Any) -> None:
+    def __init__(self, *args: Any, end_ms: int | None = None, **options: Any) -> None:
         super().__init__(*args, **options)
         self.barrier: Barrier | None = None
+        self.end_ms = end_ms
+        """Play nothing that happens after this market time (a fold's end); None: to the end."""
         self.moments = 0
         """Distinct market times played so far."""
+
+    def load(self) -> dict[str, list[CandleRow]]:
+        """Load the source now (not on the loop) and return each symbol's base candles."""
+        if not self._loaded:
+            self._load()
+        return self._candles
 
     def live_moments(self) -> set[int]:
         """Return the close times of the candles the replay will play (loaded by `start`)."""
@@ -143,6 +152,7 @@ class LockstepReplay(ReplayConnector):
             for symbol in self.candle_symbols
             for row in self._candles[symbol]
             if row.open_ms >= self.live_start_ms
+            and (self.end_ms is None or row.open_ms + step <= self.end_ms)
         }
 
     async def stream(self) -> AsyncGenerator[Payload, None]:
@@ -151,6 +161,9 @@ class LockstepReplay(ReplayConnector):
         try:
             async for payload in inner:
                 at = self._clock_ms
+                if self.end_ms is not None and at > self.end_ms:
+                    self._clock_ms = last if last is not None else at
+                    break
                 if at != last:
                     if last is not None and self.barrier is not None:
                         # the replay clock already moved to `at`; while the stack settles the
