@@ -46,6 +46,8 @@ class ProtectivePlaced(Payload):
     price: Decimal
     amount: Amount
     decision_id: str | None = None
+    emulated: bool = False
+    """True when the venue cannot hold it: the inspector watches prices and closes itself."""
 
 
 class ProtectiveMoved(Payload):
@@ -59,6 +61,7 @@ class ProtectiveMoved(Payload):
     previous_price: Decimal
     price: Decimal
     reason: str
+    emulated: bool = False
 
 
 class ProtectiveTriggered(Payload):
@@ -72,6 +75,10 @@ class ProtectiveTriggered(Payload):
     trigger_price: Decimal
     fill_price: Decimal | None = None
     amount: Amount
+    emulated: bool = False
+    """True when the inspector saw the price reach it and sent `close_order_id` itself."""
+    close_order_id: str | None = None
+    reason: str = ""
 
 
 class FillAudited(Payload):

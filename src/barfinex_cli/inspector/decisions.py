@@ -160,7 +160,7 @@ class Decisions:
         if intent.kind == "flip":
             held = self.ins.store.position(intent.symbol)
             if held is not None:
-                await self.ins.closer.close_position(held, "flip")
+                await self.ins.closer.close_position(held, "flip", defer=False)
         kind = decision.order_type
         order = OrderRecord(
             client_order_id=client_order_id(event.id, "entry"),

@@ -4,6 +4,10 @@
 `inspector.protective.placed` for each guard placed, `...triggered` when one fires (its sibling
 cancelled, one-cancels-other), `...moved` when the trailing stop or break-even moves the stop on
 a closed candle. A position held past `hold.max_hold_minutes` is closed.
+
+Guards the venue cannot hold (`emulation`) are watched here instead: every candle's range and
+ticker's last price are checked against them, and one that is reached sends the position's
+close (`closing`, which may defer it while the book is bad). Their events say `emulated`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from barfinex_cli.contracts.inspector import (
+    ProtectiveKind,
     ProtectiveMoved,
     ProtectivePlaced,
     ProtectiveTriggered,
@@ -21,7 +26,9 @@ from barfinex_cli.contracts.inspector import (
 from barfinex_cli.contracts.market import CandleClosed
 from barfinex_cli.contracts.times import to_ms
 from barfinex_cli.errors import BfxError
-from barfinex_cli.inspector.protective import trail
+from barfinex_cli.inspector import emulation
+from barfinex_cli.inspector.execution import client_order_id
+from barfinex_cli.inspector.protective import Move, trail
 from barfinex_cli.market.candles import timeframe_ms
 from barfinex_cli.store.inspector import OrderRecord, PositionRecord
 
@@ -36,6 +43,24 @@ class Guard:
 
     def __init__(self, inspector: Inspector) -> None:
         self.ins = inspector
+        self._told: set[tuple[str, str, Decimal]] = set()
+        """Emulated guards announced: (decision id, kind, price)."""
+
+    # -- where each guard lives ----------------------------------------------------------------
+
+    def held_by_venue(self, position: PositionRecord, kind: ProtectiveKind) -> bool:
+        """Tell whether the venue holds `position`'s guard of `kind` (else it is emulated)."""
+        limits = self.ins.governor.policies.limits(position.symbol, position.strategy)
+        return emulation.held_by_venue(kind, self.ins.venue, limits.execution.protective)
+
+    def emulated(self, position: PositionRecord) -> list[emulation.Guarded]:
+        """Return the guards of `position` the inspector emulates (those with a price)."""
+        out: list[emulation.Guarded] = []
+        if position.stop is not None and not self.held_by_venue(position, "stop_loss"):
+            out.append("stop_loss")
+        if position.take_profit is not None and not self.held_by_venue(position, "take_profit"):
+            out.append("take_profit")
+        return out
 
     async def entry_filled(self, order: OrderRecord) -> None:
         """Open (or grow) the runtime position of a filled entry and arm its protection."""
@@ -66,6 +91,70 @@ class Guard:
         elif self.ins.protector.missing(position):
             armed, sent = await self.ins.protector.rearm(position, self.ins.now_ms())
             await self.announce_placed(armed, sent)
+        await self.announce_emulated(self.ins.store.position(order.symbol) or position)
+
+    async def announce_emulated(self, position: PositionRecord) -> None:
+        """Publish `inspector.protective.placed` (emulated) once per emulated guard and price."""
+        assert position.decision_id is not None
+        for kind in self.emulated(position):
+            price = position.stop if kind == "stop_loss" else position.take_profit
+            assert price is not None
+            key = (position.decision_id, kind, price)
+            if key in self._told:
+                continue
+            self._told.add(key)
+            await self.ins.publish(
+                ProtectivePlaced(
+                    order_id=client_order_id(position.decision_id, kind, position.generation),
+                    account=self.ins.config.account,
+                    symbol=position.symbol,
+                    kind=kind,
+                    price=price,
+                    amount=position.size,
+                    decision_id=position.decision_id,
+                    emulated=True,
+                )
+            )
+
+    async def fire_emulated(
+        self, position: PositionRecord, low: Decimal, high: Decimal, seen: str
+    ) -> bool:
+        """Close `position` if prices `low..high` reached an emulated guard; tell if one fired."""
+        kinds = self.emulated(position)
+        if not kinds or position.decision_id is None or self.ins.closer.closing(position):
+            return False
+        touch = emulation.touched(position, low, high, kinds, seen)
+        if touch is None:
+            return False
+        outcome = await self.ins.closer.close_position(position, touch.reason, intended=touch.level)
+        close_id = self.ins.closer.close_id(position)
+        close = self.ins.store.order(close_id)
+        waits = "" if outcome == "sent" else "; the close waits for a better book"
+        await self.ins.publish(
+            ProtectiveTriggered(
+                order_id=client_order_id(position.decision_id, touch.kind, position.generation),
+                symbol=position.symbol,
+                kind=touch.kind,
+                trigger_price=touch.level,
+                fill_price=None if close is None else close.average_price,
+                amount=position.size,
+                emulated=True,
+                close_order_id=close_id,
+                reason=touch.reason + waits,
+            )
+        )
+        if touch.kind == "stop_loss":
+            self.ins.store.update_counters(last_loss_ms=self.ins.now_ms())
+        return True
+
+    async def on_quote(self, symbol: str, last: Decimal | None) -> None:
+        """A book or ticker of `symbol`: fire an emulated guard at `last`, retry its close."""
+        async with self.ins.lock:
+            position = self.ins.store.position(symbol)
+            live = position is not None and position.status == "open" and position.runtime
+            if position is not None and live and last is not None:
+                await self.fire_emulated(position, last, last, "ticker")
+            await self.ins.closer.retry(symbol)
 
     async def closed_at_provider(self, symbol: str) -> bool:
         """Tell whether the provider holds no position in `symbol` (False if it cannot say)."""
@@ -144,6 +233,9 @@ class Guard:
             position = self.ins.store.position(payload.symbol)
             if position is None or position.status != "open" or not position.runtime:
                 return
+            low, high = Decimal(str(payload.low)), Decimal(str(payload.high))
+            if await self.fire_emulated(position, low, high, "candle"):
+                return
             best = position.best_price or position.entry
             best = max(best, price) if position.side == "long" else min(best, price)
             initial = _dec(self.ins.store.decision(position.decision_id).get("stop"))
@@ -156,7 +248,9 @@ class Guard:
             )
             position = replace(position, best_price=best)
             self.ins.store.save_position(position)
-            if move is not None:
+            if move is not None and not self.held_by_venue(position, "stop_loss"):
+                await self.move_emulated(position, move)
+            elif move is not None:
                 _, placed = await self.ins.protector.move_stop(position, move, self.ins.now_ms())
                 if placed is not None:
                     await self.ins.publish(
@@ -175,6 +269,23 @@ class Guard:
             for held in expired:
                 if held.symbol == position.symbol:
                     await self.ins.closer.close_position(position, "max hold time")
+            await self.ins.closer.retry(payload.symbol)
+
+    async def move_emulated(self, position: PositionRecord, move: Move) -> None:
+        """Move an emulated stop: only the price it is watched at changes (nothing is sent)."""
+        assert position.decision_id is not None
+        self.ins.store.save_position(replace(position, stop=move.price))
+        await self.ins.publish(
+            ProtectiveMoved(
+                order_id=client_order_id(position.decision_id, "stop_loss", position.generation),
+                symbol=position.symbol,
+                kind="stop_loss",
+                previous_price=move.previous,
+                price=move.price,
+                reason=f"{move.reason} (emulated)",
+                emulated=True,
+            )
+        )
 
 
 def _dec(value: Any) -> Decimal | None:

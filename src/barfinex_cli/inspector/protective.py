@@ -1,5 +1,8 @@
 """Stop-loss and take-profit orders that guard every runtime position, held by the venue itself.
 
+Only the guards the venue can hold are sent (`Protector.holds`); the others are emulated by the
+inspector on price updates (`emulation`, `guard`).
+
 As soon as an entry fills, a reduce-only `stop_market` at the intent's stop and a reduce-only
 `limit` at its take-profit are placed at the provider, so the position stays protected even
 while the inspector is down. When one fills the other is cancelled (one-cancels-other, emulated:
@@ -12,6 +15,7 @@ so the position is never naked. `plan` and `trail` are pure; `Protector` sends w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -101,11 +105,24 @@ def trail(
     return Move(previous=position.stop, price=target, reason=reason)
 
 
-class Protector:
-    """Place, move and cancel the protective orders of runtime positions through an executor."""
+def _everywhere(position: PositionRecord, kind: ProtectiveKind) -> bool:
+    return True
 
-    def __init__(self, executor: Executor) -> None:
+
+class Protector:
+    """Place, move and cancel the protective orders of runtime positions through an executor.
+
+    `holds(position, kind)` says whether the venue holds a guard of that kind; the ones it does
+    not are emulated by the inspector (`emulation`), never sent, never counted as missing.
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        holds: Callable[[PositionRecord, ProtectiveKind], bool] = _everywhere,
+    ) -> None:
         self.executor = executor
+        self.holds = holds
 
     async def arm(
         self, position: PositionRecord, now_ms: int, generation: int | None = None
@@ -116,7 +133,7 @@ class Protector:
         placements leaves a restart knowing every order that may be at the provider.
         """
         gen = generation or position.generation
-        planned = plan(position, gen)
+        planned = [(k, o) for k, o in plan(position, gen) if self.holds(position, k)]
         ids = {kind: order.client_order_id for kind, order in planned}
         armed = replace(
             position,
@@ -143,9 +160,12 @@ class Protector:
     def missing(self, position: PositionRecord) -> bool:
         """Tell whether a protective order the position should have is not live."""
         store = self.executor.store
-        for wanted, order_id in ((position.stop, position.stop_order),
-                                 (position.take_profit, position.tp_order)):  # fmt: skip
-            if wanted is None:
+        guards: tuple[tuple[ProtectiveKind, Decimal | None, str | None], ...] = (
+            ("stop_loss", position.stop, position.stop_order),
+            ("take_profit", position.take_profit, position.tp_order),
+        )
+        for kind, wanted, order_id in guards:
+            if wanted is None or not self.holds(position, kind):
                 continue
             order = store.order(order_id) if order_id else None
             if order is None or not order.live or order.amount < position.size:

@@ -1,4 +1,7 @@
-"""Reconciliation of the store against the provider, and account-level breaches.
+"""Start-up and reconciliation of the store against the provider; account-level breaches.
+
+`start_up` runs before any decision is judged: it reads what the venue holds (`GET /broker`),
+settles orders left in flight, reconciles, re-arms missing guards and takes emulated ones back.
 
 Every `reconcile_interval_s` and at start the store's orders, positions and balance are compared
 with the provider's (`reconcile.diff`, pure); each difference is applied by the rule of its kind
@@ -23,6 +26,9 @@ from barfinex_cli.contracts.orders import (
     BalanceUpdated,
     PositionChanged,
 )
+from barfinex_cli.contracts.times import to_ms
+from barfinex_cli.errors import NotFound, ServiceUnreachable
+from barfinex_cli.inspector import emulation
 from barfinex_cli.inspector import reconcile as diffs
 from barfinex_cli.inspector.execution import merged
 from barfinex_cli.inspector.model import Verdict
@@ -39,6 +45,52 @@ class Reconciler:
 
     def __init__(self, inspector: Inspector) -> None:
         self.ins = inspector
+
+    async def start_up(self) -> bool:
+        """Settle in-flight orders, reconcile, re-arm; then open entries. False: provider down."""
+        if self.ins.entries_open:
+            return True
+        try:
+            async with self.ins.lock:
+                if self.ins.clock.kind == "market":  # start where the replay has reached
+                    reached = (await self.ins.client.health()).market_time
+                    if reached is not None:
+                        self.ins.clock.advance_to(to_ms(reached))
+                await self.read_venue()
+                now = self.ins.now_ms()
+                settled = await self.ins.executor.resolve(now)
+                self.ins.log.append(f"resolved {len(settled)} in-flight orders")
+                for order in settled:
+                    await self.ins.events.order_changed(order, None)
+                await self.reconcile(dry_run=False, initial=True)
+                self.ins.log.append("reconciled")
+                for position in self.ins.store.positions():
+                    if position.runtime and self.ins.protector.missing(position):
+                        armed, sent = await self.ins.protector.rearm(position, self.ins.now_ms())
+                        await self.ins.guard.announce_placed(armed, sent)
+                        self.ins.log.append(f"re-armed {position.symbol}")
+                    if position.runtime and self.ins.guard.emulated(position):
+                        await self.ins.guard.announce_emulated(position)  # watched again
+        except ServiceUnreachable as exc:
+            if not self.ins.provider_down:
+                log.warning("start-up waits for the provider", extra={"error": str(exc)})
+            self.ins.provider_down = True
+            return False
+        self.ins.provider_down = False
+        self.ins.entries_open = True
+        self.ins.log.append("entries open")
+        return True
+
+    async def read_venue(self) -> None:
+        """Ask the provider what its broker's venue holds (`GET /broker`), once per start."""
+        try:
+            self.ins.venue = await self.ins.client.broker()
+        except NotFound:  # a gateway without the route: guards go to the venue, as before
+            self.ins.venue = None
+        where = emulation.describe(self.ins.venue, "auto")
+        said = "unknown" if self.ins.venue is None else self.ins.venue.source
+        stop, take = where["stop_loss"], where["take_profit"]
+        self.ins.log.append(f"venue: stop_loss {stop}, take_profit {take} ({said})")
 
     async def reconcile_tick(self) -> None:
         if self.ins.entries_open:

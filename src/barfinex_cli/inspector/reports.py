@@ -68,7 +68,7 @@ class Reports:
         """Return open positions with their protective orders, for `/positions` and status."""
         out = []
         for position in self.ins.store.positions():
-            guards = []
+            guards: list[dict[str, str | None]] = []
             for order_id in (position.stop_order, position.tp_order):
                 order = self.ins.store.order(order_id) if order_id else None
                 if order is not None:
@@ -81,6 +81,17 @@ class Reports:
                             "status": order.status,
                         }
                     )
+            for kind in self.ins.guard.emulated(position):
+                price = position.stop if kind == "stop_loss" else position.take_profit
+                guards.append(
+                    {
+                        "id": None,
+                        "role": kind,
+                        "price": str(price),
+                        "amount": str(position.size),
+                        "status": "emulated",
+                    }
+                )
             out.append(
                 {
                     "symbol": position.symbol,
@@ -119,6 +130,15 @@ class Reports:
             "stand_down_until": None
             if counters.stand_down_until_ms is None
             else from_ms(counters.stand_down_until_ms).isoformat(),
+            "venue": None if self.ins.venue is None else self.ins.venue.model_dump(),
+            "deferred_closes": {
+                symbol: {
+                    "reason": d.reason,
+                    "since": from_ms(d.since_ms).isoformat(),
+                    "wait": d.wait,
+                }
+                for symbol, d in self.ins.closer.deferred.items()
+            },
             "started": list(self.ins.log),
             "uptime_s": round(time.monotonic() - self.ins.started, 3),
         }

@@ -17,9 +17,10 @@ each verdict saying so once, and are judged in order when it answers again.
 
 This module holds the shared state, the account figures and the consumer loop; the parts that
 act on them are its siblings, each given the `Inspector`: `decisions` (verdicts and entries),
-`events` (the provider's order, position and balance events), `guard` (protective orders),
-`closing` (closes), `reconciling` (the store against the provider, account breaches),
-`reports` (KPIs, status) and `watchers` (heartbeat, periodic work, the policy file).
+`events` (the provider's order, position, balance and quote events), `guard` (protective
+orders, held by the venue or emulated), `closing` (closes, deferred while the book is bad),
+`reconciling` (start-up, the store against the provider, account breaches), `reports` (KPIs,
+status) and `watchers` (heartbeat, periodic work, the policy file).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from barfinex_cli.bus.base import Bus, Consumer, Delivery
 from barfinex_cli.contracts.advisor import DecisionMade
 from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.orders import PositionChanged
+from barfinex_cli.contracts.rest import BrokerCapabilities
 from barfinex_cli.contracts.times import from_ms, to_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import ServiceUnreachable
@@ -53,6 +55,7 @@ from barfinex_cli.inspector.governor import Governor
 from barfinex_cli.inspector.guard import Guard
 from barfinex_cli.inspector.model import Portfolio, Position
 from barfinex_cli.inspector.protective import Protector
+from barfinex_cli.inspector.quotes import Quotes
 from barfinex_cli.inspector.reconciling import Reconciler
 from barfinex_cli.inspector.reports import Reports
 from barfinex_cli.runtime.client import GatewayClient
@@ -70,6 +73,8 @@ TYPES = (
     "position.changed",
     "account.balance",
     "market.candle",
+    "market.book",
+    "market.ticker",
 )
 FOREVER = datetime(9999, 12, 31, tzinfo=UTC)
 """A stand-down with no end: it holds until `bfx inspector resume`."""
@@ -101,6 +106,9 @@ class Inspector:
         self.source = f"inspector/{self.instance}"
         self.executor = Executor(client, store, config.account)
         self.protector = Protector(self.executor)
+        self.venue: BrokerCapabilities | None = None
+        """What the provider's broker venue holds (read at start); None: it did not say."""
+        self.quotes = Quotes()
         self.alerts = Alerts(self.publish_alert, telegram)
         self.decisions = Decisions(self)
         self.events = Events(self)
@@ -108,6 +116,7 @@ class Inspector:
         self.closer = Closer(self)
         self.reconciler = Reconciler(self)
         self.reports = Reports(self)
+        self.protector.holds = self.guard.held_by_venue
         self.suppression = kpi.Suppression()
         self.ready = asyncio.Event()
         self.entries_open = False
@@ -233,7 +242,7 @@ class Inspector:
             consumer = await self.bus.consumer(
                 f"inspector.{self.instance}", self.instance, list(TYPES), start="$"
             )
-            await self.start_up()
+            await self.reconciler.start_up()
             if self.config.serve_api:
                 from barfinex_cli.inspector.api import api_app
                 from barfinex_cli.runtime.health import bind_first_free, serve_health
@@ -258,6 +267,12 @@ class Inspector:
                     name="reconcile",
                 )
             )
+            tasks.append(
+                asyncio.create_task(
+                    watchers.every(stop, self.config.retry_s, self.closer.retry_tick),
+                    name="deferred-closes",
+                )
+            )
             if self.policy_path is not None:
                 tasks.append(
                     asyncio.create_task(watchers.watch_policies(self, stop), name="policies")
@@ -276,38 +291,6 @@ class Inspector:
                 await asyncio.gather(*tasks, return_exceptions=True)
             await self.alerts.aclose()
         return self.verdicts
-
-    async def start_up(self) -> bool:
-        """Settle in-flight orders, reconcile, re-arm; then open entries. False: provider down."""
-        if self.entries_open:
-            return True
-        try:
-            async with self.lock:
-                if self.clock.kind == "market":  # start where the replay has reached
-                    reached = (await self.client.health()).market_time
-                    if reached is not None:
-                        self.clock.advance_to(to_ms(reached))
-                now = self.now_ms()
-                settled = await self.executor.resolve(now)
-                self.log.append(f"resolved {len(settled)} in-flight orders")
-                for order in settled:
-                    await self.events.order_changed(order, None)
-                await self.reconciler.reconcile(dry_run=False, initial=True)
-                self.log.append("reconciled")
-                for position in self.store.positions():
-                    if position.runtime and self.protector.missing(position):
-                        armed, sent = await self.protector.rearm(position, self.now_ms())
-                        await self.guard.announce_placed(armed, sent)
-                        self.log.append(f"re-armed {position.symbol}")
-        except ServiceUnreachable as exc:
-            if not self.provider_down:
-                log.warning("start-up waits for the provider", extra={"error": str(exc)})
-            self.provider_down = True
-            return False
-        self.provider_down = False
-        self.entries_open = True
-        self.log.append("entries open")
-        return True
 
     async def _absorb(self, consumer: Consumer, deliveries: list[Delivery]) -> None:
         """Handle every event but decisions at once (acknowledged); hold decisions in order."""
@@ -343,7 +326,7 @@ class Inspector:
         dedup = self.bus.deduplicator()
         group = f"inspector.{self.instance}"
         while self.held and not stop.is_set():
-            if not self.entries_open and not await self.start_up():
+            if not self.entries_open and not await self.reconciler.start_up():
                 await self.decisions.announce_pending(
                     list(self.held), "the provider is unreachable"
                 )

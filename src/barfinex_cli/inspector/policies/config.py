@@ -2,9 +2,10 @@
 
 A policy file is TOML. Its top-level sections set the defaults; `[symbols."BTC/USDT".<section>]`
 and `[strategies.<name>.<section>]` override single keys of the *per-trade* sections (`size`,
-`risk`, `market`, `cooldown`, `hold`, `windows`) for one symbol or one strategy. Portfolio-wide
-sections (`exposure`, `correlation`, `drawdown`, `activity`, `assets`) describe the whole account
-and cannot be overridden; an override that tries is an unknown key, and the loader says so.
+`risk`, `market`, `cooldown`, `hold`, `windows`, `execution`) for one symbol or one strategy.
+Portfolio-wide sections (`exposure`, `correlation`, `drawdown`, `activity`, `assets`) describe
+the whole account and cannot be overridden; an override that tries is an unknown key, and the
+loader says so.
 
 A limit left out is off (the policy always allows), except `risk.per_trade_pct`, which every
 entry needs to be sized. Percentages are of equity, 0-100; money is in the account's quote
@@ -90,6 +91,20 @@ class HoldLimits(Section):
     """`[hold]`: how long a runtime-managed position stays open before the inspector closes it."""
 
     max_hold_minutes: Minutes | None = None
+
+
+class ExecutionLimits(Section):
+    """`[execution]`: where protective orders live, and when a close waits for a better book."""
+
+    protective: Literal["auto", "emulate"] = "auto"
+    """`auto`: orders the venue holds where it can hold them (GET /broker), emulated on price
+    updates where it cannot; `emulate`: always emulated, nothing rests at the venue."""
+    max_close_spread_bps: Bps | None = None
+    """A close the inspector sends waits while the spread is wider than this."""
+    min_close_depth: Money | None = None
+    """... or while the top level it would sell into (buy from) is worth less than this."""
+    max_close_defer_minutes: Minutes = 5.0
+    """The longest a close waits; then it is sent anyway and an alert says so."""
 
 
 class Window(Section):
@@ -184,6 +199,7 @@ class Limits(Section):
     cooldown: CooldownLimits = CooldownLimits()
     hold: HoldLimits = HoldLimits()
     windows: WindowLimits = WindowLimits()
+    execution: ExecutionLimits = ExecutionLimits()
 
 
 OVERRIDABLE: tuple[str, ...] = tuple(Limits.model_fields)
@@ -202,6 +218,7 @@ class Override(Section):
     cooldown: dict[str, Any] | None = None
     hold: dict[str, Any] | None = None
     windows: dict[str, Any] | None = None
+    execution: dict[str, Any] | None = None
 
 
 class PolicyFile(Limits):
