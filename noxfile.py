@@ -28,7 +28,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     """Run every benchmark script; each prints a table of ratios against its baseline."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".[dev,bench]")
     scripts = session.posargs or sorted(
         str(p) for p in __import__("pathlib").Path("benchmarks").glob("*.py")
     )

@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from barfinex_cli import __version__
 from barfinex_cli.cli import (
     advisor,
+    backtest,
     config,
     data,
     data_download,
@@ -206,10 +207,14 @@ app.add_typer(inspector.app, name="inspector")
 app.command("doctor")(doctor.doctor)
 app.command("trace")(trace.trace)
 app.command("up")(up.up)
+app.command("backtest")(backtest.backtest)
 app.command("optimize")(optimize.optimize)
 app.command("studio")(studio.studio)
 pending.mount(
-    app, skip=frozenset({"data", "provider", "detector", "advisor", "inspector", "up", "studio"})
+    app,
+    skip=frozenset(
+        {"data", "provider", "detector", "advisor", "inspector", "up", "studio", "backtest"}
+    ),
 )
 
 

@@ -141,3 +141,5 @@ class BacktestResult:
     `fills` may then be empty: a run can skip building one object per fill)."""
     trades_table: pl.DataFrame | None = None
     """`trades` as one polars frame, a column per `Trade` field (as `fills_table`)."""
+    broken: dict[str, str] = field(default_factory=dict)
+    """Rules that could not be evaluated on the data (they never held), with the reason."""

@@ -162,6 +162,7 @@ def run_vector(
         unfilled=sum(b.unfilled for b in ledgers),
         fills_table=fills,
         trades_table=trades,
+        broken=dict(engine.broken),
     )
 
 
