@@ -90,17 +90,44 @@ def test_rerunning_the_same_study_continues_it(
     assert [t.number for t in study.trials] == list(range(6))
 
 
+BARRIER = """
+import os, pathlib, time
+from barfinex_cli.detector import indicators as ta
+from barfinex_cli.detector.strategy import Rule, Strategy
+MARKS = pathlib.Path(__file__).with_name("marks")
+
+def build(fast: int = 10, slow: int = 30) -> Strategy:
+    if (fast, slow) != (10, 30):  # a trial: wait until two processes are building trials
+        MARKS.mkdir(exist_ok=True)
+        (MARKS / str(os.getpid())).touch()
+        deadline = time.monotonic() + 60
+        while len(list(MARKS.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return Strategy(name="barrier", symbols=["BTC/USDT"], timeframe="1m", threshold=1.0,
+        rules=[Rule("up", ta.crosses_above(ta.sma("close", fast), ta.sma("close", slow)),
+                    direction="long")])
+
+strategy = build()
+"""
+
+
 def test_two_jobs_run_two_processes_and_the_study_gets_every_trial_once(
-    tmp_path: Path, sma: StrategyFactory, frame: pl.DataFrame
+    tmp_path: Path, frame: pl.DataFrame
 ) -> None:
-    asked = request(sma, "fast=5:20", "slow=25:60", sampler="random", trials=6, jobs=2, seed=3)
-    report = run_optimize(asked, sma, frame, home=tmp_path, namespace="test")
+    path = tmp_path / "barrier.py"
+    path.write_text(BARRIER)  # every trial waits until both processes are running trials
+    factory = load_strategy_factory(path)
+    asked = request(factory, "fast=11:20", "slow=25:60", sampler="random", trials=6, jobs=2)
+    report = run_optimize(asked, factory, frame, home=tmp_path, namespace="test")
     study = study_of(report, f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [t.number for t in study.trials] == list(range(6))
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     workers = {t.user_attrs["worker"] for t in study.trials}
     assert len(workers) == 2
-    assert all(not w.endswith(f":{os.getpid()}") for w in workers)  # not this process
+    assert any(w.endswith(f":{os.getpid()}") for w in workers)  # this process and one spawned
+    assert sorted(p.name for p in (tmp_path / "marks").iterdir()) == sorted(
+        w.rsplit(":", 1)[1] for w in workers
+    )
     assert report.trials_run == 6
 
 

@@ -104,12 +104,10 @@ def optimize(
     from barfinex_cli.cli.render import print_json
     from barfinex_cli.detector.loader import load_strategy_factory
     from barfinex_cli.detector.params import parse_params
-    from barfinex_cli.errors import StrategyError, UsageError
+    from barfinex_cli.errors import StrategyError
     from barfinex_cli.kernel.optimize.plan import OptimizeRequest
     from barfinex_cli.kernel.optimize.run import run_optimize
 
-    if not params:
-        raise UsageError("give at least one --param, e.g. --param fast=5:30:5")
     factory = load_strategy_factory(path)
     request = OptimizeRequest(
         strategy_path=Path(path).resolve(),

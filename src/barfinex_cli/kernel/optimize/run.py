@@ -36,11 +36,12 @@ from barfinex_cli.kernel.optimize.plan import (
 from barfinex_cli.kernel.optimize.storage import open_storage, storage_url
 from barfinex_cli.kernel.optimize.trials import (
     Evaluator,
+    Pool,
     WorkerJob,
+    countdown,
     evaluate,
     make_sampler,
     run_trials,
-    run_workers,
 )
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def run_optimize(
     url = storage_url(request.storage, home)
     storage = open_storage(url, namespace)
     folds = plan_folds(frame, request.holdout, request.walk_forward)
-    reports, elapsed = [], 0.0
+    reports, elapsed, pools = [], 0.0, []
     with tempfile.TemporaryDirectory(prefix="bfx-optimize-") as tmp:
         frame_path = Path(tmp) / "candles.arrow"
         if request.jobs > 1:
@@ -162,7 +163,7 @@ def run_optimize(
                 reporter.fold(fold.label, study.study_name, trials)
             started = time.perf_counter()
             if trials:
-                _search(
+                pool = _search(
                     request,
                     factory,
                     frame,
@@ -172,8 +173,12 @@ def run_optimize(
                     (url, namespace, frame_path),
                     reporter,
                 )
+                if pool is not None:
+                    pools.append(pool)
             elapsed += time.perf_counter() - started
             reports.append(_fold_report(request, factory, frame, fold, study, trials))
+        for pool in pools:  # workers exit while the best trials are tested; wait for them now
+            pool.close()
     return OptimizeReport(
         study=name,
         storage=mask_url(url),
@@ -244,23 +249,29 @@ def _search(
     trials: int,
     where: tuple[str, str, Path],
     reporter: Reporter | None,
-) -> None:
+) -> Pool | None:
     """Run the fold's trials here, or spread over `--jobs` workers; `where` is (storage URL,
-    namespace, the candles' Arrow file) for the workers."""
+    namespace, the candles' Arrow file) for the workers. Return the pool, whose workers are
+    joined once the report is made."""
     progress = None if reporter is None else reporter.trial
+    evaluator = Evaluator(factory, frame, request, fold.search)
     jobs = min(request.jobs, trials)
     if jobs == 1:
-        run_trials(Evaluator(factory, frame, request, fold.search), study, trials, progress)
-        return
+        run_trials(evaluator, study, countdown(trials), progress)
+        return None
     url, namespace, frame_path = where
-    shares = [trials // jobs + (1 if w < trials % jobs else 0) for w in range(jobs)]
-    run_workers(
+    pool = Pool(
+        evaluator,
+        study,
+        trials,
         [
-            WorkerJob(w, request, frame_path, fold.search, url, namespace, study.study_name, n)
-            for w, n in enumerate(shares)
+            WorkerJob(w, request, frame_path, fold.search, url, namespace, study.study_name)
+            for w in range(1, jobs)
         ],
         progress,
     )
+    pool.run()
+    return pool
 
 
 def _fold_report(

@@ -18,7 +18,7 @@ import queue
 import socket
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,10 +152,15 @@ class Evaluator:
 def run_trials(
     evaluator: Evaluator,
     study: optuna.Study,
-    trials: int,
+    claim: Callable[[], bool],
     progress: Progress | None,
 ) -> None:
-    """Run `trials` trials of `study` in this process, calling `progress` after each."""
+    """Run trials of `study` in this process while `claim()` grants one, calling `progress`.
+
+    One `optimize(n_trials=1)` per claimed trial: the claim comes before the trial exists, so
+    processes sharing a counter run exactly the trials asked for, and a grid sampler may still
+    stop the study from inside the loop.
+    """
     import optuna
 
     done = 0
@@ -167,7 +172,33 @@ def run_trials(
             value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
             progress(done, value)
 
-    study.optimize(evaluator.objective, n_trials=trials, callbacks=[callback], catch=())
+    while claim():
+        study.optimize(evaluator.objective, n_trials=1, callbacks=[callback], catch=())
+
+
+def countdown(trials: int) -> Callable[[], bool]:
+    """Return a claim that grants `trials` trials in this process."""
+    left = trials
+
+    def claim() -> bool:
+        nonlocal left
+        left -= 1
+        return left >= 0
+
+    return claim
+
+
+def shared_claim(remaining: Any) -> Callable[[], bool]:
+    """Return a claim on a counter shared by processes (a `multiprocessing.Value`)."""
+
+    def claim() -> bool:
+        with remaining.get_lock():
+            if remaining.value <= 0:
+                return False
+            remaining.value -= 1
+            return True
+
+    return claim
 
 
 @dataclass(frozen=True)
@@ -182,11 +213,10 @@ class WorkerJob:
     storage: str
     namespace: str
     study: str
-    trials: int
 
 
-def work(job: WorkerJob, events: mp.Queue[tuple[Any, ...]]) -> None:
-    """Worker process entry: load once, run this worker's share of trials, report on `events`.
+def work(job: WorkerJob, remaining: Any, events: mp.Queue[tuple[Any, ...]]) -> None:
+    """Worker process entry: load once, run trials while the shared counter grants them.
 
     Puts ("trial", value | None) after each trial, then ("done",) — or ("error", message,
     exit code) for a mistake the user can fix, ("crash", traceback) for a bug.
@@ -205,7 +235,8 @@ def work(job: WorkerJob, events: mp.Queue[tuple[Any, ...]]) -> None:
             storage=open_storage(job.storage, job.namespace),
             sampler=make_sampler(job.request, job.worker),
         )
-        run_trials(evaluator, study, job.trials, lambda _n, v: events.put(("trial", v)))
+        claim = shared_claim(remaining)
+        run_trials(evaluator, study, claim, lambda _n, v: events.put(("trial", v)))
         events.put(("done",))
     except BfxError as exc:
         events.put(("error", str(exc), exc.exit_code))
@@ -221,45 +252,88 @@ class WorkerFailed(BfxError):
         self.exit_code = exit_code
 
 
-def run_workers(jobs: list[WorkerJob], progress: Progress | None) -> None:
-    """Run each job in its own spawned process; forward their trials to `progress`.
+@dataclass
+class Pool:
+    """This process and `len(jobs)` spawned workers running one study's trials together.
 
-    Raises:
-        WorkerFailed: A worker stopped on a user mistake (the others are stopped too).
-        RuntimeError: A worker crashed (a bug), with its traceback.
+    The parent runs trials too (it has the factory and the frame already, so it starts at
+    once while the workers import); all of them claim trials from one shared counter, so a
+    slow starter simply gets fewer. Workers that reported done are left to exit on their own
+    and joined by `close`, after the parent has moved on.
     """
-    import multiprocessing
 
-    context = multiprocessing.get_context("spawn")
-    events: mp.Queue[tuple[Any, ...]] = context.Queue()
-    procs = [context.Process(target=work, args=(job, events), daemon=True) for job in jobs]
-    for proc in procs:
-        proc.start()
-    done, running = 0, len(procs)
-    try:
-        while running:
-            try:
-                event = events.get(timeout=0.5)
-            except queue.Empty:  # a worker killed from outside never reports: notice it
-                if not any(p.is_alive() for p in procs) and events.empty():
-                    codes = [p.exitcode for p in procs]
-                    raise RuntimeError(
-                        f"optimize workers ended without reporting: exit codes {codes}"
-                    ) from None
-                continue
-            if event[0] == "trial":
-                done += 1
-                if progress is not None:
-                    progress(done, event[1])
-            elif event[0] == "done":
-                running -= 1
-            elif event[0] == "error":
-                raise WorkerFailed(event[1], event[2])
-            else:
-                raise RuntimeError(f"an optimize worker crashed:\n{event[1]}")
-    finally:
-        for proc in procs:
-            if proc.is_alive() and running:
+    evaluator: Evaluator
+    study: optuna.Study
+    trials: int
+    jobs: list[WorkerJob]
+    progress: Progress | None
+    procs: list[Any] = field(default_factory=list)
+
+    def run(self) -> None:
+        """Run every trial; return when all are done.
+
+        Raises:
+            WorkerFailed: A worker stopped on a user mistake (the others are stopped too).
+            RuntimeError: A worker crashed (a bug), with its traceback.
+        """
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # never fork: polars holds threads
+        remaining = context.Value("i", self.trials)
+        events: mp.Queue[tuple[Any, ...]] = context.Queue()
+        self.procs = [
+            context.Process(target=work, args=(job, remaining, events), daemon=True)
+            for job in self.jobs
+        ]
+        for proc in self.procs:
+            proc.start()
+        done, running = 0, len(self.procs)
+
+        def report(value: float | None) -> None:
+            nonlocal done
+            done += 1
+            if self.progress is not None:
+                self.progress(done, value)
+
+        def drain(wait: float | None) -> None:
+            nonlocal running
+            while True:
+                try:
+                    event = events.get(timeout=wait) if wait else events.get_nowait()
+                except queue.Empty:
+                    if wait and not any(p.is_alive() for p in self.procs) and running:
+                        codes = [p.exitcode for p in self.procs]
+                        raise RuntimeError(
+                            f"optimize workers ended without reporting: exit codes {codes}"
+                        ) from None
+                    return
+                if event[0] == "trial":
+                    report(event[1])
+                elif event[0] == "done":
+                    running -= 1
+                elif event[0] == "error":
+                    raise WorkerFailed(event[1], event[2])
+                else:
+                    raise RuntimeError(f"an optimize worker crashed:\n{event[1]}")
+                if wait and not running:
+                    return
+
+        def mine(_done: int, value: float | None) -> None:
+            report(value)
+            drain(None)  # the workers' trials so far, between two of ours
+
+        try:
+            run_trials(self.evaluator, self.study, shared_claim(remaining), mine)
+            while running:
+                drain(0.5)
+        except BaseException:
+            with remaining.get_lock():
+                remaining.value = 0  # the others stop after their current trial
+            for proc in self.procs:
                 proc.terminate()
-            proc.join(timeout=10)
-        events.close()
+            raise
+
+    def close(self) -> None:
+        """Wait for the workers to exit (they have finished their trials)."""
+        for proc in self.procs:
+            proc.join(timeout=30)
