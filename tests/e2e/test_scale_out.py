@@ -40,6 +40,21 @@ OUTCOMES = ["advisor.decision", "advisor.decision.rejected", "advisor.signal.dro
 """What an advisor publishes once it has handled a signal (a held one says nothing final)."""
 
 
+def _delete_namespace(namespace: str) -> None:
+    import asyncio
+
+    from barfinex_cli.bus.redis_streams import RedisStreamsBus
+
+    async def delete() -> None:
+        bus = RedisStreamsBus(REDIS_URL, namespace)
+        try:
+            await bus.delete_namespace()
+        finally:
+            await bus.close()
+
+    asyncio.run(delete())
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,12 +67,7 @@ def shared(namespace: str) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BFX_")}
     env.update(BFX_NAMESPACE=namespace, BFX_REDIS_URL=REDIS_URL, BFX_TOKEN="scale-out-token")
     yield env
-    subprocess.run(
-        [sys.executable, "-c", "import asyncio; from barfinex_cli.bus.redis_streams import "
-         f"RedisStreamsBus as B; b=B({REDIS_URL!r}, {namespace!r}); "
-         "asyncio.run(b.delete_namespace()); asyncio.run(b.close())"],
-        check=False, timeout=30,
-    )  # fmt: skip
+    _delete_namespace(namespace)
 
 
 def _host(env: dict[str, str], home: Path, *args: str) -> subprocess.Popen[str]:
@@ -88,6 +98,7 @@ def _signals_in_redis(env: dict[str, str]) -> int:
         client.close()
 
 
+@pytest.mark.slow
 def test_two_hosts_share_the_work_on_one_redis_and_handle_nothing_twice(
     shared: dict[str, str], tmp_path: Path
 ) -> None:

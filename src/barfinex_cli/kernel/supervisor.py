@@ -178,6 +178,7 @@ class Supervisor:
             if process is None or process.returncode is not None:
                 continue
             role.state = "stopping"
+            began = time.monotonic()
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGINT)
             try:
@@ -188,6 +189,10 @@ class Supervisor:
                     process.kill()
                 await process.wait()
             role.state = "stopped"
+            log.info(
+                "role stopped",
+                extra={"role": role.name, "in_s": round(time.monotonic() - began, 2)},
+            )
 
 
 def _last_error(log_path: Path | None) -> str:
