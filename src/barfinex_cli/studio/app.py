@@ -338,6 +338,8 @@ class StudioApp(App[None]):
             screen.show_signal(s.exchange, s.symbol, s.timeframe, s.candle_time)
 
     def _changed(self) -> None:
+        if not self.screen_stack:  # closing: nothing left to draw on
+            return
         screen = self.screen
         if isinstance(screen, StudioScreen):
             screen.post_message(StudioScreen.StateChanged())
