@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +36,18 @@ def _bfx(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_two_runs_of_one_window_place_the_same_orders_and_bfx_trace_walks_one_to_its_candle(
+def test_fast_and_full_lockstep_runs_place_the_same_orders_and_bfx_trace_walks_to_the_candle(
     tmp_path: Path,
 ) -> None:
     settings = load_settings(home=tmp_path / "home", token="t0ken", log_level="ERROR")
     spec = PipelineSpec(strategies=(STRATEGY,), **WINDOW)  # type: ignore[arg-type]
-    first = backtest(settings, spec)
-    second = backtest(settings, spec)
+    first = backtest(settings, spec)  # the fast path: waits only where an order can follow
+    second = backtest(settings, replace(spec, fast=False))  # a wait on every moment
 
     assert first.mode == "pipeline" and first.run_id != second.run_id
     assert len(first.fills) >= 2 and {f.reason for f in first.fills} >= {"entry"}
-    # a run starts from a fresh paper account: the same window gives the same orders
+    # a run starts from a fresh paper account: the same window gives the same orders, and the
+    # fast path gives the orders of the full lock-step
     assert _orders(first) == _orders(second)
     assert len(first.trades) >= 1 and first.metrics.trades == len(first.trades)
     assert len(first.equity) == first.bars

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from barfinex_cli.kernel.backtest.lockstep import LockstepReplay
     from barfinex_cli.kernel.stack import StackRun
     from barfinex_cli.runtime.settings import Settings
+
+log = logging.getLogger("bfx.backtest")
 
 Progress = Callable[[int, int], None]
 """Called with (moments played, moments in the replay)."""
@@ -73,7 +76,9 @@ class PipelineSpec:
     slippage_bps: float | None = None
     run_id: str | None = None
     keep: bool = False
-    """Keep the scratch stores in DATA_DIR/backtests/RUN_ID/ (paper diff reads them)."""
+    """Keep the scratch stores in DATA_DIR/backtests/RUN_ID/."""
+    fast: bool = True
+    """Wait for the stack only on moments that can lead to an order (see `prepass.py`)."""
 
 
 @dataclass
@@ -84,6 +89,8 @@ class _Seen:
     decisions: dict[str, str] = field(default_factory=dict)
     """Decision event id -> its trace (the candle's): a fill joins its decision's trace."""
     signals: int = 0
+    signal_moments: set[int] = field(default_factory=set)
+    """Close times of the candles the detectors' signals came from."""
     blocked: dict[str, int] = field(default_factory=dict)
 
 
@@ -104,9 +111,31 @@ def backtest(
 async def run_pipeline(
     settings: Settings, spec: PipelineSpec, progress: Progress | None = None
 ) -> BacktestResult:
-    """Play the replay through every role in lock-step; return what the run did."""
+    """Play the replay through every role in lock-step; return what the run did.
+
+    With `spec.fast`, a run whose detectors fired on a moment the pre-pass did not forecast is
+    played again waiting on every moment (the forecast is checked, never trusted).
+    """
+    result, missed = await _run_once(settings, spec, progress)
+    if not missed:
+        return result
+    log.warning(
+        "backtest: the detectors fired where the pre-pass did not forecast; playing the "
+        "window again with a wait on every moment",
+        extra={"run": result.run_id, "moments": len(missed)},
+    )
+    again = replace(spec, fast=False, run_id=None if spec.run_id is None else spec.run_id + "-full")
+    result, _ = await _run_once(settings, again, progress)
+    return result
+
+
+async def _run_once(
+    settings: Settings, spec: PipelineSpec, progress: Progress | None
+) -> tuple[BacktestResult, set[int]]:
+    """Run once; return the result and the signal moments the fast path did not wait on."""
     from barfinex_cli.errors import UsageError
     from barfinex_cli.kernel.backtest.lockstep import BacktestBus, LockstepReplay, StackQuiet
+    from barfinex_cli.kernel.backtest.prepass import MAX_SKIP, signal_moments
     from barfinex_cli.kernel.parts import Kernel
     from barfinex_cli.kernel.stack import run_in_process
     from barfinex_cli.runtime.datadir import writable
@@ -148,6 +177,12 @@ async def run_pipeline(
     inspector = run_settings.inspector.with_overrides(policy=spec.policy).model_copy(
         update={"serve_api": False, "join_registry": False, "instance": f"inspector.{run_id}"}
     )
+    forecast: set[int] | None = None
+    if spec.fast:
+        series = connector.load()
+        forecast = signal_moments(
+            spec.strategies, series, connector.tf_ms, connector.live_start_ms + connector.tf_ms
+        )
     bus = BacktestBus(run_settings.namespace, maxlen=run_settings.bus_maxlen)
     seen = _Seen()
     started = time.perf_counter()
@@ -165,9 +200,20 @@ async def run_pipeline(
                     frozenset({"recorder", "backtest.collector"}),
                 )  # fmt: skip
                 total = _moments(connector)
+                skipped = 0
 
                 async def barrier(moment_ms: int) -> None:
-                    await quiet.wait()
+                    nonlocal skipped
+                    if (
+                        forecast is not None
+                        and moment_ms not in forecast
+                        and skipped < MAX_SKIP
+                        and _flat(rt.broker)
+                    ):
+                        skipped += 1
+                    else:
+                        skipped = 0
+                        await quiet.wait()
                     if progress is not None:
                         progress(connector.moments, total)
 
@@ -195,7 +241,20 @@ async def run_pipeline(
         if not spec.keep:
             shutil.rmtree(scratch, ignore_errors=True)
     save(home, result, wall_s)
-    return result
+    missed = seen.signal_moments - forecast if forecast is not None else set()
+    return result, missed
+
+
+def _flat(broker: Any) -> bool:
+    """Tell whether the paper broker holds no open order and no position."""
+    from barfinex_cli.provider.paper.broker import PaperBroker
+
+    if not isinstance(broker, PaperBroker):
+        return False
+    engine = broker._engine
+    if engine.active:
+        return False
+    return all(p.size == 0 for held in engine.ledger.positions.values() for p in held.values())
 
 
 def _set_costs(run: StackRun, spec: PipelineSpec) -> None:
@@ -244,6 +303,7 @@ async def _collect(consumer: Consumer, seen: _Seen, stop: asyncio.Event) -> None
 
 def _note(event: Any, seen: _Seen) -> None:
     from barfinex_cli.contracts.times import to_ms
+    from barfinex_cli.market.candles import timeframe_ms
 
     payload = event.payload
     kind = event.type
@@ -262,6 +322,8 @@ def _note(event: Any, seen: _Seen) -> None:
         seen.decisions[event.id] = event.trace_id
     elif kind == "detector.signal":
         seen.signals += 1
+        span = timeframe_ms(payload.timeframe)
+        seen.signal_moments.add(to_ms(payload.candle_time) + span)
     elif kind == "advisor.decision.rejected":
         key = f"advisor:{payload.stage}"
         seen.blocked[key] = seen.blocked.get(key, 0) + 1
