@@ -229,3 +229,50 @@ async def test_a_restarted_inspector_keeps_emulating_the_guards_of_its_positions
     assert ids == [f"i-{decision.id}-e", f"i-{decision.id}-x1"]
     placed = [p for p in await payloads(market, "inspector.protective.placed") if p.emulated]
     assert len(placed) == 4  # announced by the first, and again by the second at its start
+
+
+async def test_a_reload_from_emulate_to_auto_puts_the_guards_of_open_positions_at_the_venue(
+    market: Market, start_inspector: StartInspector, tmp_path: Path
+) -> None:
+    path = policy(tmp_path, EMULATE)
+    inspector, _, _ = await start_inspector(policy=path, policy_poll_s=0.1)
+    decision = await market.decide()
+    await until(lambda: is_open(inspector))
+    assert await market.client.orders("paper", open_only=True) == []
+    path.write_text('[risk]\nper_trade_pct = 1\n\n[execution]\nprotective = "auto"\n')
+
+    async def at_the_venue() -> bool:
+        live = {o.client_order_id for o in await market.client.orders("paper", open_only=True)}
+        return live == {f"i-{decision.id}-sl2", f"i-{decision.id}-tp2"}
+
+    await until(at_the_venue)
+    assert [g["status"] for g in inspector.positions_view()[0]["protective"]] == ["open"] * 2
+
+
+async def test_a_drawdown_close_all_waits_for_the_book_without_repeating_itself(
+    market: Market, start_inspector: StartInspector, tmp_path: Path
+) -> None:
+    text = (
+        "[risk]\nper_trade_pct = 1\n\n[drawdown]\nfrom_peak_pct = 0.5\n\n"
+        "[execution]\nmax_close_spread_bps = 20\nmax_close_defer_minutes = 30\n"
+    )
+    inspector, _, _ = await start_inspector(policy=policy(tmp_path, text))
+    decision = await market.decide(stop="95", take_profit="120", size_hint="100")
+    await until(lambda: len(inspector.store.orders(live_only=True)) == 2)
+    await book(market, "BTC/USDT", "96", "98")  # ~206 bps
+    await until(lambda: inspector.quotes.get("BTC/USDT") is not None)
+    await market.candle("BTC/USDT", 100, 100, 96.5, 97)  # 20 x -3: past 0.5% from the peak
+    await until(lambda: "BTC/USDT" in inspector.status()["deferred_closes"])
+    await market.candle("BTC/USDT", 97, 97.2, 96.8, 97)  # still breached, still waiting
+    await market.candle("BTC/USDT", 97, 97.2, 96.8, 97)
+    await book(market, "BTC/USDT", "96.99", "97.01", size="100")  # ~2 bps: the close goes
+
+    async def flat() -> bool:
+        return all(p.side == "flat" for p in await market.client.positions("paper"))
+
+    await until(flat)
+    alerts = [a.message for a in await payloads(market, "inspector.alert")]
+    assert len([a for a in alerts if a.startswith("close all:")]) == 1, alerts
+    assert len([a for a in alerts if "deferred: spread" in a]) == 1
+    close = await order_of(market, f"i-{decision.id}-x1")
+    assert close.average_price == Decimal("96.980301")  # the narrow bid, slipped 1 bp

@@ -104,7 +104,12 @@ class Reconciler:
         if breach is None:
             return None
         reason = f"{breach.policy}: {breach.reason}"
-        if breach.action == "CLOSE_ALL":
+        runtime = [p for p in self.ins.store.positions() if p.runtime]
+        if breach.action == "CLOSE_ALL" and all(self.ins.closer.closing(p) for p in runtime):
+            # every close is on its way or waits for the book: acting again would only repeat
+            # the alerts until the provider reports the positions flat
+            await self.ins.closer.retry()
+        elif breach.action == "CLOSE_ALL":
             await self.ins.close_all(reason)
             await self.ins.stand_down(breach.until, reason)
         elif breach.action == "STAND_DOWN":

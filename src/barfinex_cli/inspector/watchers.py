@@ -79,3 +79,21 @@ async def watch_policies(ins: Inspector, stop: asyncio.Event) -> None:
         else:
             ins.governor = Governor(reload.policies)
             await ins.alerts.raise_("info", "policies reloaded", subject=str(ins.policy_path))
+            await rearm(ins)
+
+
+async def rearm(ins: Inspector) -> None:
+    """Re-arm runtime positions whose guards moved between venue and emulation (a reload)."""
+    if not ins.entries_open:
+        return  # start-up re-arms once it runs
+    async with ins.lock:
+        for position in ins.store.positions():
+            if not position.runtime:
+                continue
+            try:
+                if ins.protector.missing(position):
+                    armed, sent = await ins.protector.rearm(position, ins.now_ms())
+                    await ins.guard.announce_placed(armed, sent)
+            except BfxError as exc:
+                log.warning("re-arm after a reload failed", extra={"error": str(exc)})
+            await ins.guard.announce_emulated(ins.store.position(position.symbol) or position)
