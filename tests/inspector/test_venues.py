@@ -13,7 +13,7 @@ import pytest
 
 from barfinex_cli.contracts.market import BookUpdated, TickerUpdated
 from barfinex_cli.contracts.rest import BrokerCapabilities
-from barfinex_cli.inspector.emulation import describe, held_by_venue, touched
+from barfinex_cli.inspector.emulation import Guarded, describe, held_by_venue, touched
 from barfinex_cli.inspector.policies.config import ExecutionLimits
 from barfinex_cli.inspector.quotes import Quote, Quotes, close_wait
 from barfinex_cli.provider.paper.broker import PaperBroker
@@ -28,7 +28,8 @@ SHORT = PositionRecord(
     symbol="BTC/USDT", side="short", size=D(1), entry=D(100), opened_ms=0, decision_id="d",
     stop=D(102), take_profit=D(96),
 )  # fmt: skip
-BOTH = ("stop_loss", "take_profit")
+BOTH: tuple[Guarded, ...] = ("stop_loss", "take_profit")
+STOP_ONLY: tuple[Guarded, ...] = ("stop_loss",)
 
 
 async def _nowhere(payload: object) -> None:
@@ -89,7 +90,7 @@ def test_an_emulated_short_stop_fires_at_or_above_it_and_only_emulated_guards_fi
     assert stop is not None and stop.kind == "stop_loss" and "ticker at 102" in stop.reason
     take = touched(SHORT, D(96), D(96), BOTH, "ticker")
     assert take is not None and take.kind == "take_profit"
-    assert touched(SHORT, D(95), D(95), ("stop_loss",), "ticker") is None  # the venue has it
+    assert touched(SHORT, D(95), D(95), STOP_ONLY, "ticker") is None  # the venue has it
 
 
 def test_a_close_waits_while_the_spread_is_wide_or_the_level_it_hits_is_thin() -> None:
