@@ -65,9 +65,29 @@ def backtest(
         bool,
         typer.Option(
             "--detector-only",
+            "--no-advisor",
             help="Signals straight to fills at the next open: no advisor, no inspector.",
         ),
     ] = False,
+    policy: Annotated[
+        Path | None, typer.Option(help="Full pipeline: inspector policy file [bundled].")
+    ] = None,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            help="Full pipeline: walk-forward in N folds, the advisor trained on each "
+            "fold's past only.",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
+    days: Annotated[
+        float | None, typer.Option(help="Full pipeline, no --data: days of synthetic market [7].")
+    ] = None,
+    history: Annotated[
+        int | None,
+        typer.Option(help="Full pipeline: base candles kept as the roles' history [720]."),
+    ] = None,
     trades: Annotated[
         bool,
         typer.Option("--trades", help="List the round trips (and with --json, trades and fills)."),
@@ -88,15 +108,20 @@ def backtest(
 ) -> None:
     """Backtest a strategy over history: metrics, equity and drawdown charts, exports.
 
-    Fills at the next candle's open with --fees and --slippage; see docs/backtest.md.
+    By default the full pipeline: the replay (--data files, else the synthetic market) goes
+    through the same detector, advisor, inspector and paper broker as `bfx up`, in lock-step,
+    with a run id `bfx trace` follows. --detector-only (--no-advisor) fills signals at the next
+    candle's open with --fees and --slippage. See docs/backtest.md.
 
     Examples:
 
-      bfx backtest strategies/sma_cross.py --exchange synthetic --symbol BTC/USDT
+      bfx backtest strategies/sma_cross.py --detector-only --exchange synthetic --symbol BTC/USDT
 
       bfx backtest strategies/sma_cross.py --data btc.parquet --from 2024-01-01 --json
 
       bfx backtest strategies/trend_ema_adx.py --data btc.csv --fees 5 --export out/
+
+      bfx backtest strategies/trend_ema_adx.py --days 2 --history 300 --folds 3
     """
     from barfinex_cli.detector.loader import load_strategy
     from barfinex_cli.kernel.backtest.vector import check_costs
@@ -108,18 +133,23 @@ def backtest(
         from dataclasses import replace
 
         strategy = replace(strategy, timeframe=timeframe)
-    with _progress(as_json) as step:
-        step("loading candles")
-        frame = _cut(candles(ctx, strategy, data, exchange, symbol, timeframe), *window)
-        if not detector_only:
-            # The full pipeline (advisor, inspector and paper broker: kernel/backtest/engine.py)
-            # plugs in here as the default; until it does, the detector-only pass runs.
-            _note("the full pipeline is not wired into bfx backtest yet: running the "
-                  "detector-only pass (signals straight to fills, as --detector-only)")  # fmt: skip
-        step(f"backtesting {frame.height:,} candles")
-        result = _detector_only(strategy, frame, exchange or "file", fees, slippage, initial,
-                                objects=trades)  # fmt: skip
-        step("reporting")
+    if not detector_only:  # the full pipeline: cli/backtest_pipeline.py
+        from barfinex_cli.cli.backtest_pipeline import from_options
+
+        piped = from_options(ctx, path, data=data, exchange=exchange, window=window,
+                             policy=policy, history=history, days=days, folds=folds,
+                             quiet=as_json)  # fmt: skip
+        if piped is None:
+            return  # walk-forward reported its folds
+        result = piped
+    else:
+        with _progress(as_json) as step:
+            step("loading candles")
+            frame = _cut(candles(ctx, strategy, data, exchange, symbol, timeframe), *window)
+            step(f"backtesting {frame.height:,} candles")
+            result = _detector_only(strategy, frame, exchange or "file", fees, slippage,
+                                    initial, objects=trades)  # fmt: skip
+            step("reporting")
     for rule, reason in result.broken.items():
         _note(f"warning: rule {rule} is broken and never held: {reason}")
     written: list[Path] = []

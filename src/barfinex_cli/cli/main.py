@@ -28,6 +28,7 @@ from barfinex_cli.cli import (
     events,
     inspector,
     optimize,
+    paper,
     pending,
     provider,
     studio,
@@ -209,6 +210,7 @@ app.command("trace")(trace.trace)
 app.command("up")(up.up)
 app.command("backtest")(backtest.backtest)
 app.command("optimize")(optimize.optimize)
+app.add_typer(paper.app, name="paper")
 app.command("studio")(studio.studio)
 pending.mount(
     app,
