@@ -67,6 +67,7 @@ def diff(
 
       bfx paper diff /tmp/run1 --strategy strategies/trend_ema_adx.py --json
     """
+    from barfinex_cli.cli.backtest_pipeline import _hush_roles
     from barfinex_cli.cli.up import _example_strategies
     from barfinex_cli.errors import UsageError
     from barfinex_cli.kernel.backtest.engine import PipelineSpec
@@ -76,11 +77,17 @@ def diff(
     if not strategies:
         raise UsageError("no strategy files found — pass --strategy FILE (the session's)")
     spec = PipelineSpec(strategies=strategies, replay=replay, days=days, policy=policy)
-    settings = state_of(ctx).settings().model_copy(update={"log_level": "ERROR"})
+    settings = state_of(ctx).settings()
+    _hush_roles()
+    if not (session / "audit.db").is_file():
+        from barfinex_cli.errors import NotFound
+
+        raise NotFound(f"no session at {session}: it holds no audit.db — name the data "
+                       "directory of a `bfx up` run (BFX_HOME of that run)")  # fmt: skip
     if not as_json:
         from barfinex_cli.cli.render import err
 
-        err().print(f"backtesting the window of {session} ...")
+        err().print(f"backtesting the window of {session} ...", markup=False)
     report = diff_session(settings, session, spec)
     if as_json:
         from barfinex_cli.cli.render import print_json
@@ -133,32 +140,27 @@ def _as_json(report: DiffReport) -> dict[str, Any]:
 
 
 def _render(report: DiffReport) -> None:
-    from rich.table import Table
-
+    """Print one paragraph per order: what it is, both sides, and why they differ."""
     from barfinex_cli.cli.render import out
     from barfinex_cli.contracts.times import iso_ms
 
-    table = Table(
-        title=f"paper diff — {report.session} vs backtest {report.run_id}", title_justify="left"
+    console = out()
+    console.print(
+        f"paper diff — session {report.session} vs backtest {report.run_id}, window "
+        f"{iso_ms(report.window.start_ms)} to {iso_ms(report.window.end_ms)}",
+        markup=False,
     )
-    for column in ("signal candle", "symbol", "side", "role", "session", "backtest", "", "why"):
-        table.add_column(column)
     for d in report.differences:
-        table.add_row(
-            iso_ms(d.key.signal_ms),
-            d.key.symbol,
-            d.key.side,
-            d.key.role,
-            _cell(d.session),
-            _cell(d.backtest),
-            d.kind,
-            d.why,
+        key = d.key
+        console.print(
+            f"\n{d.kind.upper():<13} {key.symbol} {key.side} {key.role} "
+            f"(signal candle {iso_ms(key.signal_ms)})",
+            markup=False,
         )
-    out().print(table)
-    out().print(
-        f"{report.same} of {len(report.differences)} orders identical; window "
-        f"{iso_ms(report.window.start_ms)} to {iso_ms(report.window.end_ms)}"
-    )
+        console.print(f"  session   {_cell(d.session)}", markup=False)
+        console.print(f"  backtest  {_cell(d.backtest)}", markup=False)
+        console.print(f"  why       {d.why}", markup=False)
+    console.print(f"\n{report.same} of {len(report.differences)} orders identical", markup=False)
 
 
 def _cell(leg: Leg | None) -> str:
@@ -166,4 +168,4 @@ def _cell(leg: Leg | None) -> str:
         return "-"
     from barfinex_cli.contracts.times import iso_ms
 
-    return f"{iso_ms(leg.time_ms)[11:16]} {leg.quantity:.6g} @ {leg.price:.8g}"
+    return f"{iso_ms(leg.time_ms)} {leg.quantity:.8g} @ {leg.price:.10g} (fees {leg.fees:.4g})"

@@ -177,9 +177,14 @@ async def _run_once(
     inspector = run_settings.inspector.with_overrides(policy=spec.policy).model_copy(
         update={"serve_api": False, "join_registry": False, "instance": f"inspector.{run_id}"}
     )
+    series = connector.load()
+    if not connector.live_moments():
+        raise UsageError(
+            "nothing to play: no candle of the replay falls after its history and inside the "
+            "window — lower --history, widen --from/--to, or give more data"
+        )
     forecast: set[int] | None = None
     if spec.fast:
-        series = connector.load()
         forecast = signal_moments(
             spec.strategies, series, connector.tf_ms, connector.live_start_ms + connector.tf_ms
         )
