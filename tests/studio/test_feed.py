@@ -18,7 +18,8 @@ from http import HTTPStatus
 from typing import Any
 
 import pytest
-from websockets.asyncio.server import Request, Response, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
 
 from barfinex_cli.contracts.codec import encode
 from barfinex_cli.contracts.envelope import Envelope, make_event

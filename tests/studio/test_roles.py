@@ -141,7 +141,7 @@ async def test_decisions_risk_and_capital_show_what_the_advisor_and_inspector_ho
             table = capital.query_one("#capital", DataTable)
             if kpi.strategies:
                 assert [r[0] for r in cells(table)] == sorted(kpi.strategies)
-                assert "utilisation per strategy" in bars
+                assert "utilisation of equity" in bars
             else:
                 assert "No capital figures" in bars
         finally:

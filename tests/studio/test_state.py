@@ -26,7 +26,7 @@ def candle(minute: int) -> CandleClosed:
 
 
 def snapshot(clock: str = "wall", paper: bool = True) -> Snapshot:
-    health = HealthResponse(status="ok", version="0", uptime_s=1.0, clock=clock)  # type: ignore[arg-type]
+    health = HealthResponse(status="ok", version="0", uptime_s=1.0, clock=clock)
     return Snapshot(health, [], [], [], [], [], paper, RoleView(None, problem="no advisor"),
                     RoleView(None, problem="no inspector"))  # fmt: skip
 

@@ -74,7 +74,7 @@ class StudioApp(App[None]):
     }
     DEFAULT_MODE = "market"
     BINDINGS = [
-        *(Binding(key, f"show('{mode}')", title, show=False) for key, mode, title in SCREEN_KEYS),
+        *(Binding(key, f"show('{mode}')", title) for key, mode, title in SCREEN_KEYS),
         Binding("slash", "filter", "Filter"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),

@@ -63,7 +63,9 @@ class StudioHeader(Static):
         line.append(f"  market {market}")
         line.append(f"  wall {now.strftime('%H:%M:%S')} UTC")
         line.append("  ")
-        for key, mode, title in SCREEN_KEYS:
-            style = "reverse bold" if mode == current else "dim"
-            line.append(f" {key} {title} ", style=style)
+        for key, mode, title in SCREEN_KEYS:  # the footer names them all; here only the shown one
+            if mode == current:
+                line.append(f" {key} {title} ", style="reverse bold")
+            else:
+                line.append(f" {key} ", style="dim")
         self.update(line)

@@ -118,6 +118,7 @@ class StudioState:
         self.connectors: dict[str, ConnectorStatus | ConnectorHealth] = {}
         self.series: list[SeriesInfo] = []
         self.signals: deque[Envelope[SignalGenerated]] = deque(maxlen=MAX_SIGNALS)
+        self.signal_of: OrderedDict[str, SignalGenerated] = OrderedDict()
         self.decisions: OrderedDict[str, dict[str, Any]] = OrderedDict()
         """Advisor outcomes by event id (oldest first): the advisor's summaries, live ones too."""
         self.advisor = RoleView(None, problem="not asked yet")
@@ -223,9 +224,15 @@ class StudioState:
             return "candles"
         if isinstance(payload, SignalGenerated):
             self.signals.append(event)
+            _bounded_put(self.signal_of, event.id, payload, MAX_SIGNALS)
             return "signals"
         if isinstance(payload, DecisionMade | DecisionRejected):
-            _bounded_put(self.decisions, event.id, _decision_row(event), MAX_DECISIONS)
+            row = _decision_row(event)
+            signal = self.signal_of.get(payload.signal_id)
+            if signal is not None:  # a rejection names no symbol: its signal does
+                row.setdefault("symbol", signal.symbol)
+                row.setdefault("direction", signal.direction)
+            _bounded_put(self.decisions, event.id, row, MAX_DECISIONS)
             return "decisions"
         if isinstance(payload, VerdictIssued):
             self.verdicts.append(event)

@@ -55,7 +55,8 @@ class CapitalScreen(StudioScreen):
             return
         text = Text()
         equity = f"{kpi.equity:,.2f} {kpi.pnl_currency}" if kpi.equity is not None else "unknown"
-        text.append(f"equity {equity} — utilisation per strategy\n", style="bold")
+        text.append(f"equity {equity} — utilisation of equity, and share of decisions "
+                    "suppressed, per strategy\n", style="bold")  # fmt: skip
         width = max(len(n) for n in kpi.strategies)
         for name, cap in sorted(kpi.strategies.items()):
             if not matches(self.filter_text, (name,)):
@@ -65,8 +66,14 @@ class CapitalScreen(StudioScreen):
             )
             text.append(f"{name:<{width}} ")
             text.append(bar(cap.utilisation), style=style)
-            text.append(f" {cap.utilisation:6.1%}\n")
+            text.append(f" {cap.utilisation:6.1%} used")
             blocked = sum(cap.blocked.values())
+            # stage blocks stopped signals before a decision; policy blocks stopped decisions
+            tried = cap.decisions + sum(v for k, v in cap.blocked.items() if k.startswith("stage:"))
+            share = blocked / tried if tried else 0.0
+            text.append("   suppressed ")
+            text.append(bar(share, 20), style="magenta")
+            text.append(f" {share:6.1%}  reserved {cap.reserved:,.2f}\n")
             by = ", ".join(f"{k} {v}" for k, v in sorted(cap.blocked.items(), key=lambda i: -i[1]))
             table.add_row(
                 name, f"{cap.in_positions:,.2f}", f"{cap.reserved:,.2f}",

@@ -59,6 +59,7 @@ class DecisionsScreen(StudioScreen):
     """The advisor's decisions and rejections, explained."""
 
     DEFAULT_CSS = """
+    DecisionsScreen #advisor-note { padding: 0 1; height: auto; }
     DecisionsScreen #decisions { height: 1fr; }
     DecisionsScreen #explain { height: 1fr; border-top: solid $accent; }
     DecisionsScreen #stages { width: 1fr; }

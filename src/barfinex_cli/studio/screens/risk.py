@@ -40,9 +40,11 @@ class RiskScreen(StudioScreen):
     """Where the account stands and what the inspector thinks of it."""
 
     DEFAULT_CSS = """
-    RiskScreen #top { height: auto; }
+    RiskScreen #inspector-line { padding: 0 1; }
+    RiskScreen #top { height: auto; max-height: 12; }
     RiskScreen #kpi { width: 1fr; padding: 0 1; height: auto; }
-    RiskScreen #policies { width: 1fr; height: auto; max-height: 10; }
+    RiskScreen #policy-box { width: 1fr; height: auto; }
+    RiskScreen #policies { height: auto; max-height: 10; }
     RiskScreen #positions { height: 1fr; }
     RiskScreen #verdicts { height: 1fr; }
     RiskScreen .caption { text-style: bold; padding: 0 1; }

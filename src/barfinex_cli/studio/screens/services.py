@@ -28,6 +28,7 @@ class ServicesScreen(StudioScreen):
 
     DEFAULT_CSS = """
     ServicesScreen .caption { text-style: bold; padding: 0 1; }
+    ServicesScreen #roles-line { padding: 0 1; }
     ServicesScreen #apps { height: auto; max-height: 12; }
     ServicesScreen #connectors { height: auto; max-height: 8; }
     ServicesScreen #series { height: 1fr; }
