@@ -22,15 +22,15 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from barfinex_cli.kernel.backtest.result import BacktestResult, Fill
+from barfinex_cli.kernel.backtest.collector import COLLECTED, Seen, collect, result_of
+from barfinex_cli.kernel.backtest.result import BacktestResult
 
 if TYPE_CHECKING:
-    from barfinex_cli.bus.base import Consumer
     from barfinex_cli.kernel.backtest.lockstep import LockstepReplay
     from barfinex_cli.kernel.stack import StackRun
     from barfinex_cli.runtime.settings import Settings
@@ -40,17 +40,8 @@ log = logging.getLogger("bfx.backtest")
 Progress = Callable[[int, int], None]
 """Called with (moments played, moments in the replay)."""
 
-COLLECTED = (
-    "order.filled",
-    "order.partially_filled",
-    "detector.signal",
-    "advisor.decision",
-    "advisor.decision.rejected",
-    "inspector.verdict",
-)
 MAX_BPS = 1000
 """The most fees or slippage a run accepts, in basis points (10 %): more is a typo."""
-REASONS = {"e": "entry", "sl": "stop_loss", "tp": "take_profit", "x": "exit"}
 
 
 @dataclass(frozen=True)
@@ -79,19 +70,6 @@ class PipelineSpec:
     """Keep the scratch stores in DATA_DIR/backtests/RUN_ID/."""
     fast: bool = True
     """Wait for the stack only on moments that can lead to an order (see `prepass.py`)."""
-
-
-@dataclass
-class _Seen:
-    """What the collector read off the bus during a run."""
-
-    fills: list[Fill] = field(default_factory=list)
-    decisions: dict[str, str] = field(default_factory=dict)
-    """Decision event id -> its trace (the candle's): a fill joins its decision's trace."""
-    signals: int = 0
-    signal_moments: set[int] = field(default_factory=set)
-    """Close times of the candles the detectors' signals came from."""
-    blocked: dict[str, int] = field(default_factory=dict)
 
 
 def new_run_id() -> str:
@@ -189,7 +167,7 @@ async def _run_once(
             spec.strategies, series, connector.tf_ms, connector.live_start_ms + connector.tf_ms
         )
     bus = BacktestBus(run_settings.namespace, maxlen=run_settings.bus_maxlen)
-    seen = _Seen()
+    seen = Seen()
     started = time.perf_counter()
     stop = asyncio.Event()
     tasks: list[asyncio.Task[Any]] = []
@@ -226,7 +204,7 @@ async def _run_once(
                 collector = await bus.consumer(
                     "backtest.collector", "collector", list(COLLECTED), start="0"
                 )
-                tasks.append(asyncio.create_task(_collect(collector, seen, stop)))
+                tasks.append(asyncio.create_task(collect(collector, seen, stop)))
 
             await run_in_process(
                 kernel, provider, detectors, asyncio.Event(),
@@ -238,7 +216,7 @@ async def _run_once(
                 await task
             closes = _closes(kernel, connector)
         wall_s = time.perf_counter() - started
-        result = _result(run_id, spec, connector, seen, closes, wall_s)
+        result = result_of(run_id, spec, connector, seen, closes)
     finally:
         stop.set()
         for task in tasks:
@@ -294,49 +272,6 @@ def _moments(connector: LockstepReplay) -> int:
     return len(connector.live_moments())
 
 
-async def _collect(consumer: Consumer, seen: _Seen, stop: asyncio.Event) -> None:
-    """Read fills, signals and the blocks off the bus until stopped and nothing is left."""
-    while True:
-        deliveries = await consumer.fetch(500, 50)
-        for delivery in deliveries:
-            _note(delivery.event, seen)
-        if deliveries:
-            await consumer.ack(deliveries)
-        elif stop.is_set():
-            return
-
-
-def _note(event: Any, seen: _Seen) -> None:
-    from barfinex_cli.contracts.times import to_ms
-    from barfinex_cli.market.candles import timeframe_ms
-
-    payload = event.payload
-    kind = event.type
-    if kind in ("order.filled", "order.partially_filled"):
-        order, fill = payload.order, payload.fill
-        tag = order.client_order_id.rsplit("-", 1)[-1].rstrip("0123456789")
-        seen.fills.append(
-            Fill(
-                order_id=order.client_order_id, time_ms=to_ms(fill.time), symbol=order.symbol,
-                side=order.side, quantity=float(fill.amount), price=float(fill.price),
-                fee=float(fill.fee), reason=REASONS.get(tag, "order"),
-                trace_id=order.decision_id,  # made the decision's trace once the run ends
-            )
-        )  # fmt: skip
-    elif kind == "advisor.decision":
-        seen.decisions[event.id] = event.trace_id
-    elif kind == "detector.signal":
-        seen.signals += 1
-        span = timeframe_ms(payload.timeframe)
-        seen.signal_moments.add(to_ms(payload.candle_time) + span)
-    elif kind == "advisor.decision.rejected":
-        key = f"advisor:{payload.stage}"
-        seen.blocked[key] = seen.blocked.get(key, 0) + 1
-    elif kind == "inspector.verdict" and payload.verdict != "ALLOW":
-        key = f"inspector:{payload.policy}"
-        seen.blocked[key] = seen.blocked.get(key, 0) + 1
-
-
 def _closes(kernel: Any, connector: LockstepReplay) -> dict[str, list[tuple[int, float]]]:
     """Return each symbol's played base candles as (close ms, close), from the run's store."""
     from barfinex_cli.store.market import SeriesKey
@@ -349,40 +284,6 @@ def _closes(kernel: Any, connector: LockstepReplay) -> dict[str, list[tuple[int,
         rows = market.candles(key, since_ms=connector.live_start_ms)
         out[symbol] = [(r.open_ms + step, float(r.close)) for r in rows]
     return out
-
-
-def _result(
-    run_id: str,
-    spec: PipelineSpec,
-    connector: LockstepReplay,
-    seen: _Seen,
-    closes: dict[str, list[tuple[int, float]]],
-    wall_s: float,
-) -> BacktestResult:
-    from barfinex_cli.kernel.backtest.metrics import compute_metrics
-    from barfinex_cli.kernel.backtest.roundtrips import equity_curve, trades_of
-    from barfinex_cli.provider.paper.broker import DEFAULT_ACCOUNTS
-
-    initial = float(DEFAULT_ACCOUNTS["paper"]["USDT"])
-    fills = sorted(
-        (replace(f, trace_id=seen.decisions.get(f.trace_id or "")) for f in seen.fills),
-        key=lambda f: (f.time_ms, f.order_id),
-    )
-    trades = trades_of(fills)
-    equity = equity_curve(fills, closes, initial)
-    fees = sum(f.fee for f in fills)
-    timeframe = connector.base_timeframe
-    metrics = compute_metrics(equity, trades, fees, timeframe, initial_equity=initial)
-    bars = max((len(series) for series in closes.values()), default=0)
-    return BacktestResult(
-        run_id=run_id, mode="pipeline",
-        strategy=",".join(p.stem for p in spec.strategies), exchange=connector.exchange,
-        symbols=tuple(sorted(closes)), timeframe=timeframe,
-        start_ms=equity[0].time_ms if equity else 0, end_ms=equity[-1].time_ms if equity else 0,
-        bars=bars, initial_equity=initial, signals=seen.signals, metrics=metrics,
-        fills=tuple(fills), trades=tuple(trades), equity=tuple(equity),
-        blocked=dict(sorted(seen.blocked.items())),
-    )  # fmt: skip
 
 
 def save(home: Path, result: BacktestResult, wall_s: float) -> Path:
