@@ -29,15 +29,15 @@ def policy(tmp_path: Path, text: str) -> Path:
 
 
 async def book(market: Market, symbol: str, bid: str, ask: str, size: str = "10") -> None:
-    """Show the provider's paper broker a book and put it on the bus, as the provider does."""
+    """Hand the provider a book as its feed would: kept for `/orderbook`, fed to the paper
+    broker, published as `market.book`."""
     runtime = market.provider.runtime
-    assert runtime is not None and runtime.fed is not None
-    bids, asks = [(Decimal(bid), Decimal(size))], [(Decimal(ask), Decimal(size))]
-    runtime.fed.on_book(symbol, bids, asks)
+    assert runtime is not None
     payload = BookUpdated(
-        exchange="replay", symbol=symbol, bids=bids, asks=asks, time=datetime.now(UTC)
-    )
-    await market.bus.publish(make_event(payload, source="provider/replay"))
+        exchange="replay", symbol=symbol, bids=[(Decimal(bid), Decimal(size))],
+        asks=[(Decimal(ask), Decimal(size))], time=datetime.now(UTC),
+    )  # fmt: skip
+    await runtime.apply(runtime.pipeline.feed(payload))
 
 
 async def payloads(market: Market, pattern: str) -> list[Any]:
@@ -154,7 +154,6 @@ async def test_a_close_waits_while_the_spread_is_wide_and_goes_when_it_narrows(
     decision = await market.decide()
     await until(lambda: is_open(inspector))
     await book(market, "BTC/USDT", "99", "101")  # ~200 bps wide
-    await until(lambda: inspector.quotes.get("BTC/USDT") is not None)
     await market.candle("BTC/USDT", 99, 99, 97.5, 97.8)  # the emulated stop fires ...
 
     await until(lambda: payloads(market, "inspector.protective.triggered"))
@@ -185,7 +184,6 @@ async def test_a_close_all_deferred_past_its_longest_wait_is_sent_anyway_with_a_
     decision = await market.decide()
     await until(lambda: len(inspector.store.orders(live_only=True)) == 2)  # stop, take-profit
     await book(market, "BTC/USDT", "99", "101")
-    await until(lambda: inspector.quotes.get("BTC/USDT") is not None)
     assert inspector.api_url is not None
     async with httpx.AsyncClient() as http:
         answer = await http.post(inspector.api_url + "/api/v1/close-all")
@@ -260,7 +258,6 @@ async def test_a_drawdown_close_all_waits_for_the_book_without_repeating_itself(
     decision = await market.decide(stop="95", take_profit="120", size_hint="100")
     await until(lambda: len(inspector.store.orders(live_only=True)) == 2)
     await book(market, "BTC/USDT", "96", "98")  # ~206 bps
-    await until(lambda: inspector.quotes.get("BTC/USDT") is not None)
     await market.candle("BTC/USDT", 100, 100, 96.5, 97)  # 20 x -3: past 0.5% from the peak
     await until(lambda: "BTC/USDT" in inspector.status()["deferred_closes"])
     await market.candle("BTC/USDT", 97, 97.2, 96.8, 97)  # still breached, still waiting

@@ -15,7 +15,7 @@ from barfinex_cli.contracts.market import BookUpdated, TickerUpdated
 from barfinex_cli.contracts.rest import BrokerCapabilities
 from barfinex_cli.inspector.emulation import Guarded, describe, held_by_venue, touched
 from barfinex_cli.inspector.policies.config import ExecutionLimits
-from barfinex_cli.inspector.quotes import Quote, Quotes, close_wait
+from barfinex_cli.inspector.quotes import Quote, Quotes, close_wait, of_book
 from barfinex_cli.provider.paper.broker import PaperBroker
 from barfinex_cli.store.inspector import PositionRecord
 
@@ -104,12 +104,12 @@ def test_a_close_waits_while_the_spread_is_wide_or_the_level_it_hits_is_thin() -
     assert close_wait(wide, "sell", ExecutionLimits()) is None  # limits off: never waits
 
 
-def test_a_ticker_moves_the_quote_and_drops_the_size_of_a_side_that_moved() -> None:
+def test_a_ticker_gives_the_best_bid_and_ask_of_its_symbol_without_sizes() -> None:
     quotes = Quotes()
     at = datetime(2024, 1, 1, tzinfo=UTC)
-    quotes.book(BookUpdated(exchange="x", symbol="S", bids=[(D(99), D(5))],
-                            asks=[(D(101), D(7))], time=at))  # fmt: skip
     quotes.ticker(TickerUpdated(exchange="x", symbol="S", bid=D(99), ask=D("100.5"),
                                 last=D(100), time=at))  # fmt: skip
-    assert quotes.get("S") == Quote(bid=D(99), ask=D("100.5"), bid_size=D(5), ask_size=None)
+    assert quotes.get("S") == Quote(bid=D(99), ask=D("100.5"))
     assert quotes.get("T") is None
+    book = BookUpdated(exchange="x", symbol="S", bids=[(D(99), D(5))], asks=[], time=at)
+    assert of_book(book) == Quote(bid=D(99), ask=None, bid_size=D(5))

@@ -6,15 +6,16 @@ It is a market order for the whole position under the id `i-<decision>-x<gen>`, 
 where the venue takes reduce-only orders, so it can never be sent twice for the same position
 generation; what still guards the position is cancelled once the provider reports it flat.
 
-Deferral: while the last quote of the symbol (`quotes`) says the spread is wider than
-`execution.max_close_spread_bps` or the top level is worth less than `execution.min_close_depth`,
-the close waits. It is retried on every book, ticker and candle of the symbol and every
-`retry_s` on the kernel's clock, and goes as soon as the book allows — or, at the latest,
-`execution.max_close_defer_minutes` after it was first held, anyway, with a warning alert (a
-position must never stay open forever because the market stays thin). A deferral raises an info
-alert when it starts. The flip's close is never deferred: the governor judged the whole flip as
-an entry, spread included. Deferrals live in memory: after a restart the max hold and an
-emulated guard fire again on the next price, and a drawdown CLOSE_ALL is found again.
+Deferral: while the provider's last book of the symbol (or its last ticker, `quotes`) says the
+spread is wider than `execution.max_close_spread_bps` or the top level is worth less than
+`execution.min_close_depth`, the close waits. It is retried on every candle and ticker of the
+symbol and every `retry_s`, and goes as soon as the book allows — or, at the latest,
+`execution.max_close_defer_minutes` (on the kernel's clock) after it was first held, anyway,
+with a warning alert (a position must never stay open because the market stays thin). A
+deferral raises an info alert when it starts. The flip's close is never deferred: the governor
+judged the whole flip as an entry, spread included. Deferrals live in memory: after a restart
+the max hold and an emulated guard fire again on the next price, and a drawdown CLOSE_ALL is
+found again.
 """
 
 from __future__ import annotations
@@ -54,8 +55,6 @@ class Closer:
     def __init__(self, inspector: Inspector) -> None:
         self.ins = inspector
         self.deferred: dict[str, Deferral] = {}
-        self._asked: set[str] = set()
-        """Symbols whose book was asked of the provider's REST gateway (asked once)."""
 
     def close_id(self, position: PositionRecord) -> str:
         """Return the one client order id a close of `position` (this generation) is sent under."""
@@ -147,15 +146,11 @@ class Closer:
     async def _wait(self, symbol: str, side: str, limits: ExecutionLimits) -> str | None:
         if limits.max_close_spread_bps is None and limits.min_close_depth is None:
             return None
-        quote = self.ins.quotes.get(symbol)
-        if quote is None and symbol not in self._asked:
-            self._asked.add(symbol)  # no book on the bus yet: the provider's last one, once
-            try:
-                quote = of_book(await self.ins.client.orderbook(symbol))
-            except BfxError as exc:
-                log.info("no book to judge a close by", extra={"symbol": symbol, "why": str(exc)})
-            else:
-                self.ins.quotes.put(symbol, quote)
+        quote = self.ins.quotes.get(symbol)  # the last ticker, if the feed has tickers
+        try:
+            quote = of_book(await self.ins.client.orderbook(symbol))  # the provider's last book
+        except BfxError as exc:  # none seen (a candle-only feed), or the provider away
+            log.debug("no book to judge a close by", extra={"symbol": symbol, "why": str(exc)})
         return close_wait(quote, side, limits)
 
     async def _send(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from barfinex_cli.contracts.advisor import SignalReceived
 from barfinex_cli.contracts.envelope import Envelope
-from barfinex_cli.contracts.market import BookUpdated, CandleClosed, TickerUpdated
+from barfinex_cli.contracts.market import CandleClosed, TickerUpdated
 from barfinex_cli.contracts.orders import (
     BalanceUpdated,
     OrderCancelled,
@@ -52,13 +52,9 @@ class Events:
             self.on_balance(payload)
         elif isinstance(payload, CandleClosed):
             await self.ins.guard.on_candle(payload)
-        elif isinstance(payload, BookUpdated):
-            self.ins.quotes.book(payload)
-            if payload.symbol in self.ins.closer.deferred:
-                await self.ins.guard.on_quote(payload.symbol, None)
         elif isinstance(payload, TickerUpdated):
             self.ins.quotes.ticker(payload)
-            await self.ins.guard.on_quote(payload.symbol, payload.last)
+            await self.ins.guard.on_ticker(payload.symbol, payload.last)
         elif isinstance(payload, SignalReceived):
             self.ins.strategy_of_signal[payload.signal_id] = payload.strategy
             if len(self.ins.strategy_of_signal) > 10_000:

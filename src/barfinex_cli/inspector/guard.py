@@ -147,14 +147,13 @@ class Guard:
             self.ins.store.update_counters(last_loss_ms=self.ins.now_ms())
         return True
 
-    async def on_quote(self, symbol: str, last: Decimal | None) -> None:
-        """A book or ticker of `symbol`: fire an emulated guard at `last`, retry its close."""
+    async def on_ticker(self, symbol: str, last: Decimal) -> None:
+        """A ticker of `symbol`: fire an emulated guard at its last price, retry its close."""
         async with self.ins.lock:
             position = self.ins.store.position(symbol)
-            live = position is not None and position.status == "open" and position.runtime
-            if position is not None and live and last is not None:
+            if position is not None and position.status == "open" and position.runtime:
+                await self.ins.closer.retry(symbol)
                 await self.fire_emulated(position, last, last, "ticker")
-            await self.ins.closer.retry(symbol)
 
     async def closed_at_provider(self, symbol: str) -> bool:
         """Tell whether the provider holds no position in `symbol` (False if it cannot say)."""

@@ -1,17 +1,18 @@
-"""The last best bid and ask per symbol, and whether a close should wait for a better book.
+"""The top of a symbol's book, and whether a close should wait for a better one.
 
-The provider publishes `market.book` (top levels with sizes) and `market.ticker` (best bid and
-ask, no sizes) on the bus; the inspector keeps the last of each per symbol. When it has seen
-neither for a symbol it asks the provider's `GET /api/v1/orderbook` once per close. A close
-waits (`close_wait`) while the spread is wider than `execution.max_close_spread_bps` or the
-top level it would trade into (the best bid for a sell, the best ask for a buy) is worth less
-than `execution.min_close_depth`; with no quote at all nothing says the market is thin, and the
-close goes. A ticker's bid or ask that moved drops the size the last book gave that side.
+A close the inspector sends asks the provider for the last book it saw
+(`GET /api/v1/orderbook`: top levels with sizes, the same book it publishes as `market.book`)
+at the moment it would send, so the inspector consumes no book stream it would mostly ignore.
+Where the provider holds no book (a candle-only feed) the last `market.ticker` of the symbol
+(best bid and ask, no sizes) stands in. A close waits (`close_wait`) while the spread is wider
+than `execution.max_close_spread_bps` or the top level it would trade into (the best bid for a
+sell, the best ask for a buy) is worth less than `execution.min_close_depth`; with no quote at
+all nothing says the market is thin, and the close goes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 
 from barfinex_cli.contracts.market import BookUpdated, TickerUpdated
@@ -50,19 +51,6 @@ def of_book(book: BookUpdated) -> Quote:
     )
 
 
-def with_ticker(last: Quote | None, ticker: TickerUpdated) -> Quote:
-    """Return `last` moved to the ticker's bid and ask (a side that moved loses its size)."""
-    if last is None:
-        return Quote(bid=ticker.bid, ask=ticker.ask)
-    return replace(
-        last,
-        bid=ticker.bid,
-        ask=ticker.ask,
-        bid_size=last.bid_size if ticker.bid == last.bid else None,
-        ask_size=last.ask_size if ticker.ask == last.ask else None,
-    )
-
-
 def close_wait(quote: Quote | None, side: str, limits: ExecutionLimits) -> str | None:
     """Return why a close on `side` ("sell" or "buy") should wait now, or None to send it."""
     if quote is None:
@@ -80,24 +68,15 @@ def close_wait(quote: Quote | None, side: str, limits: ExecutionLimits) -> str |
 
 
 class Quotes:
-    """The last quote per symbol, as the bus brings books and tickers."""
+    """The last ticker quote per symbol, as the bus brings them."""
 
     def __init__(self) -> None:
         self._last: dict[str, Quote] = {}
 
-    def book(self, book: BookUpdated) -> None:
-        """Take the top of a `market.book`."""
-        if book.bids or book.asks:
-            self._last[book.symbol] = of_book(book)
-
     def ticker(self, ticker: TickerUpdated) -> None:
         """Take the best bid and ask of a `market.ticker`."""
-        self._last[ticker.symbol] = with_ticker(self._last.get(ticker.symbol), ticker)
+        self._last[ticker.symbol] = Quote(bid=ticker.bid, ask=ticker.ask)
 
     def get(self, symbol: str) -> Quote | None:
         """Return the last quote of `symbol`, or None if none was seen."""
         return self._last.get(symbol)
-
-    def put(self, symbol: str, quote: Quote) -> None:
-        """Remember `quote` for `symbol` (a book read from the provider's REST answer)."""
-        self._last[symbol] = quote

@@ -73,7 +73,6 @@ TYPES = (
     "position.changed",
     "account.balance",
     "market.candle",
-    "market.book",
     "market.ticker",
 )
 FOREVER = datetime(9999, 12, 31, tzinfo=UTC)
