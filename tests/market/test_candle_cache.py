@@ -133,6 +133,22 @@ def test_a_store_made_again_never_gets_the_old_stores_copy(db: Path) -> None:
     assert fresh.how == "built" and fresh.frame.equals(_copy_frame_of(changed))
 
 
+def test_an_older_backup_restored_and_appended_past_the_copy_does_not_extend_it(
+    db: Path, tmp_path: Path
+) -> None:
+    backup = tmp_path / "backup.db"
+    shutil.copyfile(db, backup)  # 500 candles; the store is closed, so all in the file
+    with MarketStore(db) as store:
+        store.upsert_candles(KEY, generate_candles("BTC/USDT", START + 500 * 60_000, 20))
+    assert _load(db).how == "built"  # the copy: 520 candles
+    shutil.copyfile(backup, db)
+    other = generate_candles("ETH/USDT", START + 500 * 60_000, 30)  # other prices, same times
+    with MarketStore(db) as store:  # same store id, no rewrite, a higher generation
+        store.upsert_candles(KEY, other)
+    restored = _load(db)
+    assert restored.how == "built" and restored.frame.equals(_sqlite(db))
+
+
 def test_a_store_without_generations_is_read_from_sqlite_and_not_copied(tmp_path: Path) -> None:
     db = tmp_path / "market.db"
     old = sqlite3.connect(db)  # a market.db as bfx made it before the cache

@@ -12,8 +12,9 @@ and a copy is served only when it provably holds what the store holds at that mo
 - Served when the name matches the state, the bytes match the CRC, and the frame read has the
   rows its name says and the first and last open times the store reports, strictly increasing.
   Anything else (a truncated, damaged or foreign file) is ignored and rebuilt: never served.
-- Appended when only appends happened since (same store id and `rewrites`, a higher generation):
-  the copy plus the store's candles after its last one, checked as above, become the new copy.
+- Appended when only appends happened since (same store id and `rewrites`, a higher generation,
+  and the store's candle at the copy's last open time equal to the copy's last row): the copy
+  plus the store's candles after it, checked as above, become the new copy.
 - Written to a temporary file and renamed, so a reader never sees half a file; best effort: a
   directory that cannot be written (an archived data dir) just means no copy, never an error.
 - A store made before generations existed (`tracked()` false) is read from SQLite every time.
@@ -113,8 +114,10 @@ def _extended(
         old = _read(copy, None)
         if old is None:
             continue
-        new = _frame(store.candle_tuples(key, after_ms=copy.last_ms))
-        frame = pl.concat([old, new])
+        tail = store.candle_tuples(key, after_ms=copy.last_ms - 1)
+        if not tail or tail[0] != old.row(-1):
+            continue  # the store's candle at the copy's end differs: not the same history
+        frame = pl.concat([old, _frame(tail[1:])])
         if _fits(frame, state):
             return frame
     return None
