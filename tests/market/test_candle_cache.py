@@ -133,8 +133,9 @@ def test_a_store_made_again_never_gets_the_old_stores_copy(db: Path) -> None:
     assert fresh.how == "built" and fresh.frame.equals(_copy_frame_of(changed))
 
 
-def test_an_older_backup_restored_and_appended_past_the_copy_does_not_extend_it(
-    db: Path, tmp_path: Path
+@pytest.mark.parametrize("appended", [20, 30])
+def test_an_older_backup_restored_and_appended_to_never_gets_the_copy(
+    db: Path, tmp_path: Path, appended: int
 ) -> None:
     backup = tmp_path / "backup.db"
     shutil.copyfile(db, backup)  # 500 candles; the store is closed, so all in the file
@@ -142,8 +143,8 @@ def test_an_older_backup_restored_and_appended_past_the_copy_does_not_extend_it(
         store.upsert_candles(KEY, generate_candles("BTC/USDT", START + 500 * 60_000, 20))
     assert _load(db).how == "built"  # the copy: 520 candles
     shutil.copyfile(backup, db)
-    other = generate_candles("ETH/USDT", START + 500 * 60_000, 30)  # other prices, same times
-    with MarketStore(db) as store:  # same store id, no rewrite, a higher generation
+    other = generate_candles("ETH/USDT", START + 500 * 60_000, appended)  # other prices
+    with MarketStore(db) as store:  # same store id, no rewrite: 20 give the copy's very counters
         store.upsert_candles(KEY, other)
     restored = _load(db)
     assert restored.how == "built" and restored.frame.equals(_sqlite(db))

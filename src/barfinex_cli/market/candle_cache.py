@@ -9,11 +9,12 @@ and a copy is served only when it provably holds what the store holds at that mo
   transaction as any candle, is in the file's name with the row count, last open time and a
   CRC-32 of the file's bytes, under `market.db.cache/` (the db's own name plus `.cache`):
   `<exchange>/<symbol>/<timeframe>/<store id>.<rewrites>.<generation>.<rows>.<last>.<crc>.parquet`.
-- Served when the name matches the state, the bytes match the CRC, and the frame read has the
-  rows its name says and the first and last open times the store reports, strictly increasing.
+- Served when the name matches the state, the bytes match the CRC, the frame read has the rows
+  its name says and the first and last open times the store reports, strictly increasing, and
+  the store's first and last candles equal the frame's.
   Anything else (a truncated, damaged or foreign file) is ignored and rebuilt: never served.
 - Appended when only appends happened since (same store id and `rewrites`, a higher generation,
-  and the store's candle at the copy's last open time equal to the copy's last row): the copy
+  and the store's candles at the copy's first and last open times equal its rows): the copy
   plus the store's candles after it, checked as above, become the new copy.
 - Written to a temporary file and renamed, so a reader never sees half a file; best effort: a
   directory that cannot be written (an archived data dir) just means no copy, never an error.
@@ -93,7 +94,7 @@ def load_series(store: MarketStore, key: SeriesKey) -> Loaded:
         for copy in copies:
             if _same(copy, state):
                 frame = _read(copy, state)
-                if frame is not None:
+                if frame is not None and _ends_agree(store, key, frame):
                     return Loaded(frame, "hit")
         frame, how = _extended(store, key, state, copies), "appended"
         if frame is None:
@@ -114,13 +115,26 @@ def _extended(
         old = _read(copy, None)
         if old is None:
             continue
-        tail = store.candle_tuples(key, after_ms=copy.last_ms - 1)
-        if not tail or tail[0] != old.row(-1):
-            continue  # the store's candle at the copy's end differs: not the same history
-        frame = pl.concat([old, _frame(tail[1:])])
+        if not _ends_agree(store, key, old):
+            continue
+        tail = store.candle_tuples(key, after_ms=copy.last_ms)
+        frame = pl.concat([old, _frame(tail)])
         if _fits(frame, state):
             return frame
     return None
+
+
+def _ends_agree(store: MarketStore, key: SeriesKey, frame: pl.DataFrame) -> bool:
+    """Whether the store holds the frame's first and last rows as they are (two index reads).
+
+    The counters cannot tell an older backup of market.db copied back over it (same id) once its
+    counters climb back to a copy's; its candles at the copy's ends almost surely differ.
+    """
+    for row in (frame.row(0), frame.row(-1)):
+        held = store.candles(key, since_ms=row[0], until_ms=row[0])
+        if not held or tuple(held[0]) != row:
+            return False
+    return True
 
 
 def _read(copy: _Copy, state: SeriesState | None) -> pl.DataFrame | None:
