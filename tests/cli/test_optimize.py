@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import optuna
 import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from barfinex_cli.cli.main import app
+from barfinex_cli.kernel.optimize.storage import journal_prefix, open_storage
 from cli.conftest import BfxRun
+from conftest import REDIS_URL
 
 SMA = str(Path(__file__).resolve().parents[2] / "strategies" / "sma_cross.py")
 TREND = str(Path(__file__).resolve().parents[2] / "strategies" / "trend_ema_adx.py")
@@ -113,3 +118,41 @@ def test_two_jobs_as_a_real_process(bfx: BfxRun, csv: Path) -> None:
     assert (report["jobs"], report["trials_run"]) == (2, 4)
     assert report["folds"][0]["trials_completed"] == 4
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.redis
+def test_two_machines_share_one_study_on_redis(
+    cli_env: dict[str, str], csv: Path, tmp_path: Path, namespace: str
+) -> None:
+    """Two `bfx optimize` processes with their own data dirs add their trials to one study."""
+    import redis
+
+    search = ["-p", "fast=5:20", "-p", "slow=25:60", "--sampler", "random", "--trials", "3"]
+    args = [sys.executable, "-m", "barfinex_cli", "optimize", SMA, "--data", str(csv), *search,
+            "--storage", REDIS_URL, "--study", "shared", "--json"]  # fmt: skip
+    hosts = []
+    for name in ("a", "b"):
+        env = {**cli_env, "BFX_HOME": str(tmp_path / name)}
+        hosts.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))  # fmt: skip
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        reports = []
+        for host in hosts:
+            out, err = host.communicate(timeout=120)
+            assert host.returncode == 0, err
+            reports.append(json.loads(out))
+        assert [r["trials_run"] for r in reports] == [3, 3]
+        assert max(r["folds"][0]["trials_completed"] for r in reports) == 6  # the last sees all
+        assert not (tmp_path / "a" / "optuna.db").exists()
+        study = optuna.load_study(study_name="shared", storage=open_storage(REDIS_URL, namespace))
+        assert [t.number for t in study.trials] == list(range(6))
+        assert len({t.user_attrs["worker"] for t in study.trials}) == 2
+    finally:
+        for host in hosts:
+            if host.poll() is None:
+                host.kill()
+        keys = list(client.scan_iter(f"{journal_prefix(namespace)}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
