@@ -117,7 +117,9 @@ def make_sampler(request: OptimizeRequest, worker: int) -> optuna.samplers.BaseS
         return optuna.samplers.GridSampler(grid, seed=seed)
     if request.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    # constant liar: a trial still running elsewhere counts as a poor one, so processes sharing
+    # the study do not all sample the same promising point at once
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 @dataclass
