@@ -271,5 +271,7 @@ async def test_a_drawdown_close_all_waits_for_the_book_without_repeating_itself(
     alerts = [a.message for a in await payloads(market, "inspector.alert")]
     assert len([a for a in alerts if a.startswith("close all:")]) == 1, alerts
     assert len([a for a in alerts if "deferred: spread" in a]) == 1
+    assert len([a for a in alerts if a.startswith("stand down")]) == 1
+    assert inspector.store.counters().stand_down_until_ms is not None
     close = await order_of(market, f"i-{decision.id}-x1")
     assert close.average_price == Decimal("96.980301")  # the narrow bid, slipped 1 bp

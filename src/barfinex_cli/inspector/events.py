@@ -136,6 +136,7 @@ class Events:
         pnl = payload.realised_pnl - position.realised_at_open
         closed = replace(position, status="closed", size=Decimal(0), closed_ms=self.ins.now_ms())
         self.ins.store.save_position(closed)
+        self.ins.closer.deferred.pop(position.symbol, None)  # nothing left to close
         if position.runtime:
             await self.ins.protector.cancel_all(position, self.ins.now_ms())
             counters = self.ins.roll_day()

@@ -109,6 +109,7 @@ class Reconciler:
             # every close is on its way or waits for the book: acting again would only repeat
             # the alerts until the provider reports the positions flat
             await self.ins.closer.retry()
+            await self.ins.stand_down(breach.until, reason, extend=True)
         elif breach.action == "CLOSE_ALL":
             await self.ins.close_all(reason)
             await self.ins.stand_down(breach.until, reason)

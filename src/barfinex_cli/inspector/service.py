@@ -350,9 +350,17 @@ class Inspector:
 
     # -- operator actions ------------------------------------------------------------------
 
-    async def stand_down(self, until: datetime | None, reason: str) -> None:
-        """Stop new entries until `until` (None: until `resume`); open positions stay managed."""
+    async def stand_down(
+        self, until: datetime | None, reason: str, *, extend: bool = False
+    ) -> None:
+        """Stop new entries until `until` (None: until `resume`); open positions stay managed.
+
+        With `extend`, a stand-down already in force at least as long is left as it is.
+        """
         end = until or FOREVER
+        held = self.store.counters().stand_down_until_ms
+        if extend and held is not None and held >= to_ms(end):
+            return
         self.store.update_counters(stand_down_until_ms=to_ms(end), stand_down_reason=reason)
         when = "until resumed" if until is None else f"until {end.isoformat()}"
         await self.alerts.raise_("warning", f"stand down {when}: {reason}", policy="stand_down")
