@@ -17,7 +17,8 @@ from barfinex_cli.detector.loader import StrategyFactory, load_strategy_factory
 from barfinex_cli.detector.params import parse_params
 from barfinex_cli.errors import RedisUnreachable, UsageError
 from barfinex_cli.kernel.optimize.plan import OptimizeRequest, plan_folds
-from barfinex_cli.kernel.optimize.run import OptimizeReport, run_optimize
+from barfinex_cli.kernel.optimize.report import OptimizeReport
+from barfinex_cli.kernel.optimize.run import run_optimize
 from barfinex_cli.kernel.optimize.storage import journal_prefix, open_storage
 from conftest import REDIS_URL
 

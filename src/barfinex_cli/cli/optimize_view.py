@@ -17,7 +17,7 @@ from barfinex_cli.cli.render import err, out
 
 if TYPE_CHECKING:
     from barfinex_cli.kernel.optimize.plan import Window
-    from barfinex_cli.kernel.optimize.run import FoldReport, OptimizeReport, TrialRow
+    from barfinex_cli.kernel.optimize.report import FoldReport, OptimizeReport, TrialRow
 
 FIGURES = (
     ("total_return_pct", "return %"),

@@ -13,19 +13,16 @@ from __future__ import annotations
 import itertools
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import polars as pl
 
 from barfinex_cli.detector.loader import StrategyFactory
-from barfinex_cli.detector.params import ParamValue
 from barfinex_cli.errors import UsageError, mask_url
 from barfinex_cli.kernel.optimize.plan import (
     Fold,
     OptimizeRequest,
-    Window,
     default_study,
     fold_study,
     metric_value,
@@ -33,11 +30,11 @@ from barfinex_cli.kernel.optimize.plan import (
     plan_folds,
     study_key,
 )
+from barfinex_cli.kernel.optimize.pool import Pool, WorkerJob
+from barfinex_cli.kernel.optimize.report import FoldReport, OptimizeReport, TrialRow
 from barfinex_cli.kernel.optimize.storage import open_storage, storage_url
 from barfinex_cli.kernel.optimize.trials import (
     Evaluator,
-    Pool,
-    WorkerJob,
     countdown,
     evaluate,
     make_sampler,
@@ -59,70 +56,6 @@ class Reporter(Protocol):
 
     def trial(self, done: int, value: float | None) -> None:
         """A trial finished (value None: pruned)."""
-
-
-@dataclass(frozen=True)
-class TrialRow:
-    """A finished trial: its parameters, its score and its in-sample metrics."""
-
-    number: int
-    params: dict[str, ParamValue]
-    value: float
-    metrics: dict[str, float | int]
-
-
-@dataclass(frozen=True)
-class FoldReport:
-    """One fold's search and the out-of-sample test of its best trial."""
-
-    label: str
-    study: str
-    search: Window
-    test: Window
-    trials_run: int
-    """Trials this run added."""
-    trials_total: int
-    """Completed trials in the study, this run's and earlier ones'."""
-    pruned: int
-    top: list[TrialRow] = field(default_factory=list)
-    test_metrics: dict[str, float | int] | None = None
-    refused: str | None = None
-    """Why `build` refused a parameter set (the first reason seen), if it did."""
-
-    @property
-    def best(self) -> TrialRow | None:
-        """Return the best trial of the study, if any completed."""
-        return self.top[0] if self.top else None
-
-
-@dataclass(frozen=True)
-class OptimizeReport:
-    """The whole run: every fold, the final one last."""
-
-    study: str
-    storage: str
-    metric: str
-    direction: str
-    sampler: str
-    jobs: int
-    folds: list[FoldReport]
-    elapsed_s: float
-    """Wall time spent running trials (not loading, not testing the best)."""
-
-    @property
-    def final(self) -> FoldReport:
-        """Return the fold searched on all but the holdout."""
-        return self.folds[-1]
-
-    @property
-    def trials_run(self) -> int:
-        """Return the trials this run added, over every fold."""
-        return sum(f.trials_run for f in self.folds)
-
-    @property
-    def trials_per_s(self) -> float:
-        """Return trials per second of trial wall time."""
-        return self.trials_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 def run_optimize(
