@@ -40,6 +40,8 @@ log = logging.getLogger("bfx.backtest")
 Progress = Callable[[int, int], None]
 """Called with (moments played, moments in the replay)."""
 
+WALL_NEVER_S = 10.0**9
+"""A wall-clock interval no run reaches."""
 MAX_BPS = 1000
 """The most fees or slippage a run accepts, in basis points (10 %): more is a typo."""
 
@@ -136,7 +138,10 @@ async def _run_once(
         replay=spec.replay, days=spec.days, history=spec.history, symbols=spec.symbols or None
     ).model_copy(
         update={"exchange": None, "speed": None, "exit_at_end": True, "serve": False,
-                "record": False, "paper": True, "wait_for_apps": 0}
+                "record": False, "paper": True, "wait_for_apps": 0,
+                # the periodic integrity scan runs on wall time: a run's outcome must not
+                # depend on how long it took, so only the scan at start runs
+                "integrity_interval_s": WALL_NEVER_S}
     )  # fmt: skip
     connector = LockstepReplay(
         source=provider.replay, symbols=provider.symbols or None,
@@ -184,13 +189,18 @@ async def _run_once(
                 )  # fmt: skip
                 total = _moments(connector)
                 skipped = 0
+                moved = _watch_broker(rt.broker)
 
-                async def barrier(moment_ms: int) -> None:
+                async def barrier(moment_ms: int, next_ms: int | None) -> None:
                     nonlocal skipped
+                    # before a forecast moment too: the roles meet its signal caught up, as in
+                    # the full lock-step (the advisor prices from the newest book it has read)
                     if (
                         forecast is not None
                         and moment_ms not in forecast
+                        and next_ms not in forecast
                         and skipped < MAX_SKIP
+                        and not moved.pop()
                         and _flat(rt.broker)
                     ):
                         skipped += 1
@@ -226,6 +236,34 @@ async def _run_once(
     save(home, result, wall_s)
     missed = seen.signal_moments - forecast if forecast is not None else set()
     return result, missed
+
+
+class _Moved:
+    """Whether the paper broker emitted anything (a fill, a cancel) since last asked."""
+
+    def __init__(self) -> None:
+        self.flag = False
+
+    def pop(self) -> bool:
+        flag, self.flag = self.flag, False
+        return flag
+
+
+def _watch_broker(broker: Any) -> _Moved:
+    """Flag every payload the broker emits: a moment where it did must be waited on.
+
+    A stop that fills on a candle leaves the account flat, but the inspector has still to
+    learn of the loss (its cooldown starts from when it does), so that moment is not skipped.
+    """
+    moved = _Moved()
+    emit = broker._emit
+
+    async def flagged(payload: Any) -> None:
+        moved.flag = True
+        await emit(payload)
+
+    broker._emit = flagged
+    return moved
 
 
 def _flat(broker: Any) -> bool:

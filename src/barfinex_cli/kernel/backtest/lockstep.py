@@ -152,8 +152,8 @@ class StackQuiet:
             await asyncio.sleep(0)
 
 
-Barrier = Callable[[int], Awaitable[None]]
-"""Called with the market time of the next item, before it is yielded."""
+Barrier = Callable[[int, int | None], Awaitable[None]]
+"""Called with the moment just played and the next one (None at the end), before the next."""
 
 
 class LockstepReplay(ReplayConnector):
@@ -198,12 +198,12 @@ class LockstepReplay(ReplayConnector):
                         # the replay clock already moved to `at`; while the stack settles the
                         # last moment, history served to it must end there (no look-ahead)
                         self._clock_ms = last
-                        await self.barrier(last)
+                        await self.barrier(last, at)
                         self._clock_ms = at
                     last = at
                     self.moments += 1
                 yield payload
             if last is not None and self.barrier is not None:
-                await self.barrier(last)  # the last moment settles before the replay ends
+                await self.barrier(last, None)  # the last moment settles before the end
         finally:
             await inner.aclose()
