@@ -194,3 +194,16 @@ def test_costs_out_of_range_are_refused_in_one_line(
     with pytest.raises(UsageError, match=word):
         run_vector(strategy, market(minutes=100), exchange="x", fees_bps=fees,
                    slippage_bps=slippage)  # fmt: skip
+
+
+def test_only_the_columns_the_rules_and_fills_read_are_checked() -> None:
+    strategy = load_strategy(STRATEGIES / "sma_cross.py")
+    frame = market(minutes=500).with_columns(
+        volume=pl.when(pl.int_range(pl.len()) == 7).then(float("nan")).otherwise(pl.col("volume"))
+    )
+    result = run_vector(strategy, frame, exchange="synthetic", fees_bps=0, slippage_bps=0)
+    assert result.bars == 500  # sma_cross reads only the close: a NaN volume does not matter
+    bad = frame.with_columns(close=pl.when(pl.int_range(pl.len()) == 7).then(float("nan"))
+                             .otherwise(pl.col("close")))  # fmt: skip
+    with pytest.raises(UsageError, match="close is nan"):
+        run_vector(strategy, bad, exchange="synthetic", fees_bps=0, slippage_bps=0)

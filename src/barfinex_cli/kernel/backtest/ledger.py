@@ -143,15 +143,12 @@ def simulate(
     # 4. equity at every close: the last filled candle at or before it
     last_row = np.r_[ev[1:] != ev[:-1], True] if len(ev) else np.zeros(0, np.bool_)
     change = bar[last_row]
-    if len(change):
-        marks = np.zeros(n, dtype=np.int64)
-        marks[change] = 1  # one filled candle per change point, ascending
-        slot_of = np.cumsum(marks) - 1
-        cash = np.where(slot_of >= 0, cash_after[last_row][np.maximum(slot_of, 0)], cash0)
-        pos = np.where(slot_of >= 0, pos_after[last_row][np.maximum(slot_of, 0)], 0.0)
-        equity = cash + pos * closes
-    else:
-        equity = np.full(n, cash0)
+    # state k (0: before any fill) holds from the k-th filled candle to the next one
+    lasts = np.diff(np.concatenate(([0], change, [n])))
+    cash = np.repeat(np.concatenate(([cash0], cash_after[last_row])), lasts)
+    pos = np.repeat(np.concatenate(([0.0], pos_after[last_row])), lasts)
+    equity = np.multiply(pos, closes, out=pos)
+    equity += cash
 
     fills, trades = _tables(
         symbol, run_id, times, closes, step, bar, price, qty, fee, buy, slot, is_reduce,

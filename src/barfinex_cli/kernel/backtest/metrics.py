@@ -106,20 +106,24 @@ def metrics_of_arrays(
         cagr = math.exp(math.log(final / initial_equity) / years) - 1.0
     else:
         cagr = 0.0
-    previous = np.empty(n)
-    previous[0] = initial_equity
-    previous[1:] = values[:-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        returns = np.where(previous > 0, values / previous - 1.0, 0.0)
+    returns = np.empty(n)
+    returns[0] = values[0] / initial_equity
+    np.divide(values[1:], values[:-1], out=returns[1:])
+    if float(values[:-1].min(initial=initial_equity)) <= 0:  # a bust: no return off nothing
+        with np.errstate(divide="ignore", invalid="ignore"):
+            returns[1:] = np.where(values[:-1] > 0, values[1:] / values[:-1], 1.0)
+    returns -= 1.0
     root = math.sqrt(periods_per_year(timeframe))
     mean = float(returns.mean())
     std = float(returns.std(ddof=1)) if n > 1 else 0.0
     sharpe = mean / std * root if std > 0 else 0.0
-    downside = math.sqrt(float(np.mean(np.minimum(returns, 0.0) ** 2)))
+    losses = np.minimum(returns, 0.0, out=returns)  # the returns are not needed after this
+    downside = math.sqrt(float(np.dot(losses, losses)) / n)
     no_downside = math.inf if mean > 0 else 0.0
     sortino = mean / downside * root if downside > 0 else no_downside
-    peak = np.maximum.accumulate(np.maximum(values, initial_equity))
-    drawdown = float(np.max(1.0 - values / peak))
+    peak = np.maximum.accumulate(values)
+    np.maximum(peak, initial_equity, out=peak)
+    drawdown = 1.0 - float(np.min(np.divide(values, peak, out=peak)))
     gain = float(pnl[pnl > 0].sum())
     loss = -float(pnl[pnl < 0].sum())
     no_loss = math.inf if gain > 0 else 0.0

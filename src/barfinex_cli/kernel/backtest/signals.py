@@ -84,16 +84,19 @@ def signal_candles(engine: VectorEngine, frame: pl.DataFrame, symbol: str) -> Si
             decided[m] = decisions
     if not decided:
         return _empty()
-    cands = masks.slice(warm).is_in(list(decided)).arg_true() + warm
-    fired = Cooldown(strategy.cooldown).admit(symbol, cands.to_list())
-    if not fired:
+    cands = (masks.slice(warm).is_in(list(decided)).arg_true() + warm).to_numpy()
+    if strategy.cooldown:
+        fired = np.asarray(Cooldown(strategy.cooldown).admit(symbol, cands.tolist()), np.int64)
+    else:  # no quiet period: every candidate fires (what `admit` returns, without its loop)
+        fired = cands.astype(np.int64, copy=False)
+    if not len(fired):
         return _empty()
     keys = np.array(sorted(decided), dtype=np.uint64)
     table = np.array([codes(decided[int(k)]) for k in keys], dtype=np.int64)
-    at = np.searchsorted(keys, masks.gather(fired).to_numpy().astype(np.uint64))
+    at = np.searchsorted(keys, masks.to_numpy()[fired].astype(np.uint64))
     rows = table[at]
     return SignalCandles(
-        np.asarray(fired, dtype=np.int64), rows[:, 0].astype(np.int8), rows[:, 1] == 1,
+        fired, rows[:, 0].astype(np.int8), rows[:, 1] == 1,
         rows[:, 2] == 1, rows[:, 3] == 1, rows[:, 4] == 1, rows[:, 5],
     )  # fmt: skip
 

@@ -106,7 +106,9 @@ def run_vector(
     if not 0 < size_pct <= 100 or not 0 < reduce_pct <= 100:
         raise UsageError("size and reduce are percentages above 0 and at most 100")
     run_id = run_id or str(uuid.uuid4())
-    frame = prepare_frame(frame)
+    # only what the rules and the fills read is checked and carried (a wide file costs nothing)
+    wanted = {"open_ms", "time", "timestamp", "symbol", "open", "close"} | strategy.columns()
+    frame = prepare_frame(frame.select(c for c in frame.columns if c in wanted))
     if frame.height == 0:
         raise UsageError("no candles to backtest: the data holds no rows in that window")
     if "symbol" in frame.columns:
@@ -133,8 +135,10 @@ def run_vector(
         filled = joined.with_columns(pl.exclude("t").forward_fill().fill_null(sleeve))
         times = filled["t"].to_numpy()
         values = filled.select(pl.sum_horizontal(pl.exclude("t")))[:, 0].to_numpy()
-    fills = pl.concat([b.fills for b in ledgers]).sort("time_ms", maintain_order=True)
-    trades = pl.concat([b.trades for b in ledgers]).sort("entry_ms", maintain_order=True)
+    fills, trades = ledgers[0].fills, ledgers[0].trades  # one symbol: already in time order
+    if len(ledgers) > 1:
+        fills = pl.concat([b.fills for b in ledgers]).sort("time_ms", maintain_order=True)
+        trades = pl.concat([b.trades for b in ledgers]).sort("entry_ms", maintain_order=True)
     fees = float(fills["fee"].sum())
     metrics = metrics_of_arrays(
         values, trades["pnl"].to_numpy(), trades["entry_ms"].to_numpy(),
