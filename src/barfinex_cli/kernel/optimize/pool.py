@@ -11,8 +11,8 @@ a worker's failure stops the others.
 from __future__ import annotations
 
 import queue
+import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,17 +30,42 @@ if TYPE_CHECKING:
     import optuna
 
 
-def shared_claim(remaining: Any) -> Callable[[], bool]:
-    """Return a claim on a counter shared by processes (a `multiprocessing.Value`)."""
+class SharedClaims:
+    """Trials left and trials in flight, shared by the processes of one pool.
 
-    def claim() -> bool:
-        with remaining.get_lock():
-            if remaining.value <= 0:
+    A claim moves one trial from left to in flight in one step (under the `left` lock), so once
+    nothing is left and nothing is in flight every trial is stored: a worker still starting up
+    then has nothing to do and need not be waited for.
+    """
+
+    def __init__(self, left: Any, active: Any) -> None:
+        self.left = left
+        self.active = active
+
+    def claim(self) -> bool:
+        """Return whether one more trial may run (it is then in flight)."""
+        with self.left.get_lock():
+            if self.left.value <= 0:
                 return False
-            remaining.value -= 1
+            self.left.value -= 1
+            with self.active.get_lock():
+                self.active.value += 1
             return True
 
-    return claim
+    def release(self) -> None:
+        """Record that a claimed trial finished and is stored."""
+        with self.active.get_lock():
+            self.active.value -= 1
+
+    def finished(self) -> bool:
+        """Return whether every trial was claimed and is stored."""
+        with self.left.get_lock(), self.active.get_lock():
+            return bool(self.left.value <= 0 and self.active.value <= 0)
+
+    def stop(self) -> None:
+        """Grant nothing more: the others stop after their current trial."""
+        with self.left.get_lock():
+            self.left.value = 0
 
 
 @dataclass(frozen=True)
@@ -57,7 +82,7 @@ class WorkerJob:
     study: str
 
 
-def work(job: WorkerJob, remaining: Any, events: mp.Queue[tuple[Any, ...]]) -> None:
+def work(job: WorkerJob, claims: SharedClaims, events: mp.Queue[tuple[Any, ...]]) -> None:
     """Worker process entry: load once, run trials while the shared counter grants them.
 
     Puts ("trial", value | None) after each trial, then ("done",) — or ("error", message,
@@ -77,8 +102,7 @@ def work(job: WorkerJob, remaining: Any, events: mp.Queue[tuple[Any, ...]]) -> N
             storage=open_storage(job.storage, job.namespace),
             sampler=make_sampler(job.request, job.worker),
         )
-        claim = shared_claim(remaining)
-        run_trials(evaluator, study, claim, lambda _n, v: events.put(("trial", v)))
+        run_trials(evaluator, study, claims, lambda _n, v: events.put(("trial", v)))
         events.put(("done",))
     except BfxError as exc:
         events.put(("error", str(exc), exc.exit_code))
@@ -100,8 +124,9 @@ class Pool:
 
     The parent runs trials too (it has the factory and the frame already, so it starts at
     once while the workers import); all of them claim trials from one shared counter, so a
-    slow starter simply gets fewer. Workers that reported done are left to exit on their own
-    and joined by `close`, after the parent has moved on.
+    slow starter simply gets fewer, and none at all if the others finish first: the run ends
+    when every trial is stored, not when every worker has started. `close` then stops the
+    workers that are still starting and joins the rest, after the parent has moved on.
     """
 
     evaluator: Evaluator
@@ -110,6 +135,8 @@ class Pool:
     jobs: list[WorkerJob]
     progress: Progress | None
     procs: list[Any] = field(default_factory=list)
+    claims: SharedClaims | None = None
+    """Held until `close`: a worker still starting unpickles it, and its semaphores with it."""
 
     def run(self) -> None:
         """Run every trial; return when all are done.
@@ -121,10 +148,10 @@ class Pool:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")  # never fork: polars holds threads
-        remaining = context.Value("i", self.trials)
+        claims = self.claims = SharedClaims(context.Value("i", self.trials), context.Value("i", 0))
         events: mp.Queue[tuple[Any, ...]] = context.Queue()
         self.procs = [
-            context.Process(target=work, args=(job, remaining, events), daemon=True)
+            context.Process(target=work, args=(job, claims, events), daemon=True)
             for job in self.jobs
         ]
         for proc in self.procs:
@@ -165,17 +192,23 @@ class Pool:
             drain(None)  # the workers' trials so far, between two of ours
 
         try:
-            run_trials(self.evaluator, self.study, shared_claim(remaining), mine)
-            while running:
-                drain(0.5)
+            run_trials(self.evaluator, self.study, claims, mine)
+            while running and not claims.finished():
+                drain(0.2)
+            settle = time.monotonic() + 2  # the last trials' events may still be in the pipe
+            while running and done < self.trials and time.monotonic() < settle:
+                drain(0.1)
         except BaseException:
-            with remaining.get_lock():
-                remaining.value = 0  # the others stop after their current trial
+            claims.stop()
             for proc in self.procs:
                 proc.terminate()
             raise
 
     def close(self) -> None:
-        """Wait for the workers to exit (they have finished their trials)."""
+        """Stop workers still starting (no trial is left for them); join every worker."""
         for proc in self.procs:
-            proc.join(timeout=30)
+            proc.join(timeout=1)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=30)
+        self.claims = None

@@ -34,8 +34,8 @@ from barfinex_cli.kernel.optimize.pool import Pool, WorkerJob
 from barfinex_cli.kernel.optimize.report import FoldReport, OptimizeReport, TrialRow
 from barfinex_cli.kernel.optimize.storage import open_storage, storage_url
 from barfinex_cli.kernel.optimize.trials import (
+    Countdown,
     Evaluator,
-    countdown,
     evaluate,
     make_sampler,
     run_trials,
@@ -190,7 +190,7 @@ def _search(
     evaluator = Evaluator(factory, frame, request, fold.search)
     jobs = min(request.jobs, trials)
     if jobs == 1:
-        run_trials(evaluator, study, countdown(trials), progress)
+        run_trials(evaluator, study, Countdown(trials), progress)
         return None
     url, namespace, frame_path = where
     pool = Pool(

@@ -16,7 +16,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import polars as pl
 
@@ -148,10 +148,10 @@ class Evaluator:
 def run_trials(
     evaluator: Evaluator,
     study: optuna.Study,
-    claim: Callable[[], bool],
+    claims: Claims,
     progress: Progress | None,
 ) -> None:
-    """Run trials of `study` in this process while `claim()` grants one, calling `progress`.
+    """Run trials of `study` in this process while `claims` grants one, calling `progress`.
 
     One `optimize(n_trials=1)` per claimed trial: the claim comes before the trial exists, so
     processes sharing a counter run exactly the trials asked for, and a grid sampler may still
@@ -168,17 +168,33 @@ def run_trials(
             value = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
             progress(done, value)
 
-    while claim():
-        study.optimize(evaluator.objective, n_trials=1, callbacks=[callback], catch=())
+    while claims.claim():
+        try:
+            study.optimize(evaluator.objective, n_trials=1, callbacks=[callback], catch=())
+        finally:
+            claims.release()
 
 
-def countdown(trials: int) -> Callable[[], bool]:
-    """Return a claim that grants `trials` trials in this process."""
-    left = trials
+class Claims(Protocol):
+    """Grants trials one at a time; `release` says a granted trial is finished and stored."""
 
-    def claim() -> bool:
-        nonlocal left
-        left -= 1
-        return left >= 0
+    def claim(self) -> bool:
+        """Return whether one more trial may run."""
 
-    return claim
+    def release(self) -> None:
+        """Record that a claimed trial finished."""
+
+
+class Countdown:
+    """Grants `trials` trials in this process."""
+
+    def __init__(self, trials: int) -> None:
+        self.left = trials
+
+    def claim(self) -> bool:
+        """Return whether one more trial may run."""
+        self.left -= 1
+        return self.left >= 0
+
+    def release(self) -> None:
+        """Nothing to record in one process."""
