@@ -106,9 +106,8 @@ class Reconciler:
         reason = f"{breach.policy}: {breach.reason}"
         runtime = [p for p in self.ins.store.positions() if p.runtime]
         if breach.action == "CLOSE_ALL" and all(self.ins.closer.closing(p) for p in runtime):
-            # every close is on its way or waits for the book: acting again would only repeat
-            # the alerts until the provider reports the positions flat
-            await self.ins.closer.retry()
+            # every close is on its way or waits for the book (retried on its own cadence):
+            # acting again would only repeat the alerts until the provider reports them flat
             await self.ins.stand_down(breach.until, reason, extend=True)
         elif breach.action == "CLOSE_ALL":
             await self.ins.close_all(reason)
