@@ -275,3 +275,29 @@ async def test_a_drawdown_close_all_waits_for_the_book_without_repeating_itself(
     assert inspector.store.counters().stand_down_until_ms is not None
     close = await order_of(market, f"i-{decision.id}-x1")
     assert close.average_price == Decimal("96.980301")  # the narrow bid, slipped 1 bp
+
+
+async def test_a_max_hold_close_waits_for_the_book_too(
+    market: Market, start_inspector: StartInspector, tmp_path: Path
+) -> None:
+    text = (
+        "[risk]\nper_trade_pct = 1\n\n[hold]\nmax_hold_minutes = 0.01\n\n"
+        "[execution]\nmax_close_spread_bps = 20\nmax_close_defer_minutes = 30\n"
+    )
+    inspector, _, _ = await start_inspector(policy=policy(tmp_path, text))
+    decision = await market.decide()
+    await until(lambda: len(inspector.store.orders(live_only=True)) == 2)
+    await book(market, "BTC/USDT", "99", "101")
+    await until(
+        lambda: inspector.governor.expired(inspector.portfolio().positions, inspector.clock.now())
+    )
+    await market.candle("BTC/USDT", 100, 100.5, 99.5, 100)  # held past 0.6 s: close, but wide
+    await until(lambda: "BTC/USDT" in inspector.status()["deferred_closes"])
+    assert inspector.status()["deferred_closes"]["BTC/USDT"]["reason"] == "max hold time"
+    await book(market, "BTC/USDT", "99.99", "100.01", size="100")
+
+    async def flat() -> bool:
+        return all(p.side == "flat" for p in await market.client.positions("paper"))
+
+    await until(flat)
+    assert (await order_of(market, f"i-{decision.id}-x1")).status == "filled"
