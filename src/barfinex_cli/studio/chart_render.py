@@ -184,13 +184,13 @@ def _volume(grid: list[list[Cell]], top: int, rows: int, bars: Sequence[Bar],
             cols: Sequence[int], w: int) -> None:  # fmt: skip
     peak = max(b.volume for b in bars) or 1.0
     for bar, col in zip(bars, cols, strict=True):
-        eighths = round(bar.volume / peak * rows * 8)
+        full, part = divmod(round(bar.volume / peak * rows * 8), 8)
         style = "volume_up" if bar.up else "volume_down"
-        for r in range(rows):
-            fill = min(max(eighths - (rows - 1 - r) * 8, 0), 8)
-            if fill:
+        bottom = top + rows - 1
+        for r, glyph in [(bottom - i, "█") for i in range(full)] + [(bottom - full, EIGHTHS[part])]:
+            if r >= top and glyph != " ":
                 for c in range(col, col + w):
-                    grid[top + r][c] = (EIGHTHS[fill], style)
+                    grid[r][c] = (glyph, style)
 
 
 def _markers(grid: list[list[Cell]], top: int, rows: int, scale: Scale, frame: Frame,
@@ -239,6 +239,8 @@ def _time_axis(row: list[Cell], frame: Frame, cols: Sequence[int], plot_w: int) 
     next_free = 0
     previous_day = None
     for bar, col in zip(frame.bars, cols, strict=True):
+        if col < next_free:
+            continue
         day = bar.time.date()
         if daily:
             text = bar.time.strftime("%Y-%m-%d")
@@ -246,7 +248,7 @@ def _time_axis(row: list[Cell], frame: Frame, cols: Sequence[int], plot_w: int) 
             text = bar.time.strftime("%m-%d %H:%M")
         else:
             text = bar.time.strftime("%H:%M")
-        if col >= next_free and col + len(text) <= plot_w:
+        if col + len(text) <= plot_w:
             _put_text(row, col, "╵" + text, "axis")
             next_free = col + len(text) + 3
             previous_day = day

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import groupby
 from typing import ClassVar
 
 from rich.segment import Segment
@@ -96,6 +97,8 @@ class CandleChart(Widget, can_focus=True):
         """How many times the drawing was recomputed (the benchmark and tests read it)."""
         self._cells: list[list[Cell]] | None = None
         self._cells_size = (0, 0)
+        self._strips: list[Strip] | None = None
+        self._styles: dict[str, Style] = {}
 
     # --- what the screen calls ------------------------------------------------------------------
 
@@ -134,7 +137,14 @@ class CandleChart(Widget, can_focus=True):
     def invalidate(self) -> None:
         """Forget the cached drawing and repaint."""
         self._cells = None
+        self._strips = None
         self.refresh()
+
+    def notify_style_update(self) -> None:
+        """Forget the cached styles when the theme or CSS changes."""
+        self._styles = {}
+        self._strips = None
+        super().notify_style_update()
 
     def text_lines(self) -> list[str]:
         """Return the drawing as plain text lines (what the user reads, without colour)."""
@@ -182,6 +192,7 @@ class CandleChart(Widget, can_focus=True):
         if self._cells is None or self._cells_size != size:
             self._cells = render(self._frame(), *size)
             self._cells_size = size
+            self._strips = None
             self.redraws += 1
         return self._cells
 
@@ -196,25 +207,29 @@ class CandleChart(Widget, can_focus=True):
                      self.levels, focus, self.live and self.view.following)  # fmt: skip
 
     def render_line(self, y: int) -> Strip:
-        """Style row `y` of the cached drawing."""
+        """Return row `y` of the drawing, styled (all rows are styled once per drawing)."""
         cells = self._drawing()
-        if y >= len(cells):
+        if self._strips is None:
+            self._strips = [self._strip(row) for row in cells]
+        if y >= len(self._strips):
             return Strip.blank(self.size.width)
-        styles: dict[str, Style] = {}
-        segments: list[Segment] = []
-        run, run_style = "", ""
-        for ch, style in [*cells[y], ("", "\0")]:
-            if style != run_style and run:
-                segments.append(Segment(run, self._style(run_style, styles)))
-                run = ""
-            run += ch
-            run_style = style
-        return Strip(segments, self.size.width)
+        return self._strips[y]
 
-    def _style(self, name: str, cache: dict[str, Style]) -> Style:
-        if name not in cache:
+    def _strip(self, row: list[Cell]) -> Strip:
+        chars, styles = zip(*row, strict=True)
+        text = "".join(chars)
+        segments, start = [], 0
+        for style, run in groupby(styles):  # one segment per run of a style, sliced from the row
+            end = start + len(list(run))
+            segments.append(Segment(text[start:end], self._style(style)))
+            start = end
+        return Strip(segments, len(row))
+
+    def _style(self, name: str) -> Style:
+        style = self._styles.get(name)
+        if style is None:
             base = self.rich_style
-            cache[name] = (
+            style = self._styles[name] = (
                 (
                     base
                     + self.get_component_rich_style(
@@ -224,4 +239,4 @@ class CandleChart(Widget, can_focus=True):
                 if name
                 else base
             )
-        return cache[name]
+        return style
