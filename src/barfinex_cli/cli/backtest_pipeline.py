@@ -135,7 +135,8 @@ def _report_folds(done: WalkForward, as_json: bool) -> None:
     for f in done.folds:
         m = f.result.metrics
         model = "trained" if f.model else f"rule scorer ({f.untrained})"
-        table.add_row(str(f.number), f"{iso_ms(f.start_ms)} .. {iso_ms(f.end_ms)}", model,
+        window = f"{iso_ms(f.start_ms)[:16]} → {iso_ms(f.end_ms)[11:16]}".replace("T", " ")
+        table.add_row(str(f.number), window, model,
                       str(m.trades), f"{m.total_return_pct:.2f}", f"{m.sharpe:.2f}",
                       f"{m.max_drawdown_pct:.2f}")  # fmt: skip
     c = done.combined
