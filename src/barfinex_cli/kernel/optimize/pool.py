@@ -135,8 +135,9 @@ class Pool:
     jobs: list[WorkerJob]
     progress: Progress | None
     procs: list[Any] = field(default_factory=list)
-    claims: SharedClaims | None = None
-    """Held until `close`: a worker still starting unpickles it, and its semaphores with it."""
+    held: tuple[Any, ...] = ()
+    """The shared counters and the queue, held until `close`: a worker still starting
+    unpickles them, and their semaphores vanish with the last reference here."""
 
     def run(self) -> None:
         """Run every trial; return when all are done.
@@ -148,8 +149,9 @@ class Pool:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")  # never fork: polars holds threads
-        claims = self.claims = SharedClaims(context.Value("i", self.trials), context.Value("i", 0))
+        claims = SharedClaims(context.Value("i", self.trials), context.Value("i", 0))
         events: mp.Queue[tuple[Any, ...]] = context.Queue()
+        self.held = (claims, events)
         self.procs = [
             context.Process(target=work, args=(job, claims, events), daemon=True)
             for job in self.jobs
@@ -211,4 +213,4 @@ class Pool:
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=30)
-        self.claims = None
+        self.held = ()
