@@ -21,7 +21,7 @@ from barfinex_cli.bus.base import matches
 from barfinex_cli.bus.redis_streams import FIELD, RedisStreamsBus
 from barfinex_cli.contracts.advisor import DecisionMade
 from barfinex_cli.contracts.envelope import Envelope, make_event
-from barfinex_cli.contracts.market import CandleClosed
+from barfinex_cli.contracts.market import BookUpdated, CandleClosed
 from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.inspector.service import Inspector
 from barfinex_cli.kernel.parts import Kernel
@@ -111,6 +111,17 @@ class Market:
         self.next_ms += MINUTE
         await runtime.fed.on_candle(symbol, "1m", row, self.next_ms)
         await self.bus.publish(make_event(candle, source="provider/replay"))
+
+    async def book(self, symbol: str, bid: str, ask: str, size: str = "10") -> None:
+        """Hand the provider a one-level book as its feed would: kept for `/orderbook`, fed to
+        the paper broker, published as `market.book`."""
+        runtime = self.provider.runtime
+        assert runtime is not None
+        payload = BookUpdated(
+            exchange="replay", symbol=symbol, bids=[(Decimal(bid), Decimal(size))],
+            asks=[(Decimal(ask), Decimal(size))], time=from_ms(self.next_ms),
+        )  # fmt: skip
+        await runtime.apply(runtime.pipeline.feed(payload))
 
     async def decide(
         self, symbol: str = "BTC/USDT", side: str = "buy", entry: str = "100",

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from barfinex_cli.contracts.envelope import make_event
-from barfinex_cli.contracts.market import BookUpdated, TickerUpdated
+from barfinex_cli.contracts.market import TickerUpdated
 from barfinex_cli.store.market import TradeRow
 from inspector.conftest import Market, StartInspector, until
 
@@ -26,18 +26,6 @@ def policy(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "policies.toml"
     path.write_text(text)
     return path
-
-
-async def book(market: Market, symbol: str, bid: str, ask: str, size: str = "10") -> None:
-    """Hand the provider a book as its feed would: kept for `/orderbook`, fed to the paper
-    broker, published as `market.book`."""
-    runtime = market.provider.runtime
-    assert runtime is not None
-    payload = BookUpdated(
-        exchange="replay", symbol=symbol, bids=[(Decimal(bid), Decimal(size))],
-        asks=[(Decimal(ask), Decimal(size))], time=datetime.now(UTC),
-    )  # fmt: skip
-    await runtime.apply(runtime.pipeline.feed(payload))
 
 
 async def payloads(market: Market, pattern: str) -> list[Any]:
@@ -153,7 +141,7 @@ async def test_a_close_waits_while_the_spread_is_wide_and_goes_when_it_narrows(
     inspector, _, _ = await start_inspector(policy=policy(tmp_path, text))
     decision = await market.decide()
     await until(lambda: is_open(inspector))
-    await book(market, "BTC/USDT", "99", "101")  # ~200 bps wide
+    await market.book("BTC/USDT", "99", "101")  # ~200 bps wide
     await market.candle("BTC/USDT", 99, 99, 97.5, 97.8)  # the emulated stop fires ...
 
     await until(lambda: payloads(market, "inspector.protective.triggered"))
@@ -163,10 +151,10 @@ async def test_a_close_waits_while_the_spread_is_wide_and_goes_when_it_narrows(
     alerts = [a.message for a in await payloads(market, "inspector.alert")]
     assert any("close of BTC/USDT" in a and "deferred: spread" in a for a in alerts), alerts
     await market.candle("BTC/USDT", 97.8, 98, 97, 97.5)  # ... and more candles: it still waits
-    await book(market, "BTC/USDT", "97.4", "97.6")  # still ~205 bps
+    await market.book("BTC/USDT", "97.4", "97.6")  # still ~205 bps
     assert f"i-{decision.id}-x1" not in {o.client_order_id for o in await market.client.orders()}
 
-    await book(market, "BTC/USDT", "97.5", "97.51")  # ~1 bp: the close goes into this book
+    await market.book("BTC/USDT", "97.5", "97.51")  # ~1 bp: the close goes into this book
     await until(lambda: inspector.store.counters().losses == 1)
     close = {o.client_order_id: o for o in await market.client.orders("paper")}[
         f"i-{decision.id}-x1"
@@ -183,7 +171,7 @@ async def test_a_close_all_deferred_past_its_longest_wait_is_sent_anyway_with_a_
     inspector, _, _ = await start_inspector(policy=policy(tmp_path, text))  # guards at the venue
     decision = await market.decide()
     await until(lambda: len(inspector.store.orders(live_only=True)) == 2)  # stop, take-profit
-    await book(market, "BTC/USDT", "99", "101")
+    await market.book("BTC/USDT", "99", "101")
     assert inspector.api_url is not None
     async with httpx.AsyncClient() as http:
         answer = await http.post(inspector.api_url + "/api/v1/close-all")
@@ -257,12 +245,12 @@ async def test_a_drawdown_close_all_waits_for_the_book_without_repeating_itself(
     inspector, _, _ = await start_inspector(policy=policy(tmp_path, text))
     decision = await market.decide(stop="95", take_profit="120", size_hint="100")
     await until(lambda: len(inspector.store.orders(live_only=True)) == 2)
-    await book(market, "BTC/USDT", "96", "98")  # ~206 bps
+    await market.book("BTC/USDT", "96", "98")  # ~206 bps
     await market.candle("BTC/USDT", 100, 100, 96.5, 97)  # 20 x -3: past 0.5% from the peak
     await until(lambda: "BTC/USDT" in inspector.status()["deferred_closes"])
     await market.candle("BTC/USDT", 97, 97.2, 96.8, 97)  # still breached, still waiting
     await market.candle("BTC/USDT", 97, 97.2, 96.8, 97)
-    await book(market, "BTC/USDT", "96.99", "97.01", size="100")  # ~2 bps: the close goes
+    await market.book("BTC/USDT", "96.99", "97.01", size="100")  # ~2 bps: the close goes
 
     async def flat() -> bool:
         return all(p.side == "flat" for p in await market.client.positions("paper"))
@@ -287,14 +275,14 @@ async def test_a_max_hold_close_waits_for_the_book_too(
     inspector, _, _ = await start_inspector(policy=policy(tmp_path, text))
     decision = await market.decide()
     await until(lambda: len(inspector.store.orders(live_only=True)) == 2)
-    await book(market, "BTC/USDT", "99", "101")
+    await market.book("BTC/USDT", "99", "101")
     await until(
         lambda: inspector.governor.expired(inspector.portfolio().positions, inspector.clock.now())
     )
     await market.candle("BTC/USDT", 100, 100.5, 99.5, 100)  # held past 0.6 s: close, but wide
     await until(lambda: "BTC/USDT" in inspector.status()["deferred_closes"])
     assert inspector.status()["deferred_closes"]["BTC/USDT"]["reason"] == "max hold time"
-    await book(market, "BTC/USDT", "99.99", "100.01", size="100")
+    await market.book("BTC/USDT", "99.99", "100.01", size="100")
 
     async def flat() -> bool:
         return all(p.side == "flat" for p in await market.client.positions("paper"))

@@ -241,3 +241,26 @@ async def test_a_stop_that_fills_at_once_closes_the_position_and_its_sibling_rai
     assert orders[f"i-{decision.id}-sl1"].status == "filled"
     alerts = [e.payload.message for e in await market.published("inspector.alert")]
     assert not any("not protected" in text for text in alerts), alerts
+
+
+async def test_an_entry_is_blocked_while_the_providers_book_is_wider_than_max_spread(
+    market: Market, start_inspector: StartInspector, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policies.toml"
+    policy.write_text("[risk]\nper_trade_pct = 1\n\n[market]\nmax_spread_bps = 25\n")
+    await start_inspector(policy=policy)
+    await market.book("BTC/USDT", "99.5", "100.5")  # 100 bps wide
+    first = await market.decide()
+    await until(lambda: market.published("inspector.verdict"))
+    verdict = (await market.published("inspector.verdict"))[0].payload
+    assert (verdict.decision_id, verdict.verdict, verdict.policy) == (first.id, "BLOCK", "spread")
+    assert "spread 100.0 bps is wider than max_spread_bps 25" in verdict.reason
+    await market.book("BTC/USDT", "99.99", "100.01")  # 2 bps
+    await market.decide()
+
+    async def allowed() -> bool:
+        return [v.payload.verdict for v in await market.published("inspector.verdict")] == [
+            "BLOCK", "ALLOW"
+        ]  # fmt: skip
+
+    await until(allowed)

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
-from barfinex_cli.errors import BfxError
 from barfinex_cli.inspector.execution import client_order_id
 from barfinex_cli.inspector.policies.config import ExecutionLimits
-from barfinex_cli.inspector.quotes import close_wait, of_book
+from barfinex_cli.inspector.quotes import close_wait, top_of_book
 from barfinex_cli.store.inspector import OrderRecord, PositionRecord
 
 if TYPE_CHECKING:
@@ -146,11 +145,7 @@ class Closer:
     async def _wait(self, symbol: str, side: str, limits: ExecutionLimits) -> str | None:
         if limits.max_close_spread_bps is None and limits.min_close_depth is None:
             return None
-        quote = self.ins.quotes.get(symbol)  # the last ticker, if the feed has tickers
-        try:
-            quote = of_book(await self.ins.client.orderbook(symbol))  # the provider's last book
-        except BfxError as exc:  # none seen (a candle-only feed), or the provider away
-            log.debug("no book to judge a close by", extra={"symbol": symbol, "why": str(exc)})
+        quote = await top_of_book(self.ins.client, self.ins.quotes, symbol)
         return close_wait(quote, side, limits)
 
     async def _send(

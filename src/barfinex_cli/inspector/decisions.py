@@ -23,6 +23,7 @@ from barfinex_cli.contracts.inspector import (
 from barfinex_cli.contracts.times import to_ms
 from barfinex_cli.inspector.execution import client_order_id
 from barfinex_cli.inspector.model import Intent, Verdict
+from barfinex_cli.inspector.quotes import top_of_book
 from barfinex_cli.store.inspector import OrderRecord
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class Decisions:
 
     # -- decisions -------------------------------------------------------------------------
 
-    def intent_of(self, event: Envelope[Any]) -> Intent:
+    def intent_of(self, event: Envelope[Any], spread_bps: float | None = None) -> Intent:
         """Return the intent of an `advisor.decision` event, against the store's positions."""
         decision: DecisionMade = event.payload
         held = self.ins.store.position(decision.symbol)
@@ -69,7 +70,6 @@ class Decisions:
         if held is not None and held.status == "open" and held.runtime:
             same = (held.side == "long") == (decision.side == "buy")
             kind = "open" if same else "flip"
-        spread = None
         return Intent(
             decision_id=event.id,
             strategy=decision.strategy or "unknown",
@@ -82,9 +82,19 @@ class Decisions:
             take_profit=decision.take_profit if decision.take_profit > 0 else None,
             size_hint=decision.size if decision.size > 0 else None,
             conviction=decision.conviction,
-            spread_bps=spread,
+            spread_bps=spread_bps,
             at=self.ins.clock.now(),
         )
+
+    async def spread_of(self, decision: DecisionMade) -> float | None:
+        """Return the spread the `market` policies judge an entry by: the provider's last book
+        (or ticker) of the symbol, asked only when one of those policies is on."""
+        strategy = decision.strategy or "unknown"
+        market = self.ins.governor.policies.limits(decision.symbol, strategy).market
+        if market.max_spread_bps is None and market.max_slippage_bps is None:
+            return None
+        quote = await top_of_book(self.ins.client, self.ins.quotes, decision.symbol)
+        return None if quote is None else quote.spread_bps
 
     async def decide(self, event: Envelope[Any]) -> Verdict:
         """Judge one decision, publish the verdict and act on it.
@@ -94,7 +104,7 @@ class Decisions:
         """
         async with self.ins.lock:
             await self.ins.events.refresh_account()
-            intent = self.intent_of(event)
+            intent = self.intent_of(event, await self.spread_of(event.payload))
             now = self.ins.clock.now()
             verdict = self.ins.governor.evaluate(intent, self.ins.portfolio(), now)
             self.ins.verdicts += 1

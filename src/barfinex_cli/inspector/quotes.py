@@ -1,8 +1,9 @@
 """The top of a symbol's book, and whether a close should wait for a better one.
 
-A close the inspector sends asks the provider for the last book it saw
-(`GET /api/v1/orderbook`: top levels with sizes, the same book it publishes as `market.book`)
-at the moment it would send, so the inspector consumes no book stream it would mostly ignore.
+A close the inspector sends, and an entry judged by the `market` policies, asks the provider for
+the last book it saw (`GET /api/v1/orderbook`: top levels with sizes, the same book it publishes
+as `market.book`) at that moment, so the inspector consumes no book stream it would mostly
+ignore.
 Where the provider holds no book (a candle-only feed) the last `market.ticker` of the symbol
 (best bid and ask, no sizes) stands in. A close waits (`close_wait`) while the spread is wider
 than `execution.max_close_spread_bps` or the top level it would trade into (the best bid for a
@@ -12,11 +13,16 @@ all nothing says the market is thin, and the close goes.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
 from barfinex_cli.contracts.market import BookUpdated, TickerUpdated
+from barfinex_cli.errors import BfxError
 from barfinex_cli.inspector.policies.config import ExecutionLimits
+from barfinex_cli.runtime.client import GatewayClient
+
+log = logging.getLogger("bfx.inspector")
 
 BPS = Decimal(10_000)
 
@@ -80,3 +86,12 @@ class Quotes:
     def get(self, symbol: str) -> Quote | None:
         """Return the last quote of `symbol`, or None if none was seen."""
         return self._last.get(symbol)
+
+
+async def top_of_book(client: GatewayClient, quotes: Quotes, symbol: str) -> Quote | None:
+    """Return the provider's last book of `symbol` (`GET /orderbook`), else its last ticker."""
+    try:
+        return of_book(await client.orderbook(symbol))
+    except BfxError as exc:  # none seen (a candle-only feed), or the provider away
+        log.debug("no book for %s: %s", symbol, exc)
+        return quotes.get(symbol)

@@ -4,8 +4,8 @@ An excluded symbol is never entered. A spread wider than `market.max_spread_bps`
 (the book is thin or the market is moving); a market order pays about half the spread over the
 mid, so `market.max_slippage_bps` blocks an entry whose half-spread already exceeds it, and
 `worst_price` gives the service the limit price that keeps the fill inside the tolerance. The
-intent's `spread_bps` comes from the advisor's context; without one these two have nothing to
-judge and allow.
+intent's `spread_bps` is the provider's last book (or ticker) of the symbol as the decision is
+judged (`quotes.top_of_book`); without one these two have nothing to judge and allow.
 """
 
 from __future__ import annotations
