@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -210,3 +212,14 @@ def test_doji_and_flat_series_still_draw() -> None:
     flat = [Bar(datetime(2026, 1, 1, 0, i, tzinfo=UTC), 5.0, 5.0, 5.0, 5.0, 0.0) for i in range(5)]
     text = _text(render(_frame(flat), 50, 12))
     assert any(ch in "".join(text) for ch in "▀▄█")
+
+
+def test_the_chart_logic_and_the_web_launcher_import_without_textual() -> None:
+    modules = ["barfinex_cli.studio.chart_model", "barfinex_cli.studio.chart_render",
+               "barfinex_cli.studio.market_view", "barfinex_cli.studio.web"]  # fmt: skip
+    probe = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n" + (
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('textual', 'textual_serve')))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60, check=True)  # fmt: skip
+    assert result.stdout.strip() == "[]"
