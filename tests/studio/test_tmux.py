@@ -34,6 +34,7 @@ async def _tmux(sock: Path, *args: str) -> str:
     return out.decode()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(TMUX is None, reason="needs tmux (CI: .ci/run installs it)")
 async def test_bfx_studio_starts_in_a_terminal_shows_the_header_and_quits_on_q(
     tmp_path: Path, namespace: str

@@ -54,6 +54,7 @@ def test_a_taken_port_is_one_line_naming_the_fix(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (CI: .ci/run installs it)")
 async def test_the_browser_shows_the_studio_header_and_the_chart(
     tmp_path: Path, namespace: str
