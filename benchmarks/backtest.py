@@ -173,18 +173,22 @@ def main() -> None:
     times = frame["open_ms"].to_numpy()
     rows: list[tuple[str, str, str]] = []
 
-    # bfx detector-only, in-process
-    bfx_s, result = timed(lambda: bfx_trades(frame), args.repeat)
-    trades = result.trades_table.filter(pl.col("exit_reason") != "open")
-    ours = closed(list(zip(trades["entry_ms"].to_list(), trades["exit_ms"].to_list(), strict=True)))
-
-    # vectorbt, in-process (numba compiled first on a small run, not timed)
+    # bfx detector-only and vectorbt, in-process, run in alternation so that the machine's load
+    # weighs on both alike (numba compiled on a small vectorbt run first, not timed)
     import pandas as pd
     import vectorbt as vbt
 
     open_, close = pd.Series(frame["open"].to_numpy()), pd.Series(frame["close"].to_numpy())
     vectorbt_run(open_.head(2_000), close.head(2_000))
-    vbt_s, (records, vbt_equity) = timed(lambda: vectorbt_run(open_, close), args.repeat)
+    bfx_s, vbt_s = [], []
+    for _ in range(args.repeat):
+        (seconds,), result = timed(lambda: bfx_trades(frame), 1)
+        bfx_s.append(seconds)
+        (seconds,), (records, vbt_equity) = timed(lambda: vectorbt_run(open_, close), 1)
+        vbt_s.append(seconds)
+    pair_ratios = sorted(v / b for b, v in zip(bfx_s, vbt_s, strict=True))
+    trades = result.trades_table.filter(pl.col("exit_reason") != "open")
+    ours = closed(list(zip(trades["entry_ms"].to_list(), trades["exit_ms"].to_list(), strict=True)))
     theirs = closed([(int(times[r["entry_idx"]]), int(times[r["exit_idx"]]))
                      for r in records if r["status"] == 1])  # fmt: skip
 
@@ -198,9 +202,9 @@ def main() -> None:
 
     # whole CLI process (warm Parquet cache: the first run builds it)
     cli_run(home, "--json")
-    cli_json = [cli_run(home, "--json") for _ in range(args.repeat)]
+    cli_json = [cli_run(home, "--json") for _ in range(3)]
     cli_table = [cli_run(home, "--no-plot") for _ in range(1)]
-    cli_plot = [cli_run(home) for _ in range(args.repeat)]
+    cli_plot = [cli_run(home) for _ in range(3)]
     json_report = cli_json[-1][2]
     assert json_report is not None and json_report["bars"] == n
 
@@ -217,10 +221,13 @@ def main() -> None:
         ("bfx detector-only, in-process", f"{bfx_rate:,.0f} bars/s",
          f"{best(bfx_s):.3f} s best of {args.repeat} ({', '.join(f'{s:.3f}' for s in bfx_s)})"),
         ("vectorbt in-process", f"{vbt_rate:,.0f} bars/s",
-         f"{best(vbt_s):.3f} s best of {args.repeat}; vectorbt {vbt.__version__}"),
+         f"{best(vbt_s):.3f} s best of {args.repeat} ({', '.join(f'{s:.3f}' for s in vbt_s)}); "
+         f"vectorbt {vbt.__version__}"),
         ("backtesting.py in-process", f"{bt_rate:,.0f} bars/s",
          f"{bt_s[0]:.2f} s on {bt_n:,} candles, once"),
-        ("bfx / vectorbt in-process", f"{bfx_rate / vbt_rate:.2f}x", "target >= 1.5x"),
+        ("bfx / vectorbt in-process", f"{bfx_rate / vbt_rate:.2f}x",
+         f"best against best; per alternating pair {pair_ratios[0]:.2f}-{pair_ratios[-1]:.2f}x, "
+         f"median {statistics.median(pair_ratios):.2f}x; target >= 1.5x"),
         ("bfx / backtesting.py in-process", f"{bfx_rate / bt_rate:.1f}x", ""),
         ("bfx backtest, whole process (table + charts)", f"{cli_best:.2f} s",
          f"{n / cli_best:,.0f} bars/s; target <= 2x vectorbt in-process = "
@@ -258,8 +265,6 @@ def main() -> None:
     for row in rows:
         table.add_row(*row)
     Console().print(table)
-    if statistics.mean(bfx_s) <= 0:
-        raise SystemExit(1)
 
 
 def _wall(command: list[str]) -> float:
