@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,6 @@ from barfinex_cli.cli.main import app
 from barfinex_cli.detector.loader import load_strategy
 from barfinex_cli.kernel.backtest.vector import run_vector
 from barfinex_cli.market.history import load_file
-from cli.conftest import BfxRun
 
 SMA = str(Path(__file__).resolve().parents[2] / "strategies" / "sma_cross.py")
 T0 = 1_704_067_200_000
@@ -147,7 +148,7 @@ def test_a_missing_file_and_an_unknown_symbol_are_one_line(
 
 
 def test_a_broken_strategy_and_a_binary_data_file_as_a_real_process(
-    bfx: BfxRun, tmp_path: Path, csv: Path
+    cli_env: dict[str, str], tmp_path: Path, csv: Path
 ) -> None:
     broken = tmp_path / "broken.py"
     broken.write_text("from barfinex_cli.detector import indicators as ta\nstrategy = (\n")
@@ -155,10 +156,15 @@ def test_a_broken_strategy_and_a_binary_data_file_as_a_real_process(
     binary.write_bytes(bytes(range(256)) * 8)
     cases = [
         ([str(broken), "--data", str(csv)], 1, "broken.py:"),
-        ([SMA, "--detector-only", "--data", str(binary)], 2, "candles.parquet"),
+        ([SMA, "--data", str(binary), "--detector-only"], 2, "candles.parquet"),
     ]
-    for args, code, says in cases:
-        done = bfx("backtest", *args)
-        assert done.returncode == code, (args, done.stderr)
-        assert says in done.stderr and "Traceback" not in done.stderr
-        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    running = [  # both at once: each is a whole interpreter start-up
+        subprocess.Popen([sys.executable, "-m", "barfinex_cli", "backtest", *args], env=cli_env,
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for args, _, _ in cases
+    ]  # fmt: skip
+    for process, (args, code, says) in zip(running, cases, strict=True):
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == code, (args, stderr)
+        assert says in stderr and "Traceback" not in stderr
+        assert len(stderr.strip().splitlines()) == 1, stderr
