@@ -207,3 +207,14 @@ def test_only_the_columns_the_rules_and_fills_read_are_checked() -> None:
                              .otherwise(pl.col("close")))  # fmt: skip
     with pytest.raises(UsageError, match="close is nan"):
         run_vector(strategy, bad, exchange="synthetic", fees_bps=0, slippage_bps=0)
+
+
+def test_a_short_that_loses_more_than_the_sleeve_leaves_nothing_to_trade_with() -> None:
+    part = prepare_frame(candles([100, 100, 250, 250, 250, 240], [100, 100, 250, 250, 250, 240]))
+    found = SignalCandles(np.array([0, 2, 3]), np.array([-1, 0, 1], np.int8),
+                          np.zeros(3, bool), np.array([False, True, False]),
+                          np.zeros(3, bool), np.zeros(3, bool), np.ones(3, np.int64))  # fmt: skip
+    ledger = simulate("X", part, found, Costs(0.0, 0.0, 1.0, 0.5), 100.0, MINUTE, "r")
+    assert ledger.equity[-1] == pytest.approx(-50.0)  # short 1 at 100, bought back at 250
+    assert ledger.fills["reason"].to_list() == ["entry", "exit"]  # the long never opens
+    assert ledger.trades["pnl"].to_list() == [pytest.approx(-150.0)]

@@ -194,13 +194,15 @@ def _tables(
     entry_price = price[entry_rows][s]
     entry_fee = fee[entry_rows][s] * share[out]
     sides = seg_side[s]
-    exits = {"pnl": (price[out] - entry_price) * qty[out] * sides - entry_fee - fee[out]}
+    pnl = (price[out] - entry_price) * qty[out] * sides - entry_fee - fee[out]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a bust account enters with 0
+        return_pct = pnl / (entry_price * qty[out]) * 100
     trades = pl.DataFrame({
         "symbol": pl.repeat(symbol, len(out), eager=True),
         "side": _names((sides > 0).astype(np.int8), ("short", "long")),
         "entry_ms": times[bar[entry_rows]][s], "exit_ms": times[bar[out]], "quantity": qty[out],
         "entry_price": entry_price, "exit_price": price[out], "fees": entry_fee + fee[out],
-        "pnl": exits["pnl"], "return_pct": exits["pnl"] / (entry_price * qty[out]) * 100,
+        "pnl": pnl, "return_pct": return_pct,
         "exit_reason": _names(kind[out], TRADE_REASONS),
     }, schema_overrides={"entry_ms": pl.Int64, "exit_ms": pl.Int64})  # fmt: skip
     if len(pos_after) and pos_after[-1] != 0:  # still open: marked to the last close, no exit fee
@@ -208,13 +210,14 @@ def _tables(
         held = abs(float(pos_after[-1]))
         long = seg_side[-1] > 0
         pe, efee = float(price[k]), float(fee[k]) * held / float(qty[k])
-        pnl = (float(closes[-1]) - pe) * held * (1 if long else -1) - efee
+        marked = (float(closes[-1]) - pe) * held * (1 if long else -1) - efee
         trades = pl.concat([trades, pl.DataFrame({
             "symbol": [symbol], "side": ["long" if long else "short"],
             "entry_ms": [int(times[bar[k]])], "exit_ms": [int(times[-1]) + step],
             "quantity": [held], "entry_price": [pe], "exit_price": [float(closes[-1])],
-            "fees": [efee], "pnl": [pnl], "return_pct": [pnl / (pe * held) * 100],
+            "fees": [efee], "pnl": [marked], "return_pct": [marked / (pe * held) * 100],
             "exit_reason": ["open"],
         }, schema=trades.schema)])  # fmt: skip
     trades = trades.with_columns(pl.lit(None, pl.String).alias("trace_id"))
-    return fills, trades
+    # after a bust (a short that lost more than the sleeve) entries have nothing to commit
+    return fills.filter(pl.col("quantity") > 0), trades.filter(pl.col("quantity") > 0)
