@@ -216,8 +216,15 @@ class CandleChart(Widget, can_focus=True):
         return self._strips[y]
 
     def _strip(self, row: list[Cell]) -> Strip:
-        chars, styles = zip(*row, strict=True)
-        text = "".join(chars)
+        text = "".join([ch for ch, _ in row])
+        # a plain blank takes the style before it (unless that style paints a background), so
+        # a row is a few long segments, not one per candle: the compositor's work per frame
+        styles, before = [], ""
+        for ch, style in row:
+            if ch == " " and not style and not before.endswith("_tag"):
+                style = before
+            styles.append(style)
+            before = style
         segments, start = [], 0
         for style, run in groupby(styles):  # one segment per run of a style, sliced from the row
             end = start + len(list(run))
