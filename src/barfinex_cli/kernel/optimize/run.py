@@ -87,31 +87,24 @@ def run_optimize(
         frame_path = Path(tmp) / "candles.arrow"
         if request.jobs > 1:
             frame.write_ipc(frame_path)
-        for fold in folds:
-            study = _open_study(
-                request, storage, fold_study(name, fold), {**key, "fold": fold.label}
-            )
-            trials = _trials_to_run(request, study)
-            if reporter is not None:
-                reporter.fold(fold.label, study.study_name, trials)
-            started = time.perf_counter()
-            if trials:
-                pool = _search(
-                    request,
-                    factory,
-                    frame,
-                    fold,
-                    study,
-                    trials,
-                    (url, namespace, frame_path),
-                    reporter,
-                )
-                if pool is not None:
-                    pools.append(pool)
-            elapsed += time.perf_counter() - started
-            reports.append(_fold_report(request, factory, frame, fold, study, trials))
-        for pool in pools:  # workers exit while the best trials are tested; wait for them now
-            pool.close()
+        try:
+            for fold in folds:
+                fold_key = {**key, "fold": fold.label}
+                study = _open_study(request, storage, fold_study(name, fold), fold_key)
+                trials = _trials_to_run(request, study)
+                if reporter is not None:
+                    reporter.fold(fold.label, study.study_name, trials)
+                started = time.perf_counter()
+                if trials:
+                    where = (url, namespace, frame_path)
+                    pool = _search(request, factory, frame, fold, study, trials, where, reporter)
+                    if pool is not None:
+                        pools.append(pool)
+                elapsed += time.perf_counter() - started
+                reports.append(_fold_report(request, factory, frame, fold, study, trials))
+        finally:  # workers exit while the best trials are tested; wait for them now
+            for pool in pools:
+                pool.close()
     return OptimizeReport(
         study=name,
         storage=mask_url(url),
