@@ -79,6 +79,18 @@ def test_grid_sampler_visits_every_combination(
     assert again.final.top[0].params == study.best_params
 
 
+def test_a_grid_cut_short_by_trials_is_finished_by_the_next_run(
+    tmp_path: Path, sma: StrategyFactory, frame: pl.DataFrame
+) -> None:
+    part = run_optimize(request(sma, "fast=5:15:5", "slow=30:40:10", sampler="grid", trials=4),
+                        sma, frame, home=tmp_path, namespace="test")  # fmt: skip
+    rest = run_optimize(request(sma, "fast=5:15:5", "slow=30:40:10", sampler="grid"),
+                        sma, frame, home=tmp_path, namespace="test")  # fmt: skip
+    assert (part.trials_run, rest.trials_run, rest.final.trials_total) == (4, 2, 6)
+    study = study_of(rest, f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len({(t.params["fast"], t.params["slow"]) for t in study.trials}) == 6
+
+
 def test_rerunning_the_same_study_continues_it(
     tmp_path: Path, sma: StrategyFactory, frame: pl.DataFrame
 ) -> None:
