@@ -74,12 +74,6 @@ def test_version_prints_json_for_scripts(runner: CliRunner) -> None:
     assert json.loads(result.output)["version"]
 
 
-def test_a_pending_role_says_it_is_not_available_and_exits_1(runner: CliRunner) -> None:
-    result = runner.invoke(app, ["studio"])
-    assert result.exit_code == 1
-    assert "not yet available" in result.output
-
-
 def test_unknown_option_is_a_usage_error_with_exit_2(runner: CliRunner) -> None:
     result = runner.invoke(app, ["events", "query", "--nope"])
     assert result.exit_code == 2

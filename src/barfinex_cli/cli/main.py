@@ -29,7 +29,6 @@ from barfinex_cli.cli import (
     inspector,
     optimize,
     paper,
-    pending,
     provider,
     studio,
     trace,
@@ -212,12 +211,6 @@ app.command("backtest")(backtest.backtest)
 app.command("optimize")(optimize.optimize)
 app.add_typer(paper.app, name="paper")
 app.command("studio")(studio.studio)
-pending.mount(
-    app,
-    skip=frozenset(
-        {"data", "provider", "detector", "advisor", "inspector", "up", "studio", "backtest"}
-    ),
-)
 
 
 def run() -> None:
