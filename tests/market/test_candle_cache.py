@@ -178,6 +178,53 @@ def test_a_read_sees_the_store_as_of_its_state_while_a_writer_appends(db: Path) 
         assert after.rewrites == state.rewrites  # appends only
 
 
+WRITER = """
+import sys
+from pathlib import Path
+from barfinex_cli.market.synthetic import generate_candles
+from barfinex_cli.store.market import MarketStore, SeriesKey
+rows = generate_candles("BTC/USDT", int(sys.argv[2]), 3000)
+stop = Path(sys.argv[3])
+with MarketStore(Path(sys.argv[1])) as store:
+    print("ready", flush=True)
+    for row in rows:  # one transaction each, as a live provider writes, until told to stop
+        if stop.exists():
+            break
+        store.upsert_candles(SeriesKey("binance", "BTC/USDT", "1m"), [row])
+"""
+
+
+def _heights(seen: list[tuple[str, int]]) -> int:
+    return len({height for _, height in seen})
+
+
+def test_loads_racing_a_writing_process_see_only_whole_prefixes_of_the_series(
+    db: Path, tmp_path: Path
+) -> None:
+    more_from = START + 500 * 60_000
+    expected = _copy_frame_of(CANDLES + generate_candles("BTC/USDT", more_from, 3000))
+    stop = tmp_path / "stop"
+    seen: list[tuple[str, int]] = []
+    with subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db), str(more_from), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as writer:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
+        while _heights(seen) < 5 and len(seen) < 1000 and writer.poll() is None:
+            loaded = _load(db)
+            height = loaded.frame.height
+            assert loaded.frame.equals(expected.head(height)), (loaded.how, height)
+            assert not seen or height >= seen[-1][1]
+            seen.append((loaded.how, height))
+        stop.touch()
+    assert writer.returncode == 0
+    final = _load(db)
+    assert final.frame.equals(_sqlite(db)) and final.frame.height >= seen[-1][1]
+    assert "appended" in {how for how, _ in seen}
+    assert _heights(seen) == 5  # the loads landed between the writes
+
+
 def test_an_empty_series_is_empty_and_copies_nothing(db: Path) -> None:
     empty = _load(db, SeriesKey("binance", "ETH/USDT", "1m"))
     assert empty.frame.is_empty() and empty.how == "uncached"
