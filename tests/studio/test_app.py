@@ -194,3 +194,20 @@ async def test_a_terminal_too_small_says_so_and_the_screen_returns_when_enlarged
         assert isinstance(app.screen, MarketScreen)
         await pilot.press("2")
         assert isinstance(app.screen, SignalsScreen)
+
+
+async def test_the_command_palette_and_help_reach_the_screens() -> None:
+    app = StudioApp("http://127.0.0.1:9", TOKEN, connect=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p")
+        await pilot.press(*"show capital")
+        await pilot.press("enter")
+        await until(lambda: type(app.screen).__name__ == "CapitalScreen")
+        await pilot.press("question_mark")
+        await until(lambda: type(app.screen).__name__ == "HelpScreen")
+        text = " ".join(str(s.render()) for s in app.screen.query(Static))
+        assert "stand the inspector down" in text and "6 Services" in text
+        await pilot.press("escape")
+        await until(lambda: type(app.screen).__name__ == "CapitalScreen")
+        line = str(app.screen.query_one("#missing", Static).render())
+        assert line.startswith("not running: inspector")

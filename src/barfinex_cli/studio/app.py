@@ -38,6 +38,7 @@ from barfinex_cli.errors import BfxError, ServiceUnreachable, TokenRefused
 from barfinex_cli.runtime.client import GatewayClient
 from barfinex_cli.studio.feed import LiveFeed
 from barfinex_cli.studio.header import SCREEN_KEYS, StudioHeader
+from barfinex_cli.studio.palette import palette_commands
 from barfinex_cli.studio.screens.base import StudioScreen
 from barfinex_cli.studio.screens.capital import CapitalScreen
 from barfinex_cli.studio.screens.decisions import DecisionsScreen
@@ -345,7 +346,7 @@ class StudioApp(App[None]):
             screen.post_message(StudioScreen.StateChanged())
         elif isinstance(screen, MarketScreen) and not self._flush_pending:
             self._flush_pending = True  # a burst of batches makes one redraw of the chart
-            self.call_after_refresh(self._flush_market)
+            self.set_timer(StudioScreen.REDRAW_S, self._flush_market)
 
     def _flush_market(self) -> None:
         self._flush_pending = False
@@ -393,25 +394,4 @@ class StudioApp(App[None]):
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for key, mode, title in SCREEN_KEYS:
-            yield SystemCommand(
-                f"Show {title}", f"Switch to the {title} screen (key {key})",
-                lambda mode=mode: self.action_show(mode),
-            )  # fmt: skip
-        yield SystemCommand(
-            "Inspector: stand down", "Allow no new entries until resumed (asks first)",
-            lambda: self._risk_action("stand_down"),
-        )  # fmt: skip
-        yield SystemCommand(
-            "Inspector: resume", "Clear a stand-down (asks first)",
-            lambda: self._risk_action("resume"),
-        )  # fmt: skip
-
-    def _risk_action(self, which: str) -> None:
-        self.action_show("risk")
-        screen = self.screen
-        if isinstance(screen, RiskScreen):
-            if which == "stand_down":
-                screen.action_stand_down()
-            else:
-                screen.action_resume()
+        yield from palette_commands(self)

@@ -121,7 +121,9 @@ class LiveFeed:
             try:
                 if pending:
                     left = self.batch_s - (time.monotonic() - first_at)
-                    frame = await asyncio.wait_for(ws.recv(), max(left, 0.0))
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                    async with asyncio.timeout(max(left, 0.0)):
+                        frame = await ws.recv()
                 else:
                     frame = await ws.recv()
             except TimeoutError:

@@ -13,6 +13,7 @@ The Market screen (screens/market.py) subclasses this too; it receives the Signa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -21,6 +22,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static
 
 from barfinex_cli.studio.header import StudioHeader
@@ -61,6 +63,8 @@ class StudioScreen(Screen[None]):
     BINDINGS = [Binding("escape", "clear_filter", "Clear filter", show=False)]
 
     MODE = ""
+    REDRAW_S = 0.25
+    """The shortest time between two redraws of the body."""
     SECTIONS: tuple[str, ...] = ()
     ROLES: tuple[str, ...] = ()
 
@@ -74,6 +78,8 @@ class StudioScreen(Screen[None]):
         super().__init__(**kwargs)
         self.filter_text = ""
         self._drawn: dict[str, int] = {}
+        self._last_draw = 0.0
+        self._redraw_timer: Timer | None = None
 
     @property
     def studio(self) -> StudioApp:
@@ -100,6 +106,15 @@ class StudioScreen(Screen[None]):
         self.refresh_view(force=True)
 
     def on_studio_screen_state_changed(self, _: StateChanged) -> None:
+        # at most one redraw per REDRAW_S: a steady stream of batches must not starve input
+        wait = self.REDRAW_S - (time.monotonic() - self._last_draw)
+        if wait <= 0:
+            self.refresh_view()
+        elif self._redraw_timer is None:
+            self._redraw_timer = self.set_timer(wait, self._deferred_redraw)
+
+    def _deferred_redraw(self) -> None:
+        self._redraw_timer = None
         self.refresh_view()
 
     def refresh_header(self) -> None:
@@ -122,6 +137,7 @@ class StudioScreen(Screen[None]):
         versions = {s: self.state.versions[s] for s in self.SECTIONS}
         if force or versions != self._drawn:
             self._drawn = versions
+            self._last_draw = time.monotonic()
             self.draw(self.state)
 
     def missing_hint(self, missing: list[str]) -> str:
