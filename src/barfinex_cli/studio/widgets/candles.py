@@ -166,8 +166,9 @@ class CandleChart(Widget, can_focus=True):
         self._move(self.view.zoomed(steps))
 
     def action_oldest(self) -> None:
-        """Scroll to the oldest candle held."""
-        self._move(self.view.scrolled(self._total(), self._total()))
+        """Scroll back until the oldest candle held is at the left edge."""
+        shown = capacity(self._plot_width(), self.view) * self.view.level.bucket
+        self._move(View(self.view.zoom, max(self._total() - shown, 0)))
 
     def action_latest(self) -> None:
         """Scroll back to the newest candle and follow it."""
