@@ -88,12 +88,13 @@ def _wait(predicate: object, timeout: float) -> None:
     raise AssertionError("timed out waiting")
 
 
-def _signals_in_redis(env: dict[str, str]) -> int:
+def _leased(env: dict[str, str], instance: str) -> bool:
+    """Tell whether a run of the detector instance holds its lease (it is running somewhere)."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        return int(client.xlen(f"bfx:{env['BFX_NAMESPACE']}:detector.signal"))
+        return bool(client.exists(f"bfx:{env['BFX_NAMESPACE']}:_lease:detector.{instance}"))
     finally:
         client.close()
 
@@ -118,7 +119,7 @@ def test_two_hosts_share_the_work_on_one_redis_and_handle_nothing_twice(
     )  # fmt: skip
     hosts = [host_a, host_b]
     try:
-        _wait(lambda: _signals_in_redis(shared) > 0 or host_a.poll() is not None, 90)
+        _wait(lambda: _leased(shared, "momentum_a") or host_a.poll() is not None, 90)
         # a third host asking for a strategy host A already runs is refused, in one line
         host_c = _host(
             shared, tmp_path / "c", "--roles", "detector", "--strategy",
