@@ -8,6 +8,7 @@ to a signal's candle.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
 from decimal import Decimal
@@ -16,7 +17,7 @@ from pathlib import Path
 from textual.widgets import Select
 
 from barfinex_cli.contracts.detector import SignalGenerated
-from barfinex_cli.contracts.market import CandleClosed
+from barfinex_cli.contracts.market import CandleClosed, TradeExecuted
 from barfinex_cli.contracts.rest import PlaceOrderRequest
 from barfinex_cli.runtime.client import GatewayClient
 from barfinex_cli.studio.app import StudioApp
@@ -147,3 +148,53 @@ async def test_a_signal_jump_centres_the_chart_on_its_candle(
             lines = chart.text_lines()
             assert f"{target.time:%Y-%m-%d %H:%M}" in lines[0]
             assert any("┊" in line for line in lines) and any("▲" in line for line in lines)
+
+
+async def test_trades_move_the_forming_candle_until_its_close_replaces_it(
+    tmp_path: Path, namespace: str
+) -> None:
+    async with running_provider(tmp_path, namespace) as running:
+        app = StudioApp(running.url, TOKEN, poll_s=0.2)
+        async with app.run_test(size=SIZE):
+            await until(lambda: _loaded(app))
+            chart = _chart(app)
+            last = chart.series.bars[-1]
+            forming = last.time + timedelta(minutes=1)
+            held = len(chart.series.bars)
+
+            async def trade(n: int, price: float, second: int) -> None:
+                await running.publish(
+                    TradeExecuted(
+                        exchange="synthetic", symbol="BTC/USDT", trade_id=f"t{n}",
+                        price=Decimal(str(price)), amount=Decimal("0.5"), side="buy",
+                        time=forming + timedelta(seconds=second),
+                    )
+                )  # fmt: skip
+
+            # the trade worker subscribes on its own socket; publish until it has seen one
+            async def first_seen() -> bool:
+                await trade(0, last.close + 10, 1)
+                return len(chart.series.bars) == held + 1
+
+            for _ in range(100):
+                if await first_seen():
+                    break
+                await asyncio.sleep(0.05)
+            await trade(1, last.close + 50, 20)
+            await trade(2, last.close + 30, 40)
+            await until(lambda: chart.series.bars[-1].close == last.close + 30)
+            bar = chart.series.bars[-1]
+            assert (bar.time, bar.open, bar.high) == (forming, last.close + 10, last.close + 50)
+            assert "live" in chart.text_lines()[0] and len(chart.series.bars) == held + 1
+
+            await running.publish(
+                CandleClosed(
+                    exchange="synthetic", symbol="BTC/USDT", timeframe="1m", open_time=forming,
+                    open=Decimal(str(last.close)), high=Decimal(str(last.close + 60)),
+                    low=Decimal(str(last.close - 5)), close=Decimal(str(last.close + 20)),
+                    volume=Decimal(9),
+                )
+            )  # fmt: skip
+            await until(lambda: chart.series.bars[-1].close == last.close + 20)
+            assert chart.series.bars[-1].high == last.close + 60  # the closed candle replaced it
+            assert len(chart.series.bars) == held + 1 and "live" not in chart.text_lines()[0]

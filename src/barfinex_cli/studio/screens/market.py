@@ -3,7 +3,9 @@
 It reads the studio's state (`StudioState`: the series the store holds, live candles, signals,
 fills, orders, positions) whenever the app says a section changed, and loads REST history for
 the chosen series in a worker (`CandleSource` is the gateway client's `candles` call), joining the
-live candles that arrived meanwhile. Pick the series with `s` (symbol) and `t` (timeframe);
+live candles that arrived meanwhile. A second worker follows the symbol's `market.trade` on the
+gateway's /ws (the app's feed leaves trades off) and moves the forming candle, so the last
+candle updates live between closes. Pick the series with `s` (symbol) and `t` (timeframe);
 zoom and scroll with the chart's keys; `show_signal` jumps to a signal's candle (the Signals
 screen asks for it through the app).
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from textual import on
 from textual.app import ComposeResult
@@ -22,9 +24,12 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Select, Static
 
+from barfinex_cli.contracts.envelope import Envelope
+from barfinex_cli.contracts.market import TradeExecuted
 from barfinex_cli.contracts.rest import CandlesResponse
 from barfinex_cli.studio import market_view as mv
 from barfinex_cli.studio.chart_model import Bar, CandleSeries
+from barfinex_cli.studio.feed import LiveFeed
 from barfinex_cli.studio.header import StudioHeader
 from barfinex_cli.studio.market_view import SeriesKey
 from barfinex_cli.studio.state import StudioState
@@ -35,7 +40,7 @@ HISTORY = 1000
 
 
 class CandleSource(Protocol):
-    """Where history comes from: `GatewayClient.candles` has this shape."""
+    """Where history comes from: `GatewayClient.candles` has this shape (so has `StudioApp`'s)."""
 
     async def candles(
         self, exchange: str, symbol: str, timeframe: str, *, limit: int = 500,
@@ -60,6 +65,13 @@ class MarketScreen(Screen[None]):
         Binding("c", "chart", "Chart", show=False),
     ]
 
+    class TradesReceived(Message):
+        """A batch of the charted symbol's trades (they move the forming candle)."""
+
+        def __init__(self, key: SeriesKey, trades: list[tuple[float, float, datetime]]) -> None:
+            self.key, self.trades = key, trades
+            super().__init__()
+
     class HistoryLoaded(Message):
         """The worker read a series' history (or failed to, with the reason in `error`)."""
 
@@ -76,6 +88,8 @@ class MarketScreen(Screen[None]):
         self.key: SeriesKey | None = None
         self.keys: list[SeriesKey] = []
         self._pending_jump: datetime | None = None
+        self._closed_upto: datetime | None = None
+        """Open time of the newest closed candle drawn (trades may draw a newer, forming one)."""
         self._seen: dict[str, int] = {}
 
     def compose(self) -> ComposeResult:
@@ -114,7 +128,9 @@ class MarketScreen(Screen[None]):
         self._status(f"loading {key.title}…")
         chart = self.query_one(CandleChart)
         chart.show(CandleSeries(key.timeframe), key.title)
+        self._closed_upto = None
         self.run_worker(self._load(key), group="history", exclusive=True, exit_on_error=False)
+        self.run_worker(self._tail_trades(key), group="trades", exclusive=True, exit_on_error=False)
 
     def show_signal(self, exchange: str, symbol: str, timeframe: str, time: datetime) -> None:
         """Jump the chart to the candle of a signal, switching series first if needed."""
@@ -136,6 +152,29 @@ class MarketScreen(Screen[None]):
             return
         self.post_message(self.HistoryLoaded(key, [mv.bar_from_rest(c) for c in answer.candles]))
 
+    async def _tail_trades(self, key: SeriesKey) -> None:
+        """Follow `market.trade` of the charted symbol on the gateway's /ws (the app's feed leaves
+        trades off; this subscription lives only while the Market screen shows a series)."""
+        url, token = getattr(self.source, "url", None), getattr(self.source, "token", None)
+        if not isinstance(url, str):
+            return  # a history source with no gateway behind it: closed candles only
+
+        def batch(events: list[Envelope[Any]]) -> None:
+            trades = [(float(t.price), float(t.amount), t.time) for t in
+                      (e.payload for e in events) if isinstance(t, TradeExecuted)
+                      and (t.exchange, t.symbol) == (key.exchange, key.symbol)]  # fmt: skip
+            if trades:
+                self.post_message(self.TradesReceived(key, trades))
+
+        feed = LiveFeed(url, token if isinstance(token, str) else None, batch,
+                        lambda _link: None, channels=("market.trade",), batch_s=0.1)  # fmt: skip
+        await feed.run()
+
+    @on(TradesReceived)
+    def _trades_received(self, message: TradesReceived) -> None:
+        if message.key == self.key:
+            self.query_one(CandleChart).apply_trades(message.trades)
+
     @on(HistoryLoaded)
     def _history_loaded(self, message: HistoryLoaded) -> None:
         if message.key != self.key:
@@ -148,6 +187,7 @@ class MarketScreen(Screen[None]):
         for bar in mv.live_bars(self.state.candles.get(self._state_key(), ()), message.key):
             series.upsert(bar)
         chart.show(series, message.key.title)
+        self._closed_upto = series.bars[-1].time if series.bars else None
         self._update_overlays()
         self._status(f"{len(series.bars)} candles" if series.bars else "no candles yet")
         if self._pending_jump is not None and chart.jump_to(self._pending_jump):
@@ -234,14 +274,15 @@ class MarketScreen(Screen[None]):
         held = self.state.candles.get(self._state_key())
         if not held or chart.series is None:
             return
-        last = chart.series.bars[-1].time if chart.series.bars else None
         fresh = []
-        for candle in reversed(held):
-            if last is not None and candle.open_time < last:
+        for candle in reversed(held):  # newest first, down to the last closed one drawn
+            if self._closed_upto is not None and candle.open_time < self._closed_upto:
                 break
             fresh.append(mv.bar_from_event(candle))
         for bar in reversed(fresh):
-            chart.add_bar(bar)
+            chart.add_bar(bar)  # replaces a forming candle of the same open time
+        if fresh:
+            self._closed_upto = fresh[0].time
 
     def _update_overlays(self) -> None:
         assert self.key is not None

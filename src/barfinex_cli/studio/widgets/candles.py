@@ -116,7 +116,17 @@ class CandleChart(Widget, can_focus=True):
             return
         if self.series.upsert(bar) == "appended" and not self.view.following:
             self.view = View(self.view.zoom, self.view.offset + 1)
-        self.live = forming
+        # a closed candle behind a forming one (trades already opened the next) keeps it live
+        self.live = forming or (self.live and bar.time < self.series.bars[-1].time)
+        self.invalidate()
+
+    def apply_trades(self, trades: Sequence[tuple[float, float, datetime]]) -> None:
+        """Move the forming candle by each (price, amount, time); one redraw for the lot."""
+        if self.series is None or not trades:
+            return
+        for price, amount, time in trades:
+            self.series.apply_trade(price, amount, time)  # a late trade of a closed one: ignored
+        self.live = True
         self.invalidate()
 
     def set_overlays(self, markers: Sequence[Marker], levels: Sequence[Level]) -> None:
