@@ -10,14 +10,23 @@ if TYPE_CHECKING:
     from barfinex_cli.contracts.envelope import Envelope
 
 
-def build_tree(events: list[Envelope[Any]]) -> list[dict[str, Any]]:
-    """Nest events by `parent_id`; events whose parent is missing become roots."""
+ORDER_TYPES = (
+    "order.submitted", "order.accepted", "order.partially_filled", "order.filled",
+    "order.cancelled", "order.rejected",
+)  # fmt: skip
+
+
+def build_tree(
+    events: list[Envelope[Any]], links: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Nest events by `parent_id` (or `links`: event id -> parent id); orphans become roots."""
     nodes: dict[str, dict[str, Any]] = {
         e.id: {"event": e.model_dump(mode="json", by_alias=True), "children": []} for e in events
     }
     roots: list[dict[str, Any]] = []
     for e in events:
-        parent = nodes.get(e.parent_id) if e.parent_id else None
+        up = (links or {}).get(e.id) or e.parent_id
+        parent = nodes.get(up) if up else None
         (parent["children"] if parent is not None else roots).append(nodes[e.id])
     return roots
 
@@ -28,7 +37,8 @@ def trace(
         str,
         typer.Argument(
             metavar="ID",
-            help="Any event id, a unique start or end of one (8+ characters), or a trace id.",
+            help="Any event id, a unique start or end of one (8+ characters), a trace id, or "
+            "an order's client order id (i-DECISION-e).",
         ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the tree as JSON.")] = False,
@@ -44,13 +54,41 @@ def trace(
     from barfinex_cli.cli.render import print_json
 
     with open_store(ctx) as store:
-        events = store.trace(ref)
-    roots = build_tree(events)
+        events, links = chain_of(store, ref)
+    roots = build_tree(events, links)
     if as_json:
         print_json(roots)
         return
     for line in tree_lines(roots, {e.id: e for e in events}, ref):
         typer.echo(line)
+
+
+def chain_of(store: Any, ref: str) -> tuple[list[Envelope[Any]], dict[str, str]]:
+    """Return the trace of `ref`; a client order id (`i-DECISION-e`) is its decision's trace.
+
+    The broker publishes an order's events as roots of their own; given the inspector's client
+    order id (derived from the decision id), the decision's trace (candle, signal, stages,
+    verdict) is returned with that order's events hung under the verdict (`links`).
+    """
+    import re
+
+    from barfinex_cli.errors import NotFound
+
+    found = re.fullmatch(r"i-([0-9a-f-]{36})-[a-z]+[0-9]*", ref.strip())
+    if found is None:
+        return store.trace(ref), {}
+    decision = found.group(1)
+    try:
+        events: list[Envelope[Any]] = store.trace(decision)
+    except NotFound:
+        return store.trace(ref), {}
+    orders = [
+        e for e in store.query(list(ORDER_TYPES), limit=None)
+        if e.payload.order.client_order_id == ref.strip()
+    ]  # fmt: skip
+    verdicts = [e.id for e in events if e.type == "inspector.verdict"]
+    under = verdicts[0] if verdicts else decision
+    return [*events, *orders], {e.id: under for e in orders}
 
 
 def tree_lines(

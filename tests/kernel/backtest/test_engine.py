@@ -57,25 +57,24 @@ def test_fast_and_full_lockstep_runs_place_the_same_orders_and_bfx_trace_walks_t
 
     entry = next(f for f in second.fills if f.reason == "entry")
     assert entry.trace_id is not None
-    shown = _bfx(tmp_path / "home", "trace", entry.trace_id, "--json")
+    shown = _bfx(tmp_path / "home", "trace", entry.order_id, "--json")  # the client order id
     assert shown.returncode == 0, shown.stderr
     tree = json.loads(shown.stdout)
     root = tree[0]["event"]
-    assert root["type"] == "market.candle"
+    assert root["type"] == "market.candle" and root["trace_id"] == entry.trace_id
     assert root["source"] == f"provider/{second.run_id}"
-    seen: list[str] = []
+    chain: list[str] = []
 
     def walk(node: dict[str, Any]) -> None:
-        seen.append(node["event"]["type"])
+        chain.append(node["event"]["type"])
         for child in node["children"]:
             walk(child)
 
     walk(tree[0])
-    # the broker publishes order events as roots of their own; a fill carries the trace of the
-    # decision it executes (its order's decision_id), which bfx trace shows whole
-    assert {"detector.signal", "advisor.decision", "inspector.verdict"} <= set(seen)
-    decision = entry.order_id.removeprefix("i-").removesuffix("-e")
-    assert decision in shown.stdout
+    # candle -> signal -> the advisor's stages -> decision -> verdict -> the order's events
+    assert chain.index("detector.signal") < chain.index("advisor.decision")
+    assert chain.index("advisor.decision") < chain.index("inspector.verdict")
+    assert chain.index("inspector.verdict") < chain.index("order.filled")
 
 
 def test_a_missing_strategy_file_is_a_usage_error_before_anything_runs(tmp_path: Path) -> None:
