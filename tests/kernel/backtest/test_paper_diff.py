@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,18 @@ def test_a_directory_that_recorded_nothing_is_not_a_session(tmp_path: Path) -> N
     settings = load_settings(home=tmp_path / "home", token="t0ken")
     with pytest.raises(NotFound, match=r"holds no audit\.db"):
         diff_session(settings, tmp_path / "nothing", PipelineSpec(strategies=(STRATEGY,)))
+
+
+def test_bfx_paper_diff_of_a_directory_with_no_session_is_one_line_and_exit_1(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BFX_")}
+    env["BFX_HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [sys.executable, "-m", "barfinex_cli", "paper", "diff", str(tmp_path / "nothing"),
+         "--strategy", str(STRATEGY)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "holds no audit.db" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
