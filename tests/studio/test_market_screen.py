@@ -143,8 +143,10 @@ async def test_a_signal_jump_centres_the_chart_on_its_candle(
             await until(lambda: any(m.kind == "long" for m in chart.markers))
             screen = app.screen
             assert isinstance(screen, MarketScreen)
-            screen.show_signal("synthetic", "BTC/USDT", "1m", target.time)
+            # a 15m signal: the store holds 1m and 5m, so it shows on the 1m chart on show
+            screen.show_signal("synthetic", "BTC/USDT", "15m", target.time)
             await until(lambda: chart.focus_time == target.time and chart.redraws > 0)
+            assert chart.title == "synthetic BTC/USDT 1m"
             lines = chart.text_lines()
             assert f"{target.time:%Y-%m-%d %H:%M}" in lines[0]
             assert any("┊" in line for line in lines) and any("▲" in line for line in lines)

@@ -133,8 +133,15 @@ class MarketScreen(Screen[None]):
         self.run_worker(self._tail_trades(key), group="trades", exclusive=True, exit_on_error=False)
 
     def show_signal(self, exchange: str, symbol: str, timeframe: str, time: datetime) -> None:
-        """Jump the chart to the candle of a signal, switching series first if needed."""
+        """Jump the chart to the candle of a signal, switching series first if needed.
+
+        A signal of a timeframe the store does not hold is shown on a held series of its symbol
+        (the one on show, if it is of that symbol).
+        """
         key = SeriesKey(exchange, symbol, timeframe)
+        held = [k for k in self.keys if (k.exchange, k.symbol) == (exchange, symbol)]
+        if key not in self.keys and held:
+            key = self.key if self.key in held and self.key is not None else held[0]
         if key != self.key:
             self._pending_jump = time
             self.show_series(key)
