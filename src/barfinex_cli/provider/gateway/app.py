@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import socket
@@ -185,6 +186,7 @@ def bind(host: str = "127.0.0.1", port: int = 8081) -> socket.socket:
     Raises:
         ServiceUnreachable: The address is taken or not ours.
     """
+    _warn_if_exposed(host)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so asyncio sets NODELAY
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -197,6 +199,21 @@ def bind(host: str = "127.0.0.1", port: int = 8081) -> socket.socket:
             "running? Choose another port."
         ) from None
     return sock
+
+
+def _warn_if_exposed(host: str) -> None:
+    """Warn when the gateway listens beyond loopback: the token then crosses the network."""
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return
+    if host.lower() == "localhost":
+        return
+    log.warning(
+        f"gateway listens on {host}, beyond loopback, and speaks plain HTTP: the bearer token "
+        "crosses the network in clear unless TLS is in front — put a TLS-terminating proxy "
+        "before it, or keep the default 127.0.0.1",
+        extra={"host": host},
+    )
 
 
 async def serve(app: Any, stop: asyncio.Event, sock: socket.socket) -> None:

@@ -10,15 +10,16 @@ dependency alone let a caller without a token make the gateway read (and parse) 
 - a body larger than `max_body_bytes` is answered 413: at once when `Content-Length` says so, and
   when a chunked body crosses the cap while it streams in (the rest is never read).
 
-WebSocket handshakes and `/mcp` pass through: `ws` and `mcp` check their token themselves, because
-they also accept `?token=` for clients that can only send a URL. The MCP door's bodies are capped
-here like every other route's.
+WebSocket handshakes pass through: `ws` checks its token itself. `/mcp` accepts `?token=` as well
+as the header, for clients that can only send a URL; its token is checked here too (before the
+body cap, so a caller without the token learns nothing, not even the cap), and again by `mcp`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,7 +37,7 @@ OPEN_PATHS = frozenset(
 )
 """Paths served without the token: probes, and the schema (which holds no data)."""
 SELF_GUARDED = frozenset({"/mcp"})
-"""Paths whose app checks the token itself (it accepts `?token=` too)."""
+"""Paths that accept the token as `?token=` too (their app checks it again)."""
 
 
 class BodyTooLarge(Exception):
@@ -64,8 +65,11 @@ class Guard:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path not in self.open_paths and path.rstrip("/") not in SELF_GUARDED:
-            verdict = auth.check_scope(scope["headers"], {}, self.token)  # REST: the header only
+        if path not in self.open_paths:
+            query: dict[str, str] = {}
+            if path.rstrip("/") in SELF_GUARDED:  # /mcp takes `?token=` too; REST the header only
+                query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            verdict = auth.check_scope(scope["headers"], query, self.token)
             if verdict != "ok":
                 await _answer(
                     send,
