@@ -36,6 +36,7 @@ def _bfx(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_fast_and_full_lockstep_runs_place_the_same_orders_and_bfx_trace_walks_to_the_candle(
     tmp_path: Path,
 ) -> None:

@@ -23,6 +23,7 @@ def _bfx(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_backtest_json_is_a_pipeline_run_with_a_run_id_and_nothing_but_data_on_stdout(
     tmp_path: Path,
 ) -> None:
