@@ -54,7 +54,7 @@ class MarketScreen(Screen[None]):
     DEFAULT_CSS = """
     MarketScreen #market-bar { height: 3; padding: 0 1; }
     MarketScreen #market-symbol { width: 32; }
-    MarketScreen #market-timeframe { width: 14; }
+    MarketScreen #market-timeframe { width: 18; }
     MarketScreen #market-status { width: 1fr; padding: 1 2; color: $text-muted; }
     MarketScreen CandleChart { padding: 0 1; }
     """
