@@ -57,7 +57,7 @@ async def test_bfx_studio_starts_in_a_terminal_shows_the_header_and_quits_on_q(
                 return screen
 
             await _until_async(lambda: _has(pane, "bfx studio", "connected"))
-            await _until_async(lambda: _has(pane, "synthetic BTC/USDT 1m", "candles"))
+            await _until_async(lambda: _has(pane, "synthetic BTC/USDT 1m", "candles", "1 Market"))
             assert "Traceback" not in screen
 
             await _tmux(sock, "send-keys", "-t", "studio", "q")
