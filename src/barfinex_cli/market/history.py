@@ -18,7 +18,6 @@ import polars as pl
 
 from barfinex_cli.errors import NotFound, UsageError
 from barfinex_cli.market.candle_cache import load_series
-from barfinex_cli.market.files import read_file
 from barfinex_cli.store.market import (
     ORDER_FLOW_COLUMNS,
     CandleRow,
@@ -81,6 +80,8 @@ def load_file(
     if flow is not None:
         label = symbol or fallback_symbol
         return LoadedFile(flow.with_columns(pl.lit(label).alias("symbol")), flow.height)
+    from barfinex_cli.market.files import read_file  # the importers: ~0.4 s a store load skips
+
     parsed = read_file(path, kind="candles", symbol=symbol, timeframe=timeframe)
     if not parsed.candles:
         first = parsed.errors[0] if parsed.errors else f"{path}: no rows"
