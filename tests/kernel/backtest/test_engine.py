@@ -111,3 +111,33 @@ def test_an_empty_replay_file_is_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(BfxError) as caught:
         backtest(settings, PipelineSpec(strategies=(STRATEGY,), replay=empty, history=0))
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_a_signal_the_pre_pass_did_not_forecast_replays_the_run_with_every_wait(
+    tmp_path: Path,
+) -> None:
+    # A strategy file that changes between the pre-pass and the detector's load (a file edited
+    # while a run starts): the pre-pass reads another symbol and forecasts its moments, the
+    # detector fires on BTC/USDT. The fast run must notice and play the window again, waiting
+    # on every moment.
+    counter = tmp_path / "loads"
+    shifty = tmp_path / "shifty.py"
+    shifty.write_text(
+        STRATEGY.read_text()
+        .replace(
+            "strategy = Strategy(",
+            f"from pathlib import Path as _P\n_c = _P({str(counter)!r})\n"
+            "_n = int(_c.read_text()) if _c.exists() else 0\n_c.write_text(str(_n + 1))\n"
+            "strategy = Strategy(",
+        )
+        .replace('symbols=["BTC/USDT"],', 'symbols=["ETH/USDT"] if _n == 0 else ["BTC/USDT"],')
+    )
+    settings = load_settings(home=tmp_path / "home", token="t0ken", log_level="ERROR")
+    replayed = backtest(settings, PipelineSpec(strategies=(shifty,), **WINDOW))  # type: ignore[arg-type]
+    full = backtest(
+        settings,
+        PipelineSpec(strategies=(STRATEGY,), fast=False, **WINDOW),  # type: ignore[arg-type]
+    )
+    assert int(counter.read_text()) == 3  # the pre-pass, the fast run, the replay
+    assert replayed.fills and _orders(replayed) == _orders(full)
