@@ -44,7 +44,7 @@ from barfinex_cli.contracts.orders import (
 from barfinex_cli.contracts.rest import BrokerCapabilities
 from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.errors import BfxError, ConfigError, NotFound, UsageError
+from barfinex_cli.errors import BfxError, ConfigError, NotFound, ServiceUnreachable, UsageError
 from barfinex_cli.market.candles import grid_offset
 from barfinex_cli.provider.connectors.base import (
     Broker,
@@ -358,6 +358,9 @@ class CcxtConnector(ConnectorBase):
                     return existing
             await self._emit(OrderRejected(order=asked, reason=str(refused), by="exchange"))
             raise
+        except ServiceUnreachable as unanswered:
+            # no answer: the exchange may hold the order all the same — ask it, never resend
+            raw = await self._lookup_in_flight(symbol, request.client_order_id, unanswered)
         state = self._state(raw, asked)
         self._orders[request.client_order_id] = state
         await self._emit(_status_event(raw, state))
@@ -525,6 +528,21 @@ class CcxtConnector(ConnectorBase):
         except NotFound:
             return None
         return self._state(raw, asked)
+
+    async def _lookup_in_flight(
+        self, symbol: str, client_order_id: str, unanswered: ServiceUnreachable
+    ) -> Any:
+        """Return the exchange's raw order for an unanswered create; re-raise if it has none.
+
+        Unresolved (the lookup fails or finds nothing), the caller's retry later sends the same
+        client order id, which the exchange refuses as a duplicate and `place` then finds.
+        """
+        try:
+            return await self._rest(
+                partial(self._ex.fetch_order, "", symbol, {"clientOrderId": client_order_id})
+            )
+        except (NotFound, ServiceUnreachable):
+            raise unanswered from None
 
     def _state(self, raw: dict[str, Any], asked: OrderState | None) -> OrderState:
         return _state(raw, asked, account=self.account, exchange=self.exchange)
