@@ -30,7 +30,6 @@ import tempfile
 import time
 import zlib
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
@@ -173,14 +172,14 @@ def _write(where: Path, state: SeriesState, frame: pl.DataFrame) -> None:
     except OSError:
         return  # a data directory that may not be written: no copy, no error
     try:
-        with os.fdopen(fd, "wb") as out:
-            buffer = BytesIO()
-            frame.write_parquet(buffer, compression="lz4", statistics=False)
-            data = buffer.getvalue()
-            out.write(data)
-        target = where / f"{head}.{zlib.crc32(data):08x}{SUFFIX}"
+        with os.fdopen(fd, "w+b") as out:
+            frame.write_parquet(out, compression="lz4", statistics=False)
+            out.flush()
+            with mmap.mmap(out.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                crc = zlib.crc32(view)
+        target = where / f"{head}.{crc:08x}{SUFFIX}"
         os.replace(tmp, target)
-    except OSError:
+    except (OSError, ValueError, pl.exceptions.PolarsError):
         Path(tmp).unlink(missing_ok=True)
         return
     for stale in where.glob(f"*{SUFFIX}"):

@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from barfinex_cli.errors import NotFound, UsageError
-from barfinex_cli.market.candle_cache import load_series
+from barfinex_cli.market.candle_cache import SCHEMA, load_series
 from barfinex_cli.store.market import (
     ORDER_FLOW_COLUMNS,
     CandleRow,
@@ -26,13 +26,8 @@ from barfinex_cli.store.market import (
     without_unknown_flow,
 )
 
-CANDLE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "open_ms": pl.Int64,
-    **dict.fromkeys(("open", "high", "low", "close", "volume"), pl.Float64),
-    "trades": pl.Int64,
-    **dict.fromkeys(ORDER_FLOW_COLUMNS, pl.Float64),
-}
-"""The polars types of `CandleRow`'s fields, in order."""
+CANDLE_SCHEMA = SCHEMA
+"""The polars types of `CandleRow`'s fields, in order (one definition, the copies' own)."""
 
 FLOW_FILE_SUFFIXES = (".csv", ".parquet")
 
