@@ -26,7 +26,7 @@ from barfinex_cli.detector.strategy import Rule, Strategy
 
 strategy = Strategy(
     name="momentum_kill", symbols=["BTC/USDT", "ETH/USDT"], timeframe="1m", threshold=2.0,
-    cooldown=1,
+    cooldown=5,
     rules=[
         Rule("above_ema", ta.close > ta.ema("close", 10), weight=1.0, direction="long"),
         Rule("below_ema", ta.close < ta.ema("close", 10), weight=1.0, direction="short"),

@@ -26,7 +26,7 @@ from barfinex_cli.detector import indicators as ta
 from barfinex_cli.detector.strategy import Rule, Strategy
 
 strategy = Strategy(
-    name="{name}", symbols=["BTC/USDT", "ETH/USDT"], timeframe="1m", threshold=2.0, cooldown=1,
+    name="{name}", symbols=["BTC/USDT", "ETH/USDT"], timeframe="1m", threshold=2.0, cooldown=5,
     rules=[
         Rule("above_ema", ta.close > ta.ema("close", 10), weight=1.0, direction="long"),
         Rule("below_ema", ta.close < ta.ema("close", 10), weight=1.0, direction="short"),
@@ -106,7 +106,7 @@ def test_two_hosts_share_the_work_on_one_redis_and_handle_nothing_twice(
     for name in ("momentum_a", "momentum_b"):
         (tmp_path / f"{name}.py").write_text(STRATEGY.format(name=name))
     port = _free_port()
-    replay = ["--speed", "1500", "--days", "0.3", "--history", "200", "--symbols",
+    replay = ["--speed", "1500", "--days", "0.22", "--history", "150", "--symbols",
               "BTC/USDT,ETH/USDT"]  # fmt: skip
     host_a = _host(
         shared, tmp_path / "a", "--strategy", str(tmp_path / "momentum_a.py"), "--host-name",

@@ -8,7 +8,7 @@ loop forever. A role that exits with 2 refused to start (a mistake a restart can
 a detector instance name already running on another host): it is not restarted, and the stack
 stops with the role's own one-line error. A role that ends on its own with exit 0 (a provider at
 the end of its replay) ends the stack. Stopping goes consumers first and producers last: the
-reverse of the start order.
+reverse of the start order, the detectors together.
 """
 
 from __future__ import annotations
@@ -172,27 +172,42 @@ class Supervisor:
         await self._spawn(role)
 
     async def stop(self) -> None:
-        """Stop the roles in reverse start order: SIGINT, then SIGKILL past the timeout."""
+        """Stop the roles in reverse start order: SIGINT, then SIGKILL past the timeout.
+
+        Peers of one kind (the detectors, `detector:NAME`) stop together: none feeds another.
+        """
+        tiers: list[list[RoleProcess]] = []
         for role in reversed(self.roles):
-            process = role.process
-            if process is None or process.returncode is not None:
-                continue
-            role.state = "stopping"
-            began = time.monotonic()
+            if tiers and _kind(tiers[-1][0]) == _kind(role):
+                tiers[-1].append(role)
+            else:
+                tiers.append([role])
+        for tier in tiers:
+            await asyncio.gather(*(self._stop_one(role) for role in tier))
+
+    async def _stop_one(self, role: RoleProcess) -> None:
+        process = role.process
+        if process is None or process.returncode is not None:
+            return
+        role.state = "stopping"
+        began = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(process.wait(), self.stop_timeout_s)
+        except TimeoutError:
+            log.warning("role did not stop in time; killed", extra={"role": role.name})
             with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(process.wait(), self.stop_timeout_s)
-            except TimeoutError:
-                log.warning("role did not stop in time; killed", extra={"role": role.name})
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-            role.state = "stopped"
-            log.info(
-                "role stopped",
-                extra={"role": role.name, "in_s": round(time.monotonic() - began, 2)},
-            )
+                process.kill()
+            await process.wait()
+        role.state = "stopped"
+        log.info(
+            "role stopped", extra={"role": role.name, "in_s": round(time.monotonic() - began, 2)}
+        )
+
+
+def _kind(role: RoleProcess) -> str:
+    return role.name.split(":", 1)[0]
 
 
 def _last_error(log_path: Path | None) -> str:
