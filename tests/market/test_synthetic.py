@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -119,12 +118,10 @@ def test_volume_follows_a_u_shape_over_the_utc_day() -> None:
     assert edges > 1.5 * middle
 
 
-def test_the_default_week_is_made_in_well_under_a_second_and_labelled() -> None:
-    began = time.perf_counter()
+def test_the_default_dataset_is_three_symbols_for_a_week_labelled_synthetic() -> None:
+    # its speed is a benchmark figure (benchmarks/provider.py), never a timed assertion
     data = synthetic.default_dataset()
-    elapsed = time.perf_counter() - began
     assert sum(len(rows) for rows in data.values()) == 3 * 7 * DAY
-    assert elapsed < 2.0  # typically ~0.05 s; generous for a loaded CI machine
     assert synthetic.SYNTHETIC_EXCHANGE == "synthetic"
 
 
