@@ -77,6 +77,15 @@ class Browser:
             "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
         ))  # fmt: skip
 
+    async def press(self, key: str) -> None:
+        """Type one printable key into the page's terminal (focusing it first, as a click would)."""
+        await self.call("Runtime.evaluate", expression=(
+            "document.querySelector('.xterm-helper-textarea').focus()"
+        ))  # fmt: skip
+        # xterm.js reads printable keys from the textarea's input events; a synthetic keyDown
+        # without a real keyboard layout is not one, inserted text is
+        await self.call("Input.insertText", text=key)
+
     async def screenshot(self, path: Path) -> None:
         """Save the viewport as a PNG."""
         shot = await self.call("Page.captureScreenshot", format="png")

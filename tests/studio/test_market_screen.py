@@ -71,6 +71,9 @@ async def test_the_chart_shows_the_stores_candles_and_redraws_on_a_live_one(
             zoom = chart.view.zoom
             await pilot.press("minus", "left")  # the chart has the keys when the screen shows
             assert chart.view.zoom == zoom - 1 and chart.view.offset > 0
+            app.screen.query_one("#market-symbol", Select).focus()
+            await pilot.press("plus", "end")  # the chart's keys work while a picker has focus
+            assert chart.view.zoom == zoom and chart.view.following
             await pilot.press("q")
 
 

@@ -11,6 +11,7 @@ shows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -79,6 +80,12 @@ async def test_the_browser_shows_the_studio_header_and_the_chart(
                 await browser.painted()
                 shot = tmp_path / "studio-web.png"
                 await browser.screenshot(shot)
+                for _ in range(30):  # zoom out, typed into the page (the first key focuses it)
+                    await browser.press("-")
+                    with contextlib.suppress(AssertionError):
+                        await until(lambda: "(bar = " in browser.text(), timeout=1)
+                        break
+                assert "(bar = 2 candles)" in browser.text()
             assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
             if os.environ.get("BFX_DOCS_IMG") == "1":
                 shutil.copyfile(shot, DOCS_IMG)

@@ -63,6 +63,13 @@ class MarketScreen(Screen[None]):
         Binding("s", "pick('market-symbol')", "Symbol"),
         Binding("t", "pick('market-timeframe')", "Timeframe"),
         Binding("c", "chart", "Chart", show=False),
+        # the chart's keys also work when it lacks focus (a picker has it, or the browser page
+        # took focus back): the screen hands them to the chart
+        *(
+            Binding(b.key, f"chart_key({b.action!r})", b.description, show=False)
+            for b in CandleChart.BINDINGS
+            if isinstance(b, Binding)
+        ),
     ]
 
     class TradesReceived(Message):
@@ -228,6 +235,10 @@ class MarketScreen(Screen[None]):
     def action_chart(self) -> None:
         """Give the chart the keys again."""
         self.query_one(CandleChart).focus()
+
+    async def action_chart_key(self, action: str) -> None:
+        """Run one of the chart's key actions on it (e.g. `zoom(1)`)."""
+        await self.app.run_action(action, self.query_one(CandleChart))
 
     def _update_pickers(self) -> None:
         keys = mv.series_keys(self.state.series)
