@@ -66,7 +66,7 @@ class MarketScreen(Screen[None]):
         # the chart's keys also work when it lacks focus (a picker has it, or the browser page
         # took focus back): the screen hands them to the chart
         *(
-            Binding(b.key, f"chart_key({b.action!r})", b.description, show=False)
+            Binding(b.key, f"chart_key({b.action!r})", b.description, show=b.show)
             for b in CandleChart.BINDINGS
             if isinstance(b, Binding)
         ),
