@@ -62,6 +62,8 @@ def decode(
             head = json.loads(data)
         except ValueError as exc:
             raise MalformedEvent(f"not JSON: {exc}") from None
+        except RecursionError:  # json nests by recursion; pydantic's parser below has a limit
+            raise MalformedEvent("not JSON: nested too deeply") from None
         if not isinstance(head, dict) or not isinstance(head.get("type"), str):
             raise MalformedEvent("not an envelope: no string field 'type'")
         event_type = head["type"]

@@ -125,6 +125,9 @@ def _execute(path: Path) -> dict[str, object]:
         code = compile(source, str(path), "exec", dont_inherit=True)
     except SyntaxError as exc:
         raise StrategyError(f"{path}:{exc.lineno or 1}: {exc.msg}") from None
+    except (ValueError, MemoryError, RecursionError) as exc:  # NUL bytes, nesting too deep
+        why = str(exc) or "nested too deeply for the Python parser"
+        raise StrategyError(f"{path}:1: {why}") from None
     digest = hashlib.sha1(str(path.resolve()).encode(), usedforsecurity=False).hexdigest()[:10]
     name = f"bfx_strategy_{digest}_{next(_counter)}"
     spec = importlib.util.spec_from_file_location(name, path)

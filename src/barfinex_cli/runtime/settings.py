@@ -169,6 +169,8 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             data = tomllib.loads(path.read_text())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read it as TOML: {exc}") from None
+        except RecursionError:  # tomllib nests arrays and tables by recursion
+            raise ConfigError(f"{path}: cannot read it as TOML: nested too deeply") from None
         data = {**data, **data["bfx"]} if isinstance(data.get("bfx"), dict) else data
     cli = {k: v for k, v in overrides.items() if v is not None}
     token = _toml_file.set(path)

@@ -100,6 +100,8 @@ def parse_policies(raw: bytes, source: str) -> PolicySet:
         raise ConfigError(f"{source}: not a text file (expected UTF-8 TOML)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib nests arrays and tables by recursion
+        raise ConfigError(f"{source}: not valid TOML: nested too deeply") from None
     try:
         rules = PolicyFile.model_validate(data)
     except ValidationError as exc:

@@ -107,6 +107,8 @@ def apply_message(client: WsClient, text: str) -> list[dict[str, Any]]:
         message = json.loads(text)
     except ValueError:
         return [{"error": f"not JSON; {_USAGE}"}]
+    except RecursionError:  # json nests by recursion: a deep frame would end the connection
+        return [{"error": f"JSON nested too deeply; {_USAGE}"}]
     if not isinstance(message, dict) or len(message) != 1:
         return [{"error": _USAGE}]
     ((verb, channels),) = message.items()
