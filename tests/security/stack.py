@@ -149,3 +149,46 @@ def _wait_registered(stack: Stack, names: set[str], timeout_s: float = 30) -> No
             return
         time.sleep(0.1)
     raise AssertionError(f"apps {sorted(names - seen)} never registered (alive: {sorted(seen)})")
+
+
+@contextlib.contextmanager
+def threaded_gateway(tmp_path: Path, **options: Any) -> Iterator[str]:
+    """Serve a bare gateway (memory bus, paper broker) from its own thread; yield its base URL."""
+    from barfinex_cli.bus.memory import MemoryBus
+    from barfinex_cli.provider.gateway.context import GatewayOptions
+    from provider.gateway_server import gateway, make_broker, make_context
+
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+    loop = asyncio.new_event_loop()
+    done = asyncio.Event()
+
+    async def main() -> None:
+        bus = MemoryBus("threaded")
+        ctx = make_context(
+            tmp_path, bus, broker=make_broker(bus), options=GatewayOptions(**options)
+        )
+        async with gateway(ctx) as http:
+            box["url"] = str(http.base_url).rstrip("/")
+            ready.set()
+            await done.wait()
+
+    def thread_main() -> None:
+        try:
+            loop.run_until_complete(main())
+        except BaseException as exc:  # reported to the test
+            box["error"] = exc
+            ready.set()
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=thread_main, name="security-gateway", daemon=True)
+    thread.start()
+    try:
+        if not ready.wait(30) or "error" in box:
+            raise RuntimeError(f"the gateway did not start: {box.get('error')!r}")
+        yield box["url"]
+    finally:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(done.set)
+        thread.join(30)
