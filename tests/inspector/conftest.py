@@ -9,6 +9,7 @@ position events and the REST answers are the provider's, exactly as in a replay.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -126,11 +127,12 @@ class Market:
     async def decide(
         self, symbol: str = "BTC/USDT", side: str = "buy", entry: str = "100",
         stop: str = "98", take_profit: str = "104", strategy: str = "momentum",
-        order_type: str = "market", size_hint: str = "1",
+        order_type: str = "market", size_hint: str = "1", signal_id: str | None = None,
     ) -> Envelope[Any]:  # fmt: skip
-        """Publish an `advisor.decision` as the advisor would; return its event."""
+        """Publish an `advisor.decision` as the advisor would (of a new signal unless named)."""
         payload = DecisionMade(
-            signal_id="sig-" + symbol, exchange="replay", symbol=symbol, side=side,
+            signal_id=signal_id or f"sig-{uuid.uuid4().hex[:12]}", exchange="replay",
+            symbol=symbol, side=side,
             order_type=order_type, entry=Decimal(entry), stop=Decimal(stop),
             take_profit=Decimal(take_profit), size=Decimal(size_hint), conviction=0.7,
             reasoning="test", strategy=strategy,

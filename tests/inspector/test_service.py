@@ -103,6 +103,28 @@ async def test_a_decision_with_no_stop_is_blocked_with_the_reason_and_places_not
     assert await market.client.orders("paper") == []
 
 
+async def test_a_second_decision_of_one_signal_is_blocked_and_places_no_second_order(
+    market: Market, start_inspector: StartInspector
+) -> None:
+    # an advisor killed after publishing a decision but before acking its signal decides it again
+    await start_inspector()
+    first = await market.decide(signal_id="sig-once")
+    again = await market.decide(signal_id="sig-once")
+
+    async def both_judged() -> list[Any]:
+        verdicts = await market.published("inspector.verdict")
+        return verdicts if len(verdicts) == 2 else []
+
+    await until(both_judged)
+    by_decision = {v.payload.decision_id: v.payload for v in await both_judged()}
+    assert by_decision[first.id].verdict == "ALLOW"
+    assert by_decision[again.id].verdict == "BLOCK"
+    assert by_decision[again.id].policy == "duplicate_signal"
+    assert first.id in by_decision[again.id].reason
+    entries = [o for o in await market.client.orders("paper") if o.client_order_id.endswith("-e")]
+    assert [o.client_order_id for o in entries] == [f"i-{first.id}-e"]
+
+
 async def test_close_all_flattens_every_runtime_position_and_cancels_their_protection(
     market: Market, start_inspector: StartInspector
 ) -> None:

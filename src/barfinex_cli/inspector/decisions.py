@@ -106,7 +106,9 @@ class Decisions:
             await self.ins.events.refresh_account()
             intent = self.intent_of(event, await self.spread_of(event.payload))
             now = self.ins.clock.now()
-            verdict = self.ins.governor.evaluate(intent, self.ins.portfolio(), now)
+            verdict = self.once_per_signal(event) or self.ins.governor.evaluate(
+                intent, self.ins.portfolio(), now
+            )
             self.ins.verdicts += 1
             self.ins.m_verdicts.labels(verdict.action).inc()
             self.ins.suppression.decided(intent.strategy)
@@ -125,6 +127,7 @@ class Decisions:
                 policy=verdict.policy,
                 reason=reason[:1000],
                 status="judged",
+                signal_id=event.payload.signal_id,
                 side=intent.side,
                 entry=str(intent.entry),
                 stop=str(intent.stop or ""),
@@ -143,6 +146,22 @@ class Decisions:
             )
             await self.act(event, intent, verdict)
             return verdict
+
+    def once_per_signal(self, event: Envelope[Any]) -> Verdict | None:
+        """Return a BLOCK if another decision of the same signal was judged already.
+
+        An advisor killed between publishing a decision and acknowledging its signal decides
+        that signal again after its restart (a new decision id); the second one must not trade.
+        """
+        signal_id: str = event.payload.signal_id
+        first = self.ins.store.decision_of_signal(signal_id, other_than=event.id)
+        if first is None:
+            return None
+        return Verdict(
+            action="BLOCK",
+            policy="duplicate_signal",
+            reason=f"signal {signal_id} was decided already by {first}; no second order",
+        )
 
     async def act(self, event: Envelope[Any], intent: Intent, verdict: Verdict) -> None:
         action = verdict.action

@@ -32,6 +32,7 @@ from typing import Any, Literal, Self
 import sqlite_utils
 
 from barfinex_cli.errors import ConfigError
+from barfinex_cli.store.private import private_file
 
 OrderRole = Literal["entry", "stop_loss", "take_profit", "close"]
 LocalStatus = Literal["in_flight", "open", "filled", "cancelled", "rejected"]
@@ -120,7 +121,7 @@ class InspectorStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(path)
             self.db = sqlite_utils.Database(sqlite3.connect(path, isolation_level=None))
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
@@ -149,6 +150,10 @@ class InspectorStore:
                  "status": str},
                 pk="decision_id",
             )  # fmt: skip
+        decisions = db.table("decisions")
+        if "signal_id" not in decisions.columns_dict:  # stores made before it was kept
+            decisions.add_column("signal_id", str)
+            decisions.create_index(["signal_id"], if_not_exists=True)
         if "orders" not in db.table_names():
             columns: dict[str, Any] = {f.name: str for f in fields(OrderRecord)}
             columns.update(
@@ -168,6 +173,15 @@ class InspectorStore:
             "select status from decisions where decision_id = ?", [decision_id]
         ))  # fmt: skip
         return str(rows[0]["status"]) if rows else None
+
+    def decision_of_signal(self, signal_id: str, other_than: str) -> str | None:
+        """Return the id of a judged decision of `signal_id` other than `other_than`, if any."""
+        rows = list(self.db.query(
+            "select decision_id from decisions where signal_id = ? and decision_id != ?"
+            " and status = 'judged' limit 1",
+            [signal_id, other_than],
+        ))  # fmt: skip
+        return str(rows[0]["decision_id"]) if rows else None
 
     def record_decision(self, decision_id: str, **values: Any) -> None:
         """Insert or update a decision's row (`status`, `verdict`, `policy`, `reason`, ...)."""
