@@ -44,3 +44,17 @@ async def test_a_role_still_rendering_its_own_text_is_served_as_it_is() -> None:
     text = "# TYPE bfx_x gauge\nbfx_x 1\n"
     (metrics,) = await _get(health_app(_status(True), lambda: text), "/metrics")
     assert metrics.text == text
+
+
+def test_two_instances_binding_one_port_get_two_ports() -> None:
+    # detectors started together under `bfx up` both ask for 8101 before either serves
+    from barfinex_cli.runtime.health import bind_first_free
+
+    first = bind_first_free("127.0.0.1", 0)
+    port = first.getsockname()[1]
+    second = bind_first_free("127.0.0.1", port)
+    try:
+        assert second.getsockname()[1] != port
+    finally:
+        first.close()
+        second.close()

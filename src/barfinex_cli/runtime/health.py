@@ -31,6 +31,9 @@ def bind_first_free(host: str, port: int, *, tries: int = 100) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, candidate))
+            # listen at once: with SO_REUSEADDR, Linux lets a second socket bind a port that
+            # nobody listens on yet, so two instances starting together took the same port
+            sock.listen(128)
             return sock
         except OSError as exc:
             sock.close()
