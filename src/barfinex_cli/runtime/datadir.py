@@ -2,7 +2,8 @@
 
 Commands, the kernel and `bfx up` all write under `--data-dir` / `BFX_HOME`. A path under a
 regular file or a folder the user may not write used to surface as a traceback from whichever
-`mkdir` or `sqlite3` call touched it first; here it becomes one `DataDirUnusable` line.
+`mkdir` or `sqlite3` call touched it first; here it becomes one `DataDirUnusable` line. A data
+directory made here is owner-only (0700), like the store files in it (0600, `store.private`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def writable(home: Path) -> Path:
         DataDirUnusable: it cannot be created (a path under a file, say) or written.
     """
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)  # private: see store.private
         with tempfile.TemporaryFile(dir=home, prefix=".bfx-write-check-"):
             pass
     except OSError as exc:

@@ -39,7 +39,6 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cache
-from pathlib import Path
 from typing import Any, Self
 
 import sqlite_utils
@@ -62,6 +61,7 @@ from barfinex_cli.store.audit_sql import (
     trace_sql,
     where_sql,
 )
+from barfinex_cli.store.private import private_file
 from barfinex_cli.store.readonly import connect_read_only
 
 MIN_PREFIX = 8
@@ -88,7 +88,7 @@ class AuditStore:
                 raise
             return
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)
         self.db = sqlite_utils.Database(self.path)
         try:
             self.db.enable_wal()

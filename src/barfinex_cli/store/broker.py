@@ -34,7 +34,6 @@ import os
 import sqlite3
 from collections.abc import Iterable
 from decimal import Decimal
-from pathlib import Path
 from typing import Literal, Self
 
 import sqlite_utils
@@ -44,6 +43,7 @@ from barfinex_cli.contracts.orders import Fill, OrderSide, OrderState
 from barfinex_cli.contracts.times import to_ms
 from barfinex_cli.contracts.types import Model
 from barfinex_cli.errors import ConfigError
+from barfinex_cli.store.private import private_file
 
 SCHEMA_VERSION = 1
 PaperStatus = Literal["open", "filled", "cancelled", "rejected"]
@@ -181,7 +181,7 @@ class BrokerStore:
         """
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)
         self.db = sqlite_utils.Database(self.path)
         try:
             self.db.enable_wal()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from barfinex_cli.store.market_generations import GENERATIONS, statements
+from barfinex_cli.store.private import private_file
 
 if TYPE_CHECKING:
     import polars as pl
@@ -118,7 +119,7 @@ class MarketStore:
 
             self.conn = connect_read_only(self.path)
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)
         self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
