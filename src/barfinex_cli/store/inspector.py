@@ -150,6 +150,10 @@ class InspectorStore:
                  "status": str},
                 pk="decision_id",
             )  # fmt: skip
+        decisions = db.table("decisions")
+        if "signal_id" not in decisions.columns_dict:  # stores made before it was kept
+            decisions.add_column("signal_id", str)
+            decisions.create_index(["signal_id"], if_not_exists=True)
         if "orders" not in db.table_names():
             columns: dict[str, Any] = {f.name: str for f in fields(OrderRecord)}
             columns.update(
@@ -169,6 +173,15 @@ class InspectorStore:
             "select status from decisions where decision_id = ?", [decision_id]
         ))  # fmt: skip
         return str(rows[0]["status"]) if rows else None
+
+    def decision_of_signal(self, signal_id: str, other_than: str) -> str | None:
+        """Return the id of a judged decision of `signal_id` other than `other_than`, if any."""
+        rows = list(self.db.query(
+            "select decision_id from decisions where signal_id = ? and decision_id != ?"
+            " and status = 'judged' limit 1",
+            [signal_id, other_than],
+        ))  # fmt: skip
+        return str(rows[0]["decision_id"]) if rows else None
 
     def record_decision(self, decision_id: str, **values: Any) -> None:
         """Insert or update a decision's row (`status`, `verdict`, `policy`, `reason`, ...)."""
