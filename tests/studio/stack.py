@@ -83,7 +83,7 @@ async def running_provider(
 
 async def until(
     condition: Callable[[], object],
-    timeout: float = 10.0,  # noqa: ASYNC109 - a polling deadline, not a cancellation scope
+    timeout: float = 20.0,  # noqa: ASYNC109 - a polling deadline, not a cancellation scope
     step: float = 0.02,
 ) -> None:
     """Wait until `condition()` is truthy; fail after `timeout` seconds."""

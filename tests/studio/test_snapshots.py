@@ -224,6 +224,7 @@ def test_token_screen(snap_compare: SnapCompare) -> None:
     app = studio_app()
 
     async def refuse(pilot: Pilot[None]) -> None:
+        await pilot.press("6")  # a screen that does no IO of its own behind the dialog
         app.push_screen(TokenScreen(app.url, "the provider at http://127.0.0.1:8081 refused "
                                              "the token"))  # fmt: skip
         await pilot.pause()

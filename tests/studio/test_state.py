@@ -103,3 +103,36 @@ def test_the_mode_is_replay_on_a_market_clock_else_paper_or_live() -> None:
     assert state.mode == "paper"
     state.apply_snapshot(snapshot("wall", paper=False))
     assert state.mode == "live"
+
+
+async def test_a_growing_log_appends_and_trims_rows_and_anything_else_rebuilds() -> None:
+    from textual.app import App, ComposeResult
+    from textual.widgets import DataTable
+
+    from barfinex_cli.studio.screens.base import sync_rows, table
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield table("t", "n")
+
+    def rows(*keys: str) -> list[tuple[str, tuple[object, ...]]]:
+        return [(k, (k.upper(),)) for k in keys]
+
+    app = One()
+    async with app.run_test():
+        grid = app.query_one(DataTable)
+
+        def row_of(key: str) -> object:
+            return next(row for k, row in grid.rows.items() if k.value == key)
+
+        sync_rows(grid, rows("a", "b", "c"))
+        kept = row_of("c")
+        sync_rows(grid, rows("b", "c", "d", "e"))  # a left the window, d and e arrived
+        assert [r.key.value for r in grid.ordered_rows] == ["b", "c", "d", "e"]
+        assert [grid.get_row_at(i)[0] for i in range(grid.row_count)] == ["B", "C", "D", "E"]
+        assert row_of("c") is kept  # appended and trimmed, not rebuilt
+        sync_rows(grid, rows("e", "c"))  # reordered: rebuilt
+        assert [r.key.value for r in grid.ordered_rows] == ["e", "c"]
+        assert row_of("c") is not kept
+        sync_rows(grid, [])
+        assert grid.row_count == 0

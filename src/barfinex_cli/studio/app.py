@@ -193,6 +193,10 @@ class StudioApp(App[None]):
         await self.roles.aclose()
 
     def _tick(self) -> None:
+        if self.feed is not None and self.feed.skipped != self.state.skipped:
+            self.state.skipped = self.feed.skipped  # malformed frames make no batch to say so
+            self.state.versions["health"] += 1
+            self._changed()
         screen = self.screen
         if isinstance(screen, StudioScreen):
             screen.refresh_header()
@@ -263,12 +267,9 @@ class StudioApp(App[None]):
                 continue
             self.post_message(self.SnapshotLoaded(snapshot))
 
-    def refresh_now(self) -> None:
-        """Take a snapshot at once (after a write), then keep polling."""
-        self.poll_once()
-
     @work(group="poll-once")
-    async def poll_once(self) -> None:
+    async def refresh_now(self) -> None:
+        """Take a snapshot at once (after a write); the poll goes on as before."""
         try:
             self.post_message(self.SnapshotLoaded(await load_snapshot(self.client, self.roles)))
         except BfxError as exc:

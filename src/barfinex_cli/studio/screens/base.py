@@ -43,6 +43,34 @@ def table(table_id: str, *columns: str, cursor: str = "row") -> DataTable[Any]:
     return made
 
 
+Row = tuple[str, tuple[object, ...]]
+"""A table row: its key and its cells."""
+
+
+def sync_rows(grid: DataTable[Any], rows: list[Row]) -> None:
+    """Show `rows` (oldest first) in `grid`, touching only what changed when it can.
+
+    A live log mostly grows at the end and loses rows at the front: those are appended and
+    removed one by one, so the rows already shown are not measured and drawn again (a rebuild
+    of a few hundred rows on every batch was the studio's main cost under a burst). Anything
+    else (a new filter, a reordering) rebuilds the table.
+    """
+    keys = [key for key, _ in rows]
+    have = [str(row.key.value) for row in grid.ordered_rows]
+    if keys and have and keys[0] in have:
+        cut = have.index(keys[0])  # rows before it left the window
+        kept = have[cut:]
+        if keys[: len(kept)] == kept:
+            for gone in have[:cut]:
+                grid.remove_row(gone)
+            for key, cells in rows[len(kept) :]:
+                grid.add_row(*cells, key=key)
+            return
+    grid.clear()
+    for key, cells in rows:
+        grid.add_row(*cells, key=key)
+
+
 def matches(filter_text: str, cells: Iterable[object]) -> bool:
     """Tell whether a row's cells contain the filter (case-insensitive); an empty one matches."""
     if not filter_text:

@@ -79,7 +79,9 @@ class TokenScreen(ModalScreen[None]):
                 "on the provider's machine the studio reads DATA_DIR/token by itself "
                 "(`bfx --data-dir DIR studio`). Or type it here:"
             )
-            yield Input(placeholder="gateway token", password=True, id="token")
+            box = Input(placeholder="gateway token", password=True, id="token")
+            box.cursor_blink = False  # a steady cursor: the screen looks the same every time
+            yield box
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.value.strip():

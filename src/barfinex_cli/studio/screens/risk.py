@@ -20,7 +20,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
 from barfinex_cli.errors import BfxError
-from barfinex_cli.studio.screens.base import StudioScreen, matches, table
+from barfinex_cli.studio.screens.base import Row, StudioScreen, matches, sync_rows, table
 from barfinex_cli.studio.state import StudioState
 
 BAR = 30
@@ -97,14 +97,17 @@ class RiskScreen(StudioScreen):
             policies.add_row(name, Text(value, style=style))
         self._draw_positions(state)
         verdicts = self.query_one("#verdicts", DataTable)
-        verdicts.clear()
-        for event in reversed(state.verdicts):
+        rows: list[Row] = []
+        for event in state.verdicts:  # oldest first: the log grows at the end
             v = event.payload
             cells = (event.ts.strftime("%m-%d %H:%M:%S"), v.decision_id[-12:], v.verdict,
                      v.policy, v.reason)  # fmt: skip
             if matches(self.filter_text, cells):
                 style = "green" if v.verdict == "ALLOW" else "bold red"
-                verdicts.add_row(*cells[:2], Text(v.verdict, style=style), *cells[3:])
+                rows.append((event.id, (*cells[:2], Text(v.verdict, style=style), *cells[3:])))
+        sync_rows(verdicts, rows)
+        if rows:
+            verdicts.move_cursor(row=verdicts.row_count - 1)
 
     def _draw_line(self, state: StudioState) -> None:
         view = state.inspector

@@ -1,8 +1,10 @@
 """Screen 2, Signals: the timeline of detector signals per strategy, and why each one fired.
 
 The top lines are one timeline per strategy instance (▲ long, ▼ short, oldest to newest); the
-table lists the signals newest first; the highlighted signal's per-rule attribution (held or not,
-weight, direction, the values the rule saw) and its score against the threshold show beneath.
+table lists the signals oldest first and follows the newest (it grows at the end, so a burst
+appends rows instead of redrawing the table); the highlighted signal's per-rule attribution
+(held or not, weight, direction, the values the rule saw) and its score against the threshold
+show beneath.
 Enter posts `ChartRequested`, and the app shows that signal on the Market chart.
 
 The gateway keeps no signal history, so the screen holds the signals seen since the studio
@@ -22,7 +24,7 @@ from textual.widgets import DataTable, Static
 
 from barfinex_cli.contracts.detector import SignalGenerated
 from barfinex_cli.contracts.envelope import Envelope
-from barfinex_cli.studio.screens.base import StudioScreen, matches, table
+from barfinex_cli.studio.screens.base import Row, StudioScreen, matches, sync_rows, table
 from barfinex_cli.studio.state import StudioState
 
 MAX_ROWS = 200
@@ -83,9 +85,10 @@ class SignalsScreen(StudioScreen):
         self._draw_timelines(signals)
         table = self.query_one("#signals", DataTable)
         current = self._current_key(table)
-        table.clear()
+        at_end = table.row_count == 0 or table.cursor_row >= table.row_count - 1
+        rows: list[Row] = []
         self._shown = {}
-        for event in reversed(signals):
+        for event in reversed(signals):  # newest first while counting, shown oldest first
             s = event.payload
             cells = (
                 s.candle_time.strftime("%Y-%m-%d %H:%M"), s.strategy, s.instance, s.symbol,
@@ -93,12 +96,16 @@ class SignalsScreen(StudioScreen):
             )  # fmt: skip
             if not matches(self.filter_text, cells):
                 continue
-            table.add_row(*cells[:5], _mark(s.direction) + f" {s.direction}", *cells[6:],
-                          key=event.id)  # fmt: skip
+            rows.append((event.id, (*cells[:5], _mark(s.direction) + f" {s.direction}",
+                                    *cells[6:])))  # fmt: skip
             self._shown[event.id] = event
-            if len(self._shown) >= MAX_ROWS:
+            if len(rows) >= MAX_ROWS:
                 break
-        if current in self._shown:
+        rows.reverse()
+        sync_rows(table, rows)
+        if rows and (at_end or current not in self._shown):
+            table.move_cursor(row=table.row_count - 1)  # follow the newest signal
+        elif current in self._shown:
             table.move_cursor(row=table.get_row_index(current))
         self._explain(self._current_key(table))
 
