@@ -17,12 +17,24 @@ recorder shares an event loop with the roles (`bfx up --single-process`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import sqlite3
 from collections.abc import Sequence
 from typing import Generic, Protocol, TypeVar
 
 from barfinex_cli.contracts import codec
 from barfinex_cli.contracts.envelope import AnyEnvelope
 from barfinex_cli.store.audit import AuditStore
+
+log = logging.getLogger("bfx.recorder")
+
+DISK_ERRORS = ("disk is full", "readonly database", "disk I/O error")
+"""SQLite's words for a write the disk or the file system refused: waited out, not fatal."""
+
+
+class DiskRefused(Exception):
+    """The audit store could not be written: the disk is full or the file system read-only."""
 
 
 class Delivery(Protocol):
@@ -78,19 +90,32 @@ class Recorder(Generic[D]):
         self.block_ms = block_ms
         self.written = 0
         self.duplicates = 0
+        self.retry_s = 1.0
+        """How often a write the disk refused (full, read-only) is tried again."""
+        self.refusing = False
+        """True while the disk refuses the writes (the recorder waits, losing nothing)."""
+        self._refused: list[D] = []
 
     async def record_batch(self) -> int:
         """Fetch one batch, store it in one transaction, then acknowledge it; return its size.
 
         If the write fails the batch is not acknowledged (the bus delivers it again) and the
-        error propagates.
+        error propagates. A batch the disk refused (`DiskRefused`) is kept and tried first by
+        the next call.
         """
-        batch = await self._source.fetch(self.batch_size, self.block_ms)
+        batch = self._refused or await self._source.fetch(self.batch_size, self.block_ms)
         if not batch:
             return 0
-        new = self._store.append_raw(
-            (d.event, d.raw if d.raw is not None else codec.encode(d.event)) for d in batch
-        )
+        try:
+            new = self._store.append_raw(
+                (d.event, d.raw if d.raw is not None else codec.encode(d.event)) for d in batch
+            )
+        except sqlite3.OperationalError as exc:
+            if not any(m in str(exc) for m in DISK_ERRORS):
+                raise
+            self._refused = list(batch)
+            raise DiskRefused(str(exc)) from exc
+        self._refused = []
         self.written += new
         self.duplicates += len(batch) - new
         await self._source.ack(batch)
@@ -103,4 +128,22 @@ class Recorder(Generic[D]):
         still written and acknowledged, then `run` returns (within `block_ms` when idle).
         """
         while not stop.is_set():
-            await self.record_batch()
+            try:
+                await self.record_batch()
+            except DiskRefused as exc:
+                # keep running and keep the batch: nothing is acknowledged until it is written
+                if not self.refusing:
+                    log.error(
+                        "cannot write the audit store; retrying, nothing is acknowledged until "
+                        "it is written — free space or make the data directory writable",
+                        extra={"path": str(self._store.path), "error": str(exc)},
+                    )
+                self.refusing = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.retry_s)
+                continue
+            if self.refusing:
+                log.warning(
+                    "the audit store is written again", extra={"path": str(self._store.path)}
+                )
+                self.refusing = False
