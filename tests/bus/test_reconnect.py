@@ -204,7 +204,12 @@ async def test_an_outage_is_logged_once_and_the_bus_reports_degraded_while_it_la
     await bus.close()
     assert not bus.degraded and bus.outage_since is None
     messages = [r.getMessage() for r in caplog.records if r.name == "bfx.bus"]
-    assert messages == ["Redis unreachable; retrying with backoff", "Redis answers again"]
+    assert messages == [
+        "Redis unreachable; retrying with backoff",
+        "Redis answers again",
+        "Redis came back without what was published before the outage (restarted without "
+        "persistence?): events on these streams not yet handled are lost",  # candle 0: once
+    ]
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,14 @@
 
 One `bfx up` run (every role its own process, on Redis) and one pipeline backtest of the same
 candle file (360 minutes of BTC/USDT from the synthetic market, 295 of them history), strategy,
-advisor settings and default policies. What must match and does: every detector signal, and
-every advisor decision (its signal, side, conviction, entry, stop and take-profit). What must
-match and does not yet: the orders' times and prices (see docs/backtest.md, "Parity"): the
-replay does not wait for the roles, so an order reaches the paper broker as late as the stack
-is slow (the first decision of a run takes a second or more), and meets a later candle. The
-backtest plays each moment only once the roles have finished the last one. The strict xfail
-keeps that gap visible until `bfx up` can replay in lock-step too.
+advisor settings and default policies. Every detector signal, every advisor decision (its
+signal, side, conviction, entry, stop and take-profit) and every order fill (time, symbol, side,
+size, price and the order's role: entry, stop, take-profit) match. They match because `bfx up`
+replays in lock-step, as the backtest does: the provider plays the next market moment only
+once every role's consumer group on Redis has handled everything published (`Bus.behind`,
+`bus.settle`), so an order reaches the paper broker on the moment of its signal however slow
+the machine is (see docs/backtest.md, "Parity"). The replay runs at 1200x, far faster than
+the roles answer on a loaded machine: without lock-step the orders met later candles.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def _events(audit: Path, source: str | None = None) -> dict[str, list[Any]]:
         ),
         "orders": sorted(
             (e.payload.fill.time, e.payload.order.symbol, e.payload.order.side,
-             e.payload.fill.amount, e.payload.fill.price, e.payload.order.client_order_id[-3:])
+             e.payload.fill.amount, e.payload.fill.price,
+             e.payload.order.client_order_id.rsplit("-", 1)[1])  # the order's role: e, sl1, tp1
             for e in fills if source is None or source in e.source
         ),
     }  # fmt: skip
@@ -114,11 +116,6 @@ def test_bfx_up_on_redis_and_the_backtest_see_the_same_signals_and_make_the_same
     assert up["decisions"] and up["decisions"] == bt["decisions"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bfx up's replay does not wait for the roles: its orders reach the broker as late "
-    "as the stack is slow and meet later candles; see the module doc",
-)
 def test_bfx_up_on_redis_and_the_backtest_place_the_same_orders(
     runs: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from barfinex_cli.kernel.supervisor import RoleCrashing, RoleProcess, RoleRefused, Supervisor
+from barfinex_cli.kernel.supervisor import (
+    RoleCrashing,
+    RoleProcess,
+    RoleRefused,
+    RootFailed,
+    Supervisor,
+)
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -64,3 +70,47 @@ async def test_a_role_that_finishes_ends_the_stack_and_the_rest_stop(tmp_path: P
     await asyncio.wait_for(supervisor.stop(), 60)
     assert waiting.state == "stopped" and waiting.process is not None
     assert waiting.process.returncode == 0  # stopped with SIGINT: a clean exit, not a kill
+
+
+def _unreachable(name: str, port: int) -> RoleProcess:
+    """A role that exits 3 with its own one-line error naming the Redis at `port`."""
+    return RoleProcess(
+        name, ("events", "tail"), env={"BFX_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    )
+
+
+async def test_a_root_that_fails_to_start_stops_the_stack_with_its_own_error_and_code(
+    tmp_path: Path,
+) -> None:
+    root, downstream = _unreachable("provider", 1), RoleProcess("detector:x", ("version",))
+    supervisor = Supervisor([root, downstream], _env(tmp_path), tmp_path / "logs", root="provider")
+
+    async def until_exit(role: RoleProcess) -> None:  # as `bfx up` waits for the gateway
+        assert role.process is not None
+        if role is root:
+            await asyncio.wait_for(role.process.wait(), 60)
+
+    with pytest.raises(RootFailed) as raised:
+        await supervisor.start(until_exit)
+    await supervisor.stop()
+    message = str(raised.value)
+    assert message.startswith("provider failed to start: ") and "127.0.0.1:1" in message
+    assert "\n" not in message and raised.value.exit_code == 3
+    assert downstream.process is None and root.restarts == 0  # nothing started after it
+
+
+async def test_roles_crashing_while_the_root_is_down_report_the_roots_error(
+    tmp_path: Path,
+) -> None:
+    root, downstream = _unreachable("provider", 1), _unreachable("detector:x", 2)
+    supervisor = Supervisor(
+        [root, downstream], _env(tmp_path), tmp_path / "logs", root="provider",
+        max_restarts=1, backoff_s=0.05,
+    )  # fmt: skip
+    await supervisor.start()
+    with pytest.raises(RootFailed) as raised:
+        await asyncio.wait_for(supervisor.watch(asyncio.Event()), 120)
+    await supervisor.stop()
+    message = str(raised.value)  # whichever gave up first, the provider's own error is shown
+    assert message.startswith("provider ") and "127.0.0.1:1" in message
+    assert "127.0.0.1:2" not in message and raised.value.exit_code == 3

@@ -141,6 +141,7 @@ class MarketContext:
         self._gaps: dict[SeriesKey, list[int]] = {}
         self._incidents: dict[SeriesKey, dict[str, float]] = {}
         self._connected: dict[str, bool] = {}
+        self._book_ms: dict[tuple[str, str], int] = {}
         self.applied = 0
 
     def has(self, key: SeriesKey) -> bool:
@@ -151,6 +152,10 @@ class MarketContext:
         """Return the open time of the series' newest candle, or None if none is held."""
         held = self._candles.get(key)
         return held[-1]["open_ms"] if held else None
+
+    def book_ms(self, exchange: str, symbol: str) -> int | None:
+        """Return the time of the newest book read from the bus for a symbol (None: none yet)."""
+        return self._book_ms.get((exchange, symbol))
 
     def series(self) -> list[SeriesKey]:
         """Return every series the context holds."""
@@ -179,6 +184,7 @@ class MarketContext:
             bid = float(payload.bids[0][0]) if payload.bids else None
             ask = float(payload.asks[0][0]) if payload.asks else None
             self._quotes[(payload.exchange, payload.symbol)] = (bid, ask)
+            self._book_ms[(payload.exchange, payload.symbol)] = to_ms(payload.time)
         elif isinstance(payload, TickerUpdated):
             bid = float(payload.bid) if payload.bid is not None else None
             ask = float(payload.ask) if payload.ask is not None else None

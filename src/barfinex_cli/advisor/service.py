@@ -231,18 +231,27 @@ class Advisor:
             await self._done(consumer, dedup, group, delivery)
 
     def _context_behind(self, event: Envelope[Any]) -> bool:
-        """Tell whether the signal should wait for the candles under it (for `context_wait_s`).
+        """Tell whether the signal should wait for the context of its moment (`context_wait_s`).
 
-        Signals and candles travel on separate streams, so at replay speed a signal can arrive
-        before the hundreds of candles that precede it; judged at once, its context would look
-        stale. It waits while the context lacks its candle, up to `context_wait_s`; after that
-        the quality gate judges the context as it is.
+        Signals, candles and books travel on separate streams, so a signal can arrive before
+        the candles that precede it, or before the book of its own moment; judged at once, its
+        context would look stale, or its entry be priced from the book of the moment before.
+        It waits while the context lacks its candle or, on a market clock, while the newest
+        book of its symbol (once books were seen) is older than the signal candle's close, up
+        to `context_wait_s`; after that the quality gate judges the context as it is. Live, the
+        newest book is the one to price from, whatever its time.
         """
         signal = event.payload
         if not isinstance(signal, SignalGenerated) or signal.action != "open":
             return False
+        opened = to_ms(signal.candle_time)
         newest = self.context.newest_open((signal.exchange, signal.symbol, signal.timeframe))
-        if newest is None or newest >= to_ms(signal.candle_time):
+        candle_behind = newest is not None and newest < opened
+        book_behind = False
+        if self.clock.kind == "market":
+            book = self.context.book_ms(signal.exchange, signal.symbol)
+            book_behind = book is not None and book < opened + timeframe_ms(signal.timeframe)
+        if not candle_behind and not book_behind:
             return False
         since = self._waiting.setdefault(event.id, time.monotonic())
         return time.monotonic() - since < self.config.context_wait_s

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, Protocol
@@ -169,6 +169,17 @@ class Bus(Protocol):
 
     async def stream_types(self) -> list[str]:
         """Return the types that have a stream, sorted."""
+        ...
+
+    async def behind(
+        self, ignore: Collection[str] = (), limit: int | None = None
+    ) -> list[tuple[str, str]]:
+        """Return (group, type) pairs where a running role's group has not finished a stream.
+
+        Behind means entries not yet delivered to the group or delivered and not acknowledged,
+        or a stream matching the group's patterns that it has not joined yet. Empty: every
+        group (but those in `ignore`) has handled everything published. At most `limit` pairs.
+        """
         ...
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -106,6 +106,8 @@ class MemoryBus:
         self._seq = 0
         self._dead: list[DeadLetter] = []
         self._seen: dict[str, OrderedDict[str, None]] = {}
+        self._patterns: dict[str, tuple[str, ...]] = {}  # group -> the type patterns it reads
+        self._readers: dict[str, tuple[str, ...]] = {}  # type -> groups reading it (a cache)
 
     async def ping(self) -> None:
         return None
@@ -168,7 +170,43 @@ class MemoryBus:
     ) -> MemoryConsumer:
         member = MemoryConsumer(self, group, name, tuple(types), start, claim_idle_ms)
         member._join()  # join now, so "$" means from this call on
+        self._register(group, member.types)
         return member
+
+    def _register(self, group: str, types: tuple[str, ...]) -> None:
+        """Remember that `group` reads `types`, so `behind` waits for it on new streams too."""
+        held = self._patterns.get(group, ())
+        self._patterns[group] = held + tuple(t for t in types if t not in held)
+        self._readers.clear()
+
+    async def behind(
+        self, ignore: Collection[str] = (), limit: int | None = None
+    ) -> list[tuple[str, str]]:
+        """Return (group, type) pairs where a group has entries undelivered or unacknowledged.
+
+        A group that reads a type but has not made its group on that stream yet (its consumer
+        has not fetched since the stream appeared) counts as behind.
+        """
+        out: list[tuple[str, str]] = []
+        readers = self._readers
+        for event_type, stream in self._streams.items():
+            end = stream.end
+            if end == 0:
+                continue
+            names = readers.get(event_type)
+            if names is None:
+                names = readers[event_type] = tuple(
+                    g for g, reads in self._patterns.items() if matches(event_type, reads)
+                )
+            for name in names:
+                if name in ignore:
+                    continue
+                group = stream.groups.get(name)
+                if group is None or group.pending or group.next_index < end:
+                    out.append((name, event_type))
+                    if limit is not None and len(out) >= limit:
+                        return out
+        return out
 
     async def wait(self, timeout_s: float) -> None:
         """Sleep until something is published or `timeout_s` passes."""

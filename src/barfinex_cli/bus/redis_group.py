@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
+from barfinex_cli.bus import redis_behind
 from barfinex_cli.bus.base import ConsumerBase, Delivery, StartFrom, matches
 from barfinex_cli.contracts.codec import MalformedEvent
 
@@ -104,6 +105,8 @@ class RedisConsumer(ConsumerBase):
     async def refresh(self) -> None:
         """Join the group on every stream matching the patterns; create groups as needed."""
         initial = not self._refreshed
+        if initial:  # say which types this group reads, so a lock-step replay waits for it
+            await redis_behind.register(self.bus, self.group, self.types)
         for event_type in await self.bus._stream_types():
             key = self.bus.key(event_type)
             if key in self._streams or not matches(event_type, self.types):
@@ -124,6 +127,7 @@ class RedisConsumer(ConsumerBase):
     async def _rejoin(self) -> None:
         """Create the group again on every stream it read, and their types in `_types`."""
         self.rejoined += 1
+        await redis_behind.register(self.bus, self.group, self.types)
         if self._streams:
             await self.bus.redis.sadd(self.bus.types_key, *self._streams.values())
         for key in self._streams:

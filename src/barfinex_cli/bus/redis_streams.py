@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -195,6 +195,13 @@ class RedisStreamsBus:
 
     async def stream_types(self) -> list[str]:
         return await self.outage.call(self._stream_types)
+
+    async def behind(
+        self, ignore: Collection[str] = (), limit: int | None = None
+    ) -> list[tuple[str, str]]:
+        from barfinex_cli.bus import redis_behind
+
+        return await self.outage.call(lambda: redis_behind.behind(self, ignore, limit))
 
     async def _stream_types(self) -> list[str]:
         members = await self.redis.smembers(self.types_key)

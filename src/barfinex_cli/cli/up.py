@@ -117,6 +117,14 @@ def up(
             min=0,
         ),
     ] = 0,
+    lockstep: Annotated[
+        bool,
+        typer.Option(
+            "--lockstep/--no-lockstep",
+            help="Replay: play each market moment only once every role has handled the last, "
+            "so orders match `bfx backtest` (pacing still applies; lock-step only adds waits).",
+        ),
+    ] = True,
     single_process: Annotated[
         bool,
         typer.Option(
@@ -145,6 +153,8 @@ def up(
              --provider http://host:8081 --strategy strategies/mine.py  # join a stack elsewhere
 
       bfx up --single-process --speed max --days 1   # one process, in-process bus, no Redis
+
+      bfx up --replay data/ --no-lockstep       # the replay does not wait for the roles
     """
     import asyncio
 
@@ -174,6 +184,7 @@ def up(
         "replay": replay, "speed": speed, "days": days, "live": live, "exchange": exchange,
         "symbols": symbols, "policy": policy, "port": port, "history": history, "host": host,
         "provider": provider, "host_name": host_name, "remote_apps": remote_apps,
+        "lockstep": lockstep,
     }  # fmt: skip
     if single_process:
         if wanted is not None or live:
@@ -222,7 +233,8 @@ def _plan(
                 args += ["--history", str(options["history"])]
         if options["symbols"]:
             args += ["--symbols", str(options["symbols"])]
-        plan.append(RoleProcess("provider", tuple(args)))
+        lockstep = {"BFX_PROVIDER__LOCKSTEP": "true"} if options.get("lockstep") else {}
+        plan.append(RoleProcess("provider", tuple(args), env=lockstep))
     if on("inspector"):
         args = ["inspector", "run"]
         if options["policy"] is not None:
@@ -280,7 +292,7 @@ async def _run(
         "BFX_NAMESPACE": settings.namespace, "BFX_LOG_JSON": "true",
         "BFX_PROVIDER_URL": gateway,
     }  # fmt: skip
-    supervisor = Supervisor(plan, env, home / "logs")
+    supervisor = Supervisor(plan, env, home / "logs", root="provider")
     counts = Counts(settings, url, recorded="recorder" in names)
     title = f"bfx up — Redis {url}, provider {gateway}, data {settings.home}"
     stop = asyncio.Event()
@@ -381,7 +393,7 @@ async def _run_single(
         speed=None if str(speed).lower() in ("max", "0") else float(str(speed).rstrip("x")),
         days=options["days"], history=options["history"], replay=options["replay"],
         port=options["port"], exit_at_end=True,
-    )  # fmt: skip
+    ).model_copy(update={"lockstep": bool(options.get("lockstep"))})  # fmt: skip
     if str(speed).lower() in ("max", "0"):
         provider = provider.model_copy(update={"speed": None})
     detectors = [

@@ -192,6 +192,9 @@ class BusRecovered(Payload):
     lasted_s: NonNegativeFloat
     held_events: NonNegativeInt
     """Events the provider held while Redis was away, published once it answered."""
+    lost_types: list[str] = []
+    """Types whose earlier entries Redis no longer holds (it restarted without persistence):
+    what was on them and not yet handled by a role is gone. Empty when nothing was lost."""
 
 
 EVENTS: tuple[type[Payload], ...] = (

@@ -138,6 +138,8 @@ class Inspector:
         self.strategy_of_signal: dict[str, str] = {}
         self.lock = asyncio.Lock()
         self.balance_suspect: tuple[Decimal, Decimal] | None = None
+        self.ticks: watchers.MarketTicks | None = None
+        """Periodic work on a market clock (reconcile, KPIs, deferred closes), run inline."""
         self.registry = CollectorRegistry()
         self.m_verdicts = Counter(
             "bfx_inspector_verdicts", "Verdicts by action.", ["action"], registry=self.registry
@@ -252,26 +254,20 @@ class Inspector:
                 app = api_app(self)
                 tasks.append(asyncio.create_task(serve_health(app, sock, stop), name="api"))
             tasks.append(asyncio.create_task(watchers.watch_provider(self, stop), name="heartbeat"))
-            tasks.append(
-                asyncio.create_task(
-                    watchers.every(stop, self.config.kpi_interval_s, self.reports.publish_kpi),
-                    name="kpi",
-                )
-            )
-            tasks.append(
-                asyncio.create_task(
-                    watchers.every(
-                        stop, self.config.reconcile_interval_s, self.reconciler.reconcile_tick
-                    ),
-                    name="reconcile",
-                )
-            )
-            tasks.append(
-                asyncio.create_task(
-                    watchers.every(stop, self.config.retry_s, self.closer.retry_tick),
-                    name="deferred-closes",
-                )
-            )
+            periodic = [
+                (self.config.kpi_interval_s, self.reports.publish_kpi, "kpi"),
+                (self.config.reconcile_interval_s, self.reconciler.reconcile_tick, "reconcile"),
+                (self.config.retry_s, self.closer.retry_tick, "deferred-closes"),
+            ]
+            if self.clock.kind == "market":  # ticked by the consume loop, in market time
+                floor = watchers.MARKET_FLOOR_S
+                jobs = [(s if n == "deferred-closes" else max(s, floor), w) for s, w, n in periodic]
+                self.ticks = watchers.MarketTicks(self.clock, jobs)
+            else:
+                for seconds, work, name in periodic:
+                    tasks.append(
+                        asyncio.create_task(watchers.every(stop, seconds, work), name=name)
+                    )
             if self.policy_path is not None:
                 tasks.append(
                     asyncio.create_task(watchers.watch_policies(self, stop), name="policies")
@@ -317,6 +313,8 @@ class Inspector:
                 await self.reconciler.check_account()
             except ServiceUnreachable as exc:
                 log.warning("cannot act on a breach now", extra={"error": str(exc)})
+        if done and self.ticks is not None and self.entries_open:
+            await self.ticks.run_due()  # before the ack: a lock-step replay waits for it
         if done:
             await consumer.ack(done)
 

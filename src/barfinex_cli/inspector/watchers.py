@@ -1,6 +1,14 @@
 """The inspector's background loops: heartbeat to the provider, periodic work, the policy file.
 
 Each runs until the inspector's `stop` event is set; none raises out of its loop.
+
+Periodic work that can change orders (reconcile, KPIs and the account check behind them, the
+retry of deferred closes) ticks on the kernel clock. Live that is wall time, in loops (`every`).
+On a market clock (a replay, a backtest) it is market time, and it runs inside the consume
+loop (`MarketTicks`): after the events of a fetch are handled and before they are
+acknowledged, so a lock-step replay holds the next market moment until it is done. A wall-time
+timer there would fire at a market moment that depends on how fast the machine plays, and a
+reconcile or a new trading day's start equity read then could change the orders of the run.
 """
 
 from __future__ import annotations
@@ -8,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from barfinex_cli.errors import BfxError
 from barfinex_cli.inspector.governor import Governor
 from barfinex_cli.inspector.policies import PolicyWatcher
+from barfinex_cli.runtime.clock import Clock
 from barfinex_cli.runtime.registration import Registration
 
 if TYPE_CHECKING:
@@ -58,6 +67,44 @@ async def every(stop: asyncio.Event, seconds: float, work: Callable[[], Awaitabl
             await work()
         except BfxError as exc:
             log.warning("periodic work failed", extra={"error": str(exc)})
+
+
+MARKET_FLOOR_S = 900.0
+"""On a market clock, reconcile and KPIs run at most every this many market seconds: at one
+candle a minute a 30 s interval would reconcile (three gateway calls) on every candle."""
+
+
+class MarketTicks:
+    """Periodic work on a market clock, run by the consume loop when market time reached it.
+
+    Each job is (interval in seconds, work). The first tick of each is one interval after the
+    first call; a job whose time came while the market moved on by several intervals runs once.
+    """
+
+    def __init__(
+        self, clock: Clock, jobs: Sequence[tuple[float, Callable[[], Awaitable[Any]]]]
+    ) -> None:
+        self.clock = clock
+        self.jobs = list(jobs)
+        self.due: list[int | None] = [None] * len(self.jobs)
+        self.ticks = 0
+
+    async def run_due(self) -> None:
+        """Run every job whose time has come on the clock; a failure is logged, never fatal."""
+        now = self.clock.now_ms()
+        for i, (seconds, work) in enumerate(self.jobs):
+            due = self.due[i]
+            if due is None:
+                self.due[i] = now + int(seconds * 1000)
+                continue
+            if now < due:
+                continue
+            self.due[i] = now + int(seconds * 1000)
+            self.ticks += 1
+            try:
+                await work()
+            except BfxError as exc:
+                log.warning("periodic work failed", extra={"error": str(exc)})
 
 
 async def watch_policies(ins: Inspector, stop: asyncio.Event) -> None:

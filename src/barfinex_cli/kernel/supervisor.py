@@ -9,6 +9,12 @@ a detector instance name already running on another host): it is not restarted, 
 stops with the role's own one-line error. A role that ends on its own with exit 0 (a provider at
 the end of its replay) ends the stack. Stopping goes consumers first and producers last: the
 reverse of the start order, the detectors together.
+
+The `root` role (the provider under `bfx up`) is the one every other role depends on: when it
+fails to start the stack stops at once with its own one-line error and exit code (`bfx up
+--live` offline says "cannot reach binance (offline?)", exit 3) instead of starting the rest;
+and when a downstream role crashes too often while the root is down, the root's error is the
+one reported, not the downstream role's "provider not reachable".
 """
 
 from __future__ import annotations
@@ -40,6 +46,14 @@ class RoleRefused(BfxError):
     exit_code = 2
 
 
+class RootFailed(BfxError):
+    """The role every other depends on (the provider) failed: its own error, its exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code if exit_code > 0 else 1
+
+
 REFUSED = 2
 """The exit code of a user mistake (errors.UsageError): never restarted."""
 
@@ -56,6 +70,8 @@ class RoleProcess:
     exit_codes: list[int] = field(default_factory=list)
     crashes: deque[float] = field(default_factory=deque)
     log_path: Path | None = None
+    log_start: int = 0
+    """The size of its log when it was last started: its own error is read from there on."""
     env: dict[str, str] = field(default_factory=dict)
     """Variables set for this role only, over the supervisor's environment."""
 
@@ -78,6 +94,7 @@ class Supervisor:
         backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
         stop_timeout_s: float = 20.0,
+        root: str | None = None,
     ) -> None:
         self.roles = list(roles)
         self.env = env
@@ -87,12 +104,15 @@ class Supervisor:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.stop_timeout_s = stop_timeout_s
+        self.root = root
+        """The name of the role the others depend on (the provider); see the module doc."""
         self.finished: RoleProcess | None = None
         """The role whose clean exit ended the stack (a replay that reached its end)."""
 
     async def _spawn(self, role: RoleProcess) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         role.log_path = self.logs / f"{role.name}.log"
+        role.log_start = role.log_path.stat().st_size if role.log_path.is_file() else 0
         out = role.log_path.open("ab")
         try:
             role.process = await asyncio.create_subprocess_exec(
@@ -115,6 +135,11 @@ class Supervisor:
             await self._spawn(role)
             if gate is not None:
                 await gate(role)
+            code = None if role.process is None else role.process.returncode
+            if role.name == self.root and code not in (None, 0):
+                role.exit_codes.append(code)
+                role.state = "failed"
+                raise self._root_failed(role, code, "failed to start")
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Keep the roles running until `stop`, a clean exit of one, or one crashing too often."""
@@ -147,7 +172,7 @@ class Supervisor:
         if code == REFUSED:
             role.state = "refused"
             stop.set()
-            raise RoleRefused(f"{role.name} refused to start: {_last_error(role.log_path)}")
+            raise RoleRefused(f"{role.name} refused to start: {_last_error(role, REFUSED)}")
         now = time.monotonic()
         role.crashes.append(now)
         while role.crashes and now - role.crashes[0] > self.window_s:
@@ -155,6 +180,13 @@ class Supervisor:
         if len(role.crashes) > self.max_restarts:
             role.state = "crashing"
             stop.set()
+            if role.name == self.root:
+                raise self._root_failed(
+                    role, code, f"crashed {len(role.crashes)} times in {self.window_s:g} s"
+                )
+            root = self._root_down(now)
+            if root is not None:  # it crashed for want of the root: report the root's error
+                raise self._root_failed(root, root.exit_codes[-1], "is down")
             raise RoleCrashing(
                 f"{role.name} crashed {len(role.crashes)} times in {self.window_s:g} s "
                 f"(last exit code {code}) — see {role.log_path}"
@@ -170,6 +202,18 @@ class Supervisor:
             return
         role.restarts += 1
         await self._spawn(role)
+
+    def _root_down(self, now: float) -> RoleProcess | None:
+        """Return the root role if it exited with an error within the window and is not back up."""
+        for role in self.roles:
+            if role.name == self.root and role.exit_codes and role.exit_codes[-1] != 0:
+                recent = bool(role.crashes) and now - role.crashes[-1] <= self.window_s
+                if role.state != "running" or recent:
+                    return role
+        return None
+
+    def _root_failed(self, role: RoleProcess, code: int, what: str) -> RootFailed:
+        return RootFailed(f"{role.name} {what}: {_last_error(role, code)}", code)
 
     async def stop(self) -> None:
         """Stop the roles in reverse start order: SIGINT, then SIGKILL past the timeout.
@@ -210,13 +254,14 @@ def _kind(role: RoleProcess) -> str:
     return role.name.split(":", 1)[0]
 
 
-def _last_error(log_path: Path | None) -> str:
-    """Return the role's own one-line error (`error: ...`) from its log, or where the log is."""
+def _last_error(role: RoleProcess, code: int) -> str:
+    """Return the role's own one-line error (`error: ...`) of its last run, or where its log is."""
+    log_path = role.log_path
     if log_path is not None and log_path.is_file():
         with log_path.open("rb") as log_file:
-            log_file.seek(max(0, log_path.stat().st_size - 8192))
+            log_file.seek(max(role.log_start, log_path.stat().st_size - 8192))
             lines = log_file.read().decode(errors="replace").splitlines()
         for line in reversed(lines):
             if line.startswith("error: "):
                 return line.removeprefix("error: ")
-    return f"exit code {REFUSED} — see {log_path}"
+    return f"exit code {code} — see {log_path}"

@@ -51,6 +51,7 @@ from barfinex_cli.store.market import CandleRow, MarketStore, SeriesKey, TradeRo
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from barfinex_cli.bus.settle import Settle
     from barfinex_cli.market.integrity.healing import Healer
     from barfinex_cli.provider.gateway.context import GatewayContext
     from barfinex_cli.provider.gateway.webhooks import WebhookSender
@@ -63,6 +64,9 @@ SHUTDOWN_GRACE_S = 10.0
 
 FLUSH_COALESCE_S = 0.02
 """How long the flusher lets a burst of queued events gather before it writes them."""
+
+LOCKSTEP_POLL_S = 0.003
+"""Pause between two asks of a lock-step barrier while a group is behind (each is a round trip)."""
 
 TRADE_GRACE_MS = 2_000
 """How long after its bucket ends a candle built from trades waits for late trades."""
@@ -268,6 +272,8 @@ class Provider:
         self.healer: Healer | None = None
         self.webhook_sender: WebhookSender | None = None
         self._stream_task: asyncio.Task[None] | None = None
+        self.settle: Settle | None = None
+        """The lock-step barrier's waits and timeouts, when the replay runs in lock-step."""
         self._recovering = False
 
     @property
@@ -316,6 +322,7 @@ class Provider:
             if gateway is not None:
                 tasks.append(gateway)
             await self._webhooks_reading(gateway)
+            self._lockstep(rt)
             self.ready.set()
             await self._hold(stop)
             await self._stream(rt, stop)
@@ -339,6 +346,35 @@ class Provider:
                 await asyncio.gather(*tasks, return_exceptions=True)
             await connector.stop()
         return rt.events
+
+    def _lockstep(self, rt: ProviderRuntime) -> None:
+        """With `lockstep`, make the replay wait before each market moment for the stack.
+
+        The barrier publishes what is queued, then waits until no consumer group of a running
+        role (but `lockstep_ignore`, the recorder) has anything unhandled on any stream, again
+        and again until it stays so: a candle's signal, its decision, verdict, order and fill
+        all land on the moment that started them, however slow the machine (see
+        docs/backtest.md, "Parity"). A backtest sets its own barrier, which is kept.
+        """
+        from barfinex_cli.bus.settle import Settle
+        from barfinex_cli.provider.connectors.replay import ReplayConnector
+
+        connector, options = rt.connector, self.options
+        if not options.lockstep or self.live or not isinstance(connector, ReplayConnector):
+            return
+        if connector.barrier is not None:
+            return
+        settle = Settle(
+            rt.bus, rt.flush, lambda: bool(rt.outbox or rt.candle_rows),
+            options.lockstep_ignore, timeout_s=options.lockstep_timeout_s, poll_s=LOCKSTEP_POLL_S,
+        )  # fmt: skip
+        self.settle = settle
+
+        async def barrier(moment_ms: int, next_ms: int | None) -> None:
+            await settle.wait()
+
+        connector.barrier = barrier
+        log.info("replay in lock-step with the stack", extra={"ignore": options.lockstep_ignore})
 
     async def _webhooks_reading(self, gateway: asyncio.Task[Any] | None) -> None:
         """Wait until the webhook sender reads the bus, so the first candles are delivered too."""
@@ -454,7 +490,9 @@ class Provider:
     async def _stream_once(self, rt: ProviderRuntime, stop: asyncio.Event) -> None:
         # Paced (live or a timed replay): publish each event as it comes. As fast as possible:
         # publish in batches, which is what lets a replay run at full speed.
-        batch = 1 if (self.options.speed is not None or self.live) else 500
+        # In lock-step the barrier publishes each moment whole, so its events land together.
+        lockstep = getattr(rt.connector, "barrier", None) is not None
+        batch = 1 if (self.options.speed is not None or self.live) and not lockstep else 500
         stream = rt.connector.stream()
         pending = 0
         try:
@@ -513,10 +551,14 @@ class Provider:
         """Repair holes a reconnect left at once; scan every series each interval.
 
         The scan interval is wall time on purpose: a scan reads the whole series, and at replay
-        speed a market-time interval would scan after nearly every candle.
+        speed a market-time interval would scan after nearly every candle. So a replay on a
+        market clock scans only at start, as a backtest does: a periodic scan there would run
+        at a market moment that depends on how fast the machine plays, and what it publishes
+        (an incident lowers a series' quality score) could change decisions.
         """
         assert self.healer is not None
         holes = rt.connector.holes
+        periodic = self.live or self.clock.kind == "wall"
         next_scan = time.monotonic() + self.options.integrity_interval_s
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
@@ -532,7 +574,7 @@ class Provider:
                 if rt.pipeline.trade_aggregators:  # trade-built candles close on time
                     until = rt.clock_ms - TRADE_GRACE_MS
                     await rt.apply(rt.pipeline.close_trade_candles(rt.connector.exchange, until))
-                if time.monotonic() >= next_scan:
+                if periodic and time.monotonic() >= next_scan:
                     next_scan = time.monotonic() + self.options.integrity_interval_s
                     await self._integrity_pass(rt)
             except BfxError as exc:  # a failed repair is an incident, never the end of the role

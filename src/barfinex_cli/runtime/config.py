@@ -71,6 +71,17 @@ class ProviderConfig(Section):
     wait_for_apps: int = Field(
         0, ge=0, le=1000, description="replay: hold the live part until this many apps registered"
     )
+    lockstep: bool = Field(
+        False,
+        description="replay: play each market moment only once every role's consumer group "
+        "has handled the last (bfx up turns it on; see docs/backtest.md, Parity)",
+    )
+    lockstep_ignore: tuple[str, ...] = Field(
+        ("recorder",), description="consumer groups a lock-step replay does not wait for"
+    )
+    lockstep_timeout_s: float = Field(
+        30.0, gt=0, description="lock-step: the longest wait for one moment before moving on"
+    )
     max_candle_ahead_s: float | None = Field(
         None,
         gt=0,

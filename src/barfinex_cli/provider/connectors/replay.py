@@ -23,7 +23,7 @@ import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -62,6 +62,7 @@ class ReplayConfig(BaseModel):
     timeframes: tuple[Timeframe, ...] = Field(("1m",), description="for the candle builder")
     speed: float | None = Field(None, gt=0, description="times real time; None plays at max")
     start_ms: int | None = Field(None, description="the live part starts at this open time")
+    end_ms: int | None = Field(None, description="play nothing that happens after this time")
     skip: int = Field(0, ge=0, description="or after this many candle opens of history")
     trades: bool = Field(False, description="synthetic: emit a trade tape per minute")
     book: bool = Field(True, description="synthetic: emit a top of book at each close")
@@ -77,6 +78,10 @@ class ReplayConfig(BaseModel):
             text = value.strip().lower()
             return None if text in ("max", "") else text.removesuffix("x")
         return value
+
+
+Barrier = Callable[[int, int | None], Awaitable[None]]
+"""Called with the moment just played and the next one (None at the end), before the next."""
 
 
 class _Item(NamedTuple):
@@ -153,6 +158,10 @@ class ReplayConnector(ConnectorBase):
         self._last_trade_ms: int | None = None
         self._last_candle_ms: int | None = None
         self._last_key: tuple[int, int, str, int] | None = None
+        self.barrier: Barrier | None = None
+        """Called before each later market moment is played (lock-step); None: no waits."""
+        self.moments = 0
+        """Distinct market times played so far."""
 
     @property
     def tf_ms(self) -> int:
@@ -216,13 +225,17 @@ class ReplayConnector(ConnectorBase):
     async def stream(self) -> AsyncGenerator[Payload, None]:
         """Yield the live part of the source in time order, paced by `speed`.
 
-        A second stream (after `stop` and `start`) resumes after the last event emitted.
+        With a `barrier`, each later market moment waits for it first (lock-step: the barrier
+        returns once the stack has handled the moment before); time spent there is added to
+        the pacing schedule, so lock-step only ever adds waits. A second stream (after `stop`
+        and `start`) resumes after the last event emitted.
         """
         await self._ensure_loaded()
-        speed, every = self.config.speed, self.config.yield_every
+        speed, every, end_ms = self.config.speed, self.config.yield_every, self.config.end_ms
         loop = asyncio.get_running_loop()
         real0, virtual0 = loop.time(), self._clock_ms
         since_yield = 0
+        last: int | None = None
         self._streaming = True
         try:
             for item in heapq.merge(*(self._items(s) for s in sorted(self._candles))):
@@ -233,6 +246,17 @@ class ReplayConnector(ConnectorBase):
                 mark = self._resume.get(item.symbol, -1)
                 if item.time_ms < mark or (item.time_ms == mark and item.order != _TRADE):
                     continue  # a trade at the mark opens the next candle: it was not used yet
+                if end_ms is not None and item.time_ms > end_ms:
+                    break
+                if item.time_ms != last:
+                    if last is not None and self.barrier is not None:
+                        held = loop.time()
+                        await self.barrier(last, item.time_ms)
+                        real0 += loop.time() - held
+                        if self._stop.is_set():
+                            return
+                    last = item.time_ms
+                    self.moments += 1
                 since_yield += 1
                 if speed is not None:
                     due = real0 + (item.time_ms - virtual0) / 1000.0 / speed
@@ -251,6 +275,8 @@ class ReplayConnector(ConnectorBase):
                 self._clock_ms = max(self._clock_ms, item.time_ms)
                 self._last_key = (item.time_ms, item.order, item.symbol, item.seq)
                 yield self._payload(item)
+            if last is not None and self.barrier is not None and not self._stop.is_set():
+                await self.barrier(last, None)  # the last moment settles before the end
         finally:
             self._streaming = False
 
