@@ -133,6 +133,16 @@ class Bus(Protocol):
         """The latest outage that ended: when it began (UTC) and how long it lasted (seconds)."""
         ...
 
+    @property
+    def lost_in_outage(self) -> tuple[str, ...]:
+        """Types whose entries from before the latest outage the transport no longer holds.
+
+        Non-empty when Redis came back without its data (restarted without persistence): what
+        was published on them before and not yet handled is gone. Empty for a bus that cannot
+        lose its data, or when nothing was lost.
+        """
+        ...
+
     async def ping(self) -> None:
         """Raise `ServiceUnreachable` if the transport does not answer."""
         ...

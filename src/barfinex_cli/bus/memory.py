@@ -88,6 +88,7 @@ class MemoryBus:
     outage_since: datetime | None = None
     outages = 0
     last_outage: tuple[datetime, float] | None = None
+    lost_in_outage: tuple[str, ...] = ()
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ from barfinex_cli.contracts.codec import MalformedEvent
 
 if TYPE_CHECKING:
     from barfinex_cli.bus.redis_streams import RedisStreamsBus
+
+log = logging.getLogger("bfx.bus")
 
 FIELD = b"e"
 """The field of a stream entry that holds the encoded event."""
@@ -127,6 +130,11 @@ class RedisConsumer(ConsumerBase):
     async def _rejoin(self) -> None:
         """Create the group again on every stream it read, and their types in `_types`."""
         self.rejoined += 1
+        log.warning(
+            "Redis lost this consumer group (restarted without persistence?): what was on its "
+            "streams before and not yet handled is gone; reading them again from their start",
+            extra={"group": self.group, "types": sorted(self._streams.values())},
+        )
         await redis_behind.register(self.bus, self.group, self.types)
         if self._streams:
             await self.bus.redis.sadd(self.bus.types_key, *self._streams.values())

@@ -19,6 +19,7 @@ larger than `max_event_bytes` do not decode: consumers dead-letter them, tails s
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import datetime
@@ -40,6 +41,8 @@ from barfinex_cli.bus.outage import TRANSIENT, Outage, first_line, no_retry
 from barfinex_cli.bus.redis_group import FIELD, REFRESH_S, RedisConsumer, RedisDedup, text
 from barfinex_cli.contracts.codec import DEFAULT_MAX_EVENT_BYTES, MalformedEvent, decode, encode
 from barfinex_cli.errors import RedisUnreachable
+
+log = logging.getLogger("bfx.bus")
 
 RECHECK = 100
 """How many newer entries per stream a retried publish looks through for its own batch."""
@@ -94,6 +97,10 @@ class RedisStreamsBus:
         self._publish_script = self.redis.register_script(PUBLISH_LUA)  # reloads on NOSCRIPT
         self.types_key = self.prefix + "_types"
         self.dead_key = self.prefix + DEAD_LETTER
+        self.lost_in_outage: tuple[str, ...] = ()
+        """Types whose entries from before the latest outage Redis no longer holds."""
+        self._marks: dict[str, str] = {}  # event type -> the last entry id this bus published
+        self._checked = 0  # the outage whose losses were last looked for
 
     @property
     def degraded(self) -> bool:
@@ -158,7 +165,28 @@ class RedisStreamsBus:
             replies: Any = await self._publish_script(keys=keys, args=args)
             return [text(r) for r in replies]
 
-        return await self.outage.call(attempt)
+        marks = dict(self._marks)
+        ids = await self.outage.call(attempt)
+        if self.outage.outages != self._checked and marks:  # once per outage, by the first call
+            self._checked = self.outage.outages
+            self.lost_in_outage = await self.outage.call(lambda: self._missing(marks))
+            if self.lost_in_outage:
+                log.warning(
+                    "Redis came back without what was published before the outage (restarted "
+                    "without persistence?): events on these streams not yet handled are lost",
+                    extra={"types": list(self.lost_in_outage)},
+                )
+        for (event_type, _), entry_id in zip(items, ids, strict=True):
+            self._marks[event_type] = entry_id
+        return ids
+
+    async def _missing(self, marks: dict[str, str]) -> tuple[str, ...]:
+        """Return the types whose marked entry is no longer on its stream."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event_type, entry_id in marks.items():
+            pipe.xrange(self.key(event_type), entry_id, entry_id)
+        found = await pipe.execute()
+        return tuple(t for t, rows in zip(marks, found, strict=True) if not rows)
 
     async def _landed(self, items: Sequence[tuple[str, bytes]]) -> list[str] | None:
         """Return the entry ids of a batch already on its streams, or None if it is not there.

@@ -144,8 +144,9 @@ class ProviderRuntime:
                 # Redis answers again: say what happened, now that it can be heard.
                 started, lasted = ended
                 recovered = BusRecovered(
-                    started_at=started, lasted_s=round(lasted, 3), held_events=len(batch)
-                )
+                    started_at=started, lasted_s=round(lasted, 3), held_events=len(batch),
+                    lost_types=list(self.bus.lost_in_outage),
+                )  # fmt: skip
                 await self.bus.publish(
                     make_event(recovered, source=self.source, ts=self.clock.now())
                 )
