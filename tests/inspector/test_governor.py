@@ -68,6 +68,17 @@ def test_the_size_is_capped_by_the_hint_notional_and_equity_share_then_rounded(
     assert verdict.figures["bound_by"] == bound
 
 
+def test_an_unrounded_size_is_rounded_down_to_8_decimals_and_the_reason_reads_plainly() -> None:
+    odd = replace(INTENT, entry=D("33969.61"), stop=D("33800.03"))  # 100 / 169.58 is endless
+    verdict = governor("[risk]\nper_trade_pct = 1\n").evaluate(odd, FLAT, NOW)
+    assert verdict.action == "ALLOW" and verdict.size is not None
+    assert verdict.size == D("0.58969218") and verdict.size.as_tuple().exponent == -8
+    assert verdict.size * (odd.entry - D("33800.03")) <= D(100)  # never over the risk cap
+    assert verdict.reason == "size 0.58969218 (20031.61 notional) set by the risk budget"
+    hinted = governor().evaluate(replace(INTENT, size_hint=D(7)), FLAT, NOW)
+    assert hinted.reason == "size 7 (700.00 notional) set by the advisor's size hint"
+
+
 def test_an_entry_sized_below_the_minimum_is_refused() -> None:
     verdict = governor("[size]\nmin_notional = 100\nmax_notional = 5000\n").evaluate(
         replace(INTENT, size_hint=D("0.5")), FLAT, NOW

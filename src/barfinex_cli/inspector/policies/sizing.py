@@ -23,6 +23,15 @@ SIZE = "position_size"
 EXIT = "exit"
 _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
+DEFAULT_STEP = Decimal("0.00000001")
+"""Without a `size.step` an amount is rounded down to 8 decimals (the paper broker's step):
+never a 28-digit amount, never more than the risk cap allowed."""
+
+
+def _amount(size: Decimal) -> str:
+    """Return `size` as a reason shows it: plain digits, no exponent, no trailing zeros."""
+    text = f"{size:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +95,7 @@ def _size_exit(intent: Intent, portfolio: Portfolio, sign: Decimal) -> Sizing:
     else:
         size = min(intent.size_hint, position)
     figures = {"held": float(position), "size": float(size)}
-    reason = f"{intent.kind} {size} of {position} held"
+    reason = f"{intent.kind} {_amount(size)} of {_amount(position)} held"
     return Sizing(EXIT, Outcome("ALLOW", reason, figures), size, sign * size * intent.entry)
 
 
@@ -134,6 +143,8 @@ def _size_entry(intent: Intent, portfolio: Portfolio, limits: Limits) -> Sizing:
             size, bound = cap, "max_equity_pct"
     if size_cfg.step is not None:
         size = (size / size_cfg.step).to_integral_value(ROUND_DOWN) * size_cfg.step
+    else:
+        size = size.quantize(DEFAULT_STEP, ROUND_DOWN)
     policy = RISK if bound in ("budget", "hint") else SIZE
     bound = _bound_text(bound, limits)
     notional = size * entry
@@ -150,7 +161,8 @@ def _size_entry(intent: Intent, portfolio: Portfolio, limits: Limits) -> Sizing:
             figures,
         )
     sign = Decimal(1) if intent.side == "buy" else Decimal(-1)
-    reason = f"size {size} ({size_f * entry_f:.2f} notional) set by the {bound}"
+    by = bound if bound.startswith(("the ", "max_")) else f"the {bound}"
+    reason = f"size {_amount(size)} ({size_f * entry_f:.2f} notional) set by {by}"
     return Sizing(policy, Outcome("ALLOW", reason, figures), size, sign * notional)
 
 
