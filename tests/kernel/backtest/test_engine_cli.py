@@ -36,6 +36,18 @@ def test_backtest_json_is_a_pipeline_run_with_a_run_id_and_nothing_but_data_on_s
     assert (tmp_path / "backtests" / f"{report['run_id']}.json").is_file()
 
 
+@pytest.mark.slow
+def test_a_pipeline_run_draws_the_charts_and_titles_only_the_strategys_symbols(
+    tmp_path: Path,
+) -> None:
+    done = _bfx(tmp_path, "backtest", STRATEGY, "--days", "0.4", "--history", "200")
+    assert done.returncode == 0, done.stderr
+    title = done.stdout.splitlines()[0]  # a BTC-only strategy on the 3-symbol synthetic market
+    assert title.startswith("trend_ema_adx · BTC/USDT 1m on synthetic"), title
+    assert "ETH/USDT" not in title and "SOL/USDT" not in title
+    assert "drawdown %" in done.stdout and "┤" in done.stdout  # the equity and drawdown charts
+
+
 @pytest.mark.parametrize(
     ("args", "code", "says"),
     [

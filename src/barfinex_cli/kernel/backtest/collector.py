@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from barfinex_cli.kernel.backtest.result import BacktestResult, Fill
+from barfinex_cli.kernel.backtest.result import BacktestResult, EquityCurve, Fill
 
 if TYPE_CHECKING:
     from barfinex_cli.bus.base import Consumer
@@ -95,6 +95,8 @@ def result_of(
     closes: dict[str, list[tuple[int, float]]],
 ) -> BacktestResult:
     """Return the run's result: fills joined to their decisions' traces, trades, equity."""
+    import numpy as np
+
     from barfinex_cli.kernel.backtest.metrics import compute_metrics
     from barfinex_cli.kernel.backtest.roundtrips import equity_curve, trades_of
     from barfinex_cli.provider.paper.broker import DEFAULT_ACCOUNTS
@@ -110,12 +112,28 @@ def result_of(
     timeframe = connector.base_timeframe
     metrics = compute_metrics(equity, trades, fees, timeframe, initial_equity=initial)
     bars = max((len(series) for series in closes.values()), default=0)
+    curve = EquityCurve(  # the charts draw from it, as for a vectorised run
+        np.fromiter((p.time_ms for p in equity), np.int64, len(equity)),
+        np.fromiter((p.equity for p in equity), np.float64, len(equity)),
+    )
     return BacktestResult(
         run_id=run_id, mode="pipeline",
         strategy=",".join(p.stem for p in spec.strategies), exchange=connector.exchange,
-        symbols=tuple(sorted(closes)), timeframe=timeframe,
+        symbols=_symbols(spec, closes, fills), timeframe=timeframe,
         start_ms=equity[0].time_ms if equity else 0, end_ms=equity[-1].time_ms if equity else 0,
         bars=bars, initial_equity=initial, signals=seen.signals, metrics=metrics,
         fills=tuple(fills), trades=tuple(trades), equity=tuple(equity),
-        blocked=dict(sorted(seen.blocked.items())),
+        blocked=dict(sorted(seen.blocked.items())), curve=curve,
     )  # fmt: skip
+
+
+def _symbols(
+    spec: PipelineSpec, closes: dict[str, list[tuple[int, float]]], fills: list[Fill]
+) -> tuple[str, ...]:
+    """Return the symbols the run is about: the strategies' (and any traded), not the replay's."""
+    from barfinex_cli.detector.loader import load_strategy
+
+    wanted = {s for path in spec.strategies for s in load_strategy(path).symbols}
+    return tuple(sorted((wanted & set(closes)) | {f.symbol for f in fills})) or tuple(
+        sorted(closes)
+    )
