@@ -98,7 +98,7 @@ def test_offline_download_is_one_red_line_exit_3_and_writes_nothing(
     assert result.exit_code == 3
     assert result.stderr == (
         "error: cannot reach binance (offline?): connection refused — check the network, "
-        "or use --replay\n"
+        "or work offline: `bfx data synth`, or `bfx data import FILE`\n"
     )
     assert result.stdout == ""
     assert not (Path(cli_env["BFX_HOME"]) / "market.db").exists()

@@ -21,6 +21,9 @@ from barfinex_cli.contracts.times import from_ms, to_ms
 if TYPE_CHECKING:
     from barfinex_cli.market.download import DownloadProgress
 
+OFFLINE_HINT = "or work offline: `bfx data synth`, or `bfx data import FILE`"
+"""What a download offline suggests instead (it has no --replay; those fill the store)."""
+
 
 @dataclass
 class Summary:
@@ -116,6 +119,8 @@ async def _download(
             await downloader.run(progress)
             return _summary(progress, path, conn.rate_limit_waits, conn.stats.rate_limited)
     except BfxError as exc:
+        if "or use --replay" in str(exc):  # the connector's hint names a provider option
+            exc = type(exc)(str(exc).replace("or use --replay", OFFLINE_HINT))
         got = progress
         if got is not None and got.first_ms is not None and got.last_ms is not None:
             # one line tells the whole story: what failed, and how far the download got
@@ -123,7 +128,7 @@ async def _download(
                 f"{exc}; stored {got.rows} candles {_iso(got.first_ms)} → {_iso(got.last_ms)} "
                 "before that — run the same command again to resume"
             ) from exc
-        raise
+        raise exc from None
     finally:
         await conn.stop()
 
