@@ -168,3 +168,30 @@ def test_a_broken_strategy_and_a_binary_data_file_as_a_real_process(
         assert process.returncode == code, (args, stderr)
         assert says in stderr and "Traceback" not in stderr
         assert len(stderr.strip().splitlines()) == 1, stderr
+
+
+def test_detector_only_without_fees_charges_10_bps_and_the_help_names_both_defaults(
+    runner: CliRunner, csv: Path
+) -> None:
+    args = ["backtest", SMA, "--data", str(csv), "--detector-only", "--json"]
+    report = json.loads(runner.invoke(app, args).stdout)
+    frame = load_file(csv, fallback_symbol="BTC/USDT").frame
+    direct = run_vector(load_strategy(SMA), frame, exchange="file", fees_bps=10, slippage_bps=0)
+    assert report["metrics"]["fees"] == pytest.approx(direct.metrics.fees) and direct.metrics.fees
+    shown = " ".join(
+        runner.invoke(app, ["backtest", "--help"], env={"COLUMNS": "200"}).stdout.split()
+    )
+    assert "[--detector-only: 10; full pipeline: the paper broker's 5 taker, 2 maker]" in shown
+    assert "default: 10.0" not in shown and "default: 0.0" not in shown
+
+
+def test_trades_with_export_does_not_suggest_export_for_the_trades_not_shown(
+    runner: CliRunner, csv: Path, tmp_path: Path
+) -> None:
+    args = ["backtest", SMA, "--data", str(csv), "--detector-only", "--trades", "--no-plot"]
+    plain = runner.invoke(app, args)
+    assert "earlier trades not shown; --export DIR writes all" in plain.stderr  # > 20 trades
+    exported = runner.invoke(app, [*args, "--export", str(tmp_path / "out")])
+    assert exported.exit_code == 0, exported.stderr
+    assert "earlier trades not shown; the export holds all" in exported.stderr
+    assert "--export DIR" not in exported.stderr

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from barfinex_cli.kernel.backtest.result import BacktestResult
 
 TRADES_SHOWN = 20
+DETECTOR_ONLY_FEES_BPS = 10.0
+"""--detector-only's fee without --fees; the full pipeline uses the paper broker's own."""
 
 
 def backtest(
@@ -56,10 +58,22 @@ def backtest(
             "--to", help="End of the window (exclusive): ISO 8601 or an age.", show_default=False
         ),
     ] = None,
-    fees: Annotated[float, typer.Option(help="Fee per fill, basis points (10 = 0.1 %).")] = 10.0,
+    fees: Annotated[
+        float | None,
+        typer.Option(
+            help="Fee per fill, basis points (10 = 0.1 %) [--detector-only: 10; full pipeline: "
+            "the paper broker's 5 taker, 2 maker].",
+            show_default=False,
+        ),
+    ] = None,
     slippage: Annotated[
-        float, typer.Option(help="Price moved against each fill, basis points.")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            help="Price moved against each fill, basis points [--detector-only: 0; full "
+            "pipeline: the paper broker's 1].",
+            show_default=False,
+        ),
+    ] = None,
     initial: Annotated[float, typer.Option(help="Starting equity, quote currency.")] = 10_000.0,
     detector_only: Annotated[
         bool,
@@ -126,7 +140,9 @@ def backtest(
     from barfinex_cli.detector.loader import load_strategy
     from barfinex_cli.kernel.backtest.vector import check_costs
 
-    check_costs(fees, slippage)
+    fees = DETECTOR_ONLY_FEES_BPS if fees is None and detector_only else fees
+    slippage = 0.0 if slippage is None and detector_only else slippage
+    check_costs(fees or 0.0, slippage or 0.0)  # the full pipeline passes on only given ones
     window = _window(start, end)
     strategy = load_strategy(path)
     if timeframe is not None and timeframe != strategy.timeframe:
@@ -147,8 +163,8 @@ def backtest(
             step("loading candles")
             frame = _cut(candles(ctx, strategy, data, exchange, symbol, timeframe), *window)
             step(f"backtesting {frame.height:,} candles")
-            result = _detector_only(strategy, frame, exchange or "file", fees, slippage,
-                                    initial, objects=trades)  # fmt: skip
+            result = _detector_only(strategy, frame, exchange or "file", fees or 0.0,
+                                    slippage or 0.0, initial, objects=trades)  # fmt: skip
             step("reporting")
     for rule, reason in result.broken.items():
         _note(f"warning: rule {rule} is broken and never held: {reason}")
@@ -162,7 +178,7 @@ def backtest(
         return
     from barfinex_cli.cli.backtest_view import render
 
-    render(result, trades=trades, plot=not no_plot, shown=TRADES_SHOWN)
+    render(result, trades=trades, plot=not no_plot, shown=TRADES_SHOWN, exported=bool(written))
     if written:
         _note(f"wrote {len(written)} files to {export_dir}: trades, fills, equity (.csv, .parquet)")
 

@@ -16,8 +16,13 @@ if TYPE_CHECKING:
     from barfinex_cli.kernel.backtest.result import BacktestResult, Metrics
 
 
-def render(result: BacktestResult, *, trades: bool, plot: bool, shown: int) -> None:
-    """Print a backtest: metrics, the equity and drawdown charts, and (asked) the trades."""
+def render(
+    result: BacktestResult, *, trades: bool, plot: bool, shown: int, exported: bool = False
+) -> None:
+    """Print a backtest: metrics, the equity and drawdown charts, and (asked) the trades.
+
+    `exported`: every trade was written by --export, so the hint to use it is not shown.
+    """
     from rich.table import Table
 
     from barfinex_cli.contracts.times import iso_ms
@@ -42,7 +47,7 @@ def render(result: BacktestResult, *, trades: bool, plot: bool, shown: int) -> N
         width = max(min(out().width, 120), 40)
         out().print(Text.from_ansi(charts(result.curve, result.initial_equity, width=width)))
     if trades:
-        _trades(result, shown)
+        _trades(result, shown, exported)
     mode = "detector-only" if result.mode == "detector" else "full pipeline"
     err().print(
         f"{mode} run {result.run_id}: {result.bars:,} candles, {result.signals:,} signals, "
@@ -74,7 +79,7 @@ def _ratio(value: float) -> str:
     return "∞" if math.isinf(value) and value > 0 else f"{value:.2f}"
 
 
-def _trades(result: BacktestResult, shown: int) -> None:
+def _trades(result: BacktestResult, shown: int, exported: bool) -> None:
     from rich import box
     from rich.table import Table
 
@@ -101,9 +106,8 @@ def _trades(result: BacktestResult, shown: int) -> None:
         )  # fmt: skip
     out().print(table)
     if frame.height > last.height:
-        err().print(
-            f"{frame.height - last.height:,} earlier trades not shown; --export DIR writes all"
-        )
+        hint = "the export holds all" if exported else "--export DIR writes all"
+        err().print(f"{frame.height - last.height:,} earlier trades not shown; {hint}")
 
 
 def _short(ms: int) -> str:
