@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bfx.advisor")
 
+IDLE_BLOCK_MS = 25
+"""How long an idle advisor blocks on its signals before it reads its context streams again."""
+
 
 class Advisor:
     """The running advisor role."""
@@ -171,7 +174,10 @@ class Advisor:
                 behind = bool(self._held) and not self.provider_down  # held for its candles
                 updates = await context.fetch(500, 50 if behind else 1)
                 await self._absorb(context, updates)
-                deliveries = await consumer.fetch(100, 1 if updates or behind else 250)
+                # the two groups cannot share one blocking read: an idle wait here is short, or
+                # a candle would sit unread on the context streams for its length (a lock-step
+                # replay waits for this group before the next moment)
+                deliveries = await consumer.fetch(100, 1 if updates or behind else IDLE_BLOCK_MS)
                 signals = await self._absorb(consumer, deliveries)
                 for delivery in signals:
                     if delivery.event.id not in self._held_ids:
