@@ -75,8 +75,13 @@ def running_stack(
         port=0, health_interval_s=0.5, exit_at_end=False,
     )  # fmt: skip
     detector_config = DetectorConfig(strategy=strategy, instance="d0", serve_health=False)
-    advisor_config = AdvisorConfig(port=0, **(advisor or {}))
-    inspector_config = InspectorConfig(port=0, **(inspector or {}))
+    # from the settings, so `BFX_ADVISOR__*` and `[advisor]` apply (the LLM key among them)
+    advisor_config = AdvisorConfig.model_validate(
+        {**settings.advisor.model_dump(), "port": 0, **(advisor or {})}
+    )
+    inspector_config = InspectorConfig.model_validate(
+        {**settings.inspector.model_dump(), "port": 0, **(inspector or {})}
+    )
     ready = threading.Event()
     box: dict[str, Any] = {}
     loop = asyncio.new_event_loop()

@@ -32,6 +32,8 @@ class Telegram:
         self.chat = chat
         self._url = f"{base_url.rstrip('/')}/bot{token}/sendMessage"
         self._http = httpx.AsyncClient(timeout=timeout_s)
+        self._redact = _Redact(token)  # httpx logs each request's URL, which holds the token
+        logging.getLogger("httpx").addFilter(self._redact)
         self.sent = 0
         self.failed = 0
 
@@ -59,6 +61,21 @@ class Telegram:
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._http.aclose()
+        logging.getLogger("httpx").removeFilter(self._redact)
+
+
+class _Redact(logging.Filter):
+    """Replace a secret in log records with `***` (the Bot API puts the token in the URL)."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.secret in message:
+            record.msg, record.args = message.replace(self.secret, "***"), ()
+        return True
 
 
 class Alerts:

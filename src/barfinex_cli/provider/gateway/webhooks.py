@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -192,8 +193,10 @@ class WebhookSender:
             "webhook not delivered",
             extra={"url": str(target.url), "event_id": job.event_id, "error": error},
         )
-        self.dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.dead_letter_path.open("a") as fh:
+        self.dead_letter_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # owner-only like the stores (store.private): the events may carry balances and orders
+        fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as fh:
             fh.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 

@@ -1,0 +1,196 @@
+"""Planted secrets never leave where they belong: not printed, logged, stored or sent on the bus.
+
+Distinctive exchange, LLM, Telegram, webhook and gateway keys are planted in the environment. A
+real stack runs on Redis (provider, detector, advisor with an LLM model on a loopback
+OpenAI-compatible server, inspector with Telegram pointed at a loopback Bot API, webhooks to a
+loopback receiver) until Telegram has been called with its token and the webhook receiver with a
+signed alert, which proves the keys were in use. (The advisor holds its LLM key; in this
+in-process harness it decided on no signal within the test's time, so the LLM server is checked
+only if it was called.) Then every captured log record, every file of the data directory
+(the SQLite stores and their WAL files; the gateway's own 0600 token file aside), every Redis key
+of the namespace, and the output of `bfx config show` and `bfx doctor` are searched for each key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from barfinex_cli.runtime.settings import load_settings
+from conftest import REDIS_URL
+from security.stack import running_stack
+
+SECRETS = {
+    "BFX_ADVISOR__LLM_API_KEY": "sk-PLANTEDllm7f3a9c",
+    "BFX_TELEGRAM_TOKEN": "4242:PLANTEDtelegram1b2c",
+    "BFX_WEBHOOK_SECRET": "PLANTEDwebhook9d8e",
+    "BFX_BINANCE_API_KEY": "PLANTEDexchangeKey55",
+    "BFX_BINANCE_SECRET": "PLANTEDexchangeSecret66",
+    "BFX_TOKEN": "PLANTEDgatewayToken77",
+}
+ANSWER = json.dumps({"bias": "long", "confidence": 0.5, "reasoning": "trend up", "numbers": []})
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Loopback stand-in for the LLM server, the Telegram Bot API and a webhook receiver."""
+
+    seen: list[tuple[str, str]] = []  # (path, headers + body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).seen.append((self.path, str(self.headers) + body.decode(errors="replace")))
+        if self.path.endswith("/chat/completions"):
+            reply: dict[str, Any] = {
+                "id": "c1", "object": "chat.completion", "created": int(time.time()),
+                "model": "planted", "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                              "total_tokens": 2},
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": ANSWER}}],
+            }  # fmt: skip
+        else:
+            reply = {"ok": True, "result": {}}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def recorder() -> Iterator[str]:
+    _Recorder.seen = []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+def _poll(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _redis_dump(namespace: str) -> bytes:
+    """Return every value of every Redis key of the namespace, concatenated."""
+    client = redis.Redis.from_url(REDIS_URL)
+    out = []
+    try:
+        for key in client.scan_iter(match=f"bfx:{namespace}:*", count=1000):
+            kind = client.type(key).decode()
+            out.append(key)
+            if kind == "stream":
+                for _, fields in client.xrange(key):
+                    out.extend(k + b"=" + v for k, v in fields.items())
+            elif kind == "string":
+                out.append(client.get(key) or b"")
+            elif kind == "set":
+                out.extend(client.smembers(key))
+            elif kind == "hash":
+                out.extend(k + b"=" + v for k, v in client.hgetall(key).items())
+            elif kind == "list":
+                out.extend(client.lrange(key, 0, -1))
+            elif kind == "zset":
+                out.extend(client.zrange(key, 0, -1))
+        for key in client.scan_iter(match=f"bfx:{namespace}:*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
+    return b"\n".join(out)
+
+
+def _found(haystack: bytes | str, where: str) -> list[str]:
+    text = haystack.encode(errors="replace") if isinstance(haystack, str) else haystack
+    return [f"{name} in {where}" for name, value in SECRETS.items() if value.encode() in text]
+
+
+@pytest.mark.redis
+def test_planted_keys_appear_in_no_output_log_store_or_redis_key(
+    tmp_path: Path,
+    namespace: str,
+    recorder: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("BFX_TELEGRAM_CHAT", "1001")
+    home = tmp_path / "home"
+    settings = load_settings(
+        home=home, namespace=namespace, bus="redis", redis_url=REDIS_URL,
+        webhooks={"targets": [{"url": f"{recorder}/hook", "types": ["inspector.alert"]}]},
+    )  # fmt: skip
+    caplog.set_level(logging.DEBUG)
+    advisor = {"llm_models": ("openai/planted",), "llm_api_base": f"{recorder}/v1",
+               "llm_timeout_s": 5.0, "min_conviction": 0.0, "min_quality": 0.0,
+               "max_staleness": 10_000}  # fmt: skip
+    with running_stack(
+        settings, tmp_path, advisor=advisor, inspector={"telegram_api": recorder}, speed=600
+    ) as stack:
+        assert stack.token == SECRETS["BFX_TOKEN"]
+        stood = httpx.post(
+            f"{stack.gateway_url}/proxy/inspector/api/v1/stand-down",
+            json={"reason": "secrets test"},
+            headers={"Authorization": f"Bearer {stack.token}"},
+        )
+        assert stood.status_code == 200
+        _poll(lambda: any("/bot" in p for p, _ in _Recorder.seen), 20, "a Telegram alert")
+        config = stack.run.advisors[0].config  # the LLM key reached the advisor, as a SecretStr
+        assert config.llm_api_key.get_secret_value() == SECRETS["BFX_ADVISOR__LLM_API_KEY"]
+        _poll(lambda: any(p == "/hook" for p, _ in _Recorder.seen), 20, "a webhook")
+    seen = dict(_Recorder.seen[::-1])
+    for path, request in _Recorder.seen:  # if the advisor asked the LLM, the key went there
+        if "chat/completions" in path:
+            assert SECRETS["BFX_ADVISOR__LLM_API_KEY"] in request
+    assert any(SECRETS["BFX_TELEGRAM_TOKEN"] in p for p in seen)
+    assert not _found(seen["/hook"], "the webhook request")  # signed with it, never carrying it
+
+    leaks: list[str] = []
+    out, err = capfd.readouterr()
+    leaks += _found(out, "stdout") + _found(err, "stderr")
+    for record in caplog.records:
+        leaks += _found(f"{record.getMessage()} {vars(record)}", f"log record {record.name}")
+    files = [p for p in home.rglob("*") if p.is_file() and p.name != "token"]
+    assert {"audit.db", "market.db", "paper.db", "inspector.db"} <= {p.name for p in files}
+    for path in files:
+        leaks += _found(path.read_bytes(), str(path.relative_to(home)))
+    dump = _redis_dump(namespace)
+    assert b"detector.signal" in dump and b"inspector.alert" in dump  # the bus was used
+    leaks += _found(dump, "Redis")
+
+    env = {**os.environ, "BFX_HOME": str(home), "BFX_NAMESPACE": namespace,
+           "BFX_REDIS_URL": REDIS_URL, "BFX_LOG_JSON": "true"}  # fmt: skip
+    for args in (["config", "show"], ["config", "show", "--json"], ["doctor"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "barfinex_cli", *args], env=env, capture_output=True,
+            text=True, timeout=60,
+        )  # fmt: skip
+        assert "Traceback" not in done.stderr, done.stderr[-2000:]
+        leaks += _found(done.stdout + done.stderr, f"bfx {' '.join(args)}")
+    assert leaks == []
