@@ -39,3 +39,26 @@ def test_an_existing_file_keeps_the_mode_its_owner_gave_it(tmp_path: Path) -> No
     assert _mode(shared) == 0o640
     assert _mode(private_file(tmp_path / "new" / "x.db")) == 0o600
     assert _mode(tmp_path / "new") == 0o700
+
+
+def test_a_config_file_holding_a_secret_must_be_owner_only(tmp_path: Path) -> None:
+    import pytest
+
+    from barfinex_cli.errors import ConfigError
+    from barfinex_cli.runtime.settings import load_settings
+
+    config = tmp_path / "bfx.toml"
+    for text, key in (
+        ('token = "file-token"\n', "token"),
+        ('[advisor]\nllm_api_key = "sk-file"\n', "advisor.llm_api_key"),
+        ('[webhooks]\ntargets = [{url = "http://127.0.0.1:9", secret = "s"}]\n', "targets"),
+    ):
+        config.write_text(text)
+        config.chmod(0o644)
+        with pytest.raises(ConfigError, match=rf"holds a secret \(.*{key}.*chmod 600"):
+            load_settings(config, home=tmp_path)
+        config.chmod(0o600)
+        load_settings(config, home=tmp_path)  # owner-only: the file may hold it
+    config.write_text('namespace = "x"\n')
+    config.chmod(0o644)
+    assert load_settings(config, home=tmp_path).namespace == "x"  # no secret: any mode

@@ -12,6 +12,7 @@ the key and the reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 from contextvars import ContextVar
@@ -172,6 +173,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         except RecursionError:  # tomllib nests arrays and tables by recursion
             raise ConfigError(f"{path}: cannot read it as TOML: nested too deeply") from None
         data = {**data, **data["bfx"]} if isinstance(data.get("bfx"), dict) else data
+        _refuse_shared_secrets(path, data)
     cli = {k: v for k, v in overrides.items() if v is not None}
     token = _toml_file.set(path)
     try:
@@ -180,6 +182,36 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         raise ConfigError(_explain(exc, path, data, cli)) from None
     finally:
         _toml_file.reset(token)
+
+
+SECRET_KEYS = ("token", "webhook_secret", "advisor.llm_api_key", "webhooks.secret")
+"""Keys that hold a secret: allowed in a config file only if the file is owner-only."""
+
+
+def _refuse_shared_secrets(path: Path, data: dict[str, Any]) -> None:
+    """Refuse a config file that others may read when it holds a secret (env or 0600 only)."""
+    found = [k for k in SECRET_KEYS if _dig(data, k.split(".")) not in (None, "")]
+    hooks = data.get("webhooks")
+    targets = hooks.get("targets") if isinstance(hooks, dict) else None
+    if isinstance(targets, list) and any(isinstance(t, dict) and t.get("secret") for t in targets):
+        found.append("webhooks.targets[].secret")
+    if not found:
+        return
+    with contextlib.suppress(OSError):
+        if path.stat().st_mode & 0o077:
+            raise ConfigError(
+                f"{path}: holds a secret ({', '.join(found)}) but others may read the file — "
+                f"chmod 600 {path}, or move the secret to its environment variable "
+                "(e.g. BFX_TOKEN, BFX_ADVISOR__LLM_API_KEY, BFX_WEBHOOK_SECRET)"
+            )
+
+
+def _dig(data: Any, keys: list[str]) -> Any:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
 
 
 def _explain(
