@@ -289,3 +289,35 @@ def test_listings_print_ids_whole_even_in_a_narrow_pipe(
     tree = bfx("trace", events[1].id[-12:])  # the end of an id: unique where starts are shared
     assert tree.returncode == 0, tree.stderr
     assert f"* market.candle  2024-01-01 00:01:00  provider  {events[1].id}" in tree.stdout
+
+
+def test_query_rows_of_order_events_say_side_amount_symbol_price_and_status(
+    bfx: BfxRun, cli_env: dict[str, str]
+) -> None:
+    from barfinex_cli.contracts.orders import Fill, OrderFilled, OrderRejected, OrderState
+    from barfinex_cli.store.audit import AuditStore
+
+    order = OrderState(
+        client_order_id="o-1", account="paper", exchange="paper", symbol="BTC/USDT",
+        side="buy", type="market", amount=Decimal("0.05895425"), filled=Decimal("0.05895425"),
+        average_price=Decimal("42001.50"), status="filled",
+    )  # fmt: skip
+    fill = Fill(price=Decimal("42001.50"), amount=Decimal("0.05895425"), fee=Decimal("1.2"),
+                fee_currency="USDT", time=datetime(2024, 1, 1, tzinfo=UTC))  # fmt: skip
+    rejected = order.model_copy(update={"status": "rejected", "client_order_id": "o-2"})
+    at = datetime(2024, 1, 1, tzinfo=UTC)
+    with AuditStore(Path(cli_env["BFX_HOME"]) / "audit.db") as store:
+        store.append([
+            make_event(OrderFilled(order=order, fill=fill), source="paper", ts=at),
+            make_event(OrderRejected(order=rejected, reason="no funds", by="local"),
+                       source="paper", ts=at.replace(minute=1)),
+        ])  # fmt: skip
+    shown = bfx("events", "query", "-t", "order.*")
+    assert shown.returncode == 0, shown.stderr
+    filled, refused = shown.stdout.splitlines()
+    assert filled.endswith(
+        "buy 0.05895425 BTC/USDT market @ 42001.5 filled=0.05895425 status=filled id=o-1"
+    )
+    assert refused.endswith(
+        "buy 0.05895425 BTC/USDT market @ 42001.5 status=rejected id=o-2 reason=no funds by=local"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -35,13 +36,34 @@ def summary(event: Envelope[Any], width: int = 6) -> str:
     """Return `key=value` pairs of the first scalar payload fields."""
     payload = event.payload
     data = payload.model_dump() if hasattr(payload, "model_dump") else dict(payload)
-    parts = []
+    parts = [_order_text(data)] if isinstance(data.get("order"), dict) else []
     for key, value in data.items():
         if isinstance(value, dict | list | tuple) or value is None:
             continue
         parts.append(f"{key}={value}")
         if len(parts) >= width:
             break
+    return " ".join(parts)
+
+
+def _order_text(data: dict[str, Any]) -> str:
+    """Return an order event's nested order (and fill) as `buy 0.05 BTC/USDT market @ 42000`."""
+
+    def plain(value: Any) -> str:
+        text = f"{value:f}" if isinstance(value, Decimal) else str(value)
+        return text.rstrip("0").rstrip(".") if "." in text and "e" not in text.lower() else text
+
+    order, fill = data["order"], data.get("fill")
+    parts = [str(order.get(k)) for k in ("side",) if order.get(k)]
+    parts += [plain(order["amount"])] if order.get("amount") is not None else []
+    parts += [str(order[k]) for k in ("symbol", "type") if order.get(k)]
+    price = (fill or {}).get("price") or order.get("average_price") or order.get("price")
+    parts += [f"@ {plain(price)}"] if price is not None else []
+    if isinstance(fill, dict) and fill.get("amount") is not None:
+        parts.append(f"filled={plain(fill['amount'])}")
+    if order.get("status"):
+        parts.append(f"status={order['status']}")
+    parts.append(f"id={order.get('client_order_id')}")
     return " ".join(parts)
 
 
