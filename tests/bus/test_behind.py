@@ -77,6 +77,9 @@ async def test_settle_flushes_what_is_queued_and_returns_once_every_group_caught
 async def test_settle_gives_up_after_its_timeout_and_names_who_is_behind(bus: Bus) -> None:
     await bus.consumer("stuck", "c1", ["market.candle"], start="$")
     await bus.publish(candle(0))
-    settle = Settle(bus, asyncio.sleep, lambda: False, timeout_s=0.2, poll_s=0.01)
+    async def nothing_queued() -> None:
+        return None
+
+    settle = Settle(bus, nothing_queued, lambda: False, timeout_s=0.2, poll_s=0.01)
     assert not await settle.wait()
     assert settle.timeouts == 1 and settle.last_behind == [("stuck", "market.candle")]
