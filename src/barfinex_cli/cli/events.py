@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from barfinex_cli.cli.events_purge import purge
 from barfinex_cli.cli.state import state_of
 
 if TYPE_CHECKING:
@@ -376,3 +377,6 @@ def dead_letter_preview(data: bytes, size: int, width: int = PREVIEW_CHARS) -> t
     shown = text[:width]
     line = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in shown)
     return line, len(shown) < len(text) or len(data) < size or len(data) > width * 4
+
+
+app.command("purge")(purge)  # cli/events_purge.py: drop a namespace's Redis keys
