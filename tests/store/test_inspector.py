@@ -64,3 +64,38 @@ def test_an_unusable_path_is_a_config_error_naming_it(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(ConfigError, match="inspector store"):
         InspectorStore(blocker / "inspector.db")
+
+
+def test_a_decision_update_keeps_columns_not_given_and_adds_new_ones(tmp_path: Path) -> None:
+    with InspectorStore(tmp_path / "inspector.db") as store:
+        store.record_decision("d1", symbol="BTC/USDT", received_ms=1, status="pending")
+        store.record_decision("d1", status="judged", verdict="ALLOW", stop="98.5")
+        row = store.decision("d1")
+        store.record_decision("d1", reason="again")
+        again = store.decision("d1")
+    assert row["symbol"] == "BTC/USDT" and row["received_ms"] == 1
+    assert row["status"] == "judged" and row["stop"] == "98.5"
+    assert again == {**row, "reason": "again"}
+
+
+def test_orders_and_positions_are_fsynced_and_decisions_ride_on_the_next_fsync(
+    tmp_path: Path,
+) -> None:
+    def synchronous(store: InspectorStore) -> int:
+        return int(store.db.conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    order = OrderRecord(
+        client_order_id="i-d1-e", decision_id="d1", role="entry", symbol="BTC/USDT",
+        side="buy", type="market", amount=Decimal("0.1"),
+    )  # fmt: skip
+    with InspectorStore(tmp_path / "inspector.db") as store:
+        store.record_decision("d1", symbol="BTC/USDT", status="judged")
+        assert synchronous(store) == 1  # NORMAL
+        store.save_order(order)
+        assert synchronous(store) == 2  # FULL
+        store.update_counters(trades_today=1)
+        assert synchronous(store) == 1
+    with InspectorStore(tmp_path / "inspector.db") as store:
+        assert store.decision("d1")["status"] == "judged"
+        assert store.order("i-d1-e") == order
+        assert store.counters().trades_today == 1

@@ -245,8 +245,9 @@ class Guard:
                 breakeven_at_r=self.ins.config.breakeven_at_r,
                 initial_stop=initial,
             )
-            position = replace(position, best_price=best)
-            self.ins.store.save_position(position)
+            if str(best) != str(position.best_price):  # else the row is unchanged: no write
+                position = replace(position, best_price=best)
+                self.ins.store.save_position(position)
             if move is not None and not self.held_by_venue(position, "stop_loss"):
                 await self.move_emulated(position, move)
             elif move is not None:
