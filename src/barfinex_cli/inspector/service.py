@@ -260,8 +260,8 @@ class Inspector:
                 (self.config.retry_s, self.closer.retry_tick, "deferred-closes"),
             ]
             if self.clock.kind == "market":  # ticked by the consume loop, in market time
-                floor = watchers.MARKET_FLOOR_S
-                jobs = [(s if n == "deferred-closes" else max(s, floor), w) for s, w, n in periodic]
+                floors = watchers.MARKET_FLOORS_S
+                jobs = [(max(s, floors.get(n, 0.0)), w) for s, w, n in periodic]
                 self.ticks = watchers.MarketTicks(self.clock, jobs)
             else:
                 for seconds, work, name in periodic:

@@ -69,9 +69,11 @@ async def every(stop: asyncio.Event, seconds: float, work: Callable[[], Awaitabl
             log.warning("periodic work failed", extra={"error": str(exc)})
 
 
-MARKET_FLOOR_S = 900.0
-"""On a market clock, reconcile and KPIs run at most every this many market seconds: at one
-candle a minute a 30 s interval would reconcile (three gateway calls) on every candle."""
+MARKET_FLOORS_S = {"kpi": 900.0, "reconcile": 86_400.0}
+"""On a market clock, KPIs run at most every 15 market minutes and reconcile once a market day:
+at one candle a minute a 30 s interval would reconcile (three gateway calls) on every candle,
+and a backtest of a million candles would spend most of its time reconciling a paper account
+that cannot diverge from the inspector's store on its own."""
 
 
 class MarketTicks:
