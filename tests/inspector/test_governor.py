@@ -139,6 +139,8 @@ def test_closes_and_reduces_pass_every_entry_only_policy() -> None:
     reduce = replace(close, kind="reduce", size_hint=D("0.5"))
     assert gov.evaluate(reduce, SHUT_BOOK, NOW).size == D("0.5")
     assert gov.evaluate(replace(reduce, size_hint=D(9)), SHUT_BOOK, NOW).size == D(2)
+    odd = gov.evaluate(replace(reduce, size_hint=D("0.123456789123")), SHUT_BOOK, NOW)
+    assert odd.size == D("0.12345678") and odd.reason == "reduce 0.12345678 of 2 held"
     opening = gov.evaluate(INTENT, SHUT_BOOK, NOW)
     assert opening.action == "STAND_DOWN"  # the same book refuses an entry
 
@@ -150,6 +152,8 @@ def test_closes_and_reduces_pass_every_entry_only_policy() -> None:
         (replace(INTENT, side="sell", kind="close", strategy="other"),
          "no long position of other in BTC/USDT to close"),
         (replace(INTENT, side="sell", kind="reduce"),
+         "a reduce needs a positive size_hint (how much to take off)"),
+        (replace(INTENT, side="sell", kind="reduce", size_hint=D("0.000000001")),
          "a reduce needs a positive size_hint (how much to take off)"),
     ],
 )  # fmt: skip

@@ -90,10 +90,10 @@ def _size_exit(intent: Intent, portfolio: Portfolio, sign: Decimal) -> Sizing:
         )
     if intent.kind == "close":
         size = position
-    elif intent.size_hint is None or intent.size_hint <= 0:
+    elif intent.size_hint is None or intent.size_hint.quantize(DEFAULT_STEP, ROUND_DOWN) <= 0:
         return _block(EXIT, "a reduce needs a positive size_hint (how much to take off)")
     else:
-        size = min(intent.size_hint, position)
+        size = min(intent.size_hint.quantize(DEFAULT_STEP, ROUND_DOWN), position)
     figures = {"held": float(position), "size": float(size)}
     reason = f"{intent.kind} {_amount(size)} of {_amount(position)} held"
     return Sizing(EXIT, Outcome("ALLOW", reason, figures), size, sign * size * intent.entry)
