@@ -177,7 +177,8 @@ class StudioApp(App[None]):
         )
 
     def _client(self) -> GatewayClient:
-        return GatewayClient(self.url, self.token, timeout=5, retries=0, transport=self.transport)
+        # one retry: an idle keep-alive connection the server closed as we reused it is no outage
+        return GatewayClient(self.url, self.token, timeout=5, retries=1, transport=self.transport)
 
     # --- lifecycle ------------------------------------------------------------------------------
 

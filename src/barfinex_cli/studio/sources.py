@@ -58,10 +58,13 @@ class Roles:
             BfxError: The app did not answer, or answered with an error (its detail in words).
         """
         url = f"/proxy/{quote(app, safe='')}{path}"
-        try:
-            response = await self._http.request(method, url, json=body, params=params)
-        except httpx.TransportError as exc:
-            raise BfxError(f"{app}: not reachable through the provider ({exc!s})") from None
+        for attempt in (1, 2):  # once more: a keep-alive connection closed under us is no outage
+            try:
+                response = await self._http.request(method, url, json=body, params=params)
+                break
+            except httpx.TransportError as exc:
+                if attempt == 2:
+                    raise BfxError(f"{app}: not reachable through the provider ({exc!s})") from None
         if response.status_code in (401, 403) and "x-bfx-proxy" not in response.headers:
             raise TokenRefused(self.base_url, missing=self.token is None)
         try:
