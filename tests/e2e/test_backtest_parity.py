@@ -1,8 +1,9 @@
 """The core property: `bfx up` on the real Redis stack and `bfx backtest` over the same replay.
 
 One `bfx up` run (every role its own process, on Redis) and one pipeline backtest of the same
-candle file (360 minutes of BTC/USDT from the synthetic market, 295 of them history), strategy,
-advisor settings and default policies. Every detector signal, every advisor decision (its
+360 minutes of BTC/USDT from the synthetic market (295 of them history), as a candle file and
+as the synthetic market itself with its books, with the same strategy, advisor settings and
+default policies. Every detector signal, every advisor decision (its
 signal, side, conviction, entry, stop and take-profit) and every order fill (time, symbol, side,
 size, price and the order's role: entry, stop, take-profit) match. They match because `bfx up`
 replays in lock-step, as the backtest does: the provider plays the next market moment only
@@ -84,27 +85,45 @@ def _events(audit: Path, source: str | None = None) -> dict[str, list[Any]]:
     }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run `bfx up` on Redis, then the backtest, over one window; return what each did."""
-    data = tmp_path_factory.mktemp("data")
-    _candle_file(data / "BTCUSDT-1m.csv")
+@pytest.fixture(scope="module", params=["candle file", "synthetic market with books"])
+def runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run `bfx up` on Redis, then the backtest, over one window; return what each did.
+
+    The same minutes twice: as a candle file (entries priced from the close), and as the
+    synthetic market itself, which publishes a book at each close (entries priced from it: the
+    advisor must wait for the book of the signal's moment).
+    """
+    if request.param == "candle file":
+        data: Path | None = tmp_path_factory.mktemp("data")
+        assert data is not None
+        _candle_file(data / "BTCUSDT-1m.csv")
+        source = ["--replay", str(data)]
+    else:
+        data = None
+        source = ["--days", "0.25", "--symbols", "BTC/USDT"]  # the same 360 minutes
     up_home = tmp_path_factory.mktemp("up")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BFX_")}
-    env.update(BFX_HOME=str(up_home), BFX_NAMESPACE=f"parity-{os.getpid()}", BFX_TOKEN="t0ken")
+    env.update(BFX_HOME=str(up_home), BFX_NAMESPACE=f"parity-{os.getpid()}-{len(source)}",
+               BFX_TOKEN="t0ken")  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-m", "barfinex_cli", "up", "--strategy", str(STRATEGY), "--replay",
-         str(data), "--speed", SPEED, "--history", HISTORY, "--redis-url", REDIS_URL, "--port",
+        [sys.executable, "-m", "barfinex_cli", "up", "--strategy", str(STRATEGY), *source,
+         "--speed", SPEED, "--history", HISTORY, "--redis-url", REDIS_URL, "--port",
          str(_free_port()), "--json"],
         env=env, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     bt_home = tmp_path_factory.mktemp("backtest")
     settings = load_settings(home=bt_home, token="t0ken", log_level="ERROR")
-    result = backtest(
-        settings,
-        PipelineSpec(strategies=(STRATEGY,), replay=data, history=int(HISTORY)),
+    spec = (
+        PipelineSpec(strategies=(STRATEGY,), replay=data, history=int(HISTORY))
+        if data is not None
+        else PipelineSpec(
+            strategies=(STRATEGY,), days=0.25, history=int(HISTORY), symbols=("BTC/USDT",)
+        )
     )
+    result = backtest(settings, spec)
     return _events(up_home / "audit.db"), _events(bt_home / "audit.db", result.run_id)
 
 
@@ -120,4 +139,4 @@ def test_bfx_up_on_redis_and_the_backtest_place_the_same_orders(
     runs: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
     up, bt = runs
-    assert up["orders"] == bt["orders"]
+    assert up["orders"] and up["orders"] == bt["orders"]
