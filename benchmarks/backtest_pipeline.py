@@ -70,7 +70,7 @@ def orders_of(result: Any) -> list[tuple[Any, ...]]:
 def backtesting_bars_per_s(frame: Any, repeat: int) -> float | None:
     """backtesting.py on the same candles (same rules as benchmarks/backtest.py), bars/s."""
     try:
-        import backtesting  # noqa: F401
+        import backtesting  # type: ignore[import-untyped]  # noqa: F401
     except ImportError:
         return None
     import sys
@@ -83,7 +83,7 @@ def backtesting_bars_per_s(frame: Any, repeat: int) -> float | None:
         started = time.perf_counter()
         backtesting_run(frame)
         best = min(best, time.perf_counter() - started)
-    return frame.height / best
+    return float(frame.height / best)
 
 
 def main() -> None:
