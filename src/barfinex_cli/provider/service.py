@@ -8,7 +8,13 @@ published and kept for the gateway; the paper broker (or the live exchange) take
 is measured and published; the REST/WS/MCP gateway serves it all behind one token.
 
 On a market clock (a replay) every event is stamped with market time and the periodic work
-(health) ticks with the data, so a replay at full speed runs with no wall-clock pacing.
+(health) ticks with the data, so a replay at full speed runs with no wall-clock pacing. With
+`lockstep` (`bfx up`'s default) the replay plays each market moment only once every running
+role's consumer group has handled the last (`bus.settle`), as a backtest does.
+
+The module runs past 400 lines because the runtime's flush, the stream, recovery, integrity,
+the flusher and the gateway all share the one outbox and data clock; the pure parts live in
+`pipeline`, the connectors and the gateway package.
 """
 
 from __future__ import annotations
