@@ -90,7 +90,8 @@ async def test_decisions_risk_and_capital_show_what_the_advisor_and_inspector_ho
             table = screen.query_one("#decisions", DataTable)
             await until(lambda: table.row_count >= len(rows))
             shown = {r[1:3] and (r[1], r[2]) for r in cells(table)}
-            wanted = {(r["symbol"], "decision" if r["type"] == "advisor.decision" else "rejected")
+            wanted = {(r["symbol"], "decision" if r["type"] == "advisor.decision"
+                       else "rejected" if r.get("stage") else "dropped")
                       for r in rows}  # fmt: skip
             assert wanted <= shown
             table.focus()

@@ -111,12 +111,16 @@ class DecisionsScreen(StudioScreen):
         shown: set[str] = set()
         for key, row in reversed(state.decisions.items()):
             made = row.get("type") == "advisor.decision"
+            # a signal dropped before the pipeline (a close, a stale signal) has no stage
+            stage = row.get("stage")
+            outcome = "decision" if made else ("rejected" if stage else "dropped")
+            why = f"{stage}: {row.get('reason')}" if stage else str(row.get("reason") or "")
             cells = (
                 str(row.get("ts") or "")[:19].replace("T", " "), row.get("symbol") or "—",
-                "decision" if made else "rejected",
+                outcome,
                 row.get("side") or row.get("direction") or "—", _num(row.get("conviction")),
                 row.get("regime") or "—",
-                "" if made else f"{row.get('stage')}: {row.get('reason')}",
+                "" if made else why,
             )  # fmt: skip
             if not matches(self.filter_text, cells):
                 continue
