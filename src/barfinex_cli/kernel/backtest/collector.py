@@ -93,8 +93,13 @@ def result_of(
     connector: LockstepReplay,
     seen: Seen,
     closes: dict[str, list[tuple[int, float]]],
+    wanted: set[str],
 ) -> BacktestResult:
-    """Return the run's result: fills joined to their decisions' traces, trades, equity."""
+    """Return the run's result: fills joined to their decisions' traces, trades, equity.
+
+    `wanted` holds the strategies' symbols: the title names them (and any traded), not every
+    symbol the replay carried.
+    """
     import numpy as np
 
     from barfinex_cli.kernel.backtest.metrics import compute_metrics
@@ -119,7 +124,7 @@ def result_of(
     return BacktestResult(
         run_id=run_id, mode="pipeline",
         strategy=",".join(p.stem for p in spec.strategies), exchange=connector.exchange,
-        symbols=_symbols(spec, closes, fills), timeframe=timeframe,
+        symbols=_symbols(wanted, closes, fills), timeframe=timeframe,
         start_ms=equity[0].time_ms if equity else 0, end_ms=equity[-1].time_ms if equity else 0,
         bars=bars, initial_equity=initial, signals=seen.signals, metrics=metrics,
         fills=tuple(fills), trades=tuple(trades), equity=tuple(equity),
@@ -128,12 +133,9 @@ def result_of(
 
 
 def _symbols(
-    spec: PipelineSpec, closes: dict[str, list[tuple[int, float]]], fills: list[Fill]
+    wanted: set[str], closes: dict[str, list[tuple[int, float]]], fills: list[Fill]
 ) -> tuple[str, ...]:
     """Return the symbols the run is about: the strategies' (and any traded), not the replay's."""
-    from barfinex_cli.detector.loader import load_strategy
-
-    wanted = {s for path in spec.strategies for s in load_strategy(path).symbols}
     return tuple(sorted((wanted & set(closes)) | {f.symbol for f in fills})) or tuple(
         sorted(closes)
     )

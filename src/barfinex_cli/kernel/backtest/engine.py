@@ -216,7 +216,7 @@ async def _run_once(
                 )
                 tasks.append(asyncio.create_task(collect(collector, seen, stop)))
 
-            await run_in_process(
+            stack = await run_in_process(
                 kernel, provider, detectors, asyncio.Event(),
                 advisor_configs=[advisor], inspector_configs=[inspector],
                 connector=connector, on_ready=on_ready,
@@ -225,8 +225,10 @@ async def _run_once(
             for task in tasks:
                 await task
             closes = _closes(kernel, connector)
+            # the symbols the detectors ran, not the file read again (user code runs once)
+            wanted = {s for d in stack.detectors for s in d.strategy.symbols}
         wall_s = time.perf_counter() - started
-        result = result_of(run_id, spec, connector, seen, closes)
+        result = result_of(run_id, spec, connector, seen, closes, wanted)
     finally:
         stop.set()
         for task in tasks:
