@@ -1,10 +1,12 @@
-"""A whole run survives Redis killed and restarted mid-replay, and ends as an undisturbed run.
+"""A whole run survives Redis killed and restarted mid-replay, with its data or without.
 
 The single-process stack (provider replaying at full speed, a detector, the recorder) runs on
 the Redis bus of a `redis-server` this test owns (persistent: every write fsynced), twice: once
 undisturbed, once with the server SIGKILLed in the middle of the replay and started again on the
 same port a moment later. Both runs must end with the same candles in market.db, the same candle
-events on the bus and in audit.db (each once), and the same signals.
+events on the bus and in audit.db (each once), and the same signals. Restarted empty (no
+persistence), the run still goes to its end, market.db is complete, and the provider's
+`provider.bus.recovered` names the streams whose earlier entries Redis lost.
 """
 
 from __future__ import annotations
@@ -71,10 +73,14 @@ class Outcome:
             for s in signals
         )  # fmt: skip
         self.bus_candles = bus_candles
+        with AuditStore(home / "audit.db") as audit:
+            self.recovered = [
+                e.payload for e in audit.query(["provider.bus.recovered"], limit=None)
+            ]
 
 
-async def _run(tmp_path: Path, name: str, *, disturb: bool) -> Outcome:
-    server = RedisServer(tmp_path / f"{name}-redis", persistent=True)
+async def _run(tmp_path: Path, name: str, *, disturb: bool, persistent: bool = True) -> Outcome:
+    server = RedisServer(tmp_path / f"{name}-redis", persistent=persistent)
     server.data.mkdir()
     await server.start()
     home = tmp_path / name
@@ -133,3 +139,16 @@ async def test_a_run_with_redis_killed_and_restarted_mid_replay_ends_as_an_undis
     assert len(set(hit.recorded_ids)) == len(hit.recorded_ids)
     assert sorted(hit.bus_candles) == sorted(hit.recorded_ids)  # the bus: each once, all recorded
     assert hit.signals == calm.signals
+
+
+async def test_a_run_with_redis_restarted_empty_goes_on_and_says_which_streams_it_lost(
+    tmp_path: Path,
+) -> None:
+    calm = await _run(tmp_path, "calm", disturb=False)
+    hit = await _run(tmp_path, "empty", disturb=True, persistent=False)
+    assert hit.stored == calm.stored  # market.db is the provider's own: complete
+    assert [r.lost_types for r in hit.recovered] and "market.candle" in hit.recovered[0].lost_types
+    assert len(hit.recorded) <= len(calm.recorded)  # what Redis lost unrecorded is gone ...
+    assert set(hit.recorded) <= set(calm.recorded)  # ... and nothing else appeared
+    assert len(set(hit.recorded_ids)) == len(hit.recorded_ids)  # once each
+    assert hit.recorded[-1] == calm.recorded[-1]  # the roles went on to the end

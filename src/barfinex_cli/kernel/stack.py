@@ -143,7 +143,14 @@ async def run_in_process(
             provider_task.result()
         rt = provider.runtime
         assert rt is not None
-        await _until(lambda: all(d.candles_seen >= rt.candles for d in run.detectors), stop)
+        # candles a Redis restarted empty lost before a detector read them never come
+        await _until(
+            lambda: (
+                all(d.candles_seen >= rt.candles for d in run.detectors)
+                or bool(rt.bus.lost_in_outage)
+            ),
+            stop,
+        )
         signals = sum(d.signals for d in run.detectors)
         await _until(lambda: all(a.signals_seen >= signals for a in run.advisors), stop)
         decisions = sum(a.decisions for a in run.advisors)
