@@ -10,6 +10,7 @@ APIs answer (their stores).
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +111,22 @@ async def test_decisions_risk_and_capital_show_what_the_advisor_and_inspector_ho
             assert policies.get("stand_down") == "ok"
             kpi_text = str(risk.query_one("#kpi", Static).render())
             assert "account paper" in kpi_text and "equity" in kpi_text and "drawdown" in kpi_text
-            held = sorted(p["symbol"] for p in status["positions"])
+            # the screen lists the inspector's positions and, beside them, any position the
+            # provider holds that the inspector does not manage (said so in its guard column)
+            async with httpx.AsyncClient(base_url=url, timeout=5, headers=auth) as http:
+                raw = (await http.get("/api/v1/positions")).json()["positions"]
+            managed = {p["symbol"] for p in status["positions"]}
+            unmanaged = [p for p in raw if Decimal(p["size"]) and p["symbol"] not in managed]
             table = risk.query_one("#positions", DataTable)
-            wanted_rows = sorted([p["symbol"], p["side"], p["size"], p["entry"]]
-                                 for p in status["positions"])  # fmt: skip
+            wanted_rows = sorted(
+                [[p["symbol"], p["side"], p["size"], p["entry"]] for p in status["positions"]]
+                + [[p["symbol"], p["side"], str(Decimal(p["size"])),
+                    str(Decimal(p["entry_price"]))] for p in unmanaged]
+            )  # fmt: skip
             await until(lambda: sorted(r[:4] for r in cells(table)) == wanted_rows, timeout=5)
-            assert sorted(r[0] for r in cells(table)) == held
+            for row in cells(table):
+                if row[0] not in managed:
+                    assert row[8] == "— (inspector does not manage it)"
             verdicts = risk.query_one("#verdicts", DataTable)
             assert verdicts.row_count == len(app.state.verdicts)
 
