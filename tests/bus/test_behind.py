@@ -77,6 +77,7 @@ async def test_settle_flushes_what_is_queued_and_returns_once_every_group_caught
 async def test_settle_gives_up_after_its_timeout_and_names_who_is_behind(bus: Bus) -> None:
     await bus.consumer("stuck", "c1", ["market.candle"], start="$")
     await bus.publish(candle(0))
+
     async def nothing_queued() -> None:
         return None
 
