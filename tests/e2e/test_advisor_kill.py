@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 
 from barfinex_cli.store.audit import AuditStore
 from conftest import REDIS_URL
+from e2e.helpers import OUTCOMES, delete_namespace, free_port
 
 STRATEGY = """
 from barfinex_cli.detector import indicators as ta
@@ -36,29 +36,6 @@ strategy = Strategy(
 )
 """
 
-OUTCOMES = ["advisor.decision", "advisor.decision.rejected", "advisor.signal.dropped"]
-
-
-def _delete_namespace(namespace: str) -> None:
-    import asyncio
-
-    from barfinex_cli.bus.redis_streams import RedisStreamsBus
-
-    async def delete() -> None:
-        bus = RedisStreamsBus(REDIS_URL, namespace)
-        try:
-            await bus.delete_namespace()
-        finally:
-            await bus.close()
-
-    asyncio.run(delete())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def env(tmp_path: Path, namespace: str) -> Iterator[dict[str, str]]:
@@ -66,7 +43,7 @@ def env(tmp_path: Path, namespace: str) -> Iterator[dict[str, str]]:
     values.update(BFX_HOME=str(tmp_path / "home"), BFX_NAMESPACE=namespace,
                   BFX_REDIS_URL=REDIS_URL)  # fmt: skip
     yield values
-    _delete_namespace(namespace)
+    delete_namespace(namespace)
 
 
 def _decisions(audit_path: Path) -> int:
@@ -97,7 +74,7 @@ def test_the_advisor_killed_mid_run_is_restarted_and_every_signal_gets_one_outco
     proc = subprocess.Popen(
         [sys.executable, "-m", "barfinex_cli", "up", "--strategy", str(strategy),
          "--speed", "1200", "--days", "0.2", "--history", "120", "--symbols", "BTC/USDT,ETH/USDT",
-         "--redis-url", REDIS_URL, "--port", str(_free_port()), "--json"],
+         "--redis-url", REDIS_URL, "--port", str(free_port()), "--json"],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )  # fmt: skip

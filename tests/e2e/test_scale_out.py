@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 
 from barfinex_cli.store.audit import AuditStore
 from conftest import REDIS_URL
+from e2e.helpers import OUTCOMES, delete_namespace, free_port
 
 STRATEGY = """
 from barfinex_cli.detector import indicators as ta
@@ -36,30 +36,6 @@ strategy = Strategy(
 )
 """
 
-OUTCOMES = ["advisor.decision", "advisor.decision.rejected", "advisor.signal.dropped"]
-"""What an advisor publishes once it has handled a signal (a held one says nothing final)."""
-
-
-def _delete_namespace(namespace: str) -> None:
-    import asyncio
-
-    from barfinex_cli.bus.redis_streams import RedisStreamsBus
-
-    async def delete() -> None:
-        bus = RedisStreamsBus(REDIS_URL, namespace)
-        try:
-            await bus.delete_namespace()
-        finally:
-            await bus.close()
-
-    asyncio.run(delete())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def shared(namespace: str) -> Iterator[dict[str, str]]:
@@ -67,7 +43,7 @@ def shared(namespace: str) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BFX_")}
     env.update(BFX_NAMESPACE=namespace, BFX_REDIS_URL=REDIS_URL, BFX_TOKEN="scale-out-token")
     yield env
-    _delete_namespace(namespace)
+    delete_namespace(namespace)
 
 
 def _host(env: dict[str, str], home: Path, *args: str) -> subprocess.Popen[str]:
@@ -105,7 +81,7 @@ def test_two_hosts_share_the_work_on_one_redis_and_handle_nothing_twice(
 ) -> None:
     for name in ("momentum_a", "momentum_b"):
         (tmp_path / f"{name}.py").write_text(STRATEGY.format(name=name))
-    port = _free_port()
+    port = free_port()
     replay = ["--speed", "1500", "--days", "0.22", "--history", "150", "--symbols",
               "BTC/USDT,ETH/USDT"]  # fmt: skip
     host_a = _host(
