@@ -394,7 +394,15 @@ class ReplayConnector(ConnectorBase):
             held = (self._candles[s] for s in self.candle_symbols)
             opens = sorted({c.open_ms for rows in held for c in rows})
             skip = self.config.skip
-            return opens[skip] if skip < len(opens) else (opens[-1] + self.tf_ms if opens else 0)
+            if not opens:
+                return 0
+            if skip >= len(opens):
+                raise UsageError(
+                    f"the replay holds {len(opens)} candle opens and --history {skip} keeps them "
+                    "all as history, so nothing would be replayed; lower --history or replay "
+                    "more (a longer --days or a longer file)"
+                )
+            return opens[skip]
         first = min((rows[0].time_ms for rows in self._trades.values() if rows), default=0)
         return first - first % self.tf_ms + self.config.skip * self.tf_ms
 
