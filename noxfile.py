@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
@@ -34,3 +36,14 @@ def bench(session: nox.Session) -> None:
     )
     for script in scripts:
         session.run("python", script)
+
+
+@nox.session(python="3.11")
+def faults_long(session: nox.Session) -> None:
+    """Run the role-kill fault test over 10,000 candles, as issue 13 asks (BFX_FAULTS_CANDLES)."""
+    session.install("-e", ".[dev]")
+    session.env["BFX_FAULTS_CANDLES"] = os.environ.get("BFX_FAULTS_CANDLES", "10000")
+    session.run(
+        "python", "-m", "pytest", "-p", "no:cacheprovider", "-s", "-q",
+        "tests/faults/test_role_kills.py", *session.posargs,
+    )  # fmt: skip

@@ -1,18 +1,20 @@
 """`bfx up` survives each of its roles SIGKILLed in turn, and the advisor frozen for a while.
 
-One run on a test-owned `redis-server` (persistent) replays 0.1 day of two symbols (about 350
-1m and 5m candles, kept small: under lock-step, bfx up's default for replays, every kill stalls
-the replay until the role is back, and the run with its undisturbed twin takes 3-5 minutes on a
-loaded 2-core machine) at 600x. The detector, recorder, advisor, inspector and provider are each
-SIGKILLed once, in turn, each after the flow has moved on since the last restart; then the
-advisor is frozen (SIGSTOP) for 12 s and let go (SIGCONT) — lock-step holds the replay
-meanwhile. The supervisor restarts every killed role. At the end audit.db must hold every link
-of the chain: each candle once, each signal from a recorded candle, an outcome for every signal,
-a final verdict for every decision, an order for every ALLOW, no client order id twice, no
-signal with two entry orders, every filled entry protected; the signals must be exactly the
-strategy scanned over the stored candles and those of an undisturbed run, and so must the entry
-orders. A role killed between publishing its outcome and marking its input handled publishes a
-second one after its restart (at-least-once, see docs/reliability.md): at most one is allowed.
+One run on a test-owned `redis-server` (persistent) replays 0.1 day of two symbols (212 live 1m,
+5m, 15m and 1h candles, kept small: under lock-step, bfx up's default for replays, every kill
+stalls the replay until the role is back, and the run with its undisturbed twin takes 3-5
+minutes on a loaded 2-core machine) at 600x. `BFX_FAULTS_CANDLES` asks for more (`nox -s
+faults_long` runs it with the 10,000 of issue 13); the time limits grow with it. The detector,
+recorder, advisor, inspector and provider are each SIGKILLed once, in turn, each after the flow
+has moved on since the last restart; then the advisor is frozen (SIGSTOP) for 12 s and let go
+(SIGCONT) — lock-step holds the replay meanwhile. The supervisor restarts every killed role. At
+the end audit.db must hold every link of the chain: each candle once, each signal from a
+recorded candle, an outcome for every signal, a final verdict for every decision, an order for
+every ALLOW, no client order id twice, no signal with two entry orders, every filled entry
+protected; the signals must be exactly the strategy scanned over the stored candles and those of
+an undisturbed run, and so must the entry orders. A role killed between publishing its outcome
+and marking its input handled publishes a second one after its restart (at-least-once, see
+docs/reliability.md): at most one is allowed.
 """
 
 from __future__ import annotations
@@ -27,9 +29,32 @@ import pytest
 from bus.redis_faults import RedisServer
 from faults.stack import Flow, Stack, wait_for
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(420)]
+HISTORY = 60
+"""Base (1m) candles of each symbol kept as warm-up history, never streamed."""
+SYMBOLS = 2
 
-UP = ("--speed", "600", "--days", "0.1", "--history", "60")
+
+def _streamed(minutes: int) -> int:
+    """Candle events `minutes` of live 1m market make: each symbol's 1m, 5m, 15m and 1h closes."""
+    return SYMBOLS * (minutes + minutes // 5 + minutes // 15 + minutes // 60)
+
+
+def _days_for(candles: int) -> str:
+    """The `--days` whose live part streams at least `candles` candle events."""
+    minutes = 1
+    while _streamed(minutes) < candles:
+        minutes += 1
+    return f"{(minutes + HISTORY + 0.5) / 1440:.6f}"  # the synthetic market truncates to minutes
+
+
+CANDLES = int(os.environ.get("BFX_FAULTS_CANDLES", "212"))
+"""Candle events to replay: 212 (0.1 day) keeps the suite's time; issue 13 asks for 10,000."""
+SCALE = max(1.0, CANDLES / 212)
+"""How much longer than the default run every time limit is."""
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(int(420 * SCALE))]
+
+UP = ("--speed", "600", "--days", _days_for(CANDLES), "--history", str(HISTORY))
 KILLS = ("detector", "recorder", "advisor", "inspector", "provider")
 FREEZE_S = 12.0
 
@@ -52,7 +77,7 @@ async def test_each_role_killed_in_turn_and_the_advisor_frozen_lose_and_double_n
     server = await _server(tmp_path, "redis-calm")
     try:
         calm = Stack(tmp_path, "calm", server, *UP)
-        calm.finish()
+        calm.finish(timeout_s=300 * SCALE)
         server.stop()
         server = await _server(tmp_path, "redis-hit")
         print("calm run", round(time.monotonic() - t0, 1))
@@ -81,7 +106,7 @@ async def test_each_role_killed_in_turn_and_the_advisor_frozen_lose_and_double_n
                      lambda: hit.length("advisor.decision") > decided, 60)  # fmt: skip
             rss_after = hit.rss_kib(advisor)
             print("hit: faults done at", round(time.monotonic() - t0, 1))
-            summary = hit.finish()
+            summary = hit.finish(timeout_s=300 * SCALE)
             print("hit: finished at", round(time.monotonic() - t0, 1))
         finally:
             hit.close()
@@ -93,6 +118,7 @@ async def test_each_role_killed_in_turn_and_the_advisor_frozen_lose_and_double_n
         assert restarts[name] >= 1, f"{role} was not restarted: {summary['roles']}"
     assert rss_after < rss_before * 1.5 + 20_000, (rss_before, rss_after)  # bounded memory
     before, after = Flow(calm.home), Flow(hit.home)
+    assert len(before.candles) >= CANDLES, (len(before.candles), CANDLES)
     before.check_links()
     after.check_links()
     after.check_protected()
