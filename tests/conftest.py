@@ -87,3 +87,12 @@ async def kernels() -> AsyncIterator[object]:
     finally:
         for kernel in reversed(made):
             await kernel.close()
+
+
+@pytest.fixture
+def keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set the Binance API key and secret the loopback exchange (`provider/fake_exchange`) takes."""
+    from provider.fake_exchange import API_KEY, SECRET
+
+    monkeypatch.setenv("BFX_BINANCE_API_KEY", API_KEY)
+    monkeypatch.setenv("BFX_BINANCE_SECRET", SECRET)

@@ -24,7 +24,7 @@ from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import ServiceUnreachable
 from barfinex_cli.provider.connectors.base import OrderRequest
 from barfinex_cli.provider.connectors.ccxt_conn import CcxtConnector
-from provider.fake_exchange import API_KEY, SECRET, FakeBinance
+from provider.fake_exchange import FakeBinance
 
 MINUTE = 60_000
 
@@ -54,12 +54,6 @@ async def fake() -> AsyncIterator[StallingBinance]:
     await server.start()
     yield server
     await server.stop()
-
-
-@pytest.fixture
-def keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BFX_BINANCE_API_KEY", API_KEY)
-    monkeypatch.setenv("BFX_BINANCE_SECRET", SECRET)
 
 
 def make(fake: FakeBinance, **kwargs: Any) -> CcxtConnector:

@@ -34,7 +34,6 @@ from barfinex_cli.provider.connectors.ccxt_ws import CandleCloser
 from barfinex_cli.store.market import MarketStore, SeriesKey
 from provider.fake_exchange import (
     API_KEY,
-    SECRET,
     FakeBinance,
     expected,
     kline_message,
@@ -51,12 +50,6 @@ async def fake() -> AsyncIterator[FakeBinance]:
     await server.start()
     yield server
     await server.stop()
-
-
-@pytest.fixture
-def keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BFX_BINANCE_API_KEY", API_KEY)
-    monkeypatch.setenv("BFX_BINANCE_SECRET", SECRET)
 
 
 @pytest.fixture
