@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from barfinex_cli.bus.base import Bus
-from barfinex_cli.contracts.envelope import make_event
+from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import BookUpdated
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.provider.connectors.base import MarketConnector
@@ -62,10 +62,10 @@ async def serving(app: Any, *, ready_path: str | None = None) -> AsyncIterator[s
 def make_broker(bus: Bus, price: str = "100") -> PaperBroker:
     """Return a paper broker publishing on `bus`, with a last price for BTC/USDT."""
 
-    async def emit(payload: Payload) -> None:
-        await bus.publish(make_event(payload, source="provider"))
+    async def emit(event: Envelope[Any]) -> None:
+        await bus.publish(event)
 
-    broker = PaperBroker(emit, accounts={"paper": {"USDT": Decimal(10_000)}})
+    broker = PaperBroker(emit, source="provider", accounts={"paper": {"USDT": Decimal(10_000)}})
     broker.on_trade("BTC/USDT", TradeRow(0, "t0", float(price), 1.0, "buy"))
     return broker
 

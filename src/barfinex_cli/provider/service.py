@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,6 +103,8 @@ class ProviderRuntime:
     trade_rows: dict[tuple[str, str], list[TradeRow]] = field(default_factory=dict)
     queued: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when something was queued outside the stream (the gateway, the broker, a timer)."""
+    on_published: Callable[[Sequence[Envelope[Any]]], None] | None = None
+    """Told of every batch the bus took (the paper broker's outbox forgets its events then)."""
 
     @property
     def books(self) -> dict[str, BookUpdated]:
@@ -122,6 +124,11 @@ class ProviderRuntime:
         self.outbox.append(
             make_event(payload, source=self.source, parent=parent, ts=self.clock.now())
         )
+        self.queued.set()
+
+    async def send(self, event: Envelope[Any]) -> None:
+        """Queue an event already wrapped (its id fixed by the paper broker's outbox)."""
+        self.outbox.append(event)
         self.queued.set()
 
     def keep_candle(self, key: SeriesKey, row: CandleRow) -> None:
@@ -145,6 +152,8 @@ class ProviderRuntime:
             outages = self.bus.outages
             await self.bus.publish_many(batch)  # in a Redis outage: waits, holding the batch
             self.events += len(batch)
+            if self.on_published is not None:
+                self.on_published(batch)
             ended = self.bus.last_outage
             if self.bus.outages != outages and ended is not None:
                 # Redis answers again: say what happened, now that it can be heard.
@@ -310,8 +319,11 @@ class Provider:
         if options.paper:
             from barfinex_cli.provider.paper.broker import PaperBroker
 
-            paper = PaperBroker(rt.publish, clock=self.clock.now, store=self.paper_store)
-            rt.broker, rt.fed = paper, paper
+            paper = PaperBroker(
+                rt.send, source=rt.source, clock=self.clock.now, store=self.paper_store
+            )
+            rt.broker, rt.fed, rt.on_published = paper, paper, paper.published
+            await paper.flush()  # events a provider killed before publishing them left behind
         else:
             rt.broker = connector.broker()
         tasks: list[asyncio.Task[Any]] = []
@@ -577,7 +589,10 @@ class Provider:
                     hole = holes.get_nowait()
                     key = SeriesKey(hole.exchange, hole.symbol, hole.timeframe)
                     await rt.flush()
-                    await self.healer.heal(key, since_ms=hole.start_ms, until_ms=hole.end_ms)
+                    healed = await self.healer.heal(
+                        key, since_ms=hole.start_ms, until_ms=hole.end_ms
+                    )
+                    rt.connector.hole_repaired(hole, healed.resolved, healed.reason)
                 if rt.pipeline.trade_aggregators:  # trade-built candles close on time
                     until = rt.clock_ms - TRADE_GRACE_MS
                     await rt.apply(rt.pipeline.close_trade_candles(rt.connector.exchange, until))

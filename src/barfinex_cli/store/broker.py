@@ -13,8 +13,13 @@ Layout, one row per thing, every money value as exact decimal TEXT (never REAL):
                notional · fills · state (the `OrderState` as JSON)
     fills      trade_id PK · client_order_id · account · symbol · side · time_ms · fill (JSON)
     marks      symbol PK · price · volume  -- the last price and drive-candle volume
+    outbox     id PK · event  -- the encoded envelopes of events not yet on the bus, in rowid order
 
 Every `commit` is one transaction: a change is on disk whole or not at all. Journal mode is WAL.
+The outbox is the transactional half of publishing: the order, position and balance events a
+change emits are written in the same transaction as the change, and deleted (`published`) only
+once the bus has taken them, so a provider killed in between publishes them on its next start,
+with the same event ids (a consumer or the audit log that already has one ignores it).
 A commit that moves money or orders runs with `synchronous=FULL`: unlike the audit log, an order
 the broker has acknowledged must survive an OS crash too, or its `client_order_id` would be free
 again after the reboot. A commit of marks alone (a candle that filled nothing: the common case)
@@ -82,6 +87,7 @@ TABLES: dict[str, tuple[dict[str, type], tuple[str, ...]]] = {
         ("trade_id",),
     ),
     "marks": ({"symbol": str, "price": str, "volume": str}, ("symbol",)),
+    "outbox": ({"id": str, "event": str}, ("id",)),
 }
 NULLABLE = {("positions", "entry"), ("marks", "price"), ("marks", "volume")}
 INDEXES: tuple[tuple[str, tuple[str, ...], bool], ...] = (
@@ -123,6 +129,13 @@ class FillRow(Model):
     fill: Fill
 
 
+class OutboxEvent(Model):
+    """One event waiting to be published: its id and its encoded envelope (JSON)."""
+
+    id: str
+    event: str
+
+
 class BrokerState(Model):
     """Everything a restarted paper broker needs to carry on (order books are transient)."""
 
@@ -147,18 +160,20 @@ class BrokerChange(Model):
     fills: list[FillRow] = []
     marks: dict[str, tuple[Decimal | None, Decimal | None]] = {}
     """Per symbol: the last price and the last drive-candle volume."""
+    events: list[OutboxEvent] = []
+    """The events describing the change, kept until the bus has them (the outbox)."""
 
     @property
     def marks_only(self) -> bool:
         """Return whether only marks changed (a candle that filled nothing)."""
-        return self.seq is None and not (self.cash or self.positions or self.orders or self.fills)
+        return self.seq is None and not (
+            self.cash or self.positions or self.orders or self.fills or self.events
+        )
 
     @property
     def empty(self) -> bool:
         """Return whether there is nothing to write."""
-        return self.seq is None and not (
-            self.cash or self.positions or self.orders or self.fills or self.marks
-        )
+        return self.marks_only and not self.marks
 
 
 def _text(value: Decimal | None) -> str | None:
@@ -322,7 +337,25 @@ class BrokerStore:
             for cid, account, symbol, side, fill in rows
         ]
 
+    def unpublished(self) -> list[OutboxEvent]:
+        """Return the events committed but not yet marked published, oldest first."""
+        rows = self.db.conn.execute("SELECT id, event FROM outbox ORDER BY rowid")
+        return [OutboxEvent(id=id_, event=event) for id_, event in rows]
+
     # -- writing -----------------------------------------------------------------------------
+
+    def published(self, ids: Iterable[str]) -> None:
+        """Drop the outbox rows of events the bus has taken.
+
+        Not fsynced: a mark lost to a power cut only publishes those events again, under the
+        same ids, which every consumer and the audit log ignore.
+        """
+        rows = [(i,) for i in ids]
+        if not rows:
+            return
+        self._sync(False)
+        with self.db.conn:
+            self.db.conn.executemany("DELETE FROM outbox WHERE id = ?", rows)
 
     def commit(self, change: BrokerChange) -> None:
         """Write `change` in one transaction: all of it, or (on any error) none of it."""
@@ -343,7 +376,10 @@ class BrokerStore:
             self._full = full
 
     def replace(self, state: BrokerState) -> None:
-        """Replace everything stored, fills included, with `state`, in one transaction."""
+        """Replace everything stored, fills included, with `state`, in one transaction.
+
+        The outbox is kept: events of what happened before still go out.
+        """
         conn = self.db.conn
         symbols = sorted({*state.last_price, *state.last_volume})
         with conn:
@@ -411,6 +447,9 @@ class BrokerStore:
             "INSERT INTO marks VALUES (?, ?, ?) ON CONFLICT(symbol) DO UPDATE SET "
             "price = excluded.price, volume = excluded.volume",
             [(s, _text(p), _text(v)) for s, (p, v) in change.marks.items()],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO outbox VALUES (?, ?)", [(e.id, e.event) for e in change.events]
         )
 
 

@@ -1,7 +1,7 @@
 """The paper broker fills each order type at the price docs/paper.md promises, to the last digit.
 
 Every scenario drives a real `PaperBroker` with crafted candles, trades and books and records the
-payloads it emits; prices, fees and PnL are compared as exact Decimals.
+events it emits; prices, fees and PnL are compared as exact Decimals.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from barfinex_cli.contracts.codec import decode, encode
-from barfinex_cli.contracts.envelope import make_event
+from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.orders import (
     EVENTS,
     BalanceUpdated,
@@ -45,13 +46,15 @@ SIDES: tuple[OrderSide, ...] = ("buy", "sell")
 
 
 class Recorder:
-    """An emit callback that keeps every payload, in order."""
+    """An emit callback that keeps every event (and its payload), in order."""
 
     def __init__(self) -> None:
         self.events: list[Payload] = []
+        self.envelopes: list[Envelope[Any]] = []
 
-    async def __call__(self, payload: Payload) -> None:
-        self.events.append(payload)
+    async def __call__(self, event: Envelope[Any]) -> None:
+        self.envelopes.append(event)
+        self.events.append(event.payload)
 
     def types(self, since: int = 0) -> list[str]:
         return [p.event_type.split(".", 1)[1] for p in self.events[since:]]
@@ -796,7 +799,8 @@ async def test_events_leave_in_order_when_the_emit_callback_places_an_order() ->
     seen: list[Payload] = []
     broker: PaperBroker
 
-    async def emit(payload: Payload) -> None:
+    async def emit(event: Envelope[Any]) -> None:
+        payload = event.payload
         seen.append(payload)
         await asyncio.sleep(0)
         if isinstance(payload, OrderFilled) and payload.order.client_order_id == "in":

@@ -291,7 +291,8 @@ def _set_costs(run: StackRun, spec: PipelineSpec) -> None:
     assert rt is not None and isinstance(rt.broker, PaperBroker)
     old = rt.broker.config
     broker = PaperBroker(
-        rt.publish,
+        rt.send,
+        source=rt.source,
         clock=provider.clock.now,
         store=provider.paper_store,
         maker_fee_bps=old.maker_fee_bps if spec.fees_bps is None else Decimal(str(spec.fees_bps)),
@@ -303,6 +304,7 @@ def _set_costs(run: StackRun, spec: PipelineSpec) -> None:
         drive_timeframe=old.drive_timeframe,
     )
     rt.broker = rt.fed = broker
+    rt.on_published = broker.published
     if provider.gateway_ctx is not None:
         provider.gateway_ctx.broker = broker
 

@@ -12,8 +12,19 @@ written to the `BrokerStore` (when one is given), and only then are its events e
 step fails (arithmetic, the disk) the call is undone whole and nothing is emitted, so no input
 can leave the broker half-changed. Events wait in one FIFO queue and leave in order, so an emit
 callback that yields (or calls back into the broker) never sees a stale position follow a newer
-one. All arithmetic runs in the wide decimal context `fills.CONTEXT`. The module runs past 400
-lines because placement, the protocol and resuming from the store all go through the one
+one.
+
+The events are a transactional outbox: each is wrapped in its envelope (its id fixed there)
+and written to `paper.db` in the same transaction as the change it describes; the provider
+reports what the bus took (`published`), which deletes those rows. A broker opened on a store
+holding rows left by a provider that died before publishing them queues them again, under
+their own ids, and `flush` hands them on; so an order the broker took, filled or cancelled is
+on the bus even if the process was SIGKILLed between the commit and the publish, and a
+re-publish of one the bus already had is ignored by id (consumers' deduplication, the audit
+log's primary key).
+
+All arithmetic runs in the wide decimal context `fills.CONTEXT`. The module runs past 400 lines
+because placement, the protocol and resuming from the store all go through the one
 savepoint-and-emit path (`_atomic`, `_flush`) that must stay in one place to stay right.
 """
 
@@ -22,11 +33,14 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
 from typing import Any, TypeVar
 
+from barfinex_cli.contracts import codec
+from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.orders import (
     BalanceUpdated,
     OrderAccepted,
@@ -38,7 +52,7 @@ from barfinex_cli.contracts.orders import (
 from barfinex_cli.contracts.rest import BrokerCapabilities
 from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.errors import BfxError, ConfigError, NotFound, TransientError, UsageError
-from barfinex_cli.provider.connectors.base import Emit, OrderRequest
+from barfinex_cli.provider.connectors.base import OrderRequest
 from barfinex_cli.provider.paper.engine import CancelBy, OrderStatus, PaperEngine, PaperOrder
 from barfinex_cli.provider.paper.fills import CONTEXT, ZERO, PaperConfig, crossed
 from barfinex_cli.provider.paper.guard import (
@@ -51,7 +65,7 @@ from barfinex_cli.provider.paper.guard import (
 )
 from barfinex_cli.provider.paper.ledger import Ledger, cash_currency
 from barfinex_cli.provider.paper.state import Savepoint, engine_of, state_of
-from barfinex_cli.store.broker import BrokerChange, BrokerState, BrokerStore
+from barfinex_cli.store.broker import BrokerChange, BrokerState, BrokerStore, OutboxEvent
 from barfinex_cli.store.market import CandleRow, TradeRow
 
 MARKS_EVERY_S = 5.0
@@ -66,14 +80,18 @@ _CANCEL_BY: dict[str, CancelBy] = {
     "expiry": "expiry",
 }
 BookSide = Sequence[tuple[Decimal | float, Decimal | float]]
+EmitEvent = Callable[[Envelope[Any]], Awaitable[None]]
+"""Where the broker's events go, each wrapped in its envelope, in order (the provider's outbox)."""
 
 
 class PaperBroker:
     """A simulated broker: market, limit, stop-market and stop-limit orders against market data.
 
     Args:
-        emit: Where the order, position and balance payloads go, in order.
+        emit: Where the order, position and balance events go, in order. Report the ones the bus
+            took to `published`, or a store keeps them to publish again.
         exchange: The `exchange` field of every payload.
+        source: The `source` of every event's envelope.
         accounts: Opening balances per account and currency; one account `paper` with 10,000 USDT
             by default. With a store, an account already stored keeps its stored balances.
         maker_fee_bps: Fee of fills that rested on the book, in basis points of notional.
@@ -83,8 +101,8 @@ class PaperBroker:
         drive_timeframe: The candle timeframe that matches resting orders; others are ignored.
         clock: The time of fills at placement and of balance snapshots; UTC now by default.
         store: Where the account persists (`paper.db`); the broker resumes what it holds and
-            writes every change before emitting it. None (the default) keeps it in memory only.
-            The caller opens and closes the store.
+            writes every change, with the events describing it, before emitting them. None (the
+            default) keeps it in memory only. The caller opens and closes the store.
 
     Raises:
         ConfigError: an opening balance that is negative, not finite, or absurdly large.
@@ -94,9 +112,10 @@ class PaperBroker:
 
     def __init__(
         self,
-        emit: Emit,
+        emit: EmitEvent,
         *,
         exchange: str = "paper",
+        source: str = "provider/paper",
         accounts: Mapping[str, Mapping[str, Decimal]] | None = None,
         maker_fee_bps: Decimal = Decimal(2),
         taker_fee_bps: Decimal = Decimal(5),
@@ -125,6 +144,11 @@ class PaperBroker:
                     raise ConfigError(problem)
         self._engine = PaperEngine(self.config, exchange, Ledger.open(opening, self.config))
         self._emit = emit
+        self.source = source
+        self._queue: deque[Envelope[Any]] = deque()
+        """Events committed and not yet handed to `emit`, oldest first."""
+        self._unpublished: set[str] = set()
+        """Ids of events in the store's outbox that the bus has not taken yet."""
         self._clock = clock or (lambda: datetime.now(UTC))
         self._seq = 0
         self._draining = False
@@ -151,11 +175,15 @@ class PaperBroker:
                 ledger.positions[account] = {}
             if new:
                 _or_transient(store, lambda: store.commit(BrokerChange(cash=new)))
+            left = _or_transient(store, store.unpublished)
+            self._queue.extend(codec.decode(row.event) for row in left)
+            self._unpublished.update(row.id for row in left)
         log.info(
-            "paper broker resumed from %s: %d orders, order sequence at %d",
+            "paper broker resumed from %s: %d orders, order sequence at %d, %d events to publish",
             store.path,
             len(state.orders),
             state.seq,
+            len(left),
         )
 
     # -- market data --------------------------------------------------------------------------
@@ -320,8 +348,16 @@ class PaperBroker:
             save = Savepoint(self._engine, self._seq)
             try:
                 result = apply()
+                events = self._wrap(save.pending)
                 if self._store is not None:
-                    self._save(save.change(self._seq, self._marks))
+                    change = save.change(self._seq, self._marks)
+                    if events:
+                        kept = [
+                            OutboxEvent(id=e.id, event=codec.encode(e).decode()) for e in events
+                        ]
+                        change = change.model_copy(update={"events": kept})
+                    self._save(change)
+                    self._unpublished.update(e.id for e in events)
             except BaseException as exc:
                 save.rollback()
                 self._seq = save.seq
@@ -333,7 +369,19 @@ class PaperBroker:
                 if isinstance(exc, sqlite3.Error) and self._store is not None:
                     raise _store_failed(self._store, exc) from exc
                 raise
+        pending = self._engine.pending
+        while len(pending) > save.pending:
+            pending.pop()
+        self._queue.extend(events)
         return result
+
+    def _wrap(self, since: int) -> list[Envelope[Any]]:
+        """Return the payloads the call queued (from `since` on) in envelopes, stamped now."""
+        pending = self._engine.pending
+        if len(pending) <= since:
+            return []
+        now = self._clock()
+        return [make_event(p, source=self.source, ts=now) for p in list(pending)[since:]]
 
     # -- placement ----------------------------------------------------------------------------
 
@@ -420,16 +468,38 @@ class PaperBroker:
             raise NotFound(f"no paper order with client_order_id {client_order_id!r}")
         return order
 
+    async def flush(self) -> None:
+        """Hand every event not handed on yet to `emit`: at start, those a dead provider left."""
+        await self._flush()
+
+    def published(self, events: Iterable[Envelope[Any]]) -> None:
+        """Note that the bus took `events`; the store's outbox forgets the broker's among them.
+
+        A failed write is logged, not raised: those events are only published again at the next
+        start, under the same ids.
+        """
+        if not self._unpublished:
+            return
+        ids = [e.id for e in events if e.id in self._unpublished]
+        if not ids or self._store is None:
+            return
+        try:
+            self._store.published(ids)
+        except sqlite3.Error as exc:
+            log.warning("paper broker could not mark %d events published: %s", len(ids), exc)
+            return
+        self._unpublished.difference_update(ids)
+
     async def _flush(self) -> None:
-        """Emit queued payloads in order; a re-entrant call leaves them to the running drain."""
+        """Emit queued events in order; a re-entrant call leaves them to the running drain."""
         if self._draining:
             return
         self._draining = True
-        pending = self._engine.pending
+        queue = self._queue
         try:
-            while pending:
-                await self._emit(pending[0])
-                pending.popleft()
+            while queue:
+                await self._emit(queue[0])
+                queue.popleft()
         finally:
             self._draining = False
 
