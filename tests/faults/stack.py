@@ -246,8 +246,8 @@ class Flow:
         assert entries <= allowed, "an entry order without an ALLOW"
         sent = {o.decision_id for o in self.sent}
         assert allowed <= sent, f"{len(allowed - sent)} ALLOW verdicts without their order"
-        # an order the paper broker (in the provider) took, but whose order.* events died with
-        # a SIGKILLed provider before they were published: sent, filled, absent from the bus
+        # an order the paper broker (in the provider) took whose order.* events never reached
+        # the bus; its outbox in paper.db publishes them after a provider kill, so this is 0
         ordered = {o.payload.order.decision_id for o in self.orders}
         self.unpublished = len(allowed - ordered)
         signal_of = {d.id: d.parent_id for d in self.decisions}
