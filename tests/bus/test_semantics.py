@@ -233,3 +233,38 @@ async def test_an_event_over_the_size_limit_is_dead_lettered_with_its_size(bus: 
     )
     assert letter.size == len(encode(huge))
     assert letter.data == encode(huge)[:DEFAULT_MAX_EVENT_BYTES]  # the dead letter is bounded too
+
+
+async def test_an_outcome_published_with_its_input_marked_handled_is_not_handled_again(
+    bus: Bus,
+) -> None:
+    from barfinex_cli.bus.base import Handled
+    from barfinex_cli.contracts.advisor import SignalDropped
+
+    inputs = [candle(0), candle(1)]
+    await bus.publish_many(inputs)
+    worker = await bus.consumer("g", "worker", ["market.candle"], start="0")
+    assert [d.event.id for d in await worker.fetch(10, 50)] == [e.id for e in inputs]
+    for event in inputs:
+        outcome = SignalDropped(signal_id=event.id, reason="stale_signal", detail="test")
+        marked = Handled("g", event.id) if event is inputs[0] else None
+        await bus.publish_many([make_event(outcome, source="test", parent=event)], handled=marked)
+    # the worker dies here, before acknowledging either input: both are delivered again, and
+    # only the one published without its mark is new to the group
+    restarted = await bus.consumer("g", "worker", ["market.candle"], start="0")
+    again = await restarted.fetch(10, 50)
+    assert [d.event.id for d in again] == [e.id for e in inputs]
+    seen = await bus.deduplicator().seen("g", [e.id for e in inputs])
+    assert seen == [True, False]
+    handled: list[str] = []
+    stop = asyncio.Event()
+
+    async def handler(e: Envelope[Any]) -> None:
+        handled.append(e.id)
+        stop.set()
+
+    third = await bus.consumer("g", "worker", ["market.candle"], start="0")
+    await consume(third, handler, stop, dedup=bus.deduplicator(), batch=10)
+    assert handled == [inputs[1].id]
+    outcomes = await bus.consumer("audit", "r", ["advisor.*"], start="0")
+    assert len(await drain(outcomes)) == 2  # each outcome on the stream once

@@ -7,7 +7,10 @@ its own on the events that keep its `MarketContext` current, warms the context o
 the gateway client, then runs the eight stages on each signal and publishes every stage's event
 as a child of the signal (so `bfx trace` shows candle -> signal -> decision).
 
-A signal is acknowledged only once handled. While the provider is down (its heartbeat fails, or a
+A signal is acknowledged only once handled, and its run's events are published in one atomic
+step with the signal's mark as handled (`Bus.publish_many(handled=...)`): an advisor killed
+between publishing and acknowledging finds the signal marked after its restart and publishes no
+second outcome. While the provider is down (its heartbeat fails, or a
 series' warm-up cannot reach it) signals stay pending — each says so once with a retryable
 `advisor.stage.failed` — and are handled in order when it answers again. A signal for a series
 the provider does not hold, a stale one, or one that is not an opening signal is dropped with an
@@ -38,7 +41,7 @@ from barfinex_cli.advisor.pipeline import Pipeline, RunResult, llm_options
 from barfinex_cli.advisor.recent import RecentRuns, Run
 from barfinex_cli.advisor.stages.base import SignalView
 from barfinex_cli.advisor.stages.scoring import ScorerLike
-from barfinex_cli.bus.base import Bus, Delivery
+from barfinex_cli.bus.base import Bus, Delivery, Handled
 from barfinex_cli.contracts.advisor import SignalDropped, StageFailed
 from barfinex_cli.contracts.detector import SignalGenerated
 from barfinex_cli.contracts.envelope import Envelope, make_event
@@ -219,7 +222,7 @@ class Advisor:
             if self.provider_down:
                 # what intake drops needs no provider: drop it now, hold the rest
                 for waiting in [d for d in self._held if _needs_no_provider(d.event)]:
-                    await self.handle(waiting.event)
+                    await self.handle(waiting.event, handled=Handled(group, waiting.event.id))
                     await self._done(consumer, dedup, group, waiting)
                 await self._announce_pending(list(self._held), "the provider is down")
                 return
@@ -229,7 +232,7 @@ class Advisor:
             if self._context_behind(event):
                 return  # its candles are still on their way: read more first
             try:
-                await self.handle(event)
+                await self.handle(event, handled=Handled(group, event.id))
             except ServiceUnreachable as exc:
                 self.provider_down = True
                 await self._announce_pending(list(self._held), str(exc))
@@ -373,8 +376,12 @@ class Advisor:
 
     # -- one signal ------------------------------------------------------------------------
 
-    async def handle(self, event: Envelope[Any]) -> Run | None:
+    async def handle(self, event: Envelope[Any], *, handled: Handled | None = None) -> Run | None:
         """Decide one `detector.signal`, publish every stage's event; return the run.
+
+        The run's events go out in one atomic publish which, given `handled`, also marks the
+        signal handled by the group: an advisor killed before it acknowledges the signal finds
+        it marked after its restart and publishes no second outcome.
 
         Raises:
             ServiceUnreachable: the series had to be warmed and the provider did not answer
@@ -389,6 +396,7 @@ class Advisor:
                 event,
                 "unsupported_action",
                 f"action {signal.action!r}: the advisor plans opening trades",
+                handled,
             )
         # On a market clock a replay at full speed handles signals long after their market time
         # by design; there the quality gate's lag check is what catches a stale context.
@@ -398,6 +406,7 @@ class Advisor:
                 event,
                 "stale_signal",
                 f"{age_s:.0f} s old (at most {self.config.max_signal_age_s:g})",
+                handled,
             )
         if key not in self._warmed:  # once per series; afterwards the bus keeps it current
             try:
@@ -411,15 +420,16 @@ class Advisor:
                         "unknown_symbol",
                         f"the provider holds no {signal.exchange} {signal.symbol} "
                         f"{signal.timeframe} candles",
+                        handled,
                     )
         start = time.perf_counter()
         try:
             result = await self.pipeline.run(SignalView(event.id, signal), self._snapshot(signal))
         except Exception as exc:  # a bug or data no stage foresaw: say so, keep the role up
-            return await self._failed(event, exc)
+            return await self._failed(event, exc, handled)
         self._m_latency.observe(time.perf_counter() - start)
         run = Run(signal=event, result=result)
-        run.events = await self._publish(result.events, event)
+        run.events = await self._publish(result.events, event, handled)
         self.signals_seen += 1
         if result.decision is not None:
             self.decisions += 1
@@ -464,7 +474,9 @@ class Advisor:
             snapshot = dataclasses.replace(snapshot, connected=None)
         return snapshot
 
-    async def _failed(self, event: Envelope[Any], exc: Exception) -> Run:
+    async def _failed(
+        self, event: Envelope[Any], exc: Exception, handled: Handled | None = None
+    ) -> Run:
         """Record a run that raised: one `advisor.stage.failed` (not retried) and the traceback."""
         log.error("advisor run failed", exc_info=exc, extra={"signal": event.id})
         failed = StageFailed(
@@ -475,20 +487,22 @@ class Advisor:
             retryable=False,
         )
         run = Run(signal=event)
-        run.events = await self._publish([failed], event)
+        run.events = await self._publish([failed], event, handled)
         self.signals_seen += 1
         self.rejections += 1
         self._m_signals.labels("failed").inc()
         self.runs.add(run)
         return run
 
-    async def _drop(self, event: Envelope[Any], reason: str, detail: str) -> Run:
+    async def _drop(
+        self, event: Envelope[Any], reason: str, detail: str, handled: Handled | None = None
+    ) -> Run:
         log.warning(
             "signal dropped", extra={"signal": event.id, "reason": reason, "detail": detail}
         )
         dropped = SignalDropped(signal_id=event.id, reason=reason, detail=detail)
         run = Run(signal=event)
-        run.events = await self._publish([dropped], event)
+        run.events = await self._publish([dropped], event, handled)
         self.signals_seen += 1
         self.dropped += 1
         self._m_signals.labels("dropped").inc()
@@ -496,12 +510,12 @@ class Advisor:
         return run
 
     async def _publish(
-        self, payloads: Sequence[Payload], parent: Envelope[Any]
+        self, payloads: Sequence[Payload], parent: Envelope[Any], handled: Handled | None = None
     ) -> list[Envelope[Any]]:
         at = parent.ts if self.clock.kind == "market" else self.clock.now()
         events = [make_event(p, source=self.source, parent=parent, ts=at) for p in payloads]
-        if events:
-            await self.bus.publish_many(events)
+        if events or handled is not None:
+            await self.bus.publish_many(events, handled=handled)
             self.published += len(events)
         return events
 

@@ -11,6 +11,9 @@ Semantics (both transports):
 - A message larger than the bus's `max_event_bytes`, or a stream entry without its data field,
   is dead-lettered the same way; the dead letter keeps the reason, the original size and at most
   `max_event_bytes` of the data.
+- `publish_many(events, handled=...)` marks the input the events answer as handled by its group
+  in the same atomic step, so a role killed after publishing its outcome and before
+  acknowledging the input never handles it again (exactly-once outcomes across a crash).
 - `tail` reads without a group: live fan-out, from now or from a stream id.
 - A transport that can lose its server (Redis) waits out an outage inside each call and reports
   it as `degraded` / `outage_since`; a call gives up only after the configured outage time.
@@ -43,6 +46,17 @@ class Delivery(NamedTuple):
     entry_id: str
     event: AnyEnvelope
     raw: bytes | None = None
+
+
+class Handled(NamedTuple):
+    """An input event handled by a consumer group: marked with its outcome's publish."""
+
+    group: str
+    event_id: str
+
+
+DEDUP_TTL_S = 86_400
+"""How long a group remembers a handled id (the default of `Bus.deduplicator`)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -151,8 +165,15 @@ class Bus(Protocol):
         """Append one event to its type's stream; return the stream entry id."""
         ...
 
-    async def publish_many(self, events: Sequence[AnyEnvelope]) -> list[str]:
-        """Append many events in one round trip, in order."""
+    async def publish_many(
+        self, events: Sequence[AnyEnvelope], *, handled: Handled | None = None
+    ) -> list[str]:
+        """Append many events in one round trip, in order, all or none.
+
+        With `handled`, the input event is also marked handled by its group (what
+        `Deduplicator.mark` does) in the same atomic step: a role that dies after this call
+        finds the input marked when it is delivered again, so it publishes no second outcome.
+        """
         ...
 
     async def publish_raw(self, event_type: str, data: bytes) -> str:
@@ -196,7 +217,7 @@ class Bus(Protocol):
         """Return the newest dead letters, oldest first."""
         ...
 
-    def deduplicator(self, ttl_s: int = 86_400) -> Deduplicator:
+    def deduplicator(self, ttl_s: int = DEDUP_TTL_S) -> Deduplicator:
         """Return the id store that `consume` uses to handle each event once per group."""
         ...
 

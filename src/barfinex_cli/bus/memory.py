@@ -19,11 +19,13 @@ from typing import NamedTuple
 
 from barfinex_cli.bus.base import (
     DEAD_LETTER,
+    DEDUP_TTL_S,
     AnyEnvelope,
     ConsumerBase,
     DeadLetter,
     Deduplicator,
     Delivery,
+    Handled,
     StartFrom,
     entry_id_key,
     matches,
@@ -150,8 +152,12 @@ class MemoryBus:
         self._notify()
         return entry_id
 
-    async def publish_many(self, events: Sequence[AnyEnvelope]) -> list[str]:
+    async def publish_many(
+        self, events: Sequence[AnyEnvelope], *, handled: Handled | None = None
+    ) -> list[str]:
         ids = [self._append(e.type, e) for e in events]
+        if handled is not None:  # no await between: atomic within the event loop
+            _MemoryDedup(self._seen, self.maxlen).mark_now(handled.group, [handled.event_id])
         self._notify()
         return ids
 
@@ -262,7 +268,7 @@ class MemoryBus:
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         return self._dead[-limit:]
 
-    def deduplicator(self, ttl_s: int = 86_400) -> Deduplicator:
+    def deduplicator(self, ttl_s: int = DEDUP_TTL_S) -> Deduplicator:
         return _MemoryDedup(self._seen, self.maxlen)
 
     async def close(self) -> None:
@@ -283,6 +289,10 @@ class _MemoryDedup:
         return [i in known for i in event_ids]
 
     async def mark(self, group: str, event_ids: Sequence[str]) -> None:
+        self.mark_now(group, event_ids)
+
+    def mark_now(self, group: str, event_ids: Sequence[str]) -> None:
+        """Mark ids handled without yielding to the event loop."""
         known = self._seen.setdefault(group, OrderedDict())
         for i in event_ids:
             known[i] = None

@@ -57,7 +57,8 @@ class RedisDedup:
         self.bus = bus
         self.ttl_s = ttl_s
 
-    def _key(self, group: str, event_id: str) -> str:
+    def key(self, group: str, event_id: str) -> str:
+        """Return the key that says `group` handled `event_id`."""
         return f"{self.bus.prefix}_seen:{group}:{event_id}"
 
     async def seen(self, group: str, event_ids: Sequence[str]) -> list[bool]:
@@ -67,7 +68,7 @@ class RedisDedup:
         async def check() -> list[bool]:
             pipe = self.bus.redis.pipeline(transaction=False)
             for i in event_ids:
-                pipe.exists(self._key(group, i))
+                pipe.exists(self.key(group, i))
             return [bool(n) for n in await pipe.execute()]
 
         return await self.bus.outage.call(check)
@@ -79,7 +80,7 @@ class RedisDedup:
         async def mark() -> None:
             pipe = self.bus.redis.pipeline(transaction=False)
             for i in event_ids:
-                pipe.set(self._key(group, i), b"1", ex=self.ttl_s)
+                pipe.set(self.key(group, i), b"1", ex=self.ttl_s)
             await pipe.execute()
 
         await self.bus.outage.call(mark)

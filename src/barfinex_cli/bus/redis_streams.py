@@ -29,10 +29,12 @@ import redis.asyncio as aioredis
 
 from barfinex_cli.bus.base import (
     DEAD_LETTER,
+    DEDUP_TTL_S,
     AnyEnvelope,
     DeadLetter,
     Deduplicator,
     Delivery,
+    Handled,
     StartFrom,
     matches,
     now_entry_id,
@@ -48,19 +50,23 @@ RECHECK = 100
 """How many newer entries per stream a retried publish looks through for its own batch."""
 
 PUBLISH_LUA = """
-local maxlen, ntypes = ARGV[1], tonumber(ARGV[2])
+local maxlen, ntypes, nevents = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 1, ntypes do
-  redis.call('SADD', KEYS[1], ARGV[2 + i])
+  redis.call('SADD', KEYS[1], ARGV[3 + i])
 end
 local ids = {}
-for i = 2, #KEYS do
-  ids[i - 1] = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[1 + ntypes + i])
+for i = 1, nevents do
+  ids[i] = redis.call('XADD', KEYS[1 + i], 'MAXLEN', '~', maxlen, '*', 'e', ARGV[3 + ntypes + i])
+end
+if #KEYS > 1 + nevents then
+  redis.call('SET', KEYS[#KEYS], '1', 'EX', ARGV[#ARGV])
 end
 return ids
 """
-"""KEYS: the `_types` set, then each event's stream; ARGV: maxlen, the number of types, the
-types (added to `_types` every time: Redis may have restarted empty), then each event's data,
-stored under the field `e` (`redis_group.FIELD`)."""
+"""KEYS: the `_types` set, each event's stream, then optionally the handled-id key of the input
+the batch answers (`RedisDedup`); ARGV: maxlen, the number of types, the number of events, the
+types (added to `_types` every time: Redis may have restarted empty), each event's data (stored
+under the field `e`, `redis_group.FIELD`), then that key's time to live."""
 
 
 class RedisStreamsBus:
@@ -140,19 +146,34 @@ class RedisStreamsBus:
     async def publish(self, event: AnyEnvelope) -> str:
         return (await self._xadd([(event.type, encode(event))]))[0]
 
-    async def publish_many(self, events: Sequence[AnyEnvelope]) -> list[str]:
-        return await self._xadd([(e.type, encode(e)) for e in events])
+    async def publish_many(
+        self, events: Sequence[AnyEnvelope], *, handled: Handled | None = None
+    ) -> list[str]:
+        return await self._xadd([(e.type, encode(e)) for e in events], handled)
 
     async def publish_raw(self, event_type: str, data: bytes) -> str:
         return (await self._xadd([(event_type, data)]))[0]
 
-    async def _xadd(self, items: Sequence[tuple[str, bytes]]) -> list[str]:
-        """Append `items` in one script call, waiting out an outage; the batch lands once."""
+    async def _xadd(
+        self, items: Sequence[tuple[str, bytes]], handled: Handled | None = None
+    ) -> list[str]:
+        """Append `items` in one script call, waiting out an outage; the batch lands once.
+
+        With `handled`, the same call marks the input handled by its group (the batch and the
+        mark land together or not at all).
+        """
+        dedup = RedisDedup(self, DEDUP_TTL_S)
         if not items:
+            if handled is not None:
+                await dedup.mark(handled.group, [handled.event_id])
             return []
         types = sorted({t for t, _ in items})
         keys = [self.types_key, *(self.key(t) for t, _ in items)]
-        args: list[Any] = [self.maxlen, len(types), *types, *(data for _, data in items)]
+        args: list[Any] = [self.maxlen, len(types), len(items), *types]
+        args.extend(data for _, data in items)
+        if handled is not None:
+            keys.append(dedup.key(handled.group, handled.event_id))
+            args.append(DEDUP_TTL_S)
         sent = False  # after a failure past this point, Redis may have applied the batch
 
         async def attempt() -> list[str]:
@@ -296,7 +317,7 @@ class RedisStreamsBus:
         value = await self.outage.call(lambda: self.redis.get(self.dead_key + ":count"))
         return int(value or 0)
 
-    def deduplicator(self, ttl_s: int = 86_400) -> Deduplicator:
+    def deduplicator(self, ttl_s: int = DEDUP_TTL_S) -> Deduplicator:
         return RedisDedup(self, ttl_s)
 
     async def delete_namespace(self) -> int:

@@ -52,13 +52,16 @@ def make_event(
     source: str,
     parent: Envelope[Any] | None = None,
     ts: datetime | None = None,
+    event_id: str | None = None,
 ) -> Envelope[Any]:
     """Wrap `payload` in a new envelope; a child of `parent` inherits its trace.
 
     The payload is already a validated model and the header is made here, so the envelope is
     constructed without validating again; only a caller's `ts` is checked (aware, then UTC).
+    `event_id` replaces the new UUIDv7 with one the caller derived (`ids.derived_uuid7`), for
+    an outcome that must keep its id when it is published again after a crash.
     """
-    event_id = uuid7()
+    event_id = event_id or uuid7()
     if ts is None:
         ts = datetime.now(UTC)
     elif ts.tzinfo is None:
