@@ -4,6 +4,14 @@ Every decision gets one `inspector.verdict` (a child of the decision). ALLOW sen
 through the executor under the decision's client order id; THROTTLE tells the detector on the
 bus; STAND_DOWN and CLOSE_ALL act on the account. A decision held while the provider is away is
 announced once as pending.
+
+Exactly once across a crash: the verdict (and the pending notice, and a throttle) carries an id
+derived from the decision's (`ids.derived_uuid7`), and the judgment is in the store before it is
+published. An inspector killed after publishing a verdict and before acknowledging its decision
+gets the decision again after its restart, finds it judged, publishes the stored verdict again
+under the same id (the audit store and every consumer group keep the first copy) and does only
+what the first run did not: an ALLOW whose entry order is in the store places nothing (start-up
+settled it).
 """
 
 from __future__ import annotations
@@ -11,18 +19,19 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from barfinex_cli.bus.base import Delivery
 from barfinex_cli.contracts.advisor import DecisionMade
 from barfinex_cli.contracts.envelope import Envelope
+from barfinex_cli.contracts.ids import derived_uuid7
 from barfinex_cli.contracts.inspector import (
     ThrottleOrdered,
     VerdictIssued,
 )
-from barfinex_cli.contracts.times import to_ms
+from barfinex_cli.contracts.times import from_ms, to_ms
 from barfinex_cli.inspector.execution import client_order_id
-from barfinex_cli.inspector.model import Intent, Verdict
+from barfinex_cli.inspector.model import Action, Intent, Verdict
 from barfinex_cli.inspector.quotes import top_of_book
 from barfinex_cli.store.inspector import OrderRecord
 
@@ -30,6 +39,14 @@ if TYPE_CHECKING:
     from barfinex_cli.inspector.service import Inspector
 
 log = logging.getLogger("bfx.inspector")
+
+PENDING, VERDICT, THROTTLE = range(3)
+"""Ranks of a decision's derived outcome ids: they sort in this order under the decision."""
+
+
+def verdict_id(decision_id: str) -> str:
+    """Return the id of the (final) `inspector.verdict` on a decision."""
+    return derived_uuid7(decision_id, "inspector.verdict", VERDICT)
 
 
 class Decisions:
@@ -58,7 +75,8 @@ class Decisions:
                 policy="provider_unreachable",
                 reason=f"pending: {reason[:300]}; no order placed — judged again when it answers",
             )
-            await self.ins.publish(verdict, delivery.event)
+            pending_id = derived_uuid7(delivery.event.id, "inspector.verdict.pending", PENDING)
+            await self.ins.publish(verdict, delivery.event, event_id=pending_id)
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -103,6 +121,9 @@ class Decisions:
             ServiceUnreachable: the account could not be read (the caller keeps it pending).
         """
         async with self.ins.lock:
+            judged = self.ins.store.decision(event.id)
+            if judged.get("status") == "judged" and judged.get("verdict"):
+                return await self.judged_before(event, judged)
             await self.ins.events.refresh_account()
             intent = self.intent_of(event, await self.spread_of(event.payload))
             now = self.ins.clock.now()
@@ -133,19 +154,54 @@ class Decisions:
                 stop=str(intent.stop or ""),
                 take_profit=str(intent.take_profit or ""),
                 order_type=payload.order_type,
+                size=None if verdict.size is None else str(verdict.size),
+                until_ms=None if verdict.until is None else to_ms(verdict.until),
             )
-            await self.ins.publish(
-                VerdictIssued(
-                    decision_id=event.id,
-                    verdict=verdict.action,
-                    policy=verdict.policy,
-                    reason=reason[:2000],
-                    until=verdict.until,
-                ),
-                event,
-            )
+            await self.publish_verdict(event, verdict, reason)
             await self.act(event, intent, verdict)
             return verdict
+
+    async def publish_verdict(self, event: Envelope[Any], verdict: Verdict, reason: str) -> None:
+        """Publish the verdict on `event` under its derived id (a repeat keeps the id)."""
+        await self.ins.publish(
+            VerdictIssued(
+                decision_id=event.id,
+                verdict=verdict.action,
+                policy=verdict.policy,
+                reason=reason[:2000],
+                until=verdict.until,
+            ),
+            event,
+            event_id=verdict_id(event.id),
+        )
+
+    async def judged_before(self, event: Envelope[Any], row: dict[str, Any]) -> Verdict:
+        """Finish a decision judged before a crash: its stored verdict, not a new judgment.
+
+        The verdict goes out again under its derived id (a no-op if the first copy landed).
+        An ALLOW whose entry order is in the store is done: the order was saved before it was
+        sent, and start-up settled it with the provider. Anything else is acted on again, as
+        idempotently as its action allows (the entry's client order id, a throttle's id).
+        """
+        until_ms = row.get("until_ms")
+        size = row.get("size")
+        verdict = Verdict(
+            action=cast(Action, row["verdict"]),
+            policy=str(row.get("policy") or ""),
+            reason=str(row.get("reason") or ""),
+            size=Decimal(str(size)) if size not in (None, "") else None,
+            until=from_ms(int(until_ms)) if until_ms is not None else None,
+        )
+        log.info(
+            "decision judged before a restart: its verdict again, under the same id",
+            extra={"decision": event.id, "verdict": verdict.action},
+        )
+        await self.publish_verdict(event, verdict, verdict.reason)
+        entry = self.ins.store.order(client_order_id(event.id, "entry"))
+        if verdict.action == "ALLOW" and entry is not None:
+            return verdict
+        await self.act(event, self.intent_of(event), verdict)
+        return verdict
 
     def once_per_signal(self, event: Envelope[Any]) -> Verdict | None:
         """Return a BLOCK if another decision of the same signal was judged already.
@@ -177,6 +233,7 @@ class Decisions:
                     reason=verdict.reason,
                 ),
                 event,
+                event_id=derived_uuid7(event.id, "inspector.throttle", THROTTLE),
             )
         elif action == "STAND_DOWN":
             await self.ins.stand_down(verdict.until, f"{verdict.policy}: {verdict.reason}")

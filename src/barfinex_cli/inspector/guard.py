@@ -8,6 +8,12 @@ a closed candle. A position held past `hold.max_hold_minutes` is closed.
 Guards the venue cannot hold (`emulation`) are watched here instead: every candle's range and
 ticker's last price are checked against them, and one that is reached sends the position's
 close (`closing`, which may defer it while the book is bad). Their events say `emulated`.
+
+A venue guard's `inspector.protective.placed` carries an id derived from its client order id
+(`placed_id`), and start-up announces every live guard of a runtime position again
+(`announce_live`): a guard an inspector placed and died before announcing is announced by the
+next one, and one that was announced is not doubled (the audit store and every consumer group
+keep the first copy of an id).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from barfinex_cli.contracts.ids import derived_uuid7
 from barfinex_cli.contracts.inspector import (
     ProtectiveKind,
     ProtectiveMoved,
@@ -36,6 +43,16 @@ if TYPE_CHECKING:
     from barfinex_cli.inspector.service import Inspector
 
 log = logging.getLogger("bfx.inspector")
+
+PLACED_RANK = 3
+"""Sorts a guard's announcement after the verdict and throttle of its decision (`decisions`)."""
+
+
+def placed_id(order: OrderRecord) -> str:
+    """Return the id of the `inspector.protective.placed` that announces a venue guard."""
+    anchor = order.decision_id or order.client_order_id
+    key = f"inspector.protective.placed:{order.client_order_id}"
+    return derived_uuid7(anchor, key, PLACED_RANK)
 
 
 class Guard:
@@ -184,19 +201,43 @@ class Guard:
                     subject=position.symbol,
                 )
                 continue
-            price = order.stop_price or order.price
-            assert price is not None
-            await self.ins.publish(
-                ProtectivePlaced(
-                    order_id=order.client_order_id,
-                    account=self.ins.config.account,
-                    symbol=order.symbol,
-                    kind=kind,
-                    price=price,
-                    amount=order.amount,
-                    decision_id=order.decision_id,
-                )
-            )
+            await self.announce(kind, order)
+
+    async def announce(self, kind: ProtectiveKind, order: OrderRecord) -> None:
+        """Publish `inspector.protective.placed` for a venue guard, under its derived id."""
+        price = order.stop_price or order.price
+        assert price is not None
+        await self.ins.publish(
+            ProtectivePlaced(
+                order_id=order.client_order_id,
+                account=self.ins.config.account,
+                symbol=order.symbol,
+                kind=kind,
+                price=price,
+                amount=order.amount,
+                decision_id=order.decision_id,
+            ),
+            event_id=placed_id(order),
+        )
+
+    async def announce_live(self, position: PositionRecord) -> int:
+        """Announce the live venue guards of `position` again (start-up); return how many.
+
+        An inspector killed between placing a guard and announcing it leaves the guard at the
+        venue unannounced; the derived id makes this announcement the first of that guard, or
+        a repeat of one already made, which the audit store and the groups ignore.
+        """
+        told = 0
+        guards: tuple[tuple[ProtectiveKind, str | None], ...] = (
+            ("stop_loss", position.stop_order),
+            ("take_profit", position.tp_order),
+        )
+        for kind, order_id in guards:
+            order = self.ins.store.order(order_id) if order_id else None
+            if order is not None and order.live and self.held_by_venue(position, kind):
+                await self.announce(kind, order)
+                told += 1
+        return told
 
     async def protective_fired(self, order: OrderRecord) -> None:
         """A stop or take-profit filled: say so and cancel its sibling (OCO)."""

@@ -1,7 +1,9 @@
 """Start-up and reconciliation of the store against the provider; account-level breaches.
 
 `start_up` runs before any decision is judged: it reads what the venue holds (`GET /broker`),
-settles orders left in flight, reconciles, re-arms missing guards and takes emulated ones back.
+settles orders left in flight, reconciles, re-arms missing guards, announces the live ones
+(under derived ids: one a killed run placed and did not announce is announced once) and takes
+emulated ones back.
 
 Every `reconcile_interval_s` and at start the store's orders, positions and balance are compared
 with the provider's (`reconcile.diff`, pure); each difference is applied by the rule of its kind
@@ -69,6 +71,10 @@ class Reconciler:
                         armed, sent = await self.ins.protector.rearm(position, self.ins.now_ms())
                         await self.ins.guard.announce_placed(armed, sent)
                         self.ins.log.append(f"re-armed {position.symbol}")
+                    elif position.runtime and await self.ins.guard.announce_live(position):
+                        # a guard placed by a run killed before announcing it is announced now;
+                        # one announced before keeps its id (nothing doubles)
+                        self.ins.log.append(f"announced the guards of {position.symbol}")
                     if position.runtime and self.ins.guard.emulated(position):
                         await self.ins.guard.announce_emulated(position)  # watched again
         except ServiceUnreachable as exc:

@@ -13,7 +13,11 @@ Start, restart, crash: state lives in `inspector.db` (`store.inspector`). On sta
 consumer group, then settles orders left in flight, reconciles against the provider (positions
 it did not open are legacy: alert only), re-arms any missing protective order, and only then
 takes decisions. While the provider does not answer, decisions stay pending (not acknowledged),
-each verdict saying so once, and are judged in order when it answers again.
+each verdict saying so once, and are judged in order when it answers again. A decision judged
+before a crash (its row in the store) is not judged again when it is delivered again: its
+stored verdict is published under the same derived id and only what it did not do yet is done;
+protective orders found live at start-up are announced under derived ids too, so one placed
+just before a crash is announced once.
 
 This module holds the shared state, the account figures and the consumer loop; the parts that
 act on them are its siblings, each given the `Inspector`: `decisions` (verdicts and entries),
@@ -384,10 +388,17 @@ class Inspector:
 
     # -- publishing ------------------------------------------------------------------------
 
-    async def publish(self, payload: Payload, parent: Envelope[Any] | None = None) -> None:
-        """Publish `payload` as this inspector, at the kernel clock's time."""
+    async def publish(
+        self, payload: Payload, parent: Envelope[Any] | None = None, *, event_id: str | None = None
+    ) -> None:
+        """Publish `payload` as this inspector, at the kernel clock's time.
+
+        `event_id` (derived, `ids.derived_uuid7`) is given for outcomes a restart may publish
+        again: the copy keeps the id, so the audit store and every group keep one.
+        """
         at = self.clock.now()
-        await self.bus.publish(make_event(payload, source=self.source, parent=parent, ts=at))
+        event = make_event(payload, source=self.source, parent=parent, ts=at, event_id=event_id)
+        await self.bus.publish(event)
         self.published += 1
 
     async def publish_alert(self, payload: Payload) -> None:
