@@ -1,5 +1,5 @@
 """`bfx provider`: mistakes get one line naming the fix and the right exit code, no traceback;
-`status` asks a real gateway on loopback."""
+`status` asks a real gateway on loopback, one of them over a live connector its exchange fails."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 from barfinex_cli.bus.memory import MemoryBus
+from barfinex_cli.errors import ServiceUnreachable
+from barfinex_cli.provider.connectors.ccxt_conn import CcxtConnector
 from barfinex_cli.provider.connectors.replay import ReplayConnector
 from barfinex_cli.provider.gateway.app import create_app
 from cli.conftest import BfxRun
+from provider.fake_exchange import FakeBinance
 from provider.gateway_server import TOKEN, make_context, serving
 
 
@@ -102,3 +105,32 @@ async def test_status_with_a_wrong_token_exits_4_naming_the_fix(
     assert result.returncode == 4, result.stderr  # the provider answered: refused, not down
     assert result.stderr.strip().startswith("error: the provider at")
     assert "refused the token" in result.stderr and "--data-dir" in result.stderr
+
+
+async def test_status_shows_a_failing_exchange_degraded_with_each_fault_and_the_last_error(
+    bfx: BfxRun, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    exchange = FakeBinance()
+    await exchange.start()
+    conn = CcxtConnector("binance", rate_limit_ms=1, **exchange.connector_kwargs())
+    ctx = make_context(tmp_path / "gw", MemoryBus("status"), connectors={"binance": conn})
+    try:
+        await conn.start()
+        exchange.fail_next("klines", 503, body="Service Unavailable")
+        with pytest.raises(ServiceUnreachable) as caught:
+            await conn.fetch_candles("BTC/USDT", "1m", 0, 60_000)
+        async with serving(create_app(ctx), ready_path="/api/v1/health") as base:
+            cli_env.update(BFX_PROVIDER_URL=base, BFX_TOKEN=TOKEN)
+            result = await asyncio.to_thread(bfx, "provider", "status")
+    finally:
+        ctx.market.close()
+        await conn.stop()
+        await exchange.stop()
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"provider {base}: degraded")
+    assert lines[1].split()[:3] == ["binance", "binance", "degraded"]
+    assert "5xx=1 timeouts=0 unreachable=0" in lines[2] and "failed calls in a row=1" in lines[2]
+    assert "lost order answers=0 (resolved 0), gaps repaired=0" in lines[3]
+    assert lines[4].startswith("    last 5xx/unavailable at ")
+    assert lines[4].endswith(f": {caught.value}")

@@ -120,7 +120,10 @@ async def test_rate_limited_request_is_counted_and_retried(
     rows = await conn.fetch_candles("BTC/USDT", "1m", since, since + 19 * MINUTE)
     assert len(rows) == 20
     assert conn.stats.rate_limited == 1
-    assert conn.health().rate_limit_waits >= 1
+    health = conn.health()
+    assert health.rate_limit_waits >= 1
+    assert "rate-limiting" in health.last_errors["rate_limited"].error
+    assert (health.status, health.consecutive_failures) == ("ok", 0)  # the retry was answered
     assert len(fake.seen("klines")) == 2
 
 
@@ -134,6 +137,8 @@ async def test_rate_limit_that_persists_is_a_transient_error(fake: FakeBinance) 
     finally:
         await conn.stop()
     assert conn.stats.rate_limited == 3
+    health = conn.health()
+    assert (health.status, health.consecutive_failures) == ("degraded", 1)
 
 
 async def test_missing_range_is_repaired_by_fetching_exactly_it(
@@ -372,6 +377,9 @@ async def test_reconnect_after_a_drop_is_counted_and_its_hole_recorded(
     assert conn.holes.get_nowait() == hole
     assert [r.open_ms for r in repaired] == [t0 + MINUTE, t0 + 2 * MINUTE, t0 + 3 * MINUTE]
     assert health.reconnects == 1 and health.gaps == 1
+    assert health.ws_drops == 1 and health.status == "ok"  # back: receiving again
+    assert health.last_errors["ws_drop"].error.startswith("candles BTC/USDT 1m stream failed")
+    assert health.last_errors["gap"].error.startswith("BTC/USDT 1m: 3 candle(s) from")
     assert fake.ws_subscriptions["btcusdt@kline_1m"] == 2
 
 
@@ -394,7 +402,10 @@ async def test_unreachable_websocket_is_retried_and_reported_disconnected(
 
     task = asyncio.create_task(first())
     try:
-        await asyncio.sleep(0.3)
+        for _ in range(600):  # until it has failed and retried at least twice (30 s at most)
+            if conn.stats.faults.counts["ws_drop"] >= 2 or task.done():
+                break
+            await asyncio.sleep(0.05)
         health = conn.health()
         assert not task.done()  # it keeps trying; nothing is made up meanwhile
     finally:
@@ -403,6 +414,8 @@ async def test_unreachable_websocket_is_retried_and_reported_disconnected(
         await stream.aclose()  # type: ignore[attr-defined]
         await conn.stop()
     assert not health.connected and health.reconnects == 0 and health.last_trade_at is None
+    assert health.status == "degraded" and health.ws_drops >= 2
+    assert "cannot reach binance" in health.last_errors["ws_drop"].error
 
 
 def test_candle_closer_emits_on_the_next_open_and_distrusts_a_drop() -> None:
@@ -430,8 +443,11 @@ async def test_offline_exchange_says_so_in_one_line() -> None:
     try:
         with pytest.raises(ServiceUnreachable) as caught:
             await conn.start()
+        health = conn.health()
     finally:
         await conn.stop()
+    assert (health.status, health.unreachable, health.consecutive_failures) == ("degraded", 1, 1)
+    assert health.last_errors["unreachable"].error == str(caught.value)
     assert str(caught.value) == (
         "cannot reach binance (offline?): connection refused — check the network, or use --replay"
     )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from barfinex_cli.cli.state import state_of
+
+if TYPE_CHECKING:  # imported where used: `bfx --help` must not pay for pydantic models
+    from barfinex_cli.contracts.rest import ConnectorStatus
 
 app = typer.Typer(
     help=(
@@ -162,7 +165,7 @@ def status(
     import asyncio
 
     from barfinex_cli.cli.render import out, print_json
-    from barfinex_cli.contracts.rest import ConnectorStatus, HealthResponse
+    from barfinex_cli.contracts.rest import HealthResponse
     from barfinex_cli.errors import TokenRefused
     from barfinex_cli.runtime.client import GatewayClient, token_from
 
@@ -192,8 +195,35 @@ def status(
         clock = f"market clock at {at}"
     out().print(f"provider {url}: {health.status} (up {health.uptime_s} s, {clock})")
     for c in connectors:
-        out().print(
-            f"  {c.name:<10} {c.exchange:<10} connected={c.connected} "
-            f"last candle={c.last_candle_at} msgs/s={c.messages_per_s:.1f} "
-            f"reconnects={c.reconnects} gaps={c.gaps}"
-        )
+        for line in connector_lines(c):
+            out().print(line, markup=False)
+
+
+FAULT_LABELS = {
+    "unavailable": "5xx/unavailable",
+    "timeout": "timeout",
+    "unreachable": "unreachable",
+    "rate_limited": "rate limited",
+    "ws_drop": "websocket drop",
+    "lost_order_answer": "lost order answer",
+    "gap": "gap",
+}
+"""How `bfx provider status` names each fault kind of `ConnectorHealth.last_errors`."""
+
+
+def connector_lines(c: ConnectorStatus) -> list[str]:
+    """Return the lines `bfx provider status` prints for a connector: state, counts, errors."""
+    lines = [
+        f"  {c.name:<10} {c.exchange:<10} {c.status} connected={c.connected} "
+        f"last candle={c.last_candle_at} msgs/s={c.messages_per_s:.1f} "
+        f"reconnects={c.reconnects} gaps={c.gaps}",
+        f"    faults: 5xx={c.unavailable} timeouts={c.timeouts} unreachable={c.unreachable} "
+        f"ws drops={c.ws_drops} rate-limit waits={c.rate_limit_waits} "
+        f"failed calls in a row={c.consecutive_failures}",
+        f"    lost order answers={c.lost_order_answers} (resolved {c.lost_orders_resolved}), "
+        f"gaps repaired={c.gaps_repaired}",
+    ]
+    for kind, last in sorted(c.last_errors.items(), key=lambda item: item[1].at):
+        at = last.at.isoformat(timespec="seconds")
+        lines.append(f"    last {FAULT_LABELS.get(kind, kind)} at {at}: {last.error}")
+    return lines

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt
 
-from barfinex_cli.contracts.types import Payload, UtcDatetime
+from barfinex_cli.contracts.types import Model, Payload, UtcDatetime
 
 Timeframe = Literal["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "1w"]
 TradeSide = Literal["buy", "sell"]
@@ -31,6 +31,11 @@ GapKind = Literal[
 ]
 IncidentAction = Literal["NONE", "TARGETED_REPAIR", "VERIFY_ONLY", "CONNECTOR_RECOVERY", "ESCALATE"]
 QualityScore = Annotated[float, Field(ge=0.0, le=100.0)]
+ConnectorState = Literal["ok", "degraded"]
+FaultKind = Literal[
+    "unavailable", "timeout", "unreachable", "rate_limited", "ws_drop", "lost_order_answer", "gap"
+]
+"""What went wrong between a connector and its exchange (see `ConnectorHealth.last_errors`)."""
 
 
 class TradeExecuted(Payload):
@@ -128,8 +133,15 @@ class GapRepaired(Payload):
     duration_ms: NonNegativeFloat
 
 
+class LastFault(Model):
+    """When a connector last met one kind of fault, and the one-line error it got."""
+
+    at: UtcDatetime
+    error: str
+
+
 class ConnectorHealth(Payload):
-    """A periodic health report of one exchange connector."""
+    """A periodic health report of one exchange connector (counts since it started)."""
 
     event_type = "provider.health"
 
@@ -141,8 +153,34 @@ class ConnectorHealth(Payload):
     lag_ms: NonNegativeFloat
     messages_per_s: NonNegativeFloat
     reconnects: NonNegativeInt
+    """Websocket streams that came back after failing."""
     gaps: NonNegativeInt
+    """Holes reconnects left in candle streams."""
     rate_limit_waits: NonNegativeInt
+    """Requests held by the client's own limiter plus those the exchange refused as too many."""
+    status: ConnectorState = "ok"
+    """`degraded` while the exchange is failing: the latest REST calls failed with a fault (5xx,
+    timeout, unreachable, a rate limit outlasting its retries) and the last is recent, or a
+    websocket stream is down; the next answer (and every stream receiving) makes it `ok` again.
+    A connector that cannot fail (a replay) is always `ok` with zero counts."""
+    consecutive_failures: NonNegativeInt = 0
+    """REST calls in a row that failed with a fault; the next answer resets it."""
+    unavailable: NonNegativeInt = 0
+    """Answers saying the exchange is not serving (HTTP 5xx, maintenance, an unreadable body)."""
+    timeouts: NonNegativeInt = 0
+    """Requests that got no answer within the timeout."""
+    unreachable: NonNegativeInt = 0
+    """Requests that could not reach the exchange (connection refused, name lookup, reset)."""
+    ws_drops: NonNegativeInt = 0
+    """Websocket streams that failed (dropped, or could not connect), each failure counted."""
+    lost_order_answers: NonNegativeInt = 0
+    """Orders sent whose answer never came (the exchange may hold them all the same)."""
+    lost_orders_resolved: NonNegativeInt = 0
+    """Of those, orders found afterwards by asking the exchange for their client order id."""
+    gaps_repaired: NonNegativeInt = 0
+    """Holes the provider refilled from REST history."""
+    last_errors: dict[FaultKind, LastFault] = Field(default_factory=dict)
+    """The time and one-line text of the latest fault of each kind met so far."""
 
 
 class _SeriesIncident(Payload):

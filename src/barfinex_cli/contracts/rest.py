@@ -106,7 +106,8 @@ class Response(BaseModel):
 class HealthResponse(Response):
     """Liveness, and which clock the provider runs on (a replay runs on the market's clock).
 
-    `degraded` while the bus waits out a Redis outage (publishes are held, nothing is lost).
+    `degraded` while the bus waits out a Redis outage (publishes are held, nothing is lost), or
+    while a connector's exchange is failing (`connectors` says which).
     """
 
     status: Health
@@ -114,9 +115,11 @@ class HealthResponse(Response):
     uptime_s: float
     clock: Clock = "wall"
     market_time: UtcDatetime | None = None
+    """The market time a replaying provider has reached; None on the wall clock."""
     replay_done: bool | None = None
     """True once a replay has played its last event (the gateway still serves); None live."""
-    """The market time a replaying provider has reached; None on the wall clock."""
+    connectors: dict[str, Health] = Field(default_factory=dict)
+    """Each connector's `status` by name; its counts and last errors are at `/connectors`."""
 
 
 class ReadyResponse(Response):

@@ -83,6 +83,10 @@ class MarketConnector(Protocol):
         """Skip, per symbol, what the store already holds up to `marks[symbol]` (epoch ms)."""
         ...
 
+    def hole_repaired(self, hole: StreamHole, resolved: bool, reason: str) -> None:
+        """Hear how the provider's repair of a hole from `holes` ended (for the health counts)."""
+        ...
+
     async def start(self) -> None:
         """Open connections; raise `ServiceUnreachable` with the reason if that fails."""
         ...
@@ -145,6 +149,9 @@ class ConnectorBase:
 
     def resume_after(self, marks: Mapping[str, int]) -> None:
         """Do nothing: a live feed starts from now whatever the store holds."""
+
+    def hole_repaired(self, hole: StreamHole, resolved: bool, reason: str) -> None:
+        """Do nothing: a connector that reports no holes keeps no count of their repair."""
 
 
 class Broker(Protocol):

@@ -57,6 +57,7 @@ from barfinex_cli.provider.connectors.ccxt_errors import (
     OrderRefused,
     bad_symbol,
     env_name,
+    fault_kind,
     translate,
     unknown_exchange,
 )
@@ -177,6 +178,8 @@ class CcxtConnector(ConnectorBase):
         self.holes: asyncio.Queue[StreamHole] = asyncio.Queue()
         self.pages = 0
         self._orders: dict[str, OrderState] = {}
+        self._unresolved: dict[str, str] = {}
+        """Orders whose create went unanswered and that are not found yet: what was lost."""
         self._markets_loaded = False
         self._count_throttle_waits()
 
@@ -302,13 +305,18 @@ class CcxtConnector(ConnectorBase):
             yield payload
 
     def health(self) -> ConnectorHealth:
-        """Return the measured health: socket state, last data, lag, rate, reconnects, waits."""
+        """Return the measured health: socket state, last data, lag, rate, each fault, state.
+
+        The state follows `faults.FaultLog.state`: `degraded` while recent REST calls keep
+        failing or a stream is down, `ok` again after an answer.
+        """
         clients = getattr(self._ex, "clients", None) or {}
         connected = (
             bool(clients)
             and all(not c.closed() for c in clients.values())
             and not self.stats.failing
         )
+        faults = self.stats.faults
         return ConnectorHealth(
             connector=self.name,
             exchange=self.exchange,
@@ -320,12 +328,31 @@ class CcxtConnector(ConnectorBase):
             reconnects=self.stats.reconnects,
             gaps=self.stats.holes,
             rate_limit_waits=self.rate_limit_waits,
+            status=faults.state(streams_down=bool(self.stats.failing)),
+            consecutive_failures=faults.streak,
+            unavailable=faults.counts["unavailable"],
+            timeouts=faults.counts["timeout"],
+            unreachable=faults.counts["unreachable"],
+            ws_drops=faults.counts["ws_drop"],
+            lost_order_answers=faults.counts["lost_order_answer"],
+            lost_orders_resolved=faults.lost_orders_resolved,
+            gaps_repaired=faults.gaps_repaired,
+            last_errors=dict(faults.last),
         )
 
     @property
     def rate_limit_waits(self) -> int:
         """Requests delayed by ccxt's limiter plus requests the exchange refused as too many."""
         return self.stats.throttle_waits + self.stats.rate_limited
+
+    def hole_repaired(self, hole: StreamHole, resolved: bool, reason: str) -> None:
+        """Count a hole the provider refilled from history; remember one it could not."""
+        if resolved:
+            self.stats.faults.gaps_repaired += 1
+        else:
+            self.stats.faults.remember(
+                "gap", f"{hole.symbol} {hole.timeframe}: a reconnect's hole not repaired: {reason}"
+            )
 
     # -- broker ----------------------------------------------------------------------------------
 
@@ -355,6 +382,7 @@ class CcxtConnector(ConnectorBase):
                 existing = await self._find_order(symbol, request.client_order_id, asked)
                 if existing is not None:
                     self._orders[request.client_order_id] = existing
+                    self._found(request.client_order_id, "a retry refused as a duplicate")
                     return existing
             await self._emit(OrderRejected(order=asked, reason=str(refused), by="exchange"))
             raise
@@ -462,19 +490,33 @@ class CcxtConnector(ConnectorBase):
         """Await a ccxt REST call; retry when rate-limited; translate every ccxt error."""
         import ccxt
 
+        faults = self.stats.faults
         attempt = 0
         while True:
             try:
-                return await call()
+                result = await call()
             except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as exc:
                 attempt += 1
                 self.stats.rate_limited += 1
+                limited = translate(exc, self.exchange)
+                faults.remember("rate_limited", str(limited))
                 if attempt > self.max_rate_limit_retries:
-                    raise translate(exc, self.exchange) from exc
+                    faults.failed()
+                    raise limited from exc
                 await asyncio.sleep(self._rate_limit_delay(attempt))
             except ccxt.BaseError as exc:
                 markets = list(self._ex.markets or {}) if self._markets_loaded else []
-                raise translate(exc, self.exchange, symbol=symbol, markets=markets) from exc
+                error = translate(exc, self.exchange, symbol=symbol, markets=markets)
+                kind = fault_kind(exc)
+                if kind is None:
+                    faults.answered()  # a refusal is an answer: the exchange is serving
+                else:
+                    faults.noted(kind, str(error))
+                    faults.failed()
+                raise error from exc
+            else:
+                faults.answered()
+                return result
 
     def _rate_limit_delay(self, attempt: int) -> float:
         """Return the wait before retry `attempt`: the exchange's Retry-After, else exponential."""
@@ -536,13 +578,31 @@ class CcxtConnector(ConnectorBase):
 
         Unresolved (the lookup fails or finds nothing), the caller's retry later sends the same
         client order id, which the exchange refuses as a duplicate and `place` then finds.
+        Health counts the lost answer and, once found, the order resolved.
         """
+        lost = f"order {client_order_id} ({symbol}): no answer to the create ({unanswered})"
+        self.stats.faults.noted("lost_order_answer", f"{lost}; looking it up")
+        self._unresolved[client_order_id] = lost
         try:
-            return await self._rest(
+            raw = await self._rest(
                 partial(self._ex.fetch_order, "", symbol, {"clientOrderId": client_order_id})
             )
-        except (NotFound, ServiceUnreachable):
+        except (NotFound, ServiceUnreachable) as missed:
+            self.stats.faults.remember(
+                "lost_order_answer",
+                f"{lost}; the lookup failed too ({missed}) — a retry with the same client "
+                "order id finds it instead of placing it again",
+            )
             raise unanswered from None
+        self._found(client_order_id, "looking up its client order id")
+        return raw
+
+    def _found(self, client_order_id: str, how: str) -> None:
+        """Count an order whose lost answer was made up for (once per client order id)."""
+        lost = self._unresolved.pop(client_order_id, None)
+        if lost is not None:
+            self.stats.faults.lost_orders_resolved += 1
+            self.stats.faults.remember("lost_order_answer", f"{lost}; found by {how}")
 
     def _state(self, raw: dict[str, Any], asked: OrderState | None) -> OrderState:
         return _state(raw, asked, account=self.account, exchange=self.exchange)

@@ -17,6 +17,10 @@ ccxt raises its own hierarchy (`ccxt.base.errors`); callers of a connector shoul
     any other ccxt error                    ->  BfxError            (the exchange's own message)
 
 An unknown exchange id is a `UsageError` with close matches from `ccxt.exchanges`.
+
+`fault_kind` sorts the errors that mean the exchange is failing (rather than answering no) into
+the kinds the connector's health counts: unavailable (5xx, maintenance, an unreadable answer),
+timeout, unreachable, rate_limited.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import json
 import re
 from collections.abc import Iterable
 
+from barfinex_cli.contracts.market import FaultKind
 from barfinex_cli.errors import (
     BfxError,
     ConfigError,
@@ -143,6 +148,29 @@ def translate(
     raise exc
 
 
+def fault_kind(exc: BaseException) -> FaultKind | None:
+    """Return the kind of exchange fault `exc` is, or None if the exchange answered (a refusal).
+
+    Follows `translate`: a timeout before the network errors, a network reason (refused, name
+    lookup) before "not available", which without one is an answer (HTTP 5xx).
+    """
+    import ccxt
+
+    if isinstance(exc, ccxt.RequestTimeout):
+        return "timeout"
+    if isinstance(exc, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
+        return "rate_limited"
+    if isinstance(exc, ccxt.OnMaintenance):
+        return "unavailable"
+    if isinstance(exc, ccxt.NetworkError):
+        if isinstance(exc, ccxt.ExchangeNotAvailable) and not _network_reason(exc):
+            return "unavailable"
+        return "unreachable"
+    if isinstance(exc, ccxt.BadResponse):
+        return "unavailable"
+    return None
+
+
 def _fold(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
@@ -167,10 +195,15 @@ def _detail(exc: BaseException, exchange_id: str) -> str:
 
 
 def _network_reason(exc: BaseException) -> str:
-    """Return why a connection failed, from the aiohttp/socket error ccxt chained."""
+    """Return why a connection failed, from the aiohttp/socket error ccxt chained.
+
+    Only the explicit cause (`raise ... from`) is followed from `exc`: its implicit context is
+    whatever was being handled when ccxt raised — a lookup sent while handling a timeout would
+    otherwise be blamed on that timeout.
+    """
     import socket
 
-    cause = exc.__cause__ or exc.__context__
+    cause = exc.__cause__
     seen = 0
     while cause is not None and seen < 5:
         if isinstance(cause, socket.gaierror):

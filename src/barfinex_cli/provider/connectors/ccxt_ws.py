@@ -30,6 +30,7 @@ from barfinex_cli.contracts.types import Payload
 from barfinex_cli.market.candles import to_event
 from barfinex_cli.provider.connectors.base import StreamHole
 from barfinex_cli.provider.connectors.ccxt_errors import translate
+from barfinex_cli.provider.connectors.faults import FaultLog
 from barfinex_cli.store.market import CandleRow
 
 Channel = Literal["trades", "candles", "book", "ticker"]
@@ -64,6 +65,7 @@ class LiveStats:
     last_candle_ms: int | None = None
     lag_ms: float = 0.0
     failing: set[Subscription] = field(default_factory=set)
+    faults: FaultLog = field(default_factory=FaultLog)
     started: float | None = None
     arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
@@ -184,9 +186,12 @@ class LiveFeed:
         while True:
             try:
                 data = await self._call(sub)
-            except ccxt.NetworkError:
+            except ccxt.NetworkError as exc:
                 failures += 1
                 self.stats.failing.add(sub)
+                what = f"{sub.channel} {sub.symbol} {sub.timeframe or ''}".rstrip()
+                error = translate(exc, self.exchange_id, symbol=sub.symbol)
+                self.stats.faults.noted("ws_drop", f"{what} stream failed: {error}")
                 if closer is not None:
                     closer.dropped()
                     self._forget_cached_candles(sub)
@@ -242,6 +247,11 @@ class LiveFeed:
                 (end - start) // sub.timeframe_ms + 1,
             )
             self.stats.holes += 1
+            self.stats.faults.remember(
+                "gap",
+                f"{sub.symbol} {sub.timeframe}: {found.missing} candle(s) from "
+                f"{from_ms(start).isoformat()} to {from_ms(end).isoformat()} lost to a reconnect",
+            )
             self.holes.put_nowait(found)
             if self.on_hole is not None:
                 await self.on_hole(found)

@@ -19,7 +19,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from barfinex_cli.bus.base import Bus
-from barfinex_cli.contracts.market import BookUpdated
+from barfinex_cli.contracts.market import BookUpdated, ConnectorHealth
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.provider.connectors.base import Broker, MarketConnector
 from barfinex_cli.provider.gateway import auth
@@ -92,7 +92,10 @@ class GatewayState:
         def webhook_counts() -> dict[str, int] | None:  # webhooks may be attached after this
             return None if ctx.webhooks is None else ctx.webhooks.counts
 
-        self.metrics = GatewayMetrics(ctx.registry, webhook_counts, self.started)
+        def connector_healths() -> list[tuple[str, ConnectorHealth]]:
+            return [(name, ctx.connectors[name].health()) for name in sorted(ctx.connectors)]
+
+        self.metrics = GatewayMetrics(ctx.registry, webhook_counts, self.started, connector_healths)
 
 
 def gateway_state(request: Request) -> GatewayState:

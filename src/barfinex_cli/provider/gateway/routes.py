@@ -196,13 +196,16 @@ async def health(state: State) -> HealthResponse:
     ctx = state.ctx
     uptime = time.monotonic() - state.started
     market_time = ctx.market_time() if ctx.market_time is not None else None
+    connectors = {name: ctx.connectors[name].health().status for name in sorted(ctx.connectors)}
+    degraded = ctx.bus.degraded or "degraded" in connectors.values()  # Redis away, or an exchange
     return HealthResponse(
-        status="degraded" if ctx.bus.degraded else "ok",  # Redis away: publishes are held
+        status="degraded" if degraded else "ok",
         version=__version__,
         uptime_s=round(max(uptime, 0.0), 3),
         clock=ctx.clock,
         market_time=market_time,
         replay_done=None if ctx.replay_done is None else ctx.replay_done(),
+        connectors=connectors,
     )
 
 
