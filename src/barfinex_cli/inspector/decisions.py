@@ -32,6 +32,7 @@ from barfinex_cli.contracts.inspector import (
 from barfinex_cli.contracts.times import from_ms, to_ms
 from barfinex_cli.inspector.execution import client_order_id
 from barfinex_cli.inspector.model import Action, Intent, Verdict
+from barfinex_cli.inspector.policies.sizing import held
 from barfinex_cli.inspector.quotes import top_of_book
 from barfinex_cli.store.inspector import OrderRecord
 
@@ -244,9 +245,15 @@ class Decisions:
         decision: DecisionMade = event.payload
         now = self.ins.now_ms()
         if intent.kind == "flip":
-            held = self.ins.store.position(intent.symbol)
-            if held is not None:
-                await self.ins.closer.close_position(held, "flip", defer=False)
+            # the governor judged the held amount and the new side together; the held position
+            # goes with its own close, the entry opens only the new side (sending both the
+            # close and an entry for the sum doubled the position on the other side)
+            size -= held(intent, self.ins.portfolio())
+            position = self.ins.store.position(intent.symbol)
+            if position is not None:
+                await self.ins.closer.close_position(position, "flip", defer=False)
+            if size <= 0:
+                return
         kind = decision.order_type
         order = OrderRecord(
             client_order_id=client_order_id(event.id, "entry"),

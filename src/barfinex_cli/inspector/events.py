@@ -1,9 +1,16 @@
 """The provider's order, position and balance events, as they move the inspector's store.
 
-An order event of ours updates its record and drives what follows (`order_changed`): a filled
-entry opens or grows its runtime position and arms it (`guard`), a filled stop or take-profit
-cancels its sibling, every settled order with fills gets its `inspector.fill_audit`. A position
-going flat counts the trade (P&L, wins, losses, the loss streak) and cancels its guards.
+An order event of ours updates its record and drives what follows (`order_changed`): what it
+newly filled moves the symbol's one position (`positions`: an entry opens, adds to, reduces or
+flips it and its guards follow; a stop, take-profit or close takes its amount off, and a
+position at zero is closed, its trade counted, its guards cancelled), a filled guard is
+announced, and every settled order with fills gets its `inspector.fill_audit`.
+
+Position events are the provider's snapshots, read off the bus possibly late: a runtime
+position's size is never taken from them (an event from before an add would shrink or close
+what is held). They keep legacy positions (which have no fills of ours) and an entry price in
+step, and a flat one closes a runtime position only once the provider confirms it holds nothing
+(closed by hand, behind the inspector's back).
 """
 
 from __future__ import annotations
@@ -82,8 +89,8 @@ class Events:
         """React to an order of ours that moved: position, protective orders, audit."""
         now = self.ins.now_ms()
         newly_filled = order.filled > (before.filled if before is not None else Decimal(0))
-        if order.role == "entry" and newly_filled:
-            await self.ins.guard.entry_filled(order)
+        if newly_filled:
+            await self.ins.positions.filled(order, before)
         fired = order.role in ("stop_loss", "take_profit") and order.status == "filled"
         if fired and (before is None or before.status != "filled"):
             await self.ins.guard.protective_fired(order)
@@ -117,38 +124,27 @@ class Events:
             position = self.ins.store.position(payload.symbol)
             if position is None or position.status != "open":
                 return
-            if payload.side == "flat" or payload.size == 0:
+            flat = payload.side == "flat" or payload.size == 0
+            if position.runtime:
+                if flat and await self.ins.guard.closed_at_provider(payload.symbol):
+                    await self.closed(position, payload)  # closed without an order of ours
+                elif payload.side == position.side and payload.size == position.size:
+                    entry = payload.entry_price or position.entry
+                    if entry != position.entry:
+                        self.ins.store.save_position(replace(position, entry=entry))
+                return
+            if flat:
                 await self.closed(position, payload)
                 return
             side: Any = payload.side
-            if side != position.side:
-                return  # a flip in progress: the entry fill opens the new one
             entry = payload.entry_price or position.entry
-            updated = replace(position, size=payload.size, entry=entry)
-            self.ins.store.save_position(updated)
-            grown = updated.runtime and updated.size > position.size
-            if grown and self.ins.protector.missing(updated):
-                armed, sent = await self.ins.protector.rearm(updated, self.ins.now_ms())
-                await self.ins.guard.announce_placed(armed, sent)
+            self.ins.store.save_position(replace(position, side=side, size=payload.size,
+                                                 entry=entry))  # fmt: skip
 
     async def closed(self, position: PositionRecord, payload: PositionChanged) -> None:
-        """A position went flat: count the trade, cancel what still guards it."""
+        """The provider reports the position flat: count the trade, cancel what guards it."""
         pnl = payload.realised_pnl - position.realised_at_open
-        closed = replace(position, status="closed", size=Decimal(0), closed_ms=self.ins.now_ms())
-        self.ins.store.save_position(closed)
-        self.ins.closer.deferred.pop(position.symbol, None)  # nothing left to close
-        if position.runtime:
-            await self.ins.protector.cancel_all(position, self.ins.now_ms())
-            counters = self.ins.roll_day()
-            loss = pnl < 0
-            self.ins.store.update_counters(
-                realised_today=counters.realised_today + pnl,
-                wins=counters.wins + (0 if loss else 1),
-                losses=counters.losses + (1 if loss else 0),
-                losing_trades_today=counters.losing_trades_today + (1 if loss else 0),
-                loss_streak=counters.loss_streak + 1 if loss else 0,
-                last_loss_ms=self.ins.now_ms() if loss else counters.last_loss_ms,
-            )
+        await self.ins.positions.finish(position, pnl)
 
     def on_balance(self, payload: BalanceUpdated) -> None:
         if payload.account != self.ins.config.account:

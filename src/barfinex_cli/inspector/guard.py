@@ -79,37 +79,6 @@ class Guard:
             out.append("take_profit")
         return out
 
-    async def entry_filled(self, order: OrderRecord) -> None:
-        """Open (or grow) the runtime position of a filled entry and arm its protection."""
-        row = self.ins.store.decision(order.decision_id)
-        side: Any = "long" if order.side == "buy" else "short"
-        held = self.ins.store.position(order.symbol)
-        if held is not None and held.status == "open" and held.decision_id == order.decision_id:
-            position = replace(held, size=max(held.size, order.filled))
-        else:
-            remote = self.ins.remote_positions.get(order.symbol)
-            position = PositionRecord(
-                symbol=order.symbol,
-                side=side,
-                size=order.filled,
-                entry=order.average_price or order.intended_price or Decimal(0),
-                opened_ms=self.ins.now_ms(),
-                runtime=True,
-                decision_id=order.decision_id,
-                strategy=str(row.get("strategy") or "unknown"),
-                stop=_dec(row.get("stop")),
-                take_profit=_dec(row.get("take_profit")),
-                realised_at_open=remote.realised_pnl if remote is not None else Decimal(0),
-            )
-        self.ins.store.save_position(position)
-        if position.stop_order is None and position.tp_order is None:
-            armed, sent = await self.ins.protector.arm(position, self.ins.now_ms())
-            await self.announce_placed(armed, sent)
-        elif self.ins.protector.missing(position):
-            armed, sent = await self.ins.protector.rearm(position, self.ins.now_ms())
-            await self.announce_placed(armed, sent)
-        await self.announce_emulated(self.ins.store.position(order.symbol) or position)
-
     async def announce_emulated(self, position: PositionRecord) -> None:
         """Publish `inspector.protective.placed` (emulated) once per emulated guard and price."""
         assert position.decision_id is not None
@@ -202,6 +171,8 @@ class Guard:
                 )
                 continue
             await self.announce(kind, order)
+            if order.filled > 0:  # a stop placed beyond the price filled as it was placed
+                await self.ins.events.order_changed(order, None)
 
     async def announce(self, kind: ProtectiveKind, order: OrderRecord) -> None:
         """Publish `inspector.protective.placed` for a venue guard, under its derived id."""
@@ -240,7 +211,8 @@ class Guard:
         return told
 
     async def protective_fired(self, order: OrderRecord) -> None:
-        """A stop or take-profit filled: say so and cancel its sibling (OCO)."""
+        """A stop or take-profit filled: say so (its fill already closed the position and
+        cancelled its sibling, or moved the guards onto what is left: `positions`)."""
         kind: Any = order.role
         trigger = order.stop_price or order.price
         assert trigger is not None
@@ -254,13 +226,6 @@ class Guard:
                 amount=order.filled,
             )
         )
-        position = self.ins.store.position(order.symbol)
-        if position is None:
-            return
-        sibling = position.tp_order if order.role == "stop_loss" else position.stop_order
-        record = self.ins.store.order(sibling) if sibling else None
-        if record is not None and record.live:
-            await self.ins.executor.cancel(record.client_order_id, self.ins.now_ms())
         if order.role == "stop_loss":
             self.ins.store.update_counters(last_loss_ms=self.ins.now_ms())
 
@@ -293,6 +258,8 @@ class Guard:
                 await self.move_emulated(position, move)
             elif move is not None:
                 _, placed = await self.ins.protector.move_stop(position, move, self.ins.now_ms())
+                if placed is not None and placed.filled > 0:  # moved past the price: it fired
+                    await self.ins.events.order_changed(placed, None)
                 if placed is not None:
                     await self.ins.publish(
                         ProtectiveMoved(

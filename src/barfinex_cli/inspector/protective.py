@@ -181,11 +181,9 @@ class Protector:
         return armed, sent
 
     async def cancel_all(self, position: PositionRecord, now_ms: int) -> None:
-        """Cancel the position's live protective orders (it is closed)."""
-        for order_id in (position.stop_order, position.tp_order):
-            order = self.executor.store.order(order_id) if order_id else None
-            if order is not None and order.live:
-                await self.executor.cancel(order.client_order_id, now_ms)
+        """Cancel every live protective order of the position's symbol (it is closed): its
+        own and any earlier generation's still resting."""
+        await self.cancel_stale(replace(position, stop_order=None, tp_order=None), now_ms)
 
     async def move_stop(
         self, position: PositionRecord, move: Move, now_ms: int

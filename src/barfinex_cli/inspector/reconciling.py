@@ -29,7 +29,7 @@ from barfinex_cli.contracts.orders import (
     PositionChanged,
 )
 from barfinex_cli.contracts.times import to_ms
-from barfinex_cli.errors import NotFound, ServiceUnreachable
+from barfinex_cli.errors import BfxError, NotFound, ServiceUnreachable
 from barfinex_cli.inspector import emulation
 from barfinex_cli.inspector import reconcile as diffs
 from barfinex_cli.inspector.execution import merged
@@ -302,26 +302,70 @@ class Reconciler:
                 self.ins.store.save_position(
                     replace(held, status="closed", size=Decimal(0), closed_ms=now)
                 )
+                if held.runtime:  # nothing left to guard
+                    await self.ins.protector.cancel_all(held, now)
             elif remote is not None:
-                base = held or PositionRecord(
-                    symbol=remote.symbol,
-                    side="long",
-                    size=remote.size,
-                    entry=remote.entry_price or Decimal(0),
-                    opened_ms=now,
-                    runtime=False,
-                    strategy="adopted",
-                )
-                self.ins.store.save_position(
-                    replace(
-                        base,
-                        size=remote.size,
-                        side=_side_of(remote),
-                        status="open",
-                    )
-                )
+                await self.adopt_position(held, remote, now)
         elif difference.kind == "balance" and difference.remote is not None:
             self.ins.seen_balance = Decimal(difference.remote)
+
+    async def adopt_position(
+        self, held: PositionRecord | None, remote: PositionChanged, now: int
+    ) -> None:
+        """Take the provider's position of a symbol into the store (rule `adopt`).
+
+        A runtime position keeps being managed: its guards are re-armed for the adopted size
+        (a remainder of one the store had closed opens again, its trade counted afresh). One
+        the store never held, or one now on the other side, is recorded, not managed.
+        """
+        side = _side_of(remote)
+        base = held or PositionRecord(
+            symbol=remote.symbol,
+            side=side,
+            size=remote.size,
+            entry=remote.entry_price or Decimal(0),
+            opened_ms=now,
+            runtime=False,
+            strategy="adopted",
+        )
+        if base.runtime and base.side != side:
+            base = replace(base, runtime=False, strategy="adopted", stop=None, take_profit=None)
+        if base.status != "open":
+            base = replace(base, opened_ms=now, closed_ms=None, realised=Decimal(0),
+                           realised_at_open=remote.realised_pnl, best_price=None)  # fmt: skip
+        adopted = replace(
+            base,
+            size=remote.size,
+            side=side,
+            entry=remote.entry_price or base.entry,
+            status="open",
+        )
+        self.ins.store.save_position(adopted)
+        if adopted.runtime and adopted.decision_id is not None:
+            if self.ins.protector.missing(adopted):
+                armed, sent = await self.ins.protector.rearm(adopted, now)
+                await self.ins.guard.announce_placed(armed, sent)
+            now_held = self.ins.store.position(remote.symbol) or adopted
+            await self.ins.guard.announce_emulated(now_held)
+
+    async def verify_flat(self, symbol: str) -> None:
+        """Ask the provider whether it holds nothing of `symbol`, which the store just closed,
+        and reconcile at once if it does: a remainder the store believes closed is a divergence
+        (handled by its rule), not something the next reconciliation — on a market clock, a
+        market day away — may find.
+
+        Skipped while an entry of ours on the symbol is live: its fill may explain a holding.
+        """
+        live = self.ins.store.orders(live_only=True, role="entry")
+        if any(order.symbol == symbol for order in live):
+            return
+        try:
+            held = await self.ins.client.positions(self.ins.config.account)
+        except BfxError as exc:
+            log.warning("cannot check the provider is flat", extra={"error": str(exc)})
+            return
+        if any(p.symbol == symbol and p.size > 0 and p.side != "flat" for p in held):
+            await self.reconcile(dry_run=False)
 
 
 def _side_of(position: PositionChanged) -> Literal["long", "short"]:

@@ -21,8 +21,9 @@ just before a crash is announced once.
 
 This module holds the shared state, the account figures and the consumer loop; the parts that
 act on them are its siblings, each given the `Inspector`: `decisions` (verdicts and entries),
-`events` (the provider's order, position, balance and quote events), `guard` (protective
-orders, held by the venue or emulated), `closing` (closes, deferred while the book is bad),
+`events` (the provider's order, position, balance and quote events), `positions` (the one
+position per symbol, moved by the inspector's own fills), `guard` (protective orders, held by
+the venue or emulated), `closing` (closes, deferred while the book is bad),
 `reconciling` (start-up, the store against the provider, account breaches), `reports` (KPIs,
 status) and `watchers` (heartbeat, periodic work, the policy file).
 """
@@ -58,6 +59,7 @@ from barfinex_cli.inspector.execution import Executor
 from barfinex_cli.inspector.governor import Governor
 from barfinex_cli.inspector.guard import Guard
 from barfinex_cli.inspector.model import Portfolio, Position
+from barfinex_cli.inspector.positions import Positions
 from barfinex_cli.inspector.protective import Protector
 from barfinex_cli.inspector.quotes import Quotes
 from barfinex_cli.inspector.reconciling import Reconciler
@@ -116,6 +118,7 @@ class Inspector:
         self.decisions = Decisions(self)
         self.events = Events(self)
         self.guard = Guard(self)
+        self.positions = Positions(self)
         self.closer = Closer(self)
         self.reconciler = Reconciler(self)
         self.reports = Reports(self)

@@ -26,7 +26,8 @@ Layout, money as exact decimal TEXT:
                · partials · intended_price · placed_ms · updated_ms · adopted
     positions  symbol PK · decision_id · strategy · side · size · entry · stop · take_profit ·
                opened_ms · runtime (1: opened here, 0: legacy) · status (open | closed) ·
-               stop_order · tp_order · best_price · generation · realised_at_open · closed_ms
+               stop_order · tp_order · best_price · generation · realised_at_open · closed_ms ·
+               realised
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ LIVE = ("in_flight", "open")
 """Order statuses that may still trade."""
 
 _DEC_ORDER = ("amount", "price", "stop_price", "filled", "average_price", "fees", "intended_price")
-_DEC_POS = ("size", "entry", "stop", "take_profit", "best_price", "realised_at_open")
+_DEC_POS = (
+    "size", "entry", "stop", "take_profit", "best_price", "realised_at_open", "realised"
+)  # fmt: skip
 _TABLES = ("meta", "decisions", "orders", "positions")
 _FSYNCED = frozenset({"orders", "positions"})
 """Tables whose every write is fsynced (`synchronous=FULL`); the others ride on the next one."""
@@ -109,6 +112,8 @@ class PositionRecord:
     generation: int = 1
     realised_at_open: Decimal = Decimal(0)
     closed_ms: int | None = None
+    realised: Decimal = Decimal(0)
+    """P&L (before fees) of what its own exits have closed so far: the trade's result when flat."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +187,9 @@ class InspectorStore:
             pcols: dict[str, Any] = {f.name: str for f in fields(PositionRecord)}
             pcols.update(opened_ms=int, runtime=int, generation=int, closed_ms=int)
             db.table("positions").create(pcols, pk="symbol")
+        positions = db.table("positions")
+        if "realised" not in positions.columns_dict:  # stores made before it was kept
+            positions.add_column("realised", str)
 
     def _upsert(self, table: str, row: dict[str, Any], pk: str, *, alter: bool = False) -> None:
         """Insert `row` or update the given columns of the row with its key, in one statement.
@@ -367,5 +375,6 @@ def _position_of(row: dict[str, Any]) -> PositionRecord:
     for name in _DEC_POS:
         data[name] = _dec(data[name])
     data["realised_at_open"] = data["realised_at_open"] or Decimal(0)
+    data["realised"] = data["realised"] or Decimal(0)
     data["runtime"] = bool(data["runtime"])
     return PositionRecord(**data)
