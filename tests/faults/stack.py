@@ -256,16 +256,38 @@ class Flow:
         assert max(entered.values(), default=1) == 1, "one signal, two entry orders"
 
     def check_protected(self) -> None:
-        """Every filled entry got its protective orders placed."""
-        filled = {f.payload.order.client_order_id for f in self.filled}
-        entries = {o.payload.order.decision_id for o in self.orders
-                   if o.payload.order.client_order_id.endswith("-e")
-                   and o.payload.order.client_order_id in filled}  # fmt: skip
-        # placed is announced by inspector.protective.placed; an inspector killed between
-        # sending a stop and announcing it finds the order on restart without announcing it
-        guarded = {p.payload.decision_id for p in self.protective} | {
+        """Every filled entry got its protective orders placed, and announced on the bus.
+
+        An entry's guards are announced under its decision (`inspector.protective.placed`),
+        also when the inspector died between placing and announcing them: it announces them
+        when it starts again, under the id the first announcement would have had. An entry
+        added to a position already open has no guards of its own: the position's guards move
+        to the next generation for the whole size, announced under the position's decision
+        after the fill.
+        """
+        fill_ts = {f.payload.order.client_order_id: f.ts for f in self.filled}
+        entries = [
+            (o.payload.order.decision_id, o.payload.order.symbol,
+             fill_ts[o.payload.order.client_order_id])
+            for o in self.orders
+            if o.payload.order.client_order_id.endswith("-e")
+            and o.payload.order.client_order_id in fill_ts
+        ]  # fmt: skip
+        own_guards = {
             o.payload.order.decision_id for o in self.orders
             if o.payload.order.client_order_id.rsplit("-", 1)[-1].startswith(("sl", "tp"))
         }  # fmt: skip
-        assert entries <= guarded, f"{len(entries - guarded)} filled entries left unprotected"
-        self.unannounced = len(entries - {p.payload.decision_id for p in self.protective})
+        announced = {p.payload.decision_id for p in self.protective}
+
+        def guarded(decision: str | None, symbol: str, at: Any) -> bool:
+            if decision in announced:
+                return True
+            moved = (p.payload.symbol == symbol and p.ts >= at for p in self.protective)
+            return decision not in own_guards and any(moved)
+
+        self.unannounced = sum(1 for e in entries if not guarded(*e))
+        assert self.unannounced == 0, (
+            f"{self.unannounced} filled entries without inspector.protective.placed"
+        )
+        told = Counter(p.payload.order_id for p in self.protective)
+        assert max(told.values(), default=1) == 1, "a protective order announced twice"
