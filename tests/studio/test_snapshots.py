@@ -29,8 +29,8 @@ from barfinex_cli.contracts.inspector import (
     StrategyCapital,
     VerdictIssued,
 )
-from barfinex_cli.contracts.market import ConnectorHealth, IncidentOpened
-from barfinex_cli.contracts.rest import AppInfo, HealthResponse, SeriesInfo
+from barfinex_cli.contracts.market import ConnectorHealth, IncidentOpened, LastFault
+from barfinex_cli.contracts.rest import AppInfo, ConnectorStatus, HealthResponse, SeriesInfo
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.studio.app import StudioApp
 from barfinex_cli.studio.screens.dialogs import TokenScreen
@@ -76,8 +76,20 @@ def kpi() -> KpiReported:
 
 def fill(state: StudioState) -> None:
     """Write the fixed story into `state`."""
-    health = HealthResponse(status="ok", version="0.1.0", uptime_s=812.0, clock="market",
-                            market_time=T0, replay_done=False)  # fmt: skip
+    health = HealthResponse(status="degraded", version="0.1.0", uptime_s=812.0, clock="market",
+                            market_time=T0, replay_done=False,
+                            connectors={"ccxt:binance": "degraded", "replay": "ok"})  # fmt: skip
+    failing = ConnectorStatus(
+        name="ccxt:binance", connector="ccxt:binance", exchange="binance", connected=True,
+        lag_ms=120.0, messages_per_s=8.5, reconnects=1, gaps=1, rate_limit_waits=0,
+        status="degraded", consecutive_failures=3, unavailable=2, timeouts=1, ws_drops=1,
+        gaps_repaired=1, last_errors={
+            "unavailable": LastFault(at=T0, error="binance is not available (Service "
+                                     "Unavailable) — try again later, or use --replay"),
+            "ws_drop": LastFault(at=T0 - timedelta(minutes=5), error="trades BTC/USDT "
+                                 "stream failed: cannot reach binance (offline?)"),
+        },
+    )  # fmt: skip
     series = [SeriesInfo(exchange="synthetic", symbol="BTC/USDT", timeframe=tf, rows=rows,
                          first_ms=1_704_067_200_000, last_ms=1_704_110_400_000)
               for tf, rows in (("1m", 720), ("5m", 144))]  # fmt: skip
@@ -101,7 +113,7 @@ def fill(state: StudioState) -> None:
                 app_info("momentum-1", "detector"),
                 app_info("old-det", "detector", "lost", 95),
             ],
-            connectors=[],
+            connectors=[failing],
             series=series,
             positions=[],
             orders=[],

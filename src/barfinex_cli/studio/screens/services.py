@@ -2,9 +2,10 @@
 
 Apps come from the provider's registry (`/api/v1/apps`, then live `registry.*` events): role,
 alive or lost, health, heartbeat age, version, where it serves. Connectors from
-`/api/v1/connectors` and live `provider.health`: connected, lag, messages per second,
-reconnects, gaps. Data quality per series from `/api/v1/series` (rows, first and last candle) and
-the provider's incidents (`provider.incident.*` quality score and state) and gaps seen live.
+`/api/v1/connectors` and live `provider.health`: state (ok or degraded), connected, lag,
+messages per second, reconnects, gaps, the exchange faults met and the latest error. Data
+quality per series from `/api/v1/series` (rows, first and last candle) and the provider's
+incidents (`provider.incident.*` quality score and state) and gaps seen live.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
+from barfinex_cli.contracts.market import ConnectorHealth
 from barfinex_cli.studio.screens.base import StudioScreen, matches, table
 from barfinex_cli.studio.state import StudioState
+
+LAST_ERROR_WIDTH = 60
+"""Characters of a connector's latest error shown (`bfx provider status` prints it whole)."""
 
 
 def _ms(ms: int) -> str:
@@ -46,11 +51,14 @@ class ServicesScreen(StudioScreen):
             "connectors",
             "connector",
             "exchange",
+            "state",
             "connected",
             "lag ms",
             "msg/s",
             "reconnects",
             "gaps",
+            "faults",
+            "last error",
             cursor="none",
         )
         yield Static("Data quality per series", classes="caption")
@@ -94,8 +102,10 @@ class ServicesScreen(StudioScreen):
         connectors.clear()
         for name, c in sorted(state.connectors.items()):
             connectors.add_row(
-                name, c.exchange, Text("yes", style="green") if c.connected else Text("NO", "red"),
+                name, c.exchange, Text(c.status, style="green" if c.status == "ok" else "yellow"),
+                Text("yes", style="green") if c.connected else Text("NO", "red"),
                 f"{c.lag_ms:.0f}", f"{c.messages_per_s:.1f}", str(c.reconnects), str(c.gaps),
+                _faults(c), _last_error(c),
             )  # fmt: skip
         series = self.query_one("#series", DataTable)
         series.clear()
@@ -107,3 +117,19 @@ class ServicesScreen(StudioScreen):
                      str(state.gaps.get(key, 0)))  # fmt: skip
             if matches(self.filter_text, row):
                 series.add_row(*row)
+
+
+def _faults(c: ConnectorHealth) -> str:
+    """Return the exchange faults a connector met, e.g. `5xx 2 · timeout 1`, or a dash."""
+    counts = (("5xx", c.unavailable), ("timeout", c.timeouts), ("unreachable", c.unreachable),
+              ("ws drop", c.ws_drops), ("lost answer", c.lost_order_answers))  # fmt: skip
+    return " · ".join(f"{label} {n}" for label, n in counts if n) or "—"
+
+
+def _last_error(c: ConnectorHealth) -> str:
+    """Return the latest error of any kind with its time of day, shortened, or a dash."""
+    if not c.last_errors:
+        return "—"
+    last = max(c.last_errors.values(), key=lambda fault: fault.at)
+    text = f"{last.at:%H:%M:%S} {last.error}"
+    return text if len(text) <= LAST_ERROR_WIDTH else text[: LAST_ERROR_WIDTH - 1] + "…"
