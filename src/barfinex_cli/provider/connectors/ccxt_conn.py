@@ -6,10 +6,11 @@ Nothing here works offline, and nothing pretends to: an unreachable exchange is 
 `ServiceUnreachable` that says so. Keys come only from the environment
 (`BFX_<EXCHANGE>_API_KEY`, `_SECRET`, `_PASSWORD`).
 
-Longer than the house size (about 600 lines) on purpose: market data, orders and the account
+Longer than the house size (about 750 lines) on purpose: market data, orders and the account
 share one ccxt client, its rate limiting and its error translation, and this is the one place
 where ccxt's REST shapes become our contracts. The websocket loops live in `ccxt_ws`, the error
-mapping in `ccxt_errors`; the pure order mapping at the bottom is the natural next split.
+mapping in `ccxt_errors`, the fault counts and the degraded rule of `health()` in `faults`; the
+pure order mapping at the bottom is the natural next split.
 """
 
 from __future__ import annotations
