@@ -71,6 +71,12 @@ SHUTDOWN_GRACE_S = 10.0
 FLUSH_COALESCE_S = 0.02
 """How long the flusher lets a burst of queued events gather before it writes them."""
 
+FLUSH_BATCH = 500
+"""Events a replay at full speed (or in lock-step) queues between two flushes."""
+
+PUBLISH_AHEAD_MAX = 2_000
+"""Events a paced stream may queue while a publish is in flight before it waits for the bus."""
+
 LOCKSTEP_POLL_S = 0.003
 """Pause between two asks of a lock-step barrier while a group is behind (each is a round trip)."""
 
@@ -105,6 +111,9 @@ class ProviderRuntime:
     """Set when something was queued outside the stream (the gateway, the broker, a timer)."""
     on_published: Callable[[Sequence[Envelope[Any]]], None] | None = None
     """Told of every batch the bus took (the paper broker's outbox forgets its events then)."""
+    flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by the flush in flight: flushes from the stream, the flusher, the barrier and the
+    integrity checks go one at a time, so batches reach the bus in the order they were queued."""
 
     @property
     def books(self) -> dict[str, BookUpdated]:
@@ -140,6 +149,10 @@ class ProviderRuntime:
 
         The store is written first, so anyone who reads an event can already fetch its candle.
         """
+        async with self.flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         self.queued.clear()
         for key, rows in self.candle_rows.items():
             self.market.upsert_candles(key, rows)
@@ -507,11 +520,20 @@ class Provider:
         await rt.connector.start()
 
     async def _stream_once(self, rt: ProviderRuntime, stop: asyncio.Event) -> None:
-        # Paced (live or a timed replay): publish each event as it comes. As fast as possible:
-        # publish in batches, which is what lets a replay run at full speed.
-        # In lock-step the barrier publishes each moment whole, so its events land together.
+        # Paced (live or a timed replay): each event goes out as soon as the publish before it
+        # is done, by a publisher beside the stream (`_publish_behind`), so the stream never
+        # waits for a round trip and a burst (a replay behind its schedule) is published in
+        # as few round trips as its events took. As fast as possible: publish in batches of
+        # 500, which is what lets a replay run at full speed. In lock-step the barrier
+        # publishes each moment whole, so its events land together.
         lockstep = getattr(rt.connector, "barrier", None) is not None
-        batch = 1 if (self.options.speed is not None or self.live) and not lockstep else 500
+        paced = (self.options.speed is not None or self.live) and not lockstep
+        streamed = asyncio.Event()
+        publisher = (
+            asyncio.create_task(self._publish_behind(rt, streamed), name="publisher")
+            if paced
+            else None
+        )
         stream = rt.connector.stream()
         pending = 0
         try:
@@ -521,13 +543,41 @@ class Provider:
                 # Live, a candle is judged against the wall clock; a replay's against its series.
                 now_ms = to_ms(datetime.now(UTC)) if self.live else None
                 await rt.apply(rt.pipeline.feed(payload, now_ms=now_ms))
+                if publisher is not None:
+                    if publisher.done():
+                        publisher.result()  # it raised: the stream ends with its error
+                    streamed.set()
+                    if len(rt.outbox) >= PUBLISH_AHEAD_MAX:
+                        await rt.flush()  # the bus is slower than the feed: wait for it
+                    continue
                 pending += 1
-                if pending >= batch:
+                if pending >= FLUSH_BATCH:
                     await rt.flush()
                     pending = 0
         finally:
+            if publisher is not None:
+                publisher.cancel()  # cancelled only between flushes (see _publish_behind)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publisher
             await stream.aclose()  # type: ignore[attr-defined]
             await rt.flush()
+
+    @staticmethod
+    async def _publish_behind(rt: ProviderRuntime, streamed: asyncio.Event) -> None:
+        """Flush whenever the stream queued something, one flush at a time, until cancelled.
+
+        A flush in flight is shielded from the cancel: it has taken its batch off the outbox,
+        so cutting it short would lose the batch; the stream's last flush follows it.
+        """
+        while True:
+            await streamed.wait()
+            streamed.clear()
+            flushing = asyncio.ensure_future(rt.flush())
+            try:
+                await asyncio.shield(flushing)
+            except asyncio.CancelledError:
+                await flushing
+                raise
 
     async def reconnect(self, key: SeriesKey) -> None:
         """CONNECTOR_RECOVERY: restart the live stream (a real reconnect, not an alarm)."""
