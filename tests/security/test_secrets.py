@@ -3,10 +3,11 @@
 Distinctive exchange, LLM, Telegram, webhook and gateway keys are planted in the environment. A
 real stack runs on Redis (provider, detector, advisor with an LLM model on a loopback
 OpenAI-compatible server, inspector with Telegram pointed at a loopback Bot API, webhooks to a
-loopback receiver) until Telegram has been called with its token and the webhook receiver with a
-signed alert, which proves the keys were in use. (The advisor holds its LLM key; in this
-in-process harness it decided on no signal within the test's time, so the LLM server is checked
-only if it was called.) Then every captured log record, every file of the data directory
+loopback receiver) until the advisor's LLM stage has had an answer from the loopback server (an
+`advisor.llm.responded` on the bus; the server got the LLM key in the Authorization header of
+every request, and no other server got it), Telegram has been called with its token and the
+webhook receiver with a signed alert, which proves the keys were in use. Then every captured log
+record (litellm's debug log among them), every file of the data directory
 (the SQLite stores and their WAL files; the gateway's own 0600 token file aside), every Redis key
 of the namespace, and the output of `bfx config show` and `bfx doctor` are searched for each key.
 """
@@ -41,7 +42,8 @@ SECRETS = {
     "BFX_BINANCE_SECRET": "PLANTEDexchangeSecret66",
     "BFX_TOKEN": "PLANTEDgatewayToken77",
 }
-ANSWER = json.dumps({"bias": "long", "confidence": 0.5, "reasoning": "trend up", "numbers": []})
+ANSWER = json.dumps({"bias": "neutral", "sizing_multiplier": 1.0, "reasoning": "no strong view"})
+"""A valid answer (the advisor's `Answer`), citing no number and against no evidence: accepted."""
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -124,12 +126,22 @@ def _redis_dump(namespace: str) -> bytes:
     return b"\n".join(out)
 
 
+def _llm_answered(namespace: str) -> bool:
+    """Tell whether the advisor has published an `advisor.llm.responded` on the namespace."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        return bool(client.xlen(f"bfx:{namespace}:advisor.llm.responded"))
+    finally:
+        client.close()
+
+
 def _found(haystack: bytes | str, where: str) -> list[str]:
     text = haystack.encode(errors="replace") if isinstance(haystack, str) else haystack
     return [f"{name} in {where}" for name, value in SECRETS.items() if value.encode() in text]
 
 
 @pytest.mark.redis
+@pytest.mark.timeout(300)  # the LLM stage waits for the replay's first signals: slow when loaded
 def test_planted_keys_appear_in_no_output_log_store_or_redis_key(
     tmp_path: Path,
     namespace: str,
@@ -154,6 +166,8 @@ def test_planted_keys_appear_in_no_output_log_store_or_redis_key(
         settings, tmp_path, advisor=advisor, inspector={"telegram_api": recorder}, speed=600
     ) as stack:
         assert stack.token == SECRETS["BFX_TOKEN"]
+        # the LLM stage runs: a signal reaches the advisor, which asks the loopback LLM server
+        _poll(lambda: _llm_answered(namespace), 120, "the advisor's LLM stage to get an answer")
         stood = httpx.post(
             f"{stack.gateway_url}/proxy/inspector/api/v1/stand-down",
             json={"reason": "secrets test"},
@@ -165,9 +179,18 @@ def test_planted_keys_appear_in_no_output_log_store_or_redis_key(
         assert config.llm_api_key.get_secret_value() == SECRETS["BFX_ADVISOR__LLM_API_KEY"]
         _poll(lambda: any(p == "/hook" for p, _ in _Recorder.seen), 20, "a webhook")
     seen = dict(_Recorder.seen[::-1])
-    for path, request in _Recorder.seen:  # if the advisor asked the LLM, the key went there
-        if "chat/completions" in path:
-            assert SECRETS["BFX_ADVISOR__LLM_API_KEY"] in request
+    llm_key = SECRETS["BFX_ADVISOR__LLM_API_KEY"]
+    asked = [request for path, request in _Recorder.seen if path.endswith("/chat/completions")]
+    assert asked, "the advisor never called its LLM"
+    for request in asked:  # the key goes to the LLM server, in its Authorization header ...
+        lines = request.split("\n\n", 1)[0].splitlines()
+        headers = dict(
+            (n.strip().lower(), v.strip()) for n, _, v in (h.partition(":") for h in lines)
+        )
+        assert headers.get("authorization") == f"Bearer {llm_key}", request[:500]
+    for path, request in _Recorder.seen:  # ... and to no other server
+        if not path.endswith("/chat/completions"):
+            assert llm_key not in path + request, path
     assert any(SECRETS["BFX_TELEGRAM_TOKEN"] in p for p in seen)
     assert not _found(seen["/hook"], "the webhook request")  # signed with it, never carrying it
 
@@ -182,6 +205,7 @@ def test_planted_keys_appear_in_no_output_log_store_or_redis_key(
         leaks += _found(path.read_bytes(), str(path.relative_to(home)))
     dump = _redis_dump(namespace)
     assert b"detector.signal" in dump and b"inspector.alert" in dump  # the bus was used
+    assert b"advisor.llm.responded" in dump  # the LLM's answer went over the bus too
     leaks += _found(dump, "Redis")
 
     env = {**os.environ, "BFX_HOME": str(home), "BFX_NAMESPACE": namespace,
