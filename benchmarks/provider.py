@@ -7,6 +7,9 @@
   candles from the market store in-process.
 - Replay at `--speed max`: candles/s onto the Redis bus and onto the in-process bus, vs the replay
   connector's own stream with nothing downstream.
+- A paced replay (a `--speed` it cannot keep up with, as `bfx up` plays) onto Redis: candles/s
+  with the publisher beside the stream (`Provider._stream_once`), vs the former path in the same
+  run: a flush, one round trip, after every payload.
 
 Needs Redis on 127.0.0.1:6379 (or BFX_REDIS_URL). Usage: python benchmarks/provider.py [--trades N]
 """
@@ -22,8 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -130,6 +135,47 @@ async def replay_onto(bus: str) -> float:
     return rate
 
 
+async def _flush_per_payload(self: Any, rt: Any, stop: asyncio.Event) -> None:
+    """The paced stream before the publisher: apply a payload, then flush it, one at a time."""
+    stream = rt.connector.stream()
+    try:
+        async for payload in stream:
+            if stop.is_set():
+                break
+            await rt.apply(rt.pipeline.feed(payload))
+            await rt.flush()
+    finally:
+        await stream.aclose()
+        await rt.flush()
+
+
+async def paced_replay(per_payload: bool) -> float:
+    """Candles/s (every timeframe) a paced replay behind its schedule publishes onto Redis."""
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(home=tmp, namespace=namespace, bus="redis", redis_url=URL,
+                                 token="bench", bus_maxlen=1_000_000)  # fmt: skip
+        options = ProviderOptions(
+            speed=1e7, days=2.0, history=60, exit_at_end=True, record=False, port=0,
+            timeframes=("1m", "5m", "15m", "1h"),
+        )  # fmt: skip
+        async with Kernel(settings) as kernel:
+            provider = await kernel.provider(options)
+            if per_payload:
+                provider._stream_once = types.MethodType(_flush_per_payload, provider)  # type: ignore[method-assign]
+            task = asyncio.create_task(provider.run(asyncio.Event()))
+            await provider.ready.wait()
+            start = time.perf_counter()
+            await task
+            elapsed = time.perf_counter() - start
+            assert provider.runtime is not None
+            rate = provider.runtime.candles / elapsed
+    cleanup = RedisStreamsBus(URL, namespace)
+    await cleanup.delete_namespace()
+    await cleanup.close()
+    return rate
+
+
 def main(trades: int) -> None:
     table = Table(title="provider benchmark", title_justify="left")
     for col in ("figure", "measured", "baseline", "ratio", "target"):
@@ -155,6 +201,12 @@ def main(trades: int) -> None:
             f"replay --speed max onto the {bus} bus", f"{rate:,.0f} candles/s",
             f"bare replay stream {bare:,.0f} events/s", f"{rate / bare:.2f}", "-",
         )  # fmt: skip
+    before = asyncio.run(paced_replay(per_payload=True))
+    after = asyncio.run(paced_replay(per_payload=False))
+    table.add_row(
+        "paced replay onto Redis, publisher beside the stream", f"{after:,.0f} candles/s",
+        f"a flush per payload {before:,.0f} candles/s", f"{after / before:.1f}x", "-",
+    )  # fmt: skip
     Console(width=160).print(table)
 
 
