@@ -10,10 +10,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from barfinex_cli.contracts.envelope import make_event
+from barfinex_cli.contracts.advisor import DecisionMade
+from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.orders import OrderState, PositionChanged
 from barfinex_cli.contracts.rest import PlaceOrderRequest
 from barfinex_cli.inspector.service import Inspector
+from barfinex_cli.kernel.parts import Kernel
+from barfinex_cli.runtime.config import InspectorConfig
 from inspector.conftest import Market, StartInspector, armed, until
 
 SYMBOL = "BTC/USDT"
@@ -210,3 +213,33 @@ def _divergences_found(market: Market) -> Any:
         return bool(await _divergences(market))
 
     return found
+
+
+def _decision(order_type: str, entry: str, size_hint: str) -> Envelope[Any]:
+    payload = DecisionMade(
+        signal_id=f"sig-{order_type}-{entry}", exchange="replay", symbol=SYMBOL, side="buy",
+        order_type=order_type, entry=Decimal(entry), stop=Decimal(97), take_profit=Decimal(104),
+        size=Decimal(size_hint), conviction=0.7, reasoning="test", strategy="momentum",
+    )  # fmt: skip
+    return make_event(payload, source="advisor/advisor")
+
+
+async def test_a_decision_judged_before_a_fill_event_is_read_takes_the_fill_from_the_provider(
+    market: Market,
+) -> None:
+    # No consume loop: the inspector reads no event at all, as if the bus were behind, and
+    # each decision is judged by a direct call. The provider's answers are all it has.
+    config = InspectorConfig(provider_url=market.url, port=0, clock="wall", kpi_interval_s=3600,
+                             reconcile_interval_s=3600)  # fmt: skip
+    async with Kernel(market.settings) as kernel:
+        inspector = await kernel.inspector(config)
+        assert await inspector.reconciler.start_up()
+        resting = _decision("limit", "99", "1")
+        await inspector.decisions.decide(resting)  # a limit buy at 99 rests at the broker
+        await market.candle(SYMBOL, 100, 100.2, 98.5, 99.5)  # fills it at 99: an event unread
+        assert await _broker_size(market) == Decimal(1)
+        await inspector.decisions.decide(_decision("market", "100", "0.5"))  # an add
+        assert _store_size(inspector) == Decimal("1.5") == await _broker_size(market)
+        held = inspector.store.position(SYMBOL)
+        assert held is not None and held.decision_id == resting.id
+        assert await _guarded(market, inspector, 2)

@@ -126,6 +126,7 @@ class Decisions:
             if judged.get("status") == "judged" and judged.get("verdict"):
                 return await self.judged_before(event, judged)
             await self.ins.events.refresh_account()
+            await self.ins.reconciler.catch_up(event.payload.symbol)
             intent = self.intent_of(event, await self.spread_of(event.payload))
             now = self.ins.clock.now()
             verdict = self.once_per_signal(event) or self.ins.governor.evaluate(

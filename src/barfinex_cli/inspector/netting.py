@@ -9,7 +9,8 @@ event read late (a flat one from before an add) would otherwise close what is he
 
 Adding takes the tighter stop of the two (a stop the trailing stop or break-even already moved
 is never loosened, and neither part risks more than it was sized for) and the newer decision's
-take-profit; the guards then move to the next generation for the whole size (`guard`).
+take-profit, except a level the add's fill price already passed (it would close everything at
+once); the guards then move to the next generation for the whole size (`positions`).
 
 Pure: values in, values out; the service applies them (`positions`).
 """
@@ -58,8 +59,15 @@ def add(
     """Return `held` grown by a same-side fill of `amount` at `price` (entry averaged).
 
     `stop` and `take_profit` are the adding decision's: the tighter stop wins, the newer
-    take-profit replaces the old one (kept when the decision named none).
+    take-profit replaces the old one (kept when the decision named none). A level the add's own
+    fill price already passed (a stop at or beyond it, a take-profit reached) is ignored: it
+    would fire at once and close the whole position, the part held before included.
     """
+    long = held.side == "long"
+    if stop is not None and (stop >= price if long else stop <= price):
+        stop = None
+    if take_profit is not None and (take_profit <= price if long else take_profit >= price):
+        take_profit = None
     size = held.size + amount
     entry = (held.size * held.entry + amount * price) / size if size > 0 else price
     return replace(

@@ -348,6 +348,38 @@ class Reconciler:
             now_held = self.ins.store.position(remote.symbol) or adopted
             await self.ins.guard.announce_emulated(now_held)
 
+    async def catch_up(self, symbol: str) -> None:
+        """Take the fills of live orders of ours on `symbol` that the bus has not delivered yet.
+
+        Called as a decision is judged, after the account was read: when the provider's
+        position differs from the store's, an order of ours filled and its event is still on
+        its way (a resting limit entry filled on the last candle), so the intent would be
+        judged against a position that is no longer there. The provider's state of those
+        orders is taken now; the events, when they come, change nothing (a fill counts once).
+        """
+        remote = self.ins.remote_positions.get(symbol)
+        have = Decimal(0)
+        if remote is not None and remote.side != "flat":
+            have = remote.size if remote.side == "long" else -remote.size
+        held = self.ins.store.position(symbol)
+        want = Decimal(0)
+        if held is not None and held.status == "open":
+            want = held.size if held.side == "long" else -held.size
+        live = [o for o in self.ins.store.orders(live_only=True) if o.symbol == symbol]
+        if have == want or not live:
+            return
+        account = self.ins.config.account
+        states = {o.client_order_id: o for o in await self.ins.client.orders(account)}
+        now = self.ins.now_ms()
+        for order in live:
+            state = states.get(order.client_order_id)
+            if state is None or state.filled <= order.filled:
+                continue
+            updated = merged(order, state, now)
+            if updated is not order:
+                self.ins.store.save_order(updated)
+                await self.ins.events.order_changed(updated, order)
+
     async def verify_flat(self, symbol: str) -> None:
         """Ask the provider whether it holds nothing of `symbol`, which the store just closed,
         and reconcile at once if it does: a remainder the store believes closed is a divergence
