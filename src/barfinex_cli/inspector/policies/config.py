@@ -10,7 +10,9 @@ loader says so.
 A limit left out is off (the policy always allows), except `risk.per_trade_pct`, which every
 entry needs to be sized. Percentages are of equity, 0-100; money is in the account's quote
 currency. Every model is frozen with `extra="forbid"`, so a misspelt key fails the load instead
-of silently meaning nothing.
+of silently meaning nothing. Every number is finite and bounded (`MAX_MINUTES`, `MAX_MONEY`,
+`MAX_BPS`, `MAX_COUNT`...): a value such as `inf` or `1e308` minutes would load and then
+overflow the time arithmetic when a policy is evaluated, so it is refused at load time instead.
 """
 
 from __future__ import annotations
@@ -36,12 +38,24 @@ def _zone(name: str) -> str:
     return name
 
 
+MAX_MINUTES = 366 * 24 * 60
+"""The longest any minutes key may be: a year (a leap one)."""
+MAX_MONEY = Decimal(10) ** 15
+"""The largest amount of money (or lot step) in the account's quote currency."""
+MAX_BPS = 10_000.0
+"""Basis points up to 100%: a wider tolerance means no limit; leave the key out instead."""
+MAX_COUNT = 1_000_000
+"""The largest count (trades a day, losses in a row, positions in a group)."""
+MAX_NET_PCT = Decimal(100_000)
+"""Net exposure up to 1,000 times equity."""
+MAX_LEVERAGE = Decimal(1_000)
+
 TzName = Annotated[str, AfterValidator(_zone)]
-Pct = Annotated[Decimal, Field(gt=0, le=100)]
-Money = Annotated[Decimal, Field(gt=0)]
-Minutes = Annotated[float, Field(gt=0)]
-Bps = Annotated[float, Field(gt=0)]
-Count = Annotated[int, Field(ge=1)]
+Pct = Annotated[Decimal, Field(gt=0, le=100, allow_inf_nan=False)]
+Money = Annotated[Decimal, Field(gt=0, le=MAX_MONEY, allow_inf_nan=False)]
+Minutes = Annotated[float, Field(gt=0, le=MAX_MINUTES, allow_inf_nan=False)]
+Bps = Annotated[float, Field(gt=0, le=MAX_BPS, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
 
 
 class Section(BaseModel):
@@ -55,7 +69,7 @@ class SizeLimits(Section):
 
     max_notional: Money | None = None
     max_equity_pct: Pct | None = None
-    min_notional: Annotated[Decimal, Field(ge=0)] = Decimal(0)
+    min_notional: Annotated[Decimal, Field(ge=0, le=MAX_MONEY, allow_inf_nan=False)] = Decimal(0)
     step: Money | None = None
     """Lot step the size is rounded down to (the venue's amount precision), if given."""
 
@@ -140,9 +154,11 @@ class WindowLimits(Section):
 class ExposureLimits(Section):
     """`[exposure]`: the whole book against equity, after the new order."""
 
-    max_net_pct: Annotated[Decimal, Field(gt=0)] | None = None
+    max_net_pct: Annotated[Decimal, Field(gt=0, le=MAX_NET_PCT, allow_inf_nan=False)] | None = None
     """|long notional - short notional| over equity, in percent (above 100 on margin)."""
-    max_leverage: Annotated[Decimal, Field(gt=0)] | None = None
+    max_leverage: Annotated[Decimal, Field(gt=0, le=MAX_LEVERAGE, allow_inf_nan=False)] | None = (
+        None
+    )
     """Gross notional of positions, open orders and the new order over equity."""
 
 
