@@ -105,25 +105,50 @@ def _url(settings: Settings, url: str | None) -> str:
     return (url or f"http://{config.host}:{config.port}").rstrip("/")
 
 
-def _call(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """Call a running inspector; None when none answers at `url`."""
+def _call(
+    settings: Settings, url: str, method: str, path: str, body: dict[str, Any] | None = None
+) -> Any:
+    """Call a running inspector, directly or through the provider's `/proxy/inspector`.
+
+    The gateway token (BFX_TOKEN, else DATA_DIR/token) goes with every call: the provider's
+    proxy checks it (and never forwards it), the inspector's own API ignores it. None when
+    nothing answers at `url`.
+
+    Raises:
+        TokenRefused: The provider's proxy refused the token, or there is none to send.
+        ServiceUnreachable: The inspector could not reach the provider it needed (its 503 and
+            reason), or the proxy could not reach the inspector (502/503).
+    """
     import httpx
 
-    from barfinex_cli.errors import BfxError, ServiceUnreachable
+    from barfinex_cli.errors import BfxError, ServiceUnreachable, TokenRefused
+    from barfinex_cli.runtime.client import token_from
 
+    token = token_from(settings)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.request(method, url + path, json=body, timeout=30)
+        response = httpx.request(method, url + path, json=body, headers=headers, timeout=30)
     except httpx.TransportError:
         return None
-    if response.status_code == 503 and path == "/api/v1/close-all":
-        raise ServiceUnreachable(response.json().get("detail", "the provider is unreachable"))
-    if not response.is_success and response.status_code != 503:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise BfxError(f"the inspector at {url} answered {response.status_code}: {detail}")
-    return response.json()
+    if response.is_success:
+        return response.json()
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {"detail": response.text}
+    if not isinstance(answer, dict):
+        answer = {"detail": answer}
+    detail = " ".join(str(answer.get("detail", response.text)).split())  # one line, always
+    if response.status_code in (401, 403):  # only the provider's gateway checks a token
+        raise TokenRefused(url, missing=token is None)
+    if answer.get("unreachable") == "provider":  # the inspector answered: its provider did not
+        raise ServiceUnreachable(f"the inspector at {url} could not reach its provider: {detail}")
+    if response.status_code in (502, 503, 504):  # the provider's proxy: no inspector behind it
+        raise ServiceUnreachable(
+            f"no inspector answers behind {url} ({response.status_code}: {detail}) — start it "
+            "with `bfx inspector run`, or check --url"
+        )
+    raise BfxError(f"the inspector at {url} answered {response.status_code}: {detail}")
 
 
 def _store(settings: Settings) -> Any:
@@ -155,7 +180,7 @@ def status(
     from barfinex_cli.cli.render import out, print_json
 
     settings = state_of(ctx).settings()
-    answer = _call(_url(settings, url), "GET", "/api/v1/status")
+    answer = _call(settings, _url(settings, url), "GET", "/api/v1/status")
     if answer is None:
         answer = _offline_status(settings)
     if as_json:
@@ -260,7 +285,7 @@ def stand_down(
     settings = state_of(ctx).settings()
     end = _until(until)
     body = {"until": None if end is None else end.isoformat(), "reason": "bfx inspector stand-down"}
-    answer = _call(_url(settings, url), "POST", "/api/v1/stand-down", body)
+    answer = _call(settings, _url(settings, url), "POST", "/api/v1/stand-down", body)
     where = "running inspector"
     if answer is None:
         from barfinex_cli.contracts.times import to_ms
@@ -285,7 +310,7 @@ def resume(ctx: typer.Context, url: UrlOption = None) -> None:
     from barfinex_cli.cli.render import err
 
     settings = state_of(ctx).settings()
-    answer = _call(_url(settings, url), "POST", "/api/v1/resume")
+    answer = _call(settings, _url(settings, url), "POST", "/api/v1/resume")
     where = "running inspector"
     if answer is None:
         with _store(settings) as store:
@@ -313,7 +338,7 @@ def close_all(
         raise UsageError("close-all flattens every runtime position: confirm with --yes")
     settings = state_of(ctx).settings()
     target = _url(settings, url)
-    answer = _call(target, "POST", "/api/v1/close-all")
+    answer = _call(settings, target, "POST", "/api/v1/close-all")
     if answer is None:
         raise ServiceUnreachable(
             f"no inspector answers at {target} — start it with `bfx inspector run` (it manages "
@@ -341,7 +366,7 @@ def reconcile(
     from barfinex_cli.cli.render import out, print_json
 
     settings = state_of(ctx).settings()
-    answer = _call(_url(settings, url), "POST", "/api/v1/reconcile", {"dry_run": dry_run})
+    answer = _call(settings, _url(settings, url), "POST", "/api/v1/reconcile", {"dry_run": dry_run})
     if answer is None:
         answer = _offline_reconcile(settings)
     if as_json:

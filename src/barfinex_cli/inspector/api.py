@@ -11,6 +11,9 @@
     POST /api/v1/close-all           flatten every runtime position now
     POST /api/v1/reconcile           {"dry_run": bool}: the differences and what each rule does
 
+A control that needs the provider and cannot reach it answers 503 with `detail` (the reason) and
+`"unreachable": "provider"`, never a report of a comparison it did not make.
+
 It binds 127.0.0.1 by default: the controls act on the account, so reach it from elsewhere only
 through the provider's `/proxy/inspector/...`, which checks the gateway token.
 """
@@ -36,8 +39,9 @@ def api_app(inspector: Inspector) -> Any:
     from barfinex_cli.runtime.health import render_metrics
 
     def fail(exc: BfxError) -> JSONResponse:
-        code = 503 if isinstance(exc, ServiceUnreachable) else 409
-        return JSONResponse({"detail": str(exc)}, status_code=code)
+        if isinstance(exc, ServiceUnreachable):  # nothing was compared or done: say why
+            return JSONResponse({"detail": str(exc), "unreachable": "provider"}, 503)
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     async def health(_: Request) -> JSONResponse:
         body = inspector.status()

@@ -8,8 +8,10 @@ emulated ones back.
 Every `reconcile_interval_s` and at start the store's orders, positions and balance are compared
 with the provider's (`reconcile.diff`, pure); each difference is applied by the rule of its kind
 (`alert`, `adopt`, `stand_down`), positions found at start are recorded as legacy, and
-`inspector.reconciled` reports the pass. `check_account` acts on a drawdown or daily-loss breach
-with no decision in hand.
+`inspector.reconciled` reports the pass. A pass the provider did not answer compares nothing: it
+raises `ServiceUnreachable` (the API answers 503 with the reason) and publishes nothing, so no
+`inspector.reconciled` ever says "0 divergences" about a comparison that was not made.
+`check_account` acts on a drawdown or daily-loss breach with no decision in hand.
 """
 
 from __future__ import annotations
@@ -99,9 +101,24 @@ class Reconciler:
         self.ins.log.append(f"venue: stop_loss {stop}, take_profit {take} ({said})")
 
     async def reconcile_tick(self) -> None:
+        """Reconcile on the periodic cadence; a provider that does not answer is recorded as
+        a pass that could not compare (`last_reconcile`, in `/health`), never as one in sync.
+
+        Raises:
+            ServiceUnreachable: The provider did not answer (the loop logs it and goes on).
+        """
         if self.ins.entries_open:
             async with self.ins.lock:
-                await self.reconcile(dry_run=False)
+                try:
+                    await self.reconcile(dry_run=False)
+                except ServiceUnreachable as exc:
+                    self.ins.provider_down = True
+                    self.ins.last_reconcile = {
+                        "at": self.ins.clock.now().isoformat(),
+                        "compared": False,
+                        "error": str(exc),
+                    }
+                    raise
             await self.check_account()
 
     async def check_account(self) -> Verdict | None:
@@ -204,7 +221,11 @@ class Reconciler:
             )
         )
         report["divergences"] = divergences
-        self.ins.last_reconcile = report
+        self.ins.last_reconcile = {
+            "at": self.ins.clock.now().isoformat(),
+            "compared": True,
+            "divergences": divergences,
+        }
         return report
 
     @staticmethod

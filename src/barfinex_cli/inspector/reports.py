@@ -139,6 +139,7 @@ class Reports:
                 }
                 for symbol, d in self.ins.closer.deferred.items()
             },
+            "last_reconcile": self.ins.last_reconcile,
             "started": list(self.ins.log),
             "uptime_s": round(time.monotonic() - self.ins.started, 3),
         }

@@ -136,6 +136,7 @@ class Inspector:
         self.published = 0
         self.verdicts = 0
         self.last_reconcile: dict[str, Any] | None = None
+        """The last applied reconciliation: when, and its divergences or why it compared nothing."""
         self.started = time.monotonic()
         self.log: list[str] = []
         """What the start-up sequence did, in order (for `/health` and the tests)."""
