@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,7 @@ from barfinex_cli.store.market import MarketStore, SeriesKey
 from bus.redis_faults import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(360)]
-"""Two whole runs per test; the empty restart adds the recorder's 30 s drain for events Redis lost
-(never to come), so the default 120 s was too tight on a loaded machine."""
+"""Two whole runs per test: the default 120 s was too tight on a loaded machine."""
 
 STRATEGY = """
 from barfinex_cli.detector import indicators as ta
@@ -170,10 +170,13 @@ async def test_a_run_with_redis_killed_and_restarted_mid_replay_ends_as_an_undis
 
 
 async def test_a_run_with_redis_restarted_empty_goes_on_and_says_which_streams_it_lost(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     calm = await _run(tmp_path, "calm", disturb=False)
-    hit = await _run(tmp_path, "empty", disturb=True, persistent=False)
+    with caplog.at_level(logging.WARNING, logger="bfx.recorder"):
+        hit = await _run(tmp_path, "empty", disturb=True, persistent=False)
+    # the end waits for what is left on the bus, not for a count of events Redis lost
+    assert not [r for r in caplog.records if "did not catch up" in r.getMessage()]
     assert hit.stored == calm.stored  # market.db is the provider's own: complete
     assert hit.bus_candles  # the restarted Redis holds candles: the replay went on after it
     assert [r.lost_types for r in hit.recovered] and "market.candle" in hit.recovered[0].lost_types

@@ -63,3 +63,19 @@ class Recording:
             await asyncio.sleep(0.05)
         log.warning("the recorder did not catch up in time; the rest stays pending on the bus")
         return False
+
+    async def settle(self, timeout_s: float = 30.0) -> bool:
+        """Wait until its group has finished every stream (or time runs out); tell whether it did.
+
+        After Redis lost events (restarted without persistence) `drain`'s count of what was
+        published can never be reached; what is still on the bus can. Call it once the
+        publishers have stopped.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if not any(group == self.group for group, _ in await self.bus.behind()):
+                return True
+            await asyncio.sleep(0.05)
+        log.warning("the recorder did not catch up in time; the rest stays pending on the bus")
+        return False
