@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ from barfinex_cli.runtime.client import GatewayClient
 from barfinex_cli.runtime.config import AdvisorConfig, DetectorConfig, ProviderConfig
 from barfinex_cli.runtime.settings import Settings, load_settings
 from conftest import REDIS_URL, Kernels
+from polling import until
+from ports import free_port
 
 STRATEGY = """
 from barfinex_cli.detector import indicators as ta
@@ -47,26 +48,11 @@ strategy = Strategy(
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _provider_config(port: int = 0) -> ProviderConfig:
     return ProviderConfig(
         symbols=("BTC/USDT",), timeframes=("1m",), speed=3000, history=300, days=0.5,
         port=port, exit_at_end=False, health_interval_s=1,
     )  # fmt: skip
-
-
-async def _until(predicate: Callable[[], bool], within_s: float = 60.0) -> None:
-    """Poll `predicate` every 20 ms until it holds."""
-    for _ in range(int(within_s / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out waiting")
 
 
 class _Running:
@@ -142,7 +128,7 @@ async def test_the_advisor_decides_signals_serves_its_api_and_explains_a_decisio
     ))  # fmt: skip
     assert advisor.clock.kind == "market"  # it follows the replaying provider
     await bus.publish(make_event(_signal("DOGE/USDT"), source="detector/manual"))
-    await _until(lambda: advisor.decisions >= 2 and advisor.dropped >= 1)
+    await until(lambda: advisor.decisions >= 2 and advisor.dropped >= 1)
 
     async with httpx.AsyncClient(base_url=advisor.api_url or "") as api:
         health = (await api.get("/health")).json()
@@ -210,7 +196,7 @@ async def _explain(settings: Settings, ref: str) -> dict[str, Any]:
 async def test_signals_stay_pending_while_the_provider_is_down_and_are_handled_when_it_returns(
     settings: Settings, kernels: Kernels, bus: RedisStreamsBus, running: _Running
 ) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     kernel = await kernels(settings)
     advisor: Advisor = await running.start(await kernel.advisor(AdvisorConfig(
@@ -227,7 +213,7 @@ async def test_signals_stay_pending_while_the_provider_is_down_and_are_handled_w
 
     watcher = asyncio.create_task(watch())
     try:
-        await _until(lambda: any(e.type == "advisor.stage.failed" for e in failed), 30)
+        await until(lambda: any(e.type == "advisor.stage.failed" for e in failed), 30)
         held = next(e for e in failed if e.type == "advisor.stage.failed")
         assert held.payload.retryable and held.parent_id == signal.id
         assert advisor.status()["pending"] == 1 and advisor.signals_seen == 0
@@ -235,9 +221,9 @@ async def test_signals_stay_pending_while_the_provider_is_down_and_are_handled_w
         assert pending["pending"] == 1  # not acknowledged: a restart would get it back
 
         await running.start(await (await kernels(settings)).provider(_provider_config(port)))
-        await _until(lambda: advisor.signals_seen == 1 and advisor.status()["pending"] == 0, 60)
+        await until(lambda: advisor.signals_seen == 1 and advisor.status()["pending"] == 0, 60)
         assert not advisor.provider_down
-        await _until(lambda: any(e.payload.signal_id == signal.id and e.type in (
+        await until(lambda: any(e.payload.signal_id == signal.id and e.type in (
             "advisor.decision", "advisor.decision.rejected") for e in failed), 30)  # fmt: skip
         pending = await bus.redis.xpending(bus.key("detector.signal"), "advisor.advisor")
         assert pending["pending"] == 0
@@ -259,7 +245,7 @@ async def test_a_refused_registration_is_no_outage_signals_are_still_decided(
         AdvisorConfig(provider_url=provider.gateway_url, port=0, heartbeat_s=0.2)
     ))  # fmt: skip
     await bus.publish(make_event(_signal(minute=290), source="detector/manual"))
-    await _until(lambda: advisor.signals_seen == 1, 30)
+    await until(lambda: advisor.signals_seen == 1, 30)
     assert not advisor.provider_down
 
 
@@ -274,12 +260,12 @@ async def test_a_signal_ahead_of_its_candles_waits_for_them_instead_of_looking_s
                       context_wait_s=15)
     ))  # fmt: skip
     key = ("synthetic", "BTC/USDT", "1m")
-    await _until(lambda: advisor.context.newest_open(key) is not None, 30)
+    await until(lambda: advisor.context.newest_open(key) is not None, 30)
     newest = int(advisor.context.newest_open(key) or 0)
     ahead = (newest - 1_704_067_200_000) // 60_000 + 100  # 2 s of replay away
     signal = make_event(_signal(minute=ahead), source="detector/manual")
     await bus.publish(signal)
-    await _until(lambda: advisor.signals_seen == 1, 30)
+    await until(lambda: advisor.signals_seen == 1, 30)
     run = advisor.find(signal.id)
     assert run.result is not None
     quality = next(s for s in run.result.stages if s.stage == "quality")

@@ -12,19 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-
-def free_port() -> int:
-    """Return a loopback port nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from ports import free_port  # faults.stack imports it from here too
 
 
 class RedisServer:

@@ -26,6 +26,7 @@ from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import CandleClosed
 from barfinex_cli.errors import RedisUnreachable
 from bus.redis_faults import DroppingProxy, RedisServer
+from polling import until as until  # other modules import it from here
 
 pytestmark = pytest.mark.redis
 
@@ -42,15 +43,6 @@ def candle(i: int) -> Envelope[Any]:
         ),
         source="test",
     )  # fmt: skip
-
-
-async def until(predicate: Callable[[], bool], within: float = 20.0) -> None:
-    """Poll `predicate` until it holds; fail after `within` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

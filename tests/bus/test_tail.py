@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -28,6 +27,7 @@ from barfinex_cli.contracts.apps import HeartbeatSent
 from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import TickerUpdated
 from barfinex_cli.contracts.times import from_ms
+from ports import free_port
 
 T0 = from_ms(1_700_000_000_000)
 
@@ -155,12 +155,6 @@ async def test_failures_in_a_row_back_off_up_to_the_cap() -> None:
 # --- a real Redis restart -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _redis_server(port: int, data: Path) -> Iterator[subprocess.Popen[bytes]]:
     args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
@@ -190,7 +184,7 @@ async def _until_up(port: int) -> None:
 
 @pytest.mark.redis
 async def test_the_tail_survives_a_redis_restart_and_misses_nothing(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     errors: list[int] = []
     with _redis_server(port, tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from barfinex_cli.contracts.envelope import make_event
 from barfinex_cli.contracts.market import CandleClosed
 from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.store.audit import AuditStore
+from ports import free_port
 
 
 def test_run_with_no_provider_exits_3_naming_the_fix(runner: CliRunner) -> None:
@@ -82,7 +82,7 @@ async def test_run_serves_until_interrupted_then_exits_0(
         provider = await kernel.provider(config)
         task = asyncio.create_task(provider.run(stop))
         await asyncio.wait_for(provider.ready.wait(), 30)
-        port = _free_port()
+        port = free_port()
         command = [sys.executable, "-m", "barfinex_cli", "advisor", "run", "--provider",
                    provider.gateway_url or "", "--port", str(port), "--no-register"]  # fmt: skip
         advisor = await asyncio.to_thread(
@@ -110,9 +110,3 @@ async def test_run_serves_until_interrupted_then_exits_0(
     assert advisor.returncode == 0, err
     assert "advisor advisor up: scorer rule, LLM none (stage skipped)" in err
     assert "stopped after" in err
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +11,7 @@ import pytest
 
 from barfinex_cli.store.audit import AuditStore
 from cli.conftest import BfxRun
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from ports import free_port
 
 
 @pytest.mark.slow
@@ -26,7 +20,7 @@ def test_up_runs_every_role_on_an_embedded_redis_to_the_end_of_the_replay(
 ) -> None:
     result = bfx(
         "up", "--speed", "max", "--days", "0.4", "--history", "200", "--embedded-redis",
-        "--port", str(_free_port()), "--json", timeout=300,
+        "--port", str(free_port()), "--json", timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -66,7 +60,7 @@ def test_up_single_process_runs_every_role_on_the_in_process_bus(
 ) -> None:
     result = bfx(
         "up", "--single-process", "--speed", "max", "--days", "0.4", "--history", "200",
-        "--port", str(_free_port()), "--json", timeout=300,
+        "--port", str(free_port()), "--json", timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout)
@@ -93,7 +87,7 @@ def test_a_role_killed_mid_run_is_restarted_and_no_signal_is_handled_twice(
     proc = subprocess.Popen(
         [sys.executable, "-m", "barfinex_cli", "up", "--strategy", str(strategy),
          "--speed", "1200", "--days", "0.6", "--history", "300", "--embedded-redis",
-         "--port", str(_free_port()), "--json"],
+         "--port", str(free_port()), "--json"],
         env=cli_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

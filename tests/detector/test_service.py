@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -30,6 +30,7 @@ from barfinex_cli.provider.service import Provider, ProviderOptions
 from barfinex_cli.runtime.settings import Settings, load_settings
 from barfinex_cli.store.market import MarketStore, SeriesKey
 from conftest import REDIS_URL, Kernels
+from polling import until
 
 STRATEGY = """
 from barfinex_cli.detector import indicators as ta
@@ -118,15 +119,6 @@ def _as_scanned(settings: Settings, path: Path, live: list[Envelope[Any]]) -> tu
     return got, want
 
 
-async def _until(predicate: Callable[[], bool], within_s: float = 60.0) -> None:
-    """Poll `predicate` every 20 ms until it holds (an AssertionError after `within_s`)."""
-    for _ in range(int(within_s / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out waiting")
-
-
 async def _started(
     stack: tuple[Settings, Provider], tmp_path: Path, kernels: Kernels, **options: Any
 ) -> tuple[Path, Detector, asyncio.Event, asyncio.Task[int]]:
@@ -158,16 +150,18 @@ async def test_live_signals_equal_a_scan_and_trace_back_to_their_candle(
             "bfx_detector_signals_total"
             in (await client.get(f"{detector.health_url}/metrics")).text
         )
-    await asyncio.sleep(3.0)  # ~150 live candles
     async with httpx.AsyncClient(headers={"Authorization": "Bearer t0ken"}) as client:
-        apps = (await client.get(f"{provider.gateway_url}/api/v1/apps")).json()["apps"]
-    assert [a["name"] for a in apps] == ["mom-1"] and apps[0]["status"] == "alive"
+
+        async def registered_alive() -> bool:
+            apps = (await client.get(f"{provider.gateway_url}/api/v1/apps")).json()["apps"]
+            return [(a["name"], a["status"]) for a in apps] == [("mom-1", "alive")]
+
+        await until(registered_alive, 30, what="mom-1 alone in the registry, alive")
+    await until(lambda: detector.signals >= 3, 60, what="three live signals")
     stop.set()
     await asyncio.wait_for(task, 30)
-    await asyncio.sleep(1.0)  # the recorder writes the last signals
 
-    live = [e for e in await _signals(settings) if e.type == "detector.signal"]
-    assert len(live) >= 3
+    live = await _recorded(settings, "detector/mom-1", detector.signals)  # every one published
     got, want = _as_scanned(settings, path, live)
     assert got == want
 
@@ -189,36 +183,40 @@ async def test_a_throttle_in_market_time_mutes_the_instance_until_the_market_rea
     assert detector.clock.kind == "market"  # the provider replays: the detector follows it
     bus = RedisStreamsBus(REDIS_URL, settings.namespace)
     # 3000x replay: 150 market minutes pass in about 3 s of wall time.
-    until = detector.clock.now() + timedelta(minutes=150)
+    throttle_end = detector.clock.now() + timedelta(minutes=150)
     await bus.publish(make_event(
-        ThrottleOrdered(instance="mom-2", until=until, policy="loss_streak", reason="3 losses"),
+        ThrottleOrdered(
+            instance="mom-2", until=throttle_end, policy="loss_streak", reason="3 losses"
+        ),
         source="inspector",
     ))  # fmt: skip
     await bus.publish(make_event(
-        ThrottleOrdered(instance="someone-else", until=until, policy="p", reason="r"),
+        ThrottleOrdered(instance="someone-else", until=throttle_end, policy="p", reason="r"),
         source="inspector",
     ))  # fmt: skip
     await bus.close()
-    for _ in range(100):  # the throttle's stream is new: found within a discovery interval
-        if detector.throttled_until is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert detector.throttled_until == until
+    # the throttle's stream is new: found within a discovery interval
+    await until(lambda: detector.throttled_until is not None, 30, what="the throttle")
+    assert detector.throttled_until == throttle_end
     signals_at_throttle = detector.signals
-    for _ in range(400):  # until the market is just short of the throttle's end
-        if detector.clock.now() >= until - timedelta(minutes=10):
-            break
-        await asyncio.sleep(0.02)
+    await until(
+        lambda: detector.clock.now() >= throttle_end - timedelta(minutes=10),
+        60, what="the market just short of the throttle's end",
+    )  # fmt: skip
     assert detector.signals == signals_at_throttle  # muted while the throttle lasts
     assert detector.suppressed > 0
-    for _ in range(400):
-        if detector.clock.now() >= until + timedelta(minutes=60):
-            break
-        await asyncio.sleep(0.02)
+    await until(
+        lambda: detector.clock.now() >= throttle_end + timedelta(minutes=60),
+        60, what="the market an hour past the throttle's end",
+    )  # fmt: skip
     stop.set()
     await asyncio.wait_for(task, 30)
     assert detector.signals > signals_at_throttle  # and speaking again after it ends
-    await asyncio.sleep(1.0)
+
+    async def throttle_recorded() -> bool:
+        return any(e.type == "detector.throttled" for e in await _signals(settings))
+
+    await until(throttle_recorded, 30, what="the recorder to write the throttle")
     throttled = [e for e in await _signals(settings) if e.type == "detector.throttled"]
     assert [e.payload.instance for e in throttled] == ["mom-2"]
 
@@ -307,14 +305,14 @@ async def test_a_detector_killed_mid_replay_and_restarted_loses_and_doubles_no_s
     rt = provider.runtime
     assert rt is not None
     killed_at = rt.clock_ms
-    await _until(lambda: rt.clock_ms >= killed_at + 100 * 60_000)  # down for 100 market minutes
+    await until(lambda: rt.clock_ms >= killed_at + 100 * 60_000)  # down for 100 market minutes
 
     second = await (await kernels(settings)).detector(config)
     stop = asyncio.Event()
     task = asyncio.create_task(second.run(stop))
     await asyncio.wait_for(second.ready.wait(), 30)
     resume_at = rt.clock_ms
-    await _until(lambda: second.clock.now() >= from_ms(resume_at + 200 * 60_000))
+    await until(lambda: second.clock.now() >= from_ms(resume_at + 200 * 60_000))
     stop.set()
     await asyncio.wait_for(task, 30)
 
@@ -346,7 +344,7 @@ async def test_a_candle_dated_2100_is_refused_and_never_freezes_the_detector(
     )  # fmt: skip
     await bus.publish(make_event(future, source="provider/somewhere-else"))
     await bus.close()
-    await _until(lambda: detector.gate.refused == 1)
+    await until(lambda: detector.gate.refused == 1)
     async with httpx.AsyncClient() as client:
         answer = await client.get(f"{detector.health_url}/health")
     assert answer.status_code == 503
@@ -354,7 +352,7 @@ async def test_a_candle_dated_2100_is_refused_and_never_freezes_the_detector(
     assert health["status"] == "degraded"
     assert health["last_refused"]["open_time"] == "2100-01-01T00:00:00Z"
     evaluated = detector.engine.evaluations
-    await _until(lambda: detector.engine.evaluations >= evaluated + 50)  # still evaluating
+    await until(lambda: detector.engine.evaluations >= evaluated + 50)  # still evaluating
     stop.set()
     await asyncio.wait_for(task, 30)
     live = await _recorded(settings, "detector/mom-f", detector.signals)
@@ -385,11 +383,11 @@ async def test_candles_dated_ahead_that_got_past_the_gate_are_undone_by_a_rewarm
     ]  # fmt: skip
     await bus.publish_many(jump)  # in one go: no real candle between them
     await bus.close()
-    await _until(lambda: detector.rewarmed == 1)  # the real candles after it stalled it: undone
+    await until(lambda: detector.rewarmed == 1)  # the real candles after it stalled it: undone
     last = detector.engine.last_open("BTC/USDT")
     assert last is not None and last < to_ms(start)
     evaluated = detector.engine.evaluations
-    await _until(lambda: detector.engine.evaluations >= evaluated + 20)
+    await until(lambda: detector.engine.evaluations >= evaluated + 20)
     assert detector.status()["status"] in ("ok", "degraded")
     stop.set()
     await asyncio.wait_for(task, 30)

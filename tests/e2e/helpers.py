@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bus.redis_faults import free_port
 from conftest import REDIS_URL
 
-__all__ = ["OUTCOMES", "delete_namespace", "free_port"]
+__all__ = ["OUTCOMES", "delete_namespace"]
 
 OUTCOMES = ["advisor.decision", "advisor.decision.rejected", "advisor.signal.dropped"]
 """What an advisor publishes once it has handled a signal (a held one says nothing final)."""

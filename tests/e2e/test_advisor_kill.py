@@ -18,7 +18,8 @@ import pytest
 
 from barfinex_cli.store.audit import AuditStore
 from conftest import REDIS_URL
-from e2e.helpers import OUTCOMES, delete_namespace, free_port
+from e2e.helpers import OUTCOMES, delete_namespace
+from ports import free_port
 
 STRATEGY = """
 from barfinex_cli.detector import indicators as ta

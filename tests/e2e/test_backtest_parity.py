@@ -16,7 +16,6 @@ the roles answer on a loaded machine: without lock-step the orders met later can
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from barfinex_cli.kernel.backtest.engine import PipelineSpec, backtest
 from barfinex_cli.runtime.settings import load_settings
 from barfinex_cli.store.audit import AuditStore
 from conftest import REDIS_URL
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STRATEGY = ROOT / "strategies" / "trend_ema_adx.py"
@@ -35,12 +35,6 @@ HISTORY, SPEED = "295", "1200"
 """Two entries (05:02 long, 05:45 short), each closed, in the 65 minutes played."""
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _candle_file(path: Path) -> None:
@@ -110,7 +104,7 @@ def runs(
     done = subprocess.run(
         [sys.executable, "-m", "barfinex_cli", "up", "--strategy", str(STRATEGY), *source,
          "--speed", SPEED, "--history", HISTORY, "--redis-url", REDIS_URL, "--port",
-         str(_free_port()), "--json"],
+         str(free_port()), "--json"],
         env=env, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

@@ -6,17 +6,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from barfinex_cli.store.audit import AuditStore
 from conftest import REDIS_URL
+from polling import wait_until
+from ports import free_port
 
 STRATEGY = """
 from barfinex_cli.detector import indicators as ta
@@ -34,15 +35,9 @@ strategy = Strategy(
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def env(tmp_path: Path, namespace: str) -> Iterator[dict[str, str]]:
-    port = _free_port()
+    port = free_port()
     values = {
         "BFX_HOME": str(tmp_path / "home"), "BFX_NAMESPACE": namespace,
         "BFX_REDIS_URL": REDIS_URL, "BFX_TOKEN": "e2e-token",
@@ -64,25 +59,23 @@ def _bfx(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def _wait(predicate: object, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():  # type: ignore[operator]
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError("timed out waiting")
+def _signals(env: dict[str, str], source: str) -> list[dict[str, object]]:
+    """Return the signals of `source` the provider's recorder holds, as JSON, oldest first.
+
+    Read from audit.db in this process: polling through `bfx events query` started a Python
+    process per look (the CLI's query is exercised once, below, with --newest).
+    """
+    path = Path(env["BFX_HOME"]) / "audit.db"
+    if not path.exists():
+        return []
+    with AuditStore(path, read_only=True) as audit:
+        found = audit.query(["detector.signal"], source=source, limit=None)
+    payloads = [e.payload.model_dump(mode="json") for e in found]
+    return sorted(payloads, key=lambda p: str(p["candle_time"]))
 
 
 def _signal_count(env: dict[str, str], source: str) -> int:
-    out = subprocess.run(
-        [sys.executable, "-m", "barfinex_cli", "events", "query", "-t", "detector.signal",
-         "--source", source, "--limit", "100000", "--json"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    return len(out.stdout.splitlines())
+    return len(_signals(env, source))
 
 
 def test_killing_one_instance_leaves_the_other_running(env: dict[str, str], tmp_path: Path) -> None:
@@ -95,7 +88,10 @@ def test_killing_one_instance_leaves_the_other_running(env: dict[str, str], tmp_
     try:
         base = env["BFX_PROVIDER_URL"]
         headers = {"Authorization": "Bearer e2e-token"}
-        _wait(lambda: httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200)
+        wait_until(
+            lambda: httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200,
+            ignoring=(httpx.HTTPError,),
+        )
         a = _bfx(env, "detector", "run", str(strategy), "--instance", "a", "--port", "0")
         b = _bfx(env, "detector", "run", str(strategy), "--instance", "b", "--port", "0")
         procs += [a, b]
@@ -104,12 +100,14 @@ def test_killing_one_instance_leaves_the_other_running(env: dict[str, str], tmp_
             apps = httpx.get(f"{base}/api/v1/apps", headers=headers, timeout=2).json()["apps"]
             return {x["name"] for x in apps if x["status"] == "alive"} >= {"a", "b"}
 
-        _wait(both_alive)
-        _wait(lambda: _signal_count(env, "detector/a") > 0 and _signal_count(env, "detector/b") > 0)
+        wait_until(both_alive, ignoring=(httpx.HTTPError,))
+        wait_until(
+            lambda: _signal_count(env, "detector/a") > 0 and _signal_count(env, "detector/b") > 0
+        )
         a.send_signal(signal.SIGKILL)
         a.wait(30)
         after_kill = _signal_count(env, "detector/b")
-        _wait(lambda: _signal_count(env, "detector/b") > after_kill + 2)
+        wait_until(lambda: _signal_count(env, "detector/b") > after_kill + 2)
         assert b.poll() is None, "instance b died with a"
 
         last = subprocess.run(
@@ -139,16 +137,6 @@ def test_killing_one_instance_leaves_the_other_running(env: dict[str, str], tmp_
     assert provider.returncode == 0
 
 
-def _signals(env: dict[str, str], source: str) -> list[dict[str, object]]:
-    out = subprocess.run(
-        [sys.executable, "-m", "barfinex_cli", "events", "query", "-t", "detector.signal",
-         "--source", source, "--limit", "100000", "--json"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    payloads = [json.loads(line)["payload"] for line in out.stdout.splitlines() if line.strip()]
-    return sorted(payloads, key=lambda p: str(p["candle_time"]))
-
-
 def test_one_name_one_run_and_a_run_killed_hard_resumes_losing_and_doubling_nothing(
     env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -161,17 +149,20 @@ def test_one_name_one_run_and_a_run_killed_hard_resumes_losing_and_doubling_noth
     strategy = tmp_path / "momentum.py"
     strategy.write_text(STRATEGY)
     port = env["BFX_PROVIDER_URL"].rsplit(":", 1)[1]
-    health_port = str(_free_port())
+    health_port = str(free_port())
     provider = _bfx(env, "provider", "start", "--speed", "300", "--days", "1", "--history", "300",
                     "--symbols", "BTC/USDT", "--timeframes", "1m", "--port", port)  # fmt: skip
     procs = [provider]
     source = "detector/momentum_e2e"  # no --instance: the strategy's name
     try:
         base = env["BFX_PROVIDER_URL"]
-        _wait(lambda: httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200)
+        wait_until(
+            lambda: httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200,
+            ignoring=(httpx.HTTPError,),
+        )
         first = _bfx(env, "detector", "run", str(strategy), "--port", health_port)
         procs.append(first)
-        _wait(lambda: len(_signals(env, source)) >= 2)
+        wait_until(lambda: len(_signals(env, source)) >= 2)
 
         second = _bfx(env, "detector", "run", str(strategy), "--port", "0")
         _, stderr = second.communicate(timeout=60)
@@ -185,7 +176,7 @@ def test_one_name_one_run_and_a_run_killed_hard_resumes_losing_and_doubling_noth
         killed_with = len(_signals(env, source))
         restarted = _bfx(env, "detector", "run", str(strategy), "--port", health_port)
         procs.append(restarted)  # waits for the dead run's lease to lapse, then resumes
-        _wait(lambda: len(_signals(env, source)) >= killed_with + 5, timeout=90)
+        wait_until(lambda: len(_signals(env, source)) >= killed_with + 5, 90)
         assert restarted.poll() is None
     finally:
         for proc in reversed(procs):

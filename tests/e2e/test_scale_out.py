@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,9 @@ import pytest
 
 from barfinex_cli.store.audit import AuditStore
 from conftest import REDIS_URL
-from e2e.helpers import OUTCOMES, delete_namespace, free_port
+from e2e.helpers import OUTCOMES, delete_namespace
+from polling import wait_until
+from ports import free_port
 
 STRATEGY = """
 from barfinex_cli.detector import indicators as ta
@@ -55,15 +56,6 @@ def _host(env: dict[str, str], home: Path, *args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def _wait(predicate: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.25)
-    raise AssertionError("timed out waiting")
-
-
 def _leased(env: dict[str, str], instance: str) -> bool:
     """Tell whether a run of the detector instance holds its lease (it is running somewhere)."""
     import redis
@@ -95,7 +87,7 @@ def test_two_hosts_share_the_work_on_one_redis_and_handle_nothing_twice(
     )  # fmt: skip
     hosts = [host_a, host_b]
     try:
-        _wait(lambda: _leased(shared, "momentum_a") or host_a.poll() is not None, 90)
+        wait_until(lambda: _leased(shared, "momentum_a") or host_a.poll() is not None, 90)
         # a third host asking for a strategy host A already runs is refused, in one line
         host_c = _host(
             shared, tmp_path / "c", "--roles", "detector", "--strategy",

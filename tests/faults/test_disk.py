@@ -101,7 +101,7 @@ async def _record(
             assert not running.done()
             assert recorder.written < 2_000
             filler.unlink()
-            await until(lambda: recorder.written == 2_000, within=30)
+            await until(lambda: recorder.written == 2_000, 30)
     finally:
         stop.set()
         with contextlib.suppress(Exception):

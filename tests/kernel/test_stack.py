@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +25,8 @@ from barfinex_cli.runtime.config import DetectorConfig, ProviderConfig
 from barfinex_cli.runtime.settings import load_settings
 from barfinex_cli.store.audit import AuditStore
 from conftest import REDIS_URL
+from polling import wait_until
+from ports import free_port
 
 MOMENTUM = """
 from barfinex_cli.detector import indicators as ta
@@ -99,12 +100,6 @@ def _length(timeframe: str) -> timedelta:
     return timedelta(minutes={"1m": 1, "5m": 5}[timeframe])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _bfx(home: Path, namespace: str, *args: str) -> subprocess.Popen[str]:
     env = {
         **os.environ, "BFX_HOME": str(home), "BFX_NAMESPACE": namespace,
@@ -114,15 +109,6 @@ def _bfx(home: Path, namespace: str, *args: str) -> subprocess.Popen[str]:
         [sys.executable, "-m", "barfinex_cli", *args],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-
-
-def _poll(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -143,7 +129,7 @@ def _multi_process(tmp_path: Path, namespace: str, processes: list[subprocess.Po
     paths = _strategies(tmp_path)
     recorder = _bfx(home, namespace, "events", "record")
     processes.append(recorder)
-    port = _free_port()
+    port = free_port()
     provider = _bfx(
         home, namespace, "provider", "start", "--speed", "max", "--no-record", "--exit-at-end",
         "--wait-for-apps", "2", "--port", str(port), "--symbols", "BTC/USDT",
@@ -158,18 +144,18 @@ def _multi_process(tmp_path: Path, namespace: str, processes: list[subprocess.Po
         except httpx.HTTPError:
             return False
 
-    _poll(answers, 60, "the provider's gateway")
-    health_ports = [_free_port(), _free_port()]
+    wait_until(answers, 60, what="the provider's gateway")
+    health_ports = [free_port(), free_port()]
     detectors = [
         _bfx(home, namespace, "detector", "run", str(p), "--instance", f"d{i}",
              "--provider", url, "--port", str(health_ports[i]))
         for i, p in enumerate(paths)
     ]  # fmt: skip
     processes.extend(detectors)
-    _poll(lambda: provider.poll() is not None, 120, "the replay to end")
+    wait_until(lambda: provider.poll() is not None, 120, what="the replay to end")
     assert provider.returncode == 0, provider.stderr.read() if provider.stderr else ""
     with AuditStore(home / "audit.db") as audit:
-        _poll(lambda: audit.count(["market.*"]) > 0, 30, "the recorder")
+        wait_until(lambda: audit.count(["market.*"]) > 0, 30, what="the recorder")
 
     def health(i: int) -> dict[str, Any]:
         return dict(httpx.get(f"http://127.0.0.1:{health_ports[i]}/health", timeout=2).json())
@@ -178,9 +164,9 @@ def _multi_process(tmp_path: Path, namespace: str, processes: list[subprocess.Po
         with AuditStore(home / "audit.db") as audit:
             return audit.count(["market.candle"])
 
-    _poll(
+    wait_until(
         lambda: all(health(i)["candles_seen"] == candles_recorded() for i in (0, 1)),
-        60, "the detectors to handle every candle",
+        60, what="the detectors to handle every candle",
     )  # fmt: skip
     published = [health(i)["published"] for i in (0, 1)]
     assert all(health(i)["clock"] == "market" for i in (0, 1))
@@ -194,7 +180,7 @@ def _multi_process(tmp_path: Path, namespace: str, processes: list[subprocess.Po
             return audit.count(["detector.*"])
 
     # Each detector publishes one last metrics event as it stops.
-    _poll(lambda: detector_events() >= sum(published) + 2, 30, "every signal recorded")
+    wait_until(lambda: detector_events() >= sum(published) + 2, 30, what="every signal recorded")
     recorder.send_signal(signal.SIGINT)
     assert recorder.wait(30) == 0
     return home / "audit.db"

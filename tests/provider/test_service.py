@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from barfinex_cli.runtime.settings import load_settings
 from barfinex_cli.store.audit import AuditStore
 from barfinex_cli.store.market import MarketStore, SeriesKey
 from conftest import REDIS_URL, Kernels
+from ports import free_port
 
 OPTIONS = dict(
     symbols=("BTC/USDT",), timeframes=("1m", "5m", "1h"), speed=None, history=60, days=0.25,
@@ -57,16 +57,10 @@ async def test_replay_candles_reach_the_bus_the_market_store_and_the_audit_log(
             await cleanup.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_provider_start_serves_the_gateway_takes_a_paper_order_and_stops_on_sigint(
     tmp_path: Path, namespace: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {"BFX_HOME": str(tmp_path), "BFX_NAMESPACE": namespace, "BFX_REDIS_URL": REDIS_URL,
            "PATH": "/usr/bin:/bin"}  # fmt: skip
     proc = subprocess.Popen(

@@ -3,34 +3,28 @@
 `running_provider` runs the real provider (synthetic replay, paper broker, gateway on a loopback
 port) in the test's own event loop, so the Pilot-driven app and the provider share the loop; the
 replay plays at full speed and the gateway keeps serving after it ends. `until` polls a condition
-while the app runs (never a fixed sleep).
+while the app runs (never a fixed sleep); it is `polling.until` under the studio tests' names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polling
 from barfinex_cli.bus.base import Bus
 from barfinex_cli.contracts.envelope import make_event
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.kernel.parts import Kernel
 from barfinex_cli.provider.service import Provider, ProviderOptions
 from barfinex_cli.runtime.settings import load_settings
+from ports import free_port as free_port  # test_roles imports it from here
 
 TOKEN = "studio-test-token-0123456789"
-
-
-def free_port() -> int:
-    """Return a free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -86,10 +80,8 @@ async def until(
     timeout: float = 20.0,  # noqa: ASYNC109 - a polling deadline, not a cancellation scope
     step: float = 0.02,
 ) -> None:
-    """Wait until `condition()` is truthy; fail after `timeout` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(step)
+    """Wait until `condition()` is truthy; fail after `timeout` seconds (`polling.until`).
+
+    Kept with the studio tests' own argument names (`timeout=`), which their calls use.
+    """
+    await polling.until(condition, timeout, step_s=step)

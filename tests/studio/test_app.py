@@ -18,7 +18,8 @@ from barfinex_cli.studio.header import StudioHeader
 from barfinex_cli.studio.screens.dialogs import TokenScreen, TooSmallScreen, WaitingScreen
 from barfinex_cli.studio.screens.market import MarketScreen
 from barfinex_cli.studio.screens.signals import SignalsScreen
-from studio.stack import TOKEN, free_port, running_provider, until
+from ports import free_port
+from studio.stack import TOKEN, running_provider, until
 
 SIZE = (160, 48)
 FEED = {"backoff_s": 0.05, "max_backoff_s": 0.2}

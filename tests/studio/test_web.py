@@ -24,8 +24,9 @@ import httpx
 import pytest
 
 from barfinex_cli.studio.web import HOST, WebOptions, app_command, page_url, port_free
+from ports import free_port
 from studio.chromium import CHROMIUM, chromium
-from studio.stack import TOKEN, free_port, running_provider, until
+from studio.stack import TOKEN, running_provider, until
 
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img" / "studio-web.png"
 

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -36,6 +36,7 @@ from barfinex_cli.provider.gateway.webhooks import (
     verify,
 )
 from barfinex_cli.runtime.settings import Settings
+from polling import until
 from provider.gateway_server import gateway, make_context, serving
 
 SECRET = "hook-secret"
@@ -117,14 +118,6 @@ async def _start(bus: Bus, config: WebhooksConfig, home: Path) -> Running:
     return Running(sender, stop, task)
 
 
-async def _until(check: Callable[[], bool], within_s: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not check():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 def test_signature_is_hmac_sha256_of_the_body_and_verifies_in_constant_time() -> None:
     signature = sign(b"k", b'{"a":1}')
     assert signature == "sha256=" + hmac.new(b"k", b'{"a":1}', hashlib.sha256).hexdigest()
@@ -191,7 +184,7 @@ async def test_a_receiver_that_is_down_gets_retries_then_a_dead_letter(tmp_path:
     event = make_event(_payload(), source="provider")
     try:
         await bus.publish(event)
-        await _until(lambda: running.sender.counts["dead_lettered"] == 1)
+        await until(lambda: running.sender.counts["dead_lettered"] == 1)
     finally:
         await running.close()
     records = [json.loads(line) for line in (tmp_path / DEAD_LETTER_FILE).read_text().splitlines()]
@@ -213,7 +206,7 @@ async def test_a_refused_body_is_not_retried(
     running = await _start(bus, _config(url), tmp_path)
     try:
         await bus.publish(make_event(_payload(), source="provider"))
-        await _until(lambda: running.sender.counts["dead_lettered"] == 1)
+        await until(lambda: running.sender.counts["dead_lettered"] == 1)
     finally:
         await running.close()
     assert len(rec.bodies) == 1
