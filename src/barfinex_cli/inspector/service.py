@@ -283,7 +283,9 @@ class Inspector:
             self.ready.set()
             log.info("inspector running", extra={"instance": self.instance, "api": self.api_url})
             while not stop.is_set():
-                deliveries = await consumer.fetch(100, 250)
+                # up to 500 per stream: candles arrive by the hundred while decisions are
+                # judged, and 100 a round held the inspector behind a replay at 180/s
+                deliveries = await consumer.fetch(500, 250)
                 await self._absorb(consumer, deliveries)
                 await self._drain(consumer, stop)
                 if self.held and not deliveries:
