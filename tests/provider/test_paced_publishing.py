@@ -12,8 +12,8 @@ from barfinex_cli.provider.service import PUBLISH_AHEAD_MAX, ProviderOptions
 from barfinex_cli.runtime.settings import load_settings
 from barfinex_cli.store.audit import AuditStore
 from bus.redis_faults import RedisServer
-from bus.test_reconnect import until
 from conftest import Kernels
+from polling import until
 
 OPTIONS = dict(
     symbols=("BTC/USDT",), timeframes=("1m", "5m", "1h"), history=60, days=1.0, port=0,
@@ -42,9 +42,9 @@ async def test_paced_replay_runs_on_while_redis_is_frozen_then_publishes_each_ca
         frozen = True
         provider.gate.set()
         # the stream goes on: what it makes queues behind the publish that waits for Redis ...
-        await until(lambda: rt.pipeline.candles >= 100, 60)
+        await until(lambda: rt.pipeline.candles >= 100, 60, what="the stream to go on")
         # ... up to a bound, then it waits for the bus
-        await until(lambda: len(rt.outbox) >= PUBLISH_AHEAD_MAX, 60)
+        await until(lambda: len(rt.outbox) >= PUBLISH_AHEAD_MAX, 60, what="the bound")
         assert len(rt.outbox) < PUBLISH_AHEAD_MAX + 10  # one payload's events may pass it
         server.proc.send_signal(signal.SIGCONT)
         frozen = False
