@@ -89,9 +89,15 @@ async def test_an_emulated_take_profit_fires_when_the_high_reaches_it(
     assert (fired.kind, fired.trigger_price, fired.emulated) == ("take_profit", Decimal(104), True)
     assert fired.fill_price == Decimal("104.18958")  # the close 104.2, slipped 1 bp
     await until(lambda: inspector.store.counters().wins == 1)
-    audits = await payloads(market, "inspector.fill_audit")
-    close = next(a for a in audits if a.order_id == f"i-{decision.id}-x1")
+
+    async def close_audit() -> Any:  # published once the close's fill event (its fee) is read
+        audits = await payloads(market, "inspector.fill_audit")
+        return next((a for a in audits if a.order_id == f"i-{decision.id}-x1"), None)
+
+    await until(close_audit)
+    close = await close_audit()
     assert close.intended_price == Decimal(104)  # slippage is measured against the trigger
+    assert close.fees > 0  # the paper broker's fee, from the fill event
 
 
 async def test_an_emulated_stop_fires_on_a_ticker_between_candles(

@@ -32,6 +32,10 @@ class VerdictIssued(Payload):
     reason: str
     until: UtcDatetime | None = None
     """When a THROTTLE or STAND_DOWN ends; None for verdicts that do not expire."""
+    figures: dict[str, int | float | str] = Field(default_factory=dict)
+    """What the deciding policy saw, by name (`trades_today`, `max_trades_per_day`, ...): the
+    numbers behind `reason`. Empty on verdicts recorded before it was kept, and on a pending
+    notice; `also` lists the other policies that refused too."""
 
 
 class ProtectivePlaced(Payload):
@@ -97,6 +101,11 @@ class FillAudited(Payload):
     fill_rate: Unit
     partials: NonNegativeInt
     latency_ms: NonNegativeFloat
+    """Decision received to last fill, on the kernel's clock: market time in a replay (0.0 when
+    the fill came on the decision's own candle), wall time live."""
+    wall_latency_ms: NonNegativeFloat | None = None
+    """Decision received to last fill seen, in wall-clock time whatever the kernel's clock; None
+    for an order no decision of this process placed (a guard, a close) or audits made before."""
 
 
 class AccountReconciled(Payload):
@@ -168,6 +177,11 @@ class KpiReported(Payload):
     drawdown: Unit | None = None
     """Drawdown from peak equity now (0..1)."""
     drawdown_limit: Unit | None = None
+    """`drawdown.from_peak_pct` as a fraction; None when the policy file sets none."""
+    daily_loss: Unit | None = None
+    """Loss since the trading day's start equity now (0..1; 0 when up on the day)."""
+    daily_loss_limit: Unit | None = None
+    """`drawdown.daily_loss_pct` as a fraction; None when the policy file sets none."""
     exposure: Decimal | None = None
     """Notional of open positions."""
     policies: dict[str, str] = Field(default_factory=dict)

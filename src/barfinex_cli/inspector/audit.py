@@ -5,6 +5,15 @@ For every order of the inspector that ends (filled, or cancelled after part of i
 worse than intended, for either side), the fees paid, the share of the asked amount that filled,
 how many partial fills it took and the time from the decision to the last fill. Pure: the
 service hands it the order as the store holds it.
+
+The service publishes it once the fees are known: when the provider's fill events read so far
+cover the filled amount, or its final order event (filled, cancelled, rejected) has been read.
+An order filled by the call that placed it (a market entry, a close) is not audited from that
+answer, which carries no fee, but from its `order.filled` that follows.
+
+Latency is measured twice: `latency_ms` on the kernel's clock (market time in a replay, where a
+fill on the decision's own candle is 0.0) and `wall_latency_ms`, wall-clock time from the
+decision's judgment to the fill being seen, which a replay measures too.
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ def audit(
     filled_ms: int,
     fee_currency: str,
     asked: Decimal | None = None,
+    decided_wall_ms: int | None = None,
+    filled_wall_ms: int | None = None,
 ) -> FillAudited | None:
     """Return the audit of an order that filled at least in part, or None if nothing filled."""
     if order.filled <= 0 or order.average_price is None:
@@ -50,4 +61,7 @@ def audit(
         fill_rate=rate,
         partials=order.partials,
         latency_ms=float(max(0, filled_ms - start)),
+        wall_latency_ms=None
+        if decided_wall_ms is None or filled_wall_ms is None
+        else float(max(0, filled_wall_ms - decided_wall_ms)),
     )

@@ -16,7 +16,11 @@ settled it).
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import time
+from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, cast
@@ -43,6 +47,20 @@ log = logging.getLogger("bfx.inspector")
 
 PENDING, VERDICT, THROTTLE = range(3)
 """Ranks of a decision's derived outcome ids: they sort in this order under the decision."""
+
+
+def figures_of(figures: Mapping[str, float | str]) -> dict[str, int | float | str]:
+    """Return a policy's figures as the verdict carries them: numbers stay numbers, a figure
+    that is not a finite number (an infinite percentage of a zero equity) becomes its text."""
+    out: dict[str, int | float | str] = {}
+    for name, value in figures.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            out[name] = str(value)
+        elif isinstance(value, int) or math.isfinite(value):
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out
 
 
 def verdict_id(decision_id: str) -> str:
@@ -134,9 +152,6 @@ class Decisions:
             )
             self.ins.verdicts += 1
             self.ins.m_verdicts.labels(verdict.action).inc()
-            self.ins.suppression.decided(intent.strategy)
-            if verdict.action != "ALLOW":
-                self.ins.suppression.policy(intent.strategy, verdict.policy)
             figures = ", ".join(f"{k}={v}" for k, v in verdict.figures.items())
             reason = f"{verdict.reason} ({figures})" if figures else verdict.reason
             payload = event.payload
@@ -158,6 +173,8 @@ class Decisions:
                 order_type=payload.order_type,
                 size=None if verdict.size is None else str(verdict.size),
                 until_ms=None if verdict.until is None else to_ms(verdict.until),
+                figures=json.dumps(figures_of(verdict.figures)),
+                received_wall_ms=time.time_ns() // 1_000_000,
             )
             await self.publish_verdict(event, verdict, reason)
             await self.act(event, intent, verdict)
@@ -172,6 +189,7 @@ class Decisions:
                 policy=verdict.policy,
                 reason=reason[:2000],
                 until=verdict.until,
+                figures=figures_of(verdict.figures),
             ),
             event,
             event_id=verdict_id(event.id),
@@ -193,6 +211,7 @@ class Decisions:
             reason=str(row.get("reason") or ""),
             size=Decimal(str(size)) if size not in (None, "") else None,
             until=from_ms(int(until_ms)) if until_ms is not None else None,
+            figures=json.loads(row["figures"]) if row.get("figures") else {},
         )
         log.info(
             "decision judged before a restart: its verdict again, under the same id",
@@ -272,5 +291,5 @@ class Decisions:
         self.ins.store.update_counters(trades_today=self.ins.store.counters().trades_today + 1)
         self.ins.m_orders.labels("entry").inc()
         placed = await self.ins.executor.submit(order, now)
-        if placed.filled > 0:
+        if placed.filled > 0 or placed.status == "rejected":
             await self.ins.events.order_changed(placed, None)

@@ -16,11 +16,13 @@ step, and a flat one closes a runtime position only once the provider confirms i
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from barfinex_cli.contracts.advisor import SignalReceived
+from barfinex_cli.contracts.advisor import DecisionRejected, SignalDropped, SignalReceived
+from barfinex_cli.contracts.detector import SignalGenerated
 from barfinex_cli.contracts.envelope import Envelope
 from barfinex_cli.contracts.market import CandleClosed, TickerUpdated
 from barfinex_cli.contracts.orders import (
@@ -31,6 +33,7 @@ from barfinex_cli.contracts.orders import (
     OrderState,
     PositionChanged,
 )
+from barfinex_cli.contracts.times import to_ms
 from barfinex_cli.inspector import audit
 from barfinex_cli.inspector.execution import merged
 from barfinex_cli.store.inspector import OrderRecord, PositionRecord
@@ -63,13 +66,30 @@ class Events:
             self.ins.quotes.ticker(payload)
             await self.ins.guard.on_ticker(payload.symbol, payload.last)
         elif isinstance(payload, SignalReceived):
-            self.ins.strategy_of_signal[payload.signal_id] = payload.strategy
-            if len(self.ins.strategy_of_signal) > 10_000:
-                self.ins.strategy_of_signal.pop(next(iter(self.ins.strategy_of_signal)))
+            self.remember_strategy(payload.signal_id, payload.strategy)
+        elif isinstance(payload, SignalGenerated):
+            self.remember_strategy(event.id, payload.strategy)
+        elif isinstance(payload, DecisionRejected):
+            self.suppressed(payload.signal_id, payload.stage)
+        elif isinstance(payload, SignalDropped):
+            self.suppressed(payload.signal_id, "intake")
         elif event.type.startswith("advisor.") and event.type.endswith(".blocked"):
             stage = event.type.split(".")[1]
-            strategy = self.ins.strategy_of_signal.get(getattr(payload, "signal_id", ""), "unknown")
-            self.ins.suppression.stage(strategy, stage)
+            self.suppressed(getattr(payload, "signal_id", event.id), stage)
+
+    def remember_strategy(self, signal_id: str, strategy: str) -> None:
+        """Keep which strategy a signal is of, for a stage that stops it (the latest 10,000)."""
+        known = self.ins.strategy_of_signal
+        known[signal_id] = strategy
+        if len(known) > 10_000:
+            known.pop(next(iter(known)))
+
+    def suppressed(self, signal_id: str, stage: str) -> None:
+        """Count, once per signal and in the store, a signal the advisor stopped at `stage`."""
+        strategy = self.ins.strategy_of_signal.get(signal_id, "unknown")
+        self.ins.store.record_suppressed(
+            signal_id, strategy=strategy, stage=stage, at_ms=self.ins.now_ms()
+        )
 
     async def on_order(self, event: Envelope[Any]) -> None:
         state: OrderState = event.payload.order
@@ -81,38 +101,66 @@ class Events:
             fill = getattr(event.payload, "fill", None)
             if fill is not None:
                 partial = isinstance(event.payload, OrderPartiallyFilled)
-                updated = _with_fill(updated, fill.fee, partial)
+                updated = _with_fill(updated, fill.fee, fill.amount, partial)
             self.ins.store.save_order(updated)
-            await self.order_changed(updated, record)
+            final = isinstance(event.payload, OrderFilled | OrderCancelled) or (
+                event.type == "order.rejected"
+            )
+            await self.order_changed(updated, record, final=final)
 
-    async def order_changed(self, order: OrderRecord, before: OrderRecord | None) -> None:
-        """React to an order of ours that moved: position, protective orders, audit."""
+    async def order_changed(
+        self, order: OrderRecord, before: OrderRecord | None, *, final: bool = False
+    ) -> None:
+        """React to an order of ours that moved: position, protective orders, audit.
+
+        `final`: the change is the provider's last event of the order, so its fees are all in.
+        """
         now = self.ins.now_ms()
         newly_filled = order.filled > (before.filled if before is not None else Decimal(0))
         if newly_filled:
+            order = replace(order, last_fill_ms=now, last_fill_wall_ms=wall_ms())
+            self.ins.store.save_order(order)
             await self.ins.positions.filled(order, before)
         fired = order.role in ("stop_loss", "take_profit") and order.status == "filled"
         if fired and (before is None or before.status != "filled"):
             await self.ins.guard.protective_fired(order)
+        refused = order.role == "entry" and order.status == "rejected" and order.filled == 0
+        if refused and (before is None or before.status != "rejected"):
+            await self.entry_refused(order)
         ended = order.status in ("filled", "cancelled", "rejected")
-        if ended and order.filled > 0 and (before is None or before.live):
-            decided = self.decided_ms(order.decision_id)
-            asked = order.amount
-            audited = audit.audit(
-                order,
-                decided_ms=decided if order.role == "entry" else None,
-                filled_ms=now,
-                fee_currency=self.ins.config.currency,
-                asked=asked,
-            )
-            if audited is not None:
-                await self.ins.publish(audited)
+        fees_in = final or order.fill_seen >= order.filled
+        if ended and order.filled > 0 and fees_in and not order.audited:
+            await self.publish_audit(order, now)
 
-    def decided_ms(self, decision_id: str | None) -> int | None:
-        if decision_id is None:
-            return None
-        row = self.ins.store.decision(decision_id)
-        return int(row["received_ms"]) if row.get("received_ms") is not None else None
+    async def publish_audit(self, order: OrderRecord, now: int) -> None:
+        """Publish the order's `inspector.fill_audit` and keep that it is out."""
+        row = self.ins.store.decision(order.decision_id) if order.role == "entry" else {}
+        decided, decided_wall = row.get("received_ms"), row.get("received_wall_ms")
+        audited = audit.audit(
+            order,
+            decided_ms=None if decided is None else int(decided),
+            filled_ms=order.last_fill_ms if order.last_fill_ms is not None else now,
+            fee_currency=self.ins.config.currency,
+            asked=order.amount,
+            decided_wall_ms=None if decided_wall is None else int(decided_wall),
+            filled_wall_ms=order.last_fill_wall_ms,
+        )
+        if audited is not None:
+            await self.ins.publish(audited)
+        self.ins.store.save_order(replace(order, audited=True))
+
+    async def entry_refused(self, order: OrderRecord) -> None:
+        """An entry the provider refused is no trade: take it off today's count, and say so."""
+        counters = self.ins.roll_day()
+        today = to_ms(self.ins.governor.policies.day_start(self.ins.clock.now()))
+        if order.placed_ms >= today and counters.trades_today > 0:  # counted today, when sent
+            self.ins.store.update_counters(trades_today=counters.trades_today - 1)
+        await self.ins.alerts.raise_(
+            "warning",
+            f"entry {order.client_order_id} ({order.side} {order.amount} {order.symbol}) "
+            "refused by the provider: nothing placed, not counted as a trade",
+            subject=order.symbol,
+        )
 
     async def on_position(self, payload: PositionChanged) -> None:
         if payload.account != self.ins.config.account:
@@ -169,5 +217,15 @@ class Events:
                 self.ins.marks.setdefault(position.symbol, position.mark_price)
 
 
-def _with_fill(order: OrderRecord, fee: Decimal, partial: bool) -> OrderRecord:
-    return replace(order, fees=order.fees + fee, partials=order.partials + (1 if partial else 0))
+def _with_fill(order: OrderRecord, fee: Decimal, amount: Decimal, partial: bool) -> OrderRecord:
+    return replace(
+        order,
+        fees=order.fees + fee,
+        fill_seen=order.fill_seen + amount,
+        partials=order.partials + (1 if partial else 0),
+    )
+
+
+def wall_ms() -> int:
+    """Return wall-clock time in ms (latency in a replay, whose clock is the market's)."""
+    return time.time_ns() // 1_000_000

@@ -5,42 +5,39 @@ trading results (trades, win rate, P&L, drawdown) it reports capital efficiency 
 
 - **utilisation**: capital in the strategy's positions and open entry orders over equity;
 - **suppression**: its decisions and signals stopped, by advisor stage (`stage:quality`, counted
-  from `advisor.*.blocked` and `advisor.decision.rejected`) and by inspector policy
-  (`policy:max_trades_per_day`, counted from verdicts other than ALLOW);
+  once per signal from `advisor.<stage>.blocked`, `advisor.decision.rejected` and, as
+  `stage:intake`, `advisor.signal.dropped`) and by inspector policy (`policy:max_trades_per_day`,
+  counted from verdicts other than ALLOW); read from the inspector's store, so a restart keeps it;
 - **reservation**: capital held by its open entry orders.
 
-`Suppression` counts as events arrive; `report` is pure over the store's records.
+Beside the day's drawdown figures it reports their limits (`drawdown.from_peak_pct`,
+`drawdown.daily_loss_pct`) as fractions. `report` is pure over the store's records.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 from barfinex_cli.contracts.inspector import KpiReported, StrategyCapital
-from barfinex_cli.store.inspector import Counters, OrderRecord, PositionRecord
+from barfinex_cli.store.inspector import Counters, InspectorStore, OrderRecord, PositionRecord
 
 
+@dataclass(frozen=True, slots=True)
 class Suppression:
-    """Decisions and blocks per strategy, counted as the events come."""
+    """Decisions judged and signals or decisions stopped, per strategy (see the module)."""
 
-    def __init__(self) -> None:
-        self.decisions: dict[str, int] = defaultdict(int)
-        self.blocked: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    decisions: Mapping[str, int] = field(default_factory=dict)
+    blocked: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
-    def decided(self, strategy: str) -> None:
-        """Count a decision that reached the inspector."""
-        self.decisions[strategy] += 1
-
-    def stage(self, strategy: str, stage: str) -> None:
-        """Count a signal the advisor stopped at `stage`."""
-        self.blocked[strategy][f"stage:{stage}"] += 1
-
-    def policy(self, strategy: str, policy: str) -> None:
-        """Count a decision a policy stopped."""
-        self.blocked[strategy][f"policy:{policy}"] += 1
+    @classmethod
+    def of(cls, store: InspectorStore) -> Suppression:
+        """Read the counts from the inspector's store."""
+        decisions, blocked = store.suppression()
+        return cls(decisions, blocked)
 
 
 def report(
@@ -58,10 +55,13 @@ def report(
     suppression: Suppression,
     policies: Mapping[str, str],
     drawdown_limit: float | None = None,
+    day_start_equity: Decimal | None = None,
+    daily_loss_limit: float | None = None,
 ) -> KpiReported:
     """Return the KPI event for the account as it stands at `now`.
 
-    `strategy_of` maps a decision id to its strategy (for open entry orders).
+    `strategy_of` maps a decision id to its strategy (for open entry orders); the limits are
+    fractions (None: not set), `day_start_equity` the equity the day's loss is measured from.
     """
     trades = counters.wins + counters.losses
     win_rate = counters.wins / trades if trades else 0.0
@@ -106,8 +106,21 @@ def report(
         realised_pnl=realised,
         unrealised_pnl=unrealised,
         drawdown=min(max(drawdown, 0.0), 1.0),
-        drawdown_limit=drawdown_limit,
+        drawdown_limit=_unit(drawdown_limit),
+        daily_loss=None if day_start_equity is None else _loss(day_start_equity, equity),
+        daily_loss_limit=_unit(daily_loss_limit),
         exposure=exposure,
         policies=dict(policies),
         strategies=strategies,
     )
+
+
+def _unit(value: float | None) -> float | None:
+    return None if value is None else min(max(value, 0.0), 1.0)
+
+
+def _loss(start: Decimal, equity: Decimal) -> float:
+    """Return the fall from `start` to `equity` as a fraction (0 when not down)."""
+    if start <= 0 or equity >= start:
+        return 0.0
+    return min(float((start - equity) / start), 1.0)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from barfinex_cli.contracts.times import from_ms
-from barfinex_cli.inspector import kpi
+from barfinex_cli.inspector import kpi, states
 
 if TYPE_CHECKING:
     from barfinex_cli.inspector.service import Inspector
@@ -27,16 +28,14 @@ class Reports:
         self.ins = inspector
 
     def policy_states(self) -> dict[str, str]:
-        """Return each policy's state now: `ok`, or what a portfolio breach would do."""
-        states = {"stand_down": "ok"}
+        """Return each configured policy's state now, with its figure against its limit."""
         counters = self.ins.store.counters()
-        until = counters.stand_down_until_ms
-        if until is not None and until > self.ins.now_ms():
-            states["stand_down"] = f"STAND_DOWN until {from_ms(until).isoformat()}"
-        breach = self.ins.governor.check(self.ins.portfolio(), self.ins.clock.now())
-        if breach is not None:
-            states[breach.policy] = f"{breach.action}: {breach.reason}"
-        return states
+        return states.policy_states(
+            self.ins.governor.policies,
+            self.ins.portfolio(),
+            self.ins.clock.now(),
+            counters.stand_down_reason,
+        )
 
     def kpi(self) -> Any:
         """Return the KPI event payload as things stand."""
@@ -45,6 +44,7 @@ class Reports:
             str(r["decision_id"]): str(r["strategy"]) for r in self.ins.store.decisions()
         }
         now = self.ins.clock.now()
+        drawdown = self.ins.governor.policies.rules.drawdown
         return kpi.report(
             account=self.ins.config.account,
             currency=self.ins.config.currency,
@@ -56,8 +56,11 @@ class Reports:
             positions=self.ins.store.positions(),
             open_orders=self.ins.store.orders(live_only=True),
             strategy_of=strategy_of,
-            suppression=self.ins.suppression,
+            suppression=kpi.Suppression.of(self.ins.store),
             policies=self.policy_states(),
+            drawdown_limit=_fraction(drawdown.from_peak_pct),
+            day_start_equity=counters.day_start_equity or self.ins.equity,
+            daily_loss_limit=_fraction(drawdown.daily_loss_pct),
         )
 
     async def publish_kpi(self) -> None:
@@ -143,3 +146,8 @@ class Reports:
             "started": list(self.ins.log),
             "uptime_s": round(time.monotonic() - self.ins.started, 3),
         }
+
+
+def _fraction(pct: Decimal | None) -> float | None:
+    """Return a policy file's percentage as the fraction the KPIs carry (None: not set)."""
+    return None if pct is None else float(pct) / 100

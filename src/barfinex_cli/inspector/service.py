@@ -50,7 +50,7 @@ from barfinex_cli.contracts.rest import BrokerCapabilities
 from barfinex_cli.contracts.times import from_ms, to_ms
 from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import ServiceUnreachable
-from barfinex_cli.inspector import kpi, watchers
+from barfinex_cli.inspector import watchers
 from barfinex_cli.inspector.alerts import Alerts, Telegram
 from barfinex_cli.inspector.closing import Closer
 from barfinex_cli.inspector.decisions import Decisions
@@ -75,6 +75,9 @@ TYPES = (
     "advisor.decision",
     "advisor.signal.received",
     "advisor.*.blocked",
+    "advisor.decision.rejected",
+    "advisor.signal.dropped",
+    "detector.signal",
     "order.*",
     "position.changed",
     "account.balance",
@@ -123,7 +126,6 @@ class Inspector:
         self.reconciler = Reconciler(self)
         self.reports = Reports(self)
         self.protector.holds = self.guard.held_by_venue
-        self.suppression = kpi.Suppression()
         self.ready = asyncio.Event()
         self.entries_open = False
         """False until start-up reconciled and re-armed: no decision is judged before."""

@@ -23,11 +23,17 @@ Layout, money as exact decimal TEXT:
     orders     client_order_id PK · decision_id · role (entry | stop_loss | take_profit | close)
                · symbol · side · type · amount · price · stop_price · reduce_only · status
                (in_flight | open | filled | cancelled | rejected) · filled · average_price · fees
-               · partials · intended_price · placed_ms · updated_ms · adopted
+               · partials · intended_price · placed_ms · updated_ms · adopted · fill_seen
+               (amount the fills read so far cover: their fees are in `fees`) · audited (its
+               `inspector.fill_audit` is out) · last_fill_ms · last_fill_wall_ms
     positions  symbol PK · decision_id · strategy · side · size · entry · stop · take_profit ·
                opened_ms · runtime (1: opened here, 0: legacy) · status (open | closed) ·
                stop_order · tp_order · best_price · generation · realised_at_open · closed_ms ·
                realised
+    suppressed signal_id PK · strategy · stage · at_ms  -- signals the advisor stopped, once each
+
+Suppression (the KPIs' decisions and blocks per strategy) is read from the store, so a restart
+keeps it: decisions and policy blocks from `decisions`, advisor stages from `suppressed`.
 """
 
 from __future__ import annotations
@@ -50,11 +56,14 @@ LocalStatus = Literal["in_flight", "open", "filled", "cancelled", "rejected"]
 LIVE = ("in_flight", "open")
 """Order statuses that may still trade."""
 
-_DEC_ORDER = ("amount", "price", "stop_price", "filled", "average_price", "fees", "intended_price")
+_DEC_ORDER = (
+    "amount", "price", "stop_price", "filled", "average_price", "fees", "intended_price",
+    "fill_seen",
+)  # fmt: skip
 _DEC_POS = (
     "size", "entry", "stop", "take_profit", "best_price", "realised_at_open", "realised"
 )  # fmt: skip
-_TABLES = ("meta", "decisions", "orders", "positions")
+_TABLES = ("meta", "decisions", "orders", "positions", "suppressed")
 _FSYNCED = frozenset({"orders", "positions"})
 """Tables whose every write is fsynced (`synchronous=FULL`); the others ride on the next one."""
 _PLAIN: frozenset[type] = frozenset({str, int, float, bytes, type(None)})
@@ -84,6 +93,14 @@ class OrderRecord:
     placed_ms: int = 0
     updated_ms: int = 0
     adopted: bool = False
+    fill_seen: Decimal = Decimal(0)
+    """Amount covered by the provider's fill events read so far (each carries its fee)."""
+    audited: bool = False
+    """Whether its `inspector.fill_audit` was published."""
+    last_fill_ms: int | None = None
+    """When the inspector saw its filled amount last grow, on the kernel's clock."""
+    last_fill_wall_ms: int | None = None
+    """The same moment in wall-clock time (a replay's market clock says nothing of latency)."""
 
     @property
     def live(self) -> bool:
@@ -180,9 +197,15 @@ class InspectorStore:
         if "orders" not in db.table_names():
             columns: dict[str, Any] = {f.name: str for f in fields(OrderRecord)}
             columns.update(
-                reduce_only=int, partials=int, placed_ms=int, updated_ms=int, adopted=int
-            )
+                reduce_only=int, partials=int, placed_ms=int, updated_ms=int, adopted=int,
+                audited=int, last_fill_ms=int, last_fill_wall_ms=int,
+            )  # fmt: skip
             db.table("orders").create(columns, pk="client_order_id")
+        orders = db.table("orders")
+        for name, kind in (("fill_seen", str), ("audited", int), ("last_fill_ms", int),
+                           ("last_fill_wall_ms", int)):  # fmt: skip
+            if name not in orders.columns_dict:  # stores made before the fill audit kept them
+                orders.add_column(name, kind)
         if "positions" not in db.table_names():
             pcols: dict[str, Any] = {f.name: str for f in fields(PositionRecord)}
             pcols.update(opened_ms=int, runtime=int, generation=int, closed_ms=int)
@@ -190,6 +213,10 @@ class InspectorStore:
         positions = db.table("positions")
         if "realised" not in positions.columns_dict:  # stores made before it was kept
             positions.add_column("realised", str)
+        if "suppressed" not in db.table_names():
+            db.table("suppressed").create(
+                {"signal_id": str, "strategy": str, "stage": str, "at_ms": int}, pk="signal_id"
+            )
 
     def _upsert(self, table: str, row: dict[str, Any], pk: str, *, alter: bool = False) -> None:
         """Insert `row` or update the given columns of the row with its key, in one statement.
@@ -271,6 +298,43 @@ class InspectorStore:
         sql = "select verdict, count(*) n from decisions where verdict is not null group by 1"
         return {str(r["verdict"]): int(r["n"]) for r in self._query(sql)}
 
+    # -- suppression -----------------------------------------------------------------------
+
+    def record_suppressed(self, signal_id: str, *, strategy: str, stage: str, at_ms: int) -> bool:
+        """Keep that the advisor stopped `signal_id` at `stage`; False if it was kept already.
+
+        One row per signal: a stage's `advisor.<stage>.blocked` and the run's
+        `advisor.decision.rejected` that follows it (or the same event delivered again) count once.
+        """
+        cursor = self.db.conn.execute(
+            "insert or ignore into suppressed (signal_id, strategy, stage, at_ms)"
+            " values (?, ?, ?, ?)",
+            (signal_id, strategy, stage, at_ms),
+        )
+        return cursor.rowcount > 0
+
+    def suppression(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        """Return judged decisions per strategy, and what stopped them or their signals.
+
+        The second map is per strategy, keyed `stage:<advisor stage>` (from `suppressed`) or
+        `policy:<name>` (decisions whose verdict was not ALLOW).
+        """
+        decisions = {
+            str(r["strategy"]): int(r["n"])
+            for r in self._query(
+                "select strategy, count(*) n from decisions where status = 'judged' group by 1"
+            )
+        }
+        blocked: dict[str, dict[str, int]] = {}
+        for r in self._query(
+            "select strategy, 'policy:' || policy k, count(*) n from decisions"
+            " where status = 'judged' and verdict != 'ALLOW' group by 1, 2"
+            " union all select strategy, 'stage:' || stage k, count(*) n from suppressed"
+            " group by 1, 2"
+        ):
+            blocked.setdefault(str(r["strategy"]), {})[str(r["k"])] = int(r["n"])
+        return decisions, blocked
+
     # -- orders ----------------------------------------------------------------------------
 
     def save_order(self, order: OrderRecord) -> None:
@@ -348,6 +412,7 @@ def _order_row(order: OrderRecord) -> dict[str, Any]:
         row[name] = None if row[name] is None else str(row[name])
     row["reduce_only"] = int(order.reduce_only)
     row["adopted"] = int(order.adopted)
+    row["audited"] = int(order.audited)
     return row
 
 
@@ -359,6 +424,8 @@ def _order_of(row: dict[str, Any]) -> OrderRecord:
     data["fees"] = data["fees"] or Decimal(0)
     data["reduce_only"] = bool(data["reduce_only"])
     data["adopted"] = bool(data["adopted"])
+    data["fill_seen"] = data["fill_seen"] or Decimal(0)
+    data["audited"] = bool(data["audited"])
     return OrderRecord(**data)
 
 

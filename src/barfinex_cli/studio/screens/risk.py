@@ -93,7 +93,7 @@ class RiskScreen(StudioScreen):
         if state.kpi is not None:
             states.update(state.kpi.policies)
         for name, value in sorted(states.items()):
-            style = "green" if value == "ok" else "bold red"
+            style = "green" if value == "ok" or value.startswith("ok:") else "bold red"
             policies.add_row(name, Text(value, style=style))
         self._draw_positions(state)
         verdicts = self.query_one("#verdicts", DataTable)
