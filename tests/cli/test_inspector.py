@@ -69,3 +69,33 @@ def test_mistakes_are_one_line_with_the_right_exit_code(
     assert missing.exit_code == 2 and "--policy" in missing.output
     for result in (no_yes, nobody, bad_time, no_store, missing):
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_an_absurd_stand_down_is_one_line_with_exit_2_and_leaves_the_store_alone(
+    runner: CliRunner, cli_env: dict[str, str]
+) -> None:
+    home = Path(cli_env["BFX_HOME"])
+    _seed(home)
+    url = ["--url", "http://127.0.0.1:9"]
+    for until in ("9999999d", "99999999999d", "367d", "9999-12-31T23:59:59-14:00",
+                  "0001-01-01T00:00:00+01:00", "2020-01-01T00:00:00Z"):  # fmt: skip
+        result = runner.invoke(app, ["inspector", "stand-down", "--until", until, *url])
+        assert result.exit_code == 2, (until, result.output)
+        assert "--until" in result.output and "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    with InspectorStore(home / "inspector.db") as store:
+        assert store.counters().stand_down_until_ms is None
+    fine = runner.invoke(app, ["inspector", "stand-down", "--until", "366d", *url])
+    assert fine.exit_code == 0, fine.output
+
+
+def test_status_of_a_store_holding_a_stand_down_past_the_calendar_reads_until_resumed(
+    runner: CliRunner, cli_env: dict[str, str]
+) -> None:
+    home = Path(cli_env["BFX_HOME"])
+    _seed(home)
+    with InspectorStore(home / "inspector.db") as store:  # what an earlier version could store
+        store.update_counters(stand_down_until_ms=253_402_351_199_000)
+    result = runner.invoke(app, ["inspector", "status", "--json", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["health"]["stand_down_until"] == "9999-12-31T00:00:00+00:00"

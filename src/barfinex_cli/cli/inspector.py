@@ -10,7 +10,7 @@ manages the positions, so it says to start one.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -148,6 +148,10 @@ def _call(
             f"no inspector answers behind {url} ({response.status_code}: {detail}) — start it "
             "with `bfx inspector run`, or check --url"
         )
+    if response.status_code == 422:  # a value the command was given: the caller's to fix
+        from barfinex_cli.errors import UsageError
+
+        raise UsageError(f"the inspector at {url} refused it: {detail}")
     raise BfxError(f"the inspector at {url} answered {response.status_code}: {detail}")
 
 
@@ -249,22 +253,36 @@ def _offline_status(settings: Settings) -> dict[str, Any]:
         }
 
 
-def _until(text: str | None) -> datetime | None:
-    """Read `--until`: a duration from now (30m, 2h, 1d) or an ISO 8601 time."""
+def _until(text: str | None) -> dict[str, Any]:
+    """Read `--until` into the API's body: a duration (30m, 2h, 1d) as `for` seconds, which
+    the inspector counts on its own clock (market time in a replay), or an ISO 8601 time as
+    `until`; no `--until`: an empty body (until resumed)."""
     if text is None:
-        return None
+        return {}
     from barfinex_cli.cli.timeparse import parse_duration
     from barfinex_cli.errors import UsageError
+    from barfinex_cli.inspector.service import MAX_STAND_DOWN
 
-    if text.strip()[-1:] in ("s", "m", "h", "d") and text.strip()[:-1].isdigit():
-        return datetime.now(UTC) + timedelta(seconds=parse_duration(text))
+    limit = f"at most {MAX_STAND_DOWN.days}d; leave --until out to stand down until resumed"
+    stripped = text.strip()
+    if stripped[-1:] in ("s", "m", "h", "d", "w") and stripped[:-1].isdigit():
+        try:
+            seconds = parse_duration(stripped)
+        except UsageError:
+            raise UsageError(f"--until {text}: {limit}") from None
+        if seconds > MAX_STAND_DOWN.total_seconds():
+            raise UsageError(f"--until {text}: {limit}")
+        return {"for": seconds}
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(stripped.replace("Z", "+00:00"))
+        moment = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
     except ValueError:
         raise UsageError(
             f"--until: cannot read {text!r}; give a duration (2h, 1d) or an ISO time"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        raise UsageError(f"--until {text}: outside the calendar; {limit}") from None
+    return {"until": moment.isoformat()}
 
 
 @app.command("stand-down")
@@ -272,32 +290,47 @@ def stand_down(
     ctx: typer.Context,
     until: Annotated[
         str | None,
-        typer.Option("--until", help="Until when: a duration (2h) or ISO time; default: resume."),
+        typer.Option(
+            "--until",
+            help="Until when: a duration (2h) on the inspector's clock, or an ISO time; "
+            "default: until resume.",
+        ),
     ] = None,
     url: UrlOption = None,
 ) -> None:
     """Stop new entries (open positions stay managed) until a time passes or `resume`.
+
+    A duration counts on the running inspector's clock (market time when it replays); with no
+    inspector running it counts from now on the wall clock and is written to the store.
 
     Examples: bfx inspector stand-down --until 2h
     """
     from barfinex_cli.cli.render import err
 
     settings = state_of(ctx).settings()
-    end = _until(until)
-    body = {"until": None if end is None else end.isoformat(), "reason": "bfx inspector stand-down"}
+    body: dict[str, Any] = {**_until(until), "reason": "bfx inspector stand-down"}
     answer = _call(settings, _url(settings, url), "POST", "/api/v1/stand-down", body)
     where = "running inspector"
-    if answer is None:
+    if answer is not None:
+        end = answer.get("stand_down_until") if until is not None else None
+    else:
         from barfinex_cli.contracts.times import to_ms
+        from barfinex_cli.errors import UsageError
+        from barfinex_cli.inspector.api import stand_down_end
         from barfinex_cli.inspector.service import FOREVER
 
+        try:
+            moment = stand_down_end(body, datetime.now(UTC))
+        except ValueError as exc:
+            raise UsageError(f"--until: {exc}") from None
         with _store(settings) as store:
             store.update_counters(
-                stand_down_until_ms=to_ms(end or FOREVER),
+                stand_down_until_ms=to_ms(moment or FOREVER),
                 stand_down_reason="bfx inspector stand-down",
             )
+        end = None if moment is None else moment.isoformat()
         where = "store (no inspector running; the next start obeys it)"
-    when = "until `bfx inspector resume`" if end is None else f"until {end.isoformat()}"
+    when = "until `bfx inspector resume`" if end is None else f"until {end}"
     err().print(f"standing down {when} ({where})")
 
 

@@ -19,8 +19,11 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
     """Return the UTC time `text` names; naive ISO times are taken as UTC."""
     match = _AGE.match(text.strip())
     if match:
-        delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-        return (now or datetime.now(UTC)) - delta
+        try:
+            delta = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+            return (now or datetime.now(UTC)) - delta
+        except OverflowError:
+            raise UsageError(f"{text!r} reaches before the calendar; give a shorter age") from None
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -63,4 +66,7 @@ def parse_duration(text: str) -> float:
     match = _AGE.match(text.strip())
     if not match or int(match.group(1)) <= 0:
         raise UsageError(f"cannot read {text!r} as a duration; give e.g. 30s, 10m, 2h, 1d")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))}).total_seconds()
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))}).total_seconds()
+    except OverflowError:
+        raise UsageError(f"{text!r} is too long a duration; give e.g. 30s, 10m, 2h, 1d") from None

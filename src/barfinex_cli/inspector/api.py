@@ -6,7 +6,9 @@
     GET  /positions                  open positions with their protective orders
     GET  /policies                   the policy file in force (source, digest, every section)
     GET  /api/v1/status              health, KPIs and positions at once (`bfx inspector status`)
-    POST /api/v1/stand-down          {"until": ISO time or null}: no new entries until then
+    POST /api/v1/stand-down          {"until": ISO time} or {"for": seconds} or neither (until
+                                     resumed): no new entries until then; `for` counts on the
+                                     inspector's clock (market time in a replay)
     POST /api/v1/resume              clear a stand-down
     POST /api/v1/close-all           flatten every runtime position now
     POST /api/v1/reconcile           {"dry_run": bool}: the differences and what each rule does
@@ -20,13 +22,60 @@ through the provider's `/proxy/inspector/...`, which checks the gateway token.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from barfinex_cli.errors import BfxError, ServiceUnreachable
 
 if TYPE_CHECKING:
     from barfinex_cli.inspector.service import Inspector
+
+
+def stand_down_end(data: dict[str, Any], now: datetime) -> datetime | None:
+    """Return when a stand-down asked for by `data` ends (None: until resumed), from `now`.
+
+    `until` is an ISO 8601 time with a zone; `for` a number of seconds counted on the inspector's
+    clock. Either must land after `now` and at most `MAX_STAND_DOWN` after it, so every end the
+    store keeps is a time a clock can hold.
+
+    Raises:
+        ValueError: The body asks for something else; the message says what to send.
+    """
+    from barfinex_cli.inspector.service import MAX_STAND_DOWN
+
+    days = MAX_STAND_DOWN.days
+    limit = f"at most {days} days ahead; send neither to stand down until resumed"
+    if data.get("until") is not None and data.get("for") is not None:
+        raise ValueError("give `until` or `for`, not both")
+    if data.get("for") is not None:
+        seconds = data["for"]
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ValueError("for: expected a number of seconds")
+        if not 0 < seconds <= MAX_STAND_DOWN.total_seconds():  # False for nan too
+            raise ValueError(f"for: {seconds!r} seconds; give more than 0, {limit}")
+        return now + timedelta(seconds=seconds)
+    if data.get("until") is None:
+        return None
+    try:
+        until = datetime.fromisoformat(str(data["until"]))
+    except ValueError:
+        raise ValueError("until: expected an ISO 8601 time with a zone") from None
+    if until.tzinfo is None:
+        raise ValueError("until: give a time zone (e.g. Z)")
+    try:
+        until = until.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"until: {data['until']} is outside the calendar; {limit}") from None
+    if until <= now:
+        raise ValueError(
+            f"until: {until.isoformat()} is not after the inspector's clock ({now.isoformat()})"
+        )
+    if until - now > MAX_STAND_DOWN:
+        raise ValueError(
+            f"until: {until.isoformat()} is more than {days} days after the inspector's clock "
+            f"({now.isoformat()}); send neither to stand down until resumed"
+        )
+    return until
 
 
 def api_app(inspector: Inspector) -> Any:
@@ -79,15 +128,11 @@ def api_app(inspector: Inspector) -> Any:
 
     async def stand_down(request: Request) -> JSONResponse:
         data = await body_of(request)
-        until = None
-        if data.get("until"):
-            try:
-                until = datetime.fromisoformat(str(data["until"]))
-            except ValueError:
-                return JSONResponse({"detail": "until: expected an ISO 8601 time"}, 422)
-            if until.tzinfo is None:
-                return JSONResponse({"detail": "until: give a time zone (e.g. Z)"}, 422)
-        await inspector.stand_down(until, str(data.get("reason") or "operator"))
+        try:
+            until = stand_down_end(data, inspector.clock.now())
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, 422)
+        await inspector.stand_down(until, str(data.get("reason") or "operator")[:500])
         return JSONResponse(inspector.status())
 
     async def resume(_: Request) -> JSONResponse:

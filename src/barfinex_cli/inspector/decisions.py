@@ -257,7 +257,9 @@ class Decisions:
                 event_id=derived_uuid7(event.id, "inspector.throttle", THROTTLE),
             )
         elif action == "STAND_DOWN":
-            await self.ins.stand_down(verdict.until, f"{verdict.policy}: {verdict.reason}")
+            # extend: a verdict never shortens a longer stand-down (the operator's, say)
+            reason = f"{verdict.policy}: {verdict.reason}"
+            await self.ins.stand_down(verdict.until, reason, extend=True)
         elif action == "CLOSE_ALL":
             await self.ins.close_all(f"{verdict.policy}: {verdict.reason}")
 

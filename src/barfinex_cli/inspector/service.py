@@ -35,7 +35,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ from barfinex_cli.inspector.reports import Reports
 from barfinex_cli.runtime.client import GatewayClient
 from barfinex_cli.runtime.clock import Clock
 from barfinex_cli.runtime.config import InspectorConfig
-from barfinex_cli.store.inspector import InspectorStore
+from barfinex_cli.store.inspector import STAND_DOWN_LATEST_MS, InspectorStore
 
 log = logging.getLogger("bfx.inspector")
 
@@ -84,8 +84,10 @@ TYPES = (
     "market.candle",
     "market.ticker",
 )
-FOREVER = datetime(9999, 12, 31, tzinfo=UTC)
-"""A stand-down with no end: it holds until `bfx inspector resume`."""
+FOREVER = from_ms(STAND_DOWN_LATEST_MS)
+"""A stand-down with no end: it holds until `bfx inspector resume` (9999-12-31, UTC)."""
+MAX_STAND_DOWN = timedelta(days=366)
+"""The longest timed stand-down an operator may ask for; longer is 'until resumed'."""
 
 
 class Inspector:
@@ -230,9 +232,16 @@ class Inspector:
         )
 
     def roll_day(self) -> Any:
-        """Start a new trading day (market time, UTC) when the date changed; return counters."""
+        """Start a new trading day when it changed; return the counters.
+
+        The trading day starts at local midnight of the policy file's `timezone`, on the kernel
+        clock (market time in a replay), the same day the daily limits judge; it is kept as the
+        local date (`2024-01-01`), so a store written in UTC keeps its day.
+        """
         counters = self.store.counters()
-        day = self.clock.now().date().isoformat()
+        policies = self.governor.policies
+        start = policies.day_start(self.clock.now())
+        day = start.astimezone(policies.day_zone).date().isoformat()
         if counters.day != day:
             counters = self.store.update_counters(
                 day=day,
@@ -284,7 +293,10 @@ class Inspector:
                 )
             self.ready.set()
             log.info("inspector running", extra={"instance": self.instance, "api": self.api_url})
+            self.store.counters()  # a stored value no clock can hold is replaced (and alerted)
             while not stop.is_set():
+                if self.store.repairs:
+                    await self._alert_repairs()
                 # up to 500 per stream: candles arrive by the hundred while decisions are
                 # judged, and 100 a round held the inspector behind a replay at 180/s
                 deliveries = await consumer.fetch(500, 250)
@@ -354,6 +366,13 @@ class Inspector:
             self.held_ids.discard(delivery.event.id)
             self.announced.discard(delivery.event.id)
 
+    async def _alert_repairs(self) -> None:
+        """Alert on each value the store could not use as stored (see `InspectorStore.repairs`)."""
+        while self.store.repairs:
+            note = self.store.repairs.pop(0)
+            log.error("inspector store repaired", extra={"detail": note})
+            await self.alerts.raise_("error", note, policy="stand_down")
+
     async def _pause(self, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), self.config.retry_s)
@@ -365,12 +384,13 @@ class Inspector:
     ) -> None:
         """Stop new entries until `until` (None: until `resume`); open positions stay managed.
 
-        With `extend`, a stand-down already in force at least as long is left as it is.
+        With `extend`, a stand-down already in force at least as long is left as it is. The
+        alert is raised when the stand-down changes, not for each decision it refuses.
         """
-        end = until or FOREVER
+        end = FOREVER if until is None else min(until, FOREVER)
         held = self.store.counters().stand_down_until_ms
-        if extend and held is not None and held >= to_ms(end):
-            return
+        if held is not None and (held == to_ms(end) or (extend and held >= to_ms(end))):
+            return  # the stand-down in force already says so: no second alert
         self.store.update_counters(stand_down_until_ms=to_ms(end), stand_down_reason=reason)
         when = "until resumed" if until is None else f"until {end.isoformat()}"
         await self.alerts.raise_("warning", f"stand down {when}: {reason}", policy="stand_down")

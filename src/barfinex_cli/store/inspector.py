@@ -42,12 +42,14 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, Self
 
 import sqlite_utils
 
+from barfinex_cli.contracts.times import to_ms
 from barfinex_cli.errors import ConfigError
 from barfinex_cli.store.private import private_file
 
@@ -55,6 +57,12 @@ OrderRole = Literal["entry", "stop_loss", "take_profit", "close"]
 LocalStatus = Literal["in_flight", "open", "filled", "cancelled", "rejected"]
 LIVE = ("in_flight", "open")
 """Order statuses that may still trade."""
+
+STAND_DOWN_LATEST_MS = to_ms(datetime(9999, 12, 31, tzinfo=UTC))
+"""The latest stand-down end a store holds: 'until resumed'. A day short of the calendar's end,
+so the time converts to any zone; a later stored value (an older version stored what it was
+given) is read as this instead of crashing every reader."""
+STAND_DOWN_EARLIEST_MS = to_ms(datetime(1, 1, 2, tzinfo=UTC))
 
 _DEC_ORDER = (
     "amount", "price", "stop_price", "filled", "average_price", "fees", "intended_price",
@@ -166,6 +174,8 @@ class InspectorStore:
             self._create()
             self._columns = {t: set(self.db.table(t).columns_dict) for t in _TABLES}
             self._upserts: dict[tuple[str, tuple[str, ...]], str] = {}
+            self.repairs: list[str] = []
+            """Values the store could not use as stored and replaced (for the owner to alert)."""
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"{path}: cannot open the inspector store ({exc})") from None
 
@@ -387,7 +397,30 @@ class InspectorStore:
         data = json.loads(str(rows[0]["value"]))
         for name in ("day_start_equity", "peak_equity", "realised_today"):
             data[name] = Decimal(data[name])
-        return Counters(**data)
+        counters = Counters(**data)
+        until = counters.stand_down_until_ms
+        if until is not None and not STAND_DOWN_EARLIEST_MS <= until <= STAND_DOWN_LATEST_MS:
+            counters = self._repair_stand_down(counters, until)
+        return counters
+
+    def _repair_stand_down(self, counters: Counters, until: int) -> Counters:
+        """Replace a stand-down end no datetime can hold; note it in `repairs` for an alert.
+
+        Past the calendar's end it becomes 'until resumed' (fail closed: still standing down);
+        before its start it had ended long ago, so none is in force.
+        """
+        if until > STAND_DOWN_LATEST_MS:
+            fixed = replace(counters, stand_down_until_ms=STAND_DOWN_LATEST_MS)
+            now = "read as a stand-down until `bfx inspector resume`"
+        else:
+            fixed = replace(counters, stand_down_until_ms=None, stand_down_reason="")
+            now = "read as no stand-down in force"
+        self.save_counters(fixed)
+        self.repairs.append(
+            f"{self.path}: the stored stand-down end ({until} ms) is outside the times a clock "
+            f"can hold; {now}"
+        )
+        return fixed
 
     def save_counters(self, counters: Counters) -> None:
         """Write the portfolio counters."""
