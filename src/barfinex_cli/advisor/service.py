@@ -15,7 +15,11 @@ series' warm-up cannot reach it) signals stay pending — each says so once with
 `advisor.stage.failed` — and are handled in order when it answers again. A signal for a series
 the provider does not hold, a stale one, or one that is not an opening signal is dropped with an
 `advisor.signal.dropped` naming the reason. It registers with the provider, heartbeats, and
-serves `/health`, `/metrics` and its REST API (`advisor.api`).
+serves `/health`, `/metrics` and its REST API (`advisor.api`). It holds a lease on its
+instance and consumer name (`runtime.lease`) while it runs: a second advisor with the same
+consumer name on the bus refuses to start instead of splitting that consumer's signals (advisors
+sharing the signals have distinct consumer names); one restarted after a kill waits for the dead
+run's lease to lapse.
 
 The module runs past 400 lines because holding signals while the provider is down touches the
 consume loop, the heartbeat and the intake at once, and splitting those apart would scatter one
@@ -48,11 +52,12 @@ from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import CandleClosed
 from barfinex_cli.contracts.times import to_ms
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.errors import BfxError, NotFound, ServiceUnreachable
+from barfinex_cli.errors import BfxError, NotFound, ServiceUnreachable, UsageError
 from barfinex_cli.market.candles import timeframe_ms
 from barfinex_cli.runtime.client import GatewayClient
 from barfinex_cli.runtime.clock import Clock
 from barfinex_cli.runtime.config import AdvisorConfig
+from barfinex_cli.runtime.lease import InstanceLease
 from barfinex_cli.runtime.registration import Registration
 
 if TYPE_CHECKING:
@@ -63,6 +68,13 @@ log = logging.getLogger("bfx.advisor")
 
 IDLE_BLOCK_MS = 25
 """How long an idle advisor blocks on its signals before it reads its context streams again."""
+
+
+LEASE_HINT = (
+    "give this one its own consumer name (BFX_ADVISOR__CONSUMER=NAME): advisors sharing the "
+    "signals each need their own"
+)
+"""What a refused second advisor of one consumer name is told to change."""
 
 
 class Advisor:
@@ -91,6 +103,11 @@ class Advisor:
         """Its name in the group `advisor.{instance}` and the registry: one per host when
         advisors on several hosts share the signals (`bfx up --roles advisor` sets it)."""
         self.source = f"advisor/{self.consumer_name}"
+        self.lease = InstanceLease(
+            bus, f"{self.instance}.{self.consumer_name}", role="advisor", hint=LEASE_HINT
+        )
+        """One running advisor per consumer name (two would split that consumer's signals)."""
+        self._lease_lost: BaseException | None = None
         scorer: ScorerLike = model.scorer if model is not None else RuleScorer()
         self.pipeline = Pipeline(
             config,
@@ -140,7 +157,9 @@ class Advisor:
     async def run(self, stop: asyncio.Event) -> int:
         """Run until `stop` is set; return how many decisions were published."""
         tasks: list[asyncio.Task[Any]] = []
+        await self.lease.acquire()  # before the groups: a second run must not take a signal
         try:
+            tasks.append(asyncio.create_task(self._keep_lease(stop), name="lease"))
             # signals are shared by the instance's group; the context events come through a
             # group of this consumer alone, so each advisor sharing the signals sees every candle
             consumer = await self.bus.consumer(
@@ -189,11 +208,23 @@ class Advisor:
                 await self._drain(consumer, stop)
                 if self._held and not deliveries and not updates and self.provider_down:
                     await self._pause(stop)
+            if self._lease_lost is not None:
+                raise self._lease_lost
         finally:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*tasks, return_exceptions=True)
+            await self.lease.release()
         return self.decisions
+
+    async def _keep_lease(self, stop: asyncio.Event) -> None:
+        """Renew the consumer's lease; if another run took the name, stop this one."""
+        try:
+            await self.lease.keep(stop)
+        except UsageError as exc:
+            log.error("instance lease lost; stopping", extra={"consumer": self.consumer_name})
+            self._lease_lost = exc
+            stop.set()
 
     async def _absorb(self, consumer: Any, deliveries: Sequence[Delivery]) -> list[Delivery]:
         """Apply context events (acknowledged at once); return the signals, in order."""

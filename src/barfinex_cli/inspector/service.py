@@ -9,7 +9,10 @@ flattens every runtime position. Order and position events from the provider dri
 protective orders placed as an entry fills, the sibling cancelled when one fires, fill audits,
 the day's counters the policies judge by.
 
-Start, restart, crash: state lives in `inspector.db` (`store.inspector`). On start it joins its
+Start, restart, crash: state lives in `inspector.db` (`store.inspector`). On start it takes its
+instance name's lease (`runtime.lease`): a second inspector of the same name on the bus refuses
+to start (one line, exit 2) instead of splitting the decisions and writing the same store; one
+restarted after a kill waits for the dead run's lease to lapse. Then it joins its
 consumer group, then settles orders left in flight, reconciles against the provider (positions
 it did not open are legacy: alert only), re-arms any missing protective order, and only then
 takes decisions. While the provider does not answer, decisions stay pending (not acknowledged),
@@ -49,7 +52,7 @@ from barfinex_cli.contracts.orders import PositionChanged
 from barfinex_cli.contracts.rest import BrokerCapabilities
 from barfinex_cli.contracts.times import from_ms, to_ms
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.errors import ServiceUnreachable
+from barfinex_cli.errors import ServiceUnreachable, UsageError
 from barfinex_cli.inspector import watchers
 from barfinex_cli.inspector.alerts import Alerts, Telegram
 from barfinex_cli.inspector.closing import Closer
@@ -67,6 +70,7 @@ from barfinex_cli.inspector.reports import Reports
 from barfinex_cli.runtime.client import GatewayClient
 from barfinex_cli.runtime.clock import Clock
 from barfinex_cli.runtime.config import InspectorConfig
+from barfinex_cli.runtime.lease import InstanceLease
 from barfinex_cli.store.inspector import STAND_DOWN_LATEST_MS, InspectorStore
 
 log = logging.getLogger("bfx.inspector")
@@ -88,6 +92,12 @@ FOREVER = from_ms(STAND_DOWN_LATEST_MS)
 """A stand-down with no end: it holds until `bfx inspector resume` (9999-12-31, UTC)."""
 MAX_STAND_DOWN = timedelta(days=366)
 """The longest timed stand-down an operator may ask for; longer is 'until resumed'."""
+
+LEASE_HINT = (
+    "run one inspector per account: a second of the same name would split the decisions and "
+    "share inspector.db (another account: its own BFX_INSPECTOR__INSTANCE and --data-dir)"
+)
+"""What a refused second `bfx inspector run` is told to change."""
 
 
 class Inspector:
@@ -139,6 +149,9 @@ class Inspector:
         self.seen_balance: Decimal | None = None
         self.published = 0
         self.verdicts = 0
+        self.lease = InstanceLease(bus, self.instance, role="inspector", hint=LEASE_HINT)
+        """One running inspector per name on a bus (a second would split the decisions)."""
+        self._lease_lost: BaseException | None = None
         self.last_reconcile: dict[str, Any] | None = None
         """The last applied reconciliation: when, and its divergences or why it compared nothing."""
         self.started = time.monotonic()
@@ -258,7 +271,9 @@ class Inspector:
     async def run(self, stop: asyncio.Event) -> int:
         """Run until `stop` is set; return how many verdicts were issued."""
         tasks: list[asyncio.Task[Any]] = []
+        await self.lease.acquire()  # before the group: a second run must not take a decision
         try:
+            tasks.append(asyncio.create_task(self._keep_lease(stop), name="lease"))
             consumer = await self.bus.consumer(
                 f"inspector.{self.instance}", self.instance, list(TYPES), start="$"
             )
@@ -304,12 +319,24 @@ class Inspector:
                 await self._drain(consumer, stop)
                 if self.held and not deliveries:
                     await self._pause(stop)
+            if self._lease_lost is not None:
+                raise self._lease_lost
         finally:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*tasks, return_exceptions=True)
             await self.alerts.aclose()
+            await self.lease.release()
         return self.verdicts
+
+    async def _keep_lease(self, stop: asyncio.Event) -> None:
+        """Renew the instance lease; if another run took the name, stop this one (never split)."""
+        try:
+            await self.lease.keep(stop)
+        except UsageError as exc:
+            log.error("instance lease lost; stopping", extra={"instance": self.instance})
+            self._lease_lost = exc
+            stop.set()
 
     async def _absorb(self, consumer: Consumer, deliveries: list[Delivery]) -> None:
         """Handle every event but decisions at once (acknowledged); hold decisions in order."""
