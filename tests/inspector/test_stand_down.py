@@ -185,3 +185,4 @@ async def test_the_daily_counters_roll_at_midnight_of_the_policy_timezone_in_mar
     assert verdicts[2][0] == "ALLOW"
     counters = inspector.store.counters()
     assert (counters.day, counters.trades_today) == ("2024-01-01", 1)
+    assert inspector.reports.kpi().period_start == datetime(2024, 1, 1, 8, tzinfo=UTC)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +48,7 @@ class Reports:
             account=self.ins.config.account,
             currency=self.ins.config.currency,
             now=now,
-            day_start=datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC),
+            day_start=self.ins.governor.policies.day_start(now),  # the policy timezone's day
             equity=self.ins.equity,
             unrealised=self.ins.unrealised,
             counters=counters,
