@@ -17,6 +17,7 @@ from barfinex_cli.runtime.settings import load_settings
 from barfinex_cli.store.audit import AuditStore
 from barfinex_cli.store.market import MarketStore, SeriesKey
 from conftest import REDIS_URL, Kernels
+from polling import until
 
 STRATEGY = """
 from barfinex_cli.detector import indicators as ta
@@ -71,7 +72,12 @@ async def test_flow_rules_fire_live_on_candles_built_from_sided_trades(
     detector_task = asyncio.create_task(detector.run(stop))
     try:
         await asyncio.wait_for(detector.ready.wait(), 30)
-        await asyncio.sleep(4.0)
+        rt = provider.runtime
+        assert rt is not None
+        await until(
+            lambda: rt.pipeline.candles > 110 and detector.signals > 5,
+            60, what="over 100 live candles and 5 signals",
+        )  # fmt: skip
     finally:
         stop.set()
         await asyncio.wait_for(detector_task, 30)

@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ from barfinex_cli.runtime.settings import load_settings
 from barfinex_cli.store.audit import AuditStore
 from barfinex_cli.store.market import MarketStore, SeriesKey
 from conftest import REDIS_URL, Kernels
+from polling import wait_until
 from ports import free_port
 
 OPTIONS = dict(
@@ -69,28 +69,29 @@ def test_provider_start_serves_the_gateway_takes_a_paper_order_and_stops_on_sigi
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
+    token_file = tmp_path / "token"
     try:
-        deadline = time.monotonic() + 60
-        token = None
-        while time.monotonic() < deadline:
-            token_file = tmp_path / "token"
-            if token_file.exists() and token_file.read_text().strip():
-                try:
-                    if httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200:
-                        token = token_file.read_text().strip()
-                        break
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.2)
-        assert token, "the gateway did not come up"
+        wait_until(
+            lambda: token_file.exists() and token_file.read_text().strip()
+            and httpx.get(f"{base}/api/v1/health", timeout=1).status_code == 200,
+            60, what="the gateway", ignoring=(httpx.HTTPError,),
+        )  # fmt: skip
+        token = token_file.read_text().strip()
         assert oct((tmp_path / "token").stat().st_mode & 0o777) == "0o600"
         headers = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{base}/api/v1/candles", params={"symbol": "BTC/USDT"}).status_code == 401
-        time.sleep(2)  # let the replay finish
-        candles = httpx.get(
-            f"{base}/api/v1/candles", headers=headers,
-            params={"exchange": "synthetic", "symbol": "BTC/USDT", "timeframe": "5m", "limit": 5},
-        )  # fmt: skip
+
+        def five_candles() -> httpx.Response:
+            return httpx.get(
+                f"{base}/api/v1/candles", headers=headers,
+                params={"exchange": "synthetic", "symbol": "BTC/USDT", "timeframe": "5m",
+                        "limit": 5},
+            )  # fmt: skip
+
+        # the replay plays on: poll until five 5m candles have closed
+        wait_until(lambda: len(five_candles().json().get("candles", [])) == 5, 60,
+                   what="five 5m candles")  # fmt: skip
+        candles = five_candles()
         assert candles.status_code == 200, candles.text
         assert len(candles.json()["candles"]) == 5
         order = {"client_order_id": "svc-test-1", "symbol": "BTC/USDT", "side": "buy",
@@ -103,7 +104,14 @@ def test_provider_start_serves_the_gateway_takes_a_paper_order_and_stops_on_sigi
         assert first.json()["status"] in ("open", "filled")
         orders = httpx.get(f"{base}/api/v1/orders", headers=headers).json()
         assert len([o for o in orders["orders"] if o["client_order_id"] == "svc-test-1"]) == 1
-        time.sleep(1.0)  # the flusher publishes, the recorder writes
+
+        def order_recorded() -> bool:  # the flusher publishes, the recorder writes
+            if not (tmp_path / "audit.db").exists():
+                return False
+            with AuditStore(tmp_path / "audit.db", read_only=True) as audit:
+                return audit.count(["order.filled"]) > 0
+
+        wait_until(order_recorded, 60, what="the recorder to write the fill")
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

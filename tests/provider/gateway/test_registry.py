@@ -7,7 +7,7 @@ run on a real gateway over loopback, on both buses, with a second tiny app to fo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from barfinex_cli.contracts.types import Payload
 from barfinex_cli.errors import NotFound, RedisUnreachable
 from barfinex_cli.provider.gateway.app import bind
 from barfinex_cli.provider.gateway.registry import AppRegistry
+from polling import until
 from provider.gateway_server import gateway, make_context, serving
 
 
@@ -135,19 +136,24 @@ async def test_apps_register_beat_and_get_lost_with_an_event(
     assert (await http.post(f"/api/v1/apps/{app_id}/heartbeat")).status_code == 200
     listed = (await http.get("/api/v1/apps")).json()["apps"]
     assert [(a["name"], a["status"]) for a in listed] == [("det-1", "alive")]
-    await asyncio.sleep(0.5)  # three missed intervals of 0.1 s, and a sweep
-    listed = (await http.get("/api/v1/apps")).json()["apps"]
-    assert [(a["name"], a["status"]) for a in listed] == [("det-1", "lost")]
-    seen: list[str] = []
+
+    async def statuses() -> list[tuple[str, str]]:
+        return [(a["name"], a["status"]) for a in (await http.get("/api/v1/apps")).json()["apps"]]
+
+    # three missed intervals of 0.1 s, and a sweep
+    await until(lambda: _equals(statuses(), [("det-1", "lost")]), 10, what="det-1 lost")
+    seen: dict[str, str] = {}
     lost: list[Any] = []
-    for _ in range(20):
+    for _ in range(50):  # the lost event's stream is new: found within a discovery interval
         deliveries = await consumer.fetch(100, 200)
-        seen += [d.type for d in deliveries]
+        await consumer.ack(deliveries)  # or they are fetched again, as the group's pending
+        seen.update((d.event.id, d.type) for d in deliveries)
         lost += [d.event.payload for d in deliveries if d.type == "registry.lost"]
         if lost:
             break
     # each type is its own stream: order holds within a type, not across types
-    assert (seen.count("registry.registered"), seen.count("registry.heartbeat")) == (1, 2)
+    types = list(seen.values())
+    assert (types.count("registry.registered"), types.count("registry.heartbeat")) == (1, 2)
     assert isinstance(lost[0], AppLost)
     assert lost[0].app_id == app_id
     assert lost[0].silent_for_s > 0.3
@@ -183,7 +189,11 @@ async def test_the_proxy_forwards_to_a_registered_app(tmp_path: Path) -> None:
         unknown = await http.get("/proxy/nobody/x")
         assert unknown.status_code == 404
         assert "registered: echo" in unknown.json()["detail"]
-        await asyncio.sleep(0.9)  # no heartbeats: the app is lost
+
+        async def refused() -> bool:  # no heartbeats: the app is lost
+            return (await http.get("/proxy/echo/status")).status_code == 503
+
+        await until(refused, 10, what="the proxy to refuse the lost app")
         lost = await http.get("/proxy/echo/status")
         assert lost.status_code == 503
         assert "is lost" in lost.json()["detail"]
@@ -198,3 +208,7 @@ async def test_the_proxy_says_502_when_the_app_does_not_answer(tmp_path: Path) -
         response = await http.get("/proxy/gone/health")
     assert response.status_code == 502
     assert "did not answer" in response.json()["detail"]
+
+
+async def _equals(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
