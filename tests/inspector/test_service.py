@@ -157,7 +157,7 @@ async def test_close_all_flattens_every_runtime_position_and_cancels_their_prote
     assert any("close all: 2 positions" in a.message for a in alerts)
 
 
-async def test_decisions_stay_pending_while_the_provider_is_unreachable_and_the_verdict_says_so(
+async def test_decisions_stay_pending_while_the_provider_is_unreachable_announced_not_judged(
     market: Market, start_inspector: StartInspector, tmp_path: Path
 ) -> None:
     down = GatewayClient("http://127.0.0.1:9", "t0ken", retries=0)
@@ -166,10 +166,12 @@ async def test_decisions_stay_pending_while_the_provider_is_unreachable_and_the_
             client=down, clock="wall", join_registry=False, home=tmp_path / "other"
         )
         decision = await market.decide()
-        await until(lambda: market.published("inspector.verdict"))
-        verdict = (await market.published("inspector.verdict"))[0].payload
-        assert verdict.decision_id == decision.id and verdict.policy == "provider_unreachable"
-        assert "pending" in verdict.reason and "no order placed" in verdict.reason
+        await until(lambda: market.published("inspector.verdict.pending"))
+        notice = (await market.published("inspector.verdict.pending"))[0]
+        assert notice.payload.decision_id == decision.id and notice.parent_id == decision.id
+        assert "no order placed" in notice.payload.reason
+        # a notice, not a verdict: the decision's one verdict comes when the provider answers
+        assert await market.published("inspector.verdict") == []
         assert inspector.status()["pending"] == 1 and not inspector.entries_open
         assert inspector.store.orders() == []
         pending = await market.bus.redis.xpending(

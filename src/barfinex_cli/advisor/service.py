@@ -44,6 +44,7 @@ from barfinex_cli.advisor.context import CONTEXT_TYPES, MarketContext, SeriesKey
 from barfinex_cli.advisor.pipeline import Pipeline, RunResult, llm_options
 from barfinex_cli.advisor.recent import RecentRuns, Run
 from barfinex_cli.advisor.stages.base import SignalView
+from barfinex_cli.advisor.stages.intent import make_exit
 from barfinex_cli.advisor.stages.scoring import ScorerLike
 from barfinex_cli.bus.base import Bus, Delivery, Handled
 from barfinex_cli.contracts.advisor import SignalDropped, StageFailed
@@ -422,11 +423,12 @@ class Advisor:
         if not isinstance(signal, SignalGenerated):
             return None
         key = (signal.exchange, signal.symbol, signal.timeframe)
-        if signal.action != "open":
+        if signal.action == "flip":
             return await self._drop(
                 event,
                 "unsupported_action",
-                f"action {signal.action!r}: the advisor plans opening trades",
+                "action 'flip': the advisor plans opens, closes and reduces (an open of the "
+                "other side is judged as a flip by the inspector)",
                 handled,
             )
         # On a market clock a replay at full speed handles signals long after their market time
@@ -439,6 +441,8 @@ class Advisor:
                 f"{age_s:.0f} s old (at most {self.config.max_signal_age_s:g})",
                 handled,
             )
+        if signal.action in ("close", "reduce"):
+            return await self._exit(event, signal, handled)
         if key not in self._warmed:  # once per series; afterwards the bus keeps it current
             try:
                 await self._warm_series(key)
@@ -478,6 +482,22 @@ class Advisor:
                     "reason": result.rejected.reason if result.rejected else "",
                 },
             )
+        self.runs.add(run)
+        return run
+
+    async def _exit(
+        self, event: Envelope[Any], signal: SignalGenerated, handled: Handled | None
+    ) -> Run:
+        """Decide a `close` or `reduce` signal at once: no entry stage judges an exit."""
+        decision = make_exit(
+            SignalView(event.id, signal), self._snapshot(signal), self.config.reduce_fraction
+        )
+        result = RunResult(events=[decision], stages=list(decision.stages), decision=decision)
+        run = Run(signal=event, result=result)
+        run.events = await self._publish([decision], event, handled)
+        self.signals_seen += 1
+        self.decisions += 1
+        self._m_signals.labels("decided").inc()
         self.runs.add(run)
         return run
 
@@ -580,6 +600,7 @@ class Advisor:
 
 
 def _needs_no_provider(event: Envelope[Any]) -> bool:
-    """Tell whether intake drops this signal without asking the provider (not an opening one)."""
+    """Tell whether intake decides this signal without asking the provider (not an opening one:
+    an exit is decided from what the context holds, a flip is dropped)."""
     payload = event.payload
     return isinstance(payload, SignalGenerated) and payload.action != "open"

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt
 
-from barfinex_cli.contracts.detector import Direction
+from barfinex_cli.contracts.detector import Direction, SignalAction
 from barfinex_cli.contracts.market import Timeframe
 from barfinex_cli.contracts.orders import Amount, OrderSide, OrderType
 from barfinex_cli.contracts.types import Model, Payload, UtcDatetime
@@ -305,10 +305,17 @@ class AttributionRecorded(_RunEvent):
 
 
 class DecisionMade(_RunEvent):
-    """The execution intent: what to trade, where to enter, stop and take profit, and why."""
+    """The execution intent: what to trade, where to enter, stop and take profit, and why.
+
+    `kind` is what the order does to the strategy's position: `open` (or add to) one, `close`
+    or `reduce` it (`side` is the exit's side, `size` the amount a reduce takes off, no stop
+    and no take-profit), or `flip` it. Decisions from before the field read as `open`, which
+    the inspector judges as a flip when the other side is held, as it always did.
+    """
 
     event_type = "advisor.decision"
 
+    kind: SignalAction = "open"
     exchange: str
     symbol: str
     side: OrderSide

@@ -38,6 +38,19 @@ class VerdictIssued(Payload):
     notice; `also` lists the other policies that refused too."""
 
 
+class VerdictPending(Payload):
+    """A decision held unjudged while the provider does not answer: no order placed yet.
+
+    Published once per decision; its one `inspector.verdict` follows when the provider answers.
+    Not a verdict: nothing that counts verdicts or refusals counts it.
+    """
+
+    event_type = "inspector.verdict.pending"
+
+    decision_id: str
+    reason: str
+
+
 class ProtectivePlaced(Payload):
     """A stop-loss, take-profit or trailing stop placed to guard an open position."""
 
@@ -106,6 +119,11 @@ class FillAudited(Payload):
     wall_latency_ms: NonNegativeFloat | None = None
     """Decision received to last fill seen, in wall-clock time whatever the kernel's clock; None
     for an order no decision of this process placed (a guard, a close) or audits made before."""
+    tolerance_bps: NonNegativeFloat | None = None
+    """The policy's `market.max_slippage_bps` for an entry; None where slippage is unbounded."""
+    past_tolerance: bool = False
+    """True when the entry filled worse than `tolerance_bps` from its intended price: the
+    venue's order could not cap it (entries go out as market orders), so the audit says so."""
 
 
 class AccountReconciled(Payload):
@@ -214,6 +232,7 @@ class ThrottleOrdered(Payload):
 
 EVENTS: tuple[type[Payload], ...] = (
     VerdictIssued,
+    VerdictPending,
     ProtectivePlaced,
     ProtectiveMoved,
     ProtectiveTriggered,

@@ -11,6 +11,12 @@ cover the filled amount, or its final order event (filled, cancelled, rejected) 
 An order filled by the call that placed it (a market entry, a close) is not audited from that
 answer, which carries no fee, but from its `order.filled` that follows.
 
+Slippage tolerance: entries go out as the decision's order type (a market order), and neither
+the paper broker nor the exchange connectors take an immediate-or-cancel limit, so the fill
+price cannot be capped at `market.worst_price`. An entry that filled worse than the policy's
+`market.max_slippage_bps` from its intended price is flagged instead (`past_tolerance`) and the
+service raises a warning alert naming the figures.
+
 Latency is measured twice: `latency_ms` on the kernel's clock (market time in a replay, where a
 fill on the decision's own candle is 0.0) and `wall_latency_ms`, wall-clock time from the
 decision's judgment to the fill being seen, which a replay measures too.
@@ -41,6 +47,7 @@ def audit(
     asked: Decimal | None = None,
     decided_wall_ms: int | None = None,
     filled_wall_ms: int | None = None,
+    tolerance_bps: float | None = None,
 ) -> FillAudited | None:
     """Return the audit of an order that filled at least in part, or None if nothing filled."""
     if order.filled <= 0 or order.average_price is None:
@@ -49,13 +56,14 @@ def audit(
     amount = asked if asked is not None and asked > 0 else order.amount
     rate = float(min(order.filled / amount, Decimal(1))) if amount > 0 else 1.0
     start = decided_ms if decided_ms is not None else order.placed_ms
+    slipped = round(slippage_bps(order.side, intended, order.average_price), 4)
     return FillAudited(
         order_id=order.client_order_id,
         decision_id=order.decision_id,
         symbol=order.symbol,
         intended_price=intended,
         average_price=order.average_price,
-        slippage_bps=round(slippage_bps(order.side, intended, order.average_price), 4),
+        slippage_bps=slipped,
         fees=order.fees,
         fee_currency=fee_currency,
         fill_rate=rate,
@@ -64,4 +72,6 @@ def audit(
         wall_latency_ms=None
         if decided_wall_ms is None or filled_wall_ms is None
         else float(max(0, filled_wall_ms - decided_wall_ms)),
+        tolerance_bps=tolerance_bps,
+        past_tolerance=tolerance_bps is not None and slipped > tolerance_bps,
     )

@@ -3,7 +3,13 @@
 Every decision gets one `inspector.verdict` (a child of the decision). ALLOW sends the entry
 through the executor under the decision's client order id; THROTTLE tells the detector on the
 bus; STAND_DOWN and CLOSE_ALL act on the account. A decision held while the provider is away is
-announced once as pending.
+announced once as pending (`inspector.verdict.pending`, not a verdict: its one verdict follows).
+
+The decision's `kind` says what it does to the strategy's position: an `open` (a decision from
+before the field too) opens or adds, or flips when the other side is held; a `close` or
+`reduce` takes the held amount (or the decision's size) off with a market exit order, never
+deferred, and the guards follow the smaller position (`positions`). An entry whose stop or
+take-profit is on the wrong side of its price is refused first (`levels`).
 
 Exactly once across a crash: the verdict (and the pending notice, and a throttle) carries an id
 derived from the decision's (`ids.derived_uuid7`), and the judgment is in the store before it is
@@ -32,9 +38,11 @@ from barfinex_cli.contracts.ids import derived_uuid7
 from barfinex_cli.contracts.inspector import (
     ThrottleOrdered,
     VerdictIssued,
+    VerdictPending,
 )
 from barfinex_cli.contracts.times import from_ms, to_ms
 from barfinex_cli.inspector.execution import client_order_id
+from barfinex_cli.inspector.levels import wrong_side
 from barfinex_cli.inspector.model import Action, Intent, Verdict
 from barfinex_cli.inspector.policies.sizing import held
 from barfinex_cli.inspector.quotes import top_of_book
@@ -75,7 +83,7 @@ class Decisions:
         self.ins = inspector
 
     async def announce_pending(self, deliveries: list[Delivery], reason: str) -> None:
-        """Publish, once per decision, a verdict saying it waits for the provider."""
+        """Publish, once per decision, a notice saying it waits for the provider."""
         for delivery in deliveries:
             if delivery.event.id in self.ins.announced:
                 continue
@@ -88,14 +96,12 @@ class Decisions:
                 received_ms=self.ins.now_ms(),
                 status="pending",
             )
-            verdict = VerdictIssued(
+            notice = VerdictPending(
                 decision_id=delivery.event.id,
-                verdict="BLOCK",
-                policy="provider_unreachable",
-                reason=f"pending: {reason[:300]}; no order placed — judged again when it answers",
+                reason=f"{reason[:300]}; no order placed — judged when the provider answers",
             )
             pending_id = derived_uuid7(delivery.event.id, "inspector.verdict.pending", PENDING)
-            await self.ins.publish(verdict, delivery.event, event_id=pending_id)
+            await self.ins.publish(notice, delivery.event, event_id=pending_id)
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -103,8 +109,8 @@ class Decisions:
         """Return the intent of an `advisor.decision` event, against the store's positions."""
         decision: DecisionMade = event.payload
         held = self.ins.store.position(decision.symbol)
-        kind: Any = "open"
-        if held is not None and held.status == "open" and held.runtime:
+        kind: Any = decision.kind if decision.kind in ("close", "reduce") else "open"
+        if kind == "open" and held is not None and held.status == "open" and held.runtime:
             same = (held.side == "long") == (decision.side == "buy")
             kind = "open" if same else "flip"
         return Intent(
@@ -147,8 +153,10 @@ class Decisions:
             await self.ins.reconciler.catch_up(event.payload.symbol)
             intent = self.intent_of(event, await self.spread_of(event.payload))
             now = self.ins.clock.now()
-            verdict = self.once_per_signal(event) or self.ins.governor.evaluate(
-                intent, self.ins.portfolio(), now
+            verdict = (
+                self.once_per_signal(event)
+                or wrong_side(intent)
+                or self.ins.governor.evaluate(intent, self.ins.portfolio(), now)
             )
             self.ins.verdicts += 1
             self.ins.m_verdicts.labels(verdict.action).inc()
@@ -266,6 +274,9 @@ class Decisions:
     async def execute(self, event: Envelope[Any], intent: Intent, size: Decimal) -> None:
         decision: DecisionMade = event.payload
         now = self.ins.now_ms()
+        if intent.kind in ("close", "reduce"):
+            await self.exit(event, intent, size)
+            return
         if intent.kind == "flip":
             # the governor judged the held amount and the new side together; the held position
             # goes with its own close, the entry opens only the new side (sending both the
@@ -293,5 +304,39 @@ class Decisions:
         self.ins.store.update_counters(trades_today=self.ins.store.counters().trades_today + 1)
         self.ins.m_orders.labels("entry").inc()
         placed = await self.ins.executor.submit(order, now)
+        if placed.filled > 0 or placed.status == "rejected":
+            await self.ins.events.order_changed(placed, None)
+
+    async def exit(self, event: Envelope[Any], intent: Intent, size: Decimal) -> None:
+        """Send the market order of an allowed close or reduce of `size` (once per decision).
+
+        Its id is the decision's own (`-x1`), so a decision acted on again after a restart sends
+        nothing twice; the fill takes the amount off the position and, short of zero, moves
+        the guards to the smaller size (`positions.exit`).
+        """
+        position = self.ins.store.position(intent.symbol)
+        if position is None or position.status != "open" or not position.runtime:
+            return  # closed between the verdict and now: nothing left to take off
+        order_id = client_order_id(event.id, "close")
+        if self.ins.store.order(order_id) is not None:
+            return
+        venue = self.ins.venue
+        order = OrderRecord(
+            client_order_id=order_id,
+            decision_id=event.id,
+            role="close",
+            symbol=intent.symbol,
+            side=intent.side,
+            type="market",
+            amount=min(size, position.size),
+            reduce_only=venue is None or venue.reduce_only,
+            intended_price=self.ins.marks.get(intent.symbol, intent.entry),
+        )
+        log.info(
+            "exit by decision",
+            extra={"symbol": intent.symbol, "kind": intent.kind, "amount": str(order.amount)},
+        )
+        self.ins.m_orders.labels("close").inc()
+        placed = await self.ins.executor.submit(order, self.ins.now_ms())
         if placed.filled > 0 or placed.status == "rejected":
             await self.ins.events.order_changed(placed, None)

@@ -84,7 +84,9 @@ class Positions:
                 extra={"client_order_id": order.client_order_id, "symbol": order.symbol},
             )
             return
-        await self.reduced(netting.reduce(held, amount, price).position)
+        # a close that left a remainder (a decision's reduce) leaves guards of the old size
+        cut = netting.reduce(held, amount, price).position
+        await self.reduced(cut, resize=order.role == "close")
 
     async def open(
         self, order: OrderRecord, amount: Decimal, price: Decimal, before: PositionRecord | None
@@ -115,10 +117,13 @@ class Positions:
         await self.ins.guard.announce_placed(armed, sent)
         await self.ins.guard.announce_emulated(self.ins.store.position(order.symbol) or armed)
 
-    async def reduced(self, position: PositionRecord, *, verify: bool = True) -> None:
+    async def reduced(
+        self, position: PositionRecord, *, verify: bool = True, resize: bool = False
+    ) -> None:
         """Store a position a fill made smaller: closed at zero, else its guards kept whole.
 
-        With `verify`, a position closed here is checked flat at the provider too.
+        With `verify`, a position closed here is checked flat at the provider too; with
+        `resize` (a reduce by decision), its guards move to the next generation of its size.
         """
         if position.size <= 0:
             await self.finish(position, position.realised)
@@ -126,7 +131,7 @@ class Positions:
                 await self.ins.reconciler.verify_flat(position.symbol)
             return
         self.ins.store.save_position(position)
-        if self.ins.protector.missing(position):  # a guard that filled left a remainder
+        if resize or self.ins.protector.missing(position):  # a filled guard left a remainder
             armed, sent = await self.ins.protector.rearm(position, self.ins.now_ms())
             await self.ins.guard.announce_placed(armed, sent)
 

@@ -220,6 +220,9 @@ class AdvisorConfig(Section):
     risk_fraction: float = Field(0.01, gt=0, le=1, description="equity risked per trade")
     max_position_fraction: float = Field(0.25, gt=0, le=10, description="notional cap / equity")
     default_equity: float = Field(10_000.0, gt=0, description="equity when no balance is seen")
+    reduce_fraction: float = Field(
+        0.5, gt=0, le=1, description="share of the held position a reduce signal takes off"
+    )
     llm_models: tuple[str, ...] = Field((), description="litellm model names, tried in order")
     llm_api_base: str | None = Field(None, description="OpenAI-compatible server URL")
     llm_api_key: SecretStr | None = Field(None, description="LLM key (env only)")

@@ -7,6 +7,14 @@ signal's exchange when the context has seen one, else `default_equity`.
 
 Attribution records how far each input moved the conviction: the detector's and the model's
 weighted parts, the calibration's shift, and the LLM's sizing change.
+
+Exits (`make_exit`): a `close` or `reduce` signal of a strategy's exit rule skips the entry
+stages — they judge whether a new trade is worth its risk, which an exit does not add — and
+becomes a decision of that kind at once: the side that takes the signal's direction off (a
+`long` close sells), the last close as the intended price, no stop, no take-profit. A reduce
+suggests `reduce_fraction` of the position the context holds in the symbol (0 when it holds
+none: the inspector then refuses it, naming why); the inspector closes or reduces only what its
+strategy holds.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from barfinex_cli.advisor.context import Snapshot
 from barfinex_cli.advisor.stages.base import Events, SignalView, passed
 from barfinex_cli.advisor.stages.validation import Plan, price
 from barfinex_cli.contracts.advisor import (
@@ -23,6 +32,7 @@ from barfinex_cli.contracts.advisor import (
     Regime,
     StageOutcome,
 )
+from barfinex_cli.contracts.detector import SignalAction
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +124,30 @@ def make_intent(view: SignalView, inputs: Inputs) -> IntentResult:
         stages=[*inputs.stages, outcome],
     )
     return IntentResult(outcome, (sized, attribution, decision), decision)
+
+
+def make_exit(view: SignalView, snapshot: Snapshot, reduce_fraction: float) -> DecisionMade:
+    """Return the decision of a `close` or `reduce` signal (see the module docstring)."""
+    signal = view.signal
+    kind: SignalAction = "reduce" if signal.action == "reduce" else "close"
+    held = snapshot.position_size if view.side > 0 else -snapshot.position_size
+    held = max(held, 0.0)  # only the side the signal exits counts
+    size = held * reduce_fraction if kind == "reduce" else held
+    what = f"{kind} {signal.direction}: exit rules of {signal.strategy} scored {signal.score:g}"
+    outcome = passed("intent", f"{what}; entry stages not run")
+    return DecisionMade(
+        signal_id=view.id,
+        exchange=signal.exchange,
+        symbol=signal.symbol,
+        side="sell" if view.side > 0 else "buy",
+        kind=kind,
+        order_type="market",
+        entry=price(snapshot.last_close),
+        stop=Decimal(0),
+        take_profit=Decimal(0),
+        size=_size(size),
+        conviction=0.0,
+        reasoning=what,
+        strategy=signal.strategy,
+        stages=[outcome],
+    )

@@ -58,8 +58,9 @@ def slippage(ctx: Context) -> Outcome:
 def worst_price(intent: Intent, limits: Limits) -> Decimal | None:
     """Return the worst acceptable fill price for `intent`, or None when slippage is unbounded.
 
-    A buy accepts up to `entry * (1 + max_slippage_bps / 10,000)`, a sell down to the mirror;
-    the service uses it as the limit price of a marketable order and the audit flags fills past it.
+    A buy accepts up to `entry * (1 + max_slippage_bps / 10,000)`, a sell down to the mirror.
+    No order is capped at it (no venue here takes an immediate-or-cancel limit): the fill audit
+    flags an entry filled past the same bound (`FillAudited.past_tolerance`) and alerts.
     """
     limit = limits.market.max_slippage_bps
     if limit is None:
