@@ -15,6 +15,7 @@ step, and a flat one closes a runtime position only once the provider confirms i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import replace
@@ -136,11 +137,6 @@ class Events:
         """Publish the order's `inspector.fill_audit` and keep that it is out."""
         row = self.ins.store.decision(order.decision_id) if order.role == "entry" else {}
         decided, decided_wall = row.get("received_ms"), row.get("received_wall_ms")
-        tolerance = None
-        if order.role == "entry":
-            strategy = str(row.get("strategy") or "unknown")
-            limits = self.ins.governor.policies.limits(order.symbol, strategy)
-            tolerance = limits.market.max_slippage_bps
         audited = audit.audit(
             order,
             decided_ms=None if decided is None else int(decided),
@@ -149,20 +145,9 @@ class Events:
             asked=order.amount,
             decided_wall_ms=None if decided_wall is None else int(decided_wall),
             filled_wall_ms=order.last_fill_wall_ms,
-            tolerance_bps=tolerance,
         )
         if audited is not None:
             await self.ins.publish(audited)
-            if audited.past_tolerance and tolerance is not None:
-                await self.ins.alerts.raise_(
-                    "warning",
-                    f"entry {order.client_order_id} of {order.symbol} filled at "
-                    f"{audited.average_price}, {audited.slippage_bps:g} bps worse than its "
-                    f"intended {audited.intended_price}: past the {tolerance:g} bps slippage "
-                    "tolerance (a market order cannot be capped at the venue)",
-                    policy="slippage",
-                    subject=order.symbol,
-                )
         self.ins.store.save_order(replace(order, audited=True))
 
     async def entry_refused(self, order: OrderRecord) -> None:
@@ -222,12 +207,19 @@ class Events:
                 self.ins.store.update_counters(peak_equity=self.ins.equity)
 
     async def refresh_account(self) -> None:
-        """Read the account's balance and positions from the provider."""
-        for balance in await self.ins.client.accounts(self.ins.config.account):
+        """Read the account's balance and positions from the provider.
+
+        Both asked at once: one round trip to a busy provider per decision instead of two.
+        """
+        account = self.ins.config.account
+        balances, positions = await asyncio.gather(
+            self.ins.client.accounts(account), self.ins.client.positions(account)
+        )
+        for balance in balances:
             held = balance.balances.get(self.ins.config.currency)
             if held is not None:
                 self.ins.cash = held.total
-        for position in await self.ins.client.positions(self.ins.config.account):
+        for position in positions:
             self.ins.remote_positions[position.symbol] = position
             if position.mark_price is not None:
                 self.ins.marks.setdefault(position.symbol, position.mark_price)
