@@ -137,6 +137,11 @@ class Events:
         """Publish the order's `inspector.fill_audit` and keep that it is out."""
         row = self.ins.store.decision(order.decision_id) if order.role == "entry" else {}
         decided, decided_wall = row.get("received_ms"), row.get("received_wall_ms")
+        tolerance = None
+        if order.role == "entry":
+            strategy = str(row.get("strategy") or "unknown")
+            limits = self.ins.governor.policies.limits(order.symbol, strategy)
+            tolerance = limits.market.max_slippage_bps
         audited = audit.audit(
             order,
             decided_ms=None if decided is None else int(decided),
@@ -145,9 +150,20 @@ class Events:
             asked=order.amount,
             decided_wall_ms=None if decided_wall is None else int(decided_wall),
             filled_wall_ms=order.last_fill_wall_ms,
+            tolerance_bps=tolerance,
         )
         if audited is not None:
             await self.ins.publish(audited)
+            if audited.past_tolerance and tolerance is not None:
+                await self.ins.alerts.raise_(
+                    "warning",
+                    f"entry {order.client_order_id} of {order.symbol} filled at "
+                    f"{audited.average_price}, {audited.slippage_bps:g} bps worse than its "
+                    f"intended {audited.intended_price}: past the {tolerance:g} bps slippage "
+                    "tolerance (a market order cannot be capped at the venue)",
+                    policy="slippage",
+                    subject=order.symbol,
+                )
         self.ins.store.save_order(replace(order, audited=True))
 
     async def entry_refused(self, order: OrderRecord) -> None:
