@@ -14,8 +14,12 @@ import sys
 
 import pytest
 
+from barfinex_cli.bus.redis_streams import RedisStreamsBus
 from barfinex_cli.errors import UsageError
+from barfinex_cli.kernel.parts import Kernel
+from barfinex_cli.runtime.config import InspectorConfig
 from barfinex_cli.runtime.lease import InstanceLease
+from conftest import REDIS_URL
 from inspector.conftest import Market, StartInspector, until
 
 
@@ -61,3 +65,26 @@ async def test_an_inspector_restarted_after_a_kill_waits_for_the_dead_runs_lease
         await dead.renew()  # the dead run, were it to wake up, must stop: never split
     await market.decide()
     await until(lambda: restarted.verdicts == 1)
+
+
+async def test_a_second_inspector_on_the_same_data_dir_but_another_bus_is_refused(
+    market: Market, start_inspector: StartInspector
+) -> None:
+    first, _, _ = await start_inspector()
+    elsewhere = f"{market.settings.namespace}-b"  # its own bus: the lease cannot see the first
+    settings = market.settings.model_copy(update={"namespace": elsewhere})
+    try:
+        async with Kernel(settings) as kernel:
+            config = InspectorConfig(provider_url=market.url, port=0, clock="wall")
+            second = await kernel.inspector(config)
+            with pytest.raises(UsageError, match="another inspector is using") as refused:
+                await asyncio.wait_for(second.run(asyncio.Event()), 60)
+        assert str(market.settings.home) in str(refused.value)
+        assert "its own --data-dir" in str(refused.value)
+        assert not second.lease.held  # given back: nothing of it stays on its bus
+        await market.decide()
+        await until(lambda: first.verdicts == 1)  # the first runs on
+    finally:
+        bus = RedisStreamsBus(REDIS_URL, elsewhere)
+        await bus.delete_namespace()
+        await bus.close()

@@ -12,7 +12,8 @@ the day's counters the policies judge by.
 Start, restart, crash: state lives in `inspector.db` (`store.inspector`). On start it takes its
 instance name's lease (`runtime.lease`): a second inspector of the same name on the bus refuses
 to start (one line, exit 2) instead of splitting the decisions and writing the same store; one
-restarted after a kill waits for the dead run's lease to lapse. Then it joins its
+restarted after a kill waits for the dead run's lease to lapse. It also locks its store file, so
+a second inspector on the same data directory but another bus is refused too. Then it joins its
 consumer group, then settles orders left in flight, reconciles against the provider (positions
 it did not open are legacy: alert only), re-arms any missing protective order, and only then
 takes decisions. While the provider does not answer, decisions stay pending (not acknowledged),
@@ -70,7 +71,7 @@ from barfinex_cli.inspector.reports import Reports
 from barfinex_cli.runtime.client import GatewayClient
 from barfinex_cli.runtime.clock import Clock
 from barfinex_cli.runtime.config import InspectorConfig
-from barfinex_cli.runtime.lease import InstanceLease
+from barfinex_cli.runtime.lease import InstanceLease, StoreLock
 from barfinex_cli.store.inspector import STAND_DOWN_LATEST_MS, InspectorStore
 
 log = logging.getLogger("bfx.inspector")
@@ -152,6 +153,10 @@ class Inspector:
         self.lease = InstanceLease(bus, self.instance, role="inspector", hint=LEASE_HINT)
         """One running inspector per name on a bus (a second would split the decisions)."""
         self._lease_lost: BaseException | None = None
+        self.store_lock = StoreLock(
+            store.path, role="inspector", hint="give this one its own --data-dir"
+        )
+        """One inspector writing this store (another namespace on the same data dir too)."""
         self.last_reconcile: dict[str, Any] | None = None
         """The last applied reconciliation: when, and its divergences or why it compared nothing."""
         self.started = time.monotonic()
@@ -273,6 +278,7 @@ class Inspector:
         tasks: list[asyncio.Task[Any]] = []
         await self.lease.acquire()  # before the group: a second run must not take a decision
         try:
+            self.store_lock.acquire()
             tasks.append(asyncio.create_task(self._keep_lease(stop), name="lease"))
             consumer = await self.bus.consumer(
                 f"inspector.{self.instance}", self.instance, list(TYPES), start="$"
@@ -327,6 +333,7 @@ class Inspector:
                 await asyncio.gather(*tasks, return_exceptions=True)
             await self.alerts.aclose()
             await self.lease.release()
+            self.store_lock.release()
         return self.verdicts
 
     async def _keep_lease(self, stop: asyncio.Event) -> None:

@@ -10,6 +10,8 @@ another run stops rather than split. On the in-process bus the names are held in
 
 The detector (`detector.service`) and the inspector (`inspector.service`) take one at start; the
 advisor takes one per consumer name (advisors sharing an instance's signals each have their own).
+The inspector also locks its store file (`StoreLock`): two inspectors on one data directory but
+different buses would otherwise write one `inspector.db`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import logging
 import time
 import uuid
 import weakref
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from redis.exceptions import RedisError
 
@@ -196,3 +199,45 @@ class InstanceLease:
             return
         with contextlib.suppress(RedisError, OSError):
             await redis_bus.redis.eval(_RELEASE, 1, self.key, self.token)
+
+
+class StoreLock:
+    """One process writing a role's store file: an advisory lock on `<store>.lock`.
+
+    The bus lease covers runs of one name on one bus; two runs on one data directory but on
+    different namespaces (or Redis servers) would still write one store. The operating system
+    drops the lock with its process, so a run killed with -9 leaves nothing to wait for. Where
+    `fcntl` is missing (Windows) there is no lock.
+    """
+
+    def __init__(self, store: Path, *, role: str, hint: str) -> None:
+        self.path = store.with_name(store.name + ".lock")
+        self.role = role
+        self.hint = hint
+        self._file: IO[bytes] | None = None
+
+    def acquire(self) -> None:
+        """Take the lock.
+
+        Raises:
+            UsageError: Another process holds it.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        handle = self.path.open("ab")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise UsageError(
+                f"another {self.role} is using {self.path.parent} — stop it, or {self.hint}"
+            ) from None
+        self._file = handle
+
+    def release(self) -> None:
+        """Give the lock up (closing the file releases it)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
