@@ -130,3 +130,14 @@ def _models_in(annotation: object) -> list[type[BaseModel]]:
     for arg in getattr(annotation, "__args__", ()):
         found.extend(_models_in(arg))
     return found
+
+
+def test_a_decision_encoded_before_its_kind_decodes_as_an_open() -> None:
+    from barfinex_cli.contracts.advisor import DecisionMade
+
+    old = DecisionMade.model_validate_json(
+        '{"signal_id": "s", "exchange": "x", "symbol": "BTC/USDT", "side": "buy", '
+        '"entry": "100", "stop": "98", "take_profit": "104", "size": "1", "conviction": 0.7, '
+        '"reasoning": "r"}'
+    )
+    assert old.kind == "open"

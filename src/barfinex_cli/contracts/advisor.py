@@ -305,17 +305,15 @@ class AttributionRecorded(_RunEvent):
 
 
 class DecisionMade(_RunEvent):
-    """The execution intent: what to trade, where to enter, stop and take profit, and why.
-
-    `kind` is what the order does to the strategy's position: `open` (or add to) one, `close`
-    or `reduce` it (`side` is the exit's side, `size` the amount a reduce takes off, no stop
-    and no take-profit), or `flip` it. Decisions from before the field read as `open`, which
-    the inspector judges as a flip when the other side is held, as it always did.
-    """
+    """The execution intent: what to trade, where to enter, stop and take profit, and why."""
 
     event_type = "advisor.decision"
 
     kind: SignalAction = "open"
+    """What the order does to the strategy's position: `open` (or add to) one, `close` or
+    `reduce` it (`side` is the exit's side, `size` the amount a reduce takes off, no stop and no
+    take-profit), or `flip` it. Decisions from before the field read as `open`, which the
+    inspector judges as a flip when the other side is held, as it always did."""
     exchange: str
     symbol: str
     side: OrderSide

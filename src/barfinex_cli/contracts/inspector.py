@@ -39,16 +39,14 @@ class VerdictIssued(Payload):
 
 
 class VerdictPending(Payload):
-    """A decision held unjudged while the provider does not answer: no order placed yet.
-
-    Published once per decision; its one `inspector.verdict` follows when the provider answers.
-    Not a verdict: nothing that counts verdicts or refusals counts it.
-    """
+    """A decision held unjudged, no order placed, while the provider does not answer."""
 
     event_type = "inspector.verdict.pending"
 
     decision_id: str
     reason: str
+    """Why it waits. Published once per decision; its one `inspector.verdict` follows when the
+    provider answers. Not a verdict: nothing that counts verdicts or refusals counts it."""
 
 
 class ProtectivePlaced(Payload):
