@@ -202,8 +202,12 @@ def status(
     if kpi:
         console.print(
             f"equity {kpi['equity']} {kpi['pnl_currency']}, P&L realised {kpi['realised_pnl']} "
-            f"unrealised {kpi['unrealised_pnl']}, drawdown {kpi['drawdown']:.2%}, win rate "
-            f"{kpi['win_rate']:.0%} over {kpi['trades']} trades today"
+            f"unrealised {kpi['unrealised_pnl']}, win rate {kpi['win_rate']:.0%} over "
+            f"{kpi['trades']} trades today"
+        )
+        console.print(
+            f"drawdown {kpi['drawdown']:.2%} from the peak ({_limit(kpi.get('drawdown_limit'))}), "
+            f"{(kpi.get('daily_loss') or 0):.2%} today ({_limit(kpi.get('daily_loss_limit'))})"
         )
     positions = answer.get("positions", [])
     console.print(f"{len(positions)} open positions")
@@ -213,6 +217,10 @@ def status(
             f"  {p['symbol']} {p['side']} {p['size']} @ {p['entry']} [{p['managed']}, "
             f"{p['strategy']}] {guards or 'no protective orders'}"
         )
+
+
+def _limit(fraction: float | None) -> str:
+    return "no limit" if fraction is None else f"limit {fraction:.2%}"
 
 
 def _offline_status(settings: Settings) -> dict[str, Any]:

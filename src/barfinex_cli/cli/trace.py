@@ -113,8 +113,12 @@ def tree_lines(
         lines.append(f"{lead}{branch}{mark}{e.type}  {e.ts:%Y-%m-%d %H:%M:%S}  {e.source}  {e.id}")
         text = summary(e, 8)
         children = node["children"]
+        under = f"{lead}{rest}{'│   ' if children else '    '}"
         if text:
-            lines.append(f"{lead}{rest}{'│   ' if children else '    '}{text}")
+            lines.append(f"{under}{text}")
+        figures = getattr(e.payload, "figures", None) if e.type == "inspector.verdict" else None
+        if figures:  # what the deciding policy saw, as the verdict carries it
+            lines.append(f"{under}figures: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
         for i, child in enumerate(children):
             last = i == len(children) - 1
             grow(child, lead + rest, "└── " if last else "├── ", "    " if last else "│   ")

@@ -1,8 +1,9 @@
 """Each configured policy's state now, with its figure against its limit, for the KPIs.
 
 `/kpi`, `inspector.kpi`, `/api/v1/status` and the studio's Risk screen show one line per policy the
-file turns on (the stand-down always): `ok: 3 trades today of max_trades_per_day 10`,
-`throttling until T: ...`, `standing down until T: ...`, `blocking: ...` or `closing all: ...`.
+file turns on (the stand-down always, plain `ok` when none is in force): `ok: 3 trades today of
+max_trades_per_day 10`, or the action it would answer now — `THROTTLE until T: ...`,
+`STAND_DOWN until T: ...` (`until resumed` when open-ended), `BLOCK: ...`, `CLOSE_ALL: ...`.
 The state is what the policy itself answers now, asked with a probe entry of no size (so the
 account-level policies — stand-down, drawdown, activity, cooldown, windows, exposure — judge the
 account as it stands); the figure is the one it judges by. Per-trade policies (sizing, spread,
@@ -25,13 +26,6 @@ from barfinex_cli.inspector.policies.base import Book, pct
 from barfinex_cli.inspector.policies.config import PolicyFile
 
 _ZERO = Decimal(0)
-_WORDS = {
-    "ALLOW": "ok",
-    "BLOCK": "blocking",
-    "THROTTLE": "throttling",
-    "STAND_DOWN": "standing down",
-    "CLOSE_ALL": "closing all",
-}
 
 
 def policy_states(
@@ -73,8 +67,8 @@ def policy_states(
 
 def _state(outcome: Outcome | None, figure: str, *, prefer_figure: bool = False) -> str:
     if outcome is None or outcome.action == "ALLOW":
-        return f"ok: {figure}"
-    word = _WORDS[outcome.action]
+        return f"ok: {figure}" if figure else "ok"
+    word = outcome.action
     until = outcome.until
     when = (
         ""
@@ -95,7 +89,7 @@ def _figures(
     dd, act, limits = rules.drawdown, rules.activity, ctx.limits
     equity = portfolio.equity
     until = portfolio.stand_down_until
-    add("stand_down", "none in force" if until is None or until <= now else "in force")
+    add("stand_down", "" if until is None or until <= now else "in force")
     if dd.daily_loss_pct is not None:
         start = portfolio.day_start_equity
         add("daily_loss", f"down {pct(max(start - equity, _ZERO), start):.2f}% today "
