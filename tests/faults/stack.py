@@ -246,8 +246,10 @@ class Flow:
         assert entries <= allowed, "an entry order without an ALLOW"
         sent = {o.decision_id for o in self.sent}
         assert allowed <= sent, f"{len(allowed - sent)} ALLOW verdicts without their order"
-        # an order the paper broker (in the provider) took whose order.* events never reached
-        # the bus; its outbox in paper.db publishes them after a provider kill, so this is 0
+        # an ALLOW with no order.* event on the bus: either the paper broker (in the provider)
+        # took the order and its events were lost (its outbox in paper.db publishes them after
+        # a provider kill), or the order never reached the provider (sent while it restarted:
+        # the inspector settles it once the provider answers again) — 0 either way
         ordered = {o.payload.order.decision_id for o in self.orders}
         self.unpublished = len(allowed - ordered)
         signal_of = {d.id: d.parent_id for d in self.decisions}

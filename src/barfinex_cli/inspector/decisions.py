@@ -150,6 +150,7 @@ class Decisions:
             if judged.get("status") == "judged" and judged.get("verdict"):
                 return await self.judged_before(event, judged)
             await self.ins.events.refresh_account()
+            await self.ins.reconciler.settle()  # an order sent with no answer, before judging
             await self.ins.reconciler.catch_up(event.payload.symbol)
             intent = self.intent_of(event, await self.spread_of(event.payload))
             now = self.ins.clock.now()

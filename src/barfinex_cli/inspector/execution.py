@@ -7,7 +7,10 @@ connection or a restart — can only return the order the provider already holds
 written to the store as `in_flight` before it is sent; an answer moves it on. When no answer
 comes the order stays `in_flight`: it is never assumed failed and never sent blind. `resolve`
 asks the provider for its orders and takes what it says; only an order the provider answers it
-has never seen is sent again, under the same id.
+has never seen is sent again, under the same id. It runs at start and, while `unsettled` says
+an order was left without an answer, as soon as the provider answers again (the next heartbeat
+or decision, see `Reconciler.settle`): an entry sent while the provider was being restarted
+used to wait for the inspector's own next start, so it was never placed.
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ class Executor:
         self.account = account
         self.sent = 0
         """Place calls made (a retried call counts once)."""
+        self.unsettled = True
+        """An order may be in flight with no answer: `resolve` has work (true until it ran)."""
 
     async def submit(self, order: OrderRecord, now_ms: int) -> OrderRecord:
         """Write `order` as in-flight, send it, and return it as the provider answered.
@@ -115,6 +120,7 @@ class Executor:
         try:
             placed = await self.client.place_order(request)
         except ServiceUnreachable as exc:
+            self.unsettled = True
             log.warning(
                 "order outcome unknown: kept in flight until the provider says",
                 extra={"client_order_id": order.client_order_id, "error": str(exc)},
@@ -129,6 +135,7 @@ class Executor:
             self.store.save_order(refused)
             return refused
         except BfxError as exc:  # any other answer: the outcome is not known either
+            self.unsettled = True
             log.warning(
                 "order outcome unknown: kept in flight",
                 extra={"client_order_id": order.client_order_id, "error": str(exc)},
@@ -149,9 +156,11 @@ class Executor:
         """
         flying = [o for o in self.store.orders(live_only=True) if o.status == "in_flight"]
         if not flying:
+            self.unsettled = False
             return []
         remote = {o.client_order_id: o for o in await self.client.orders(self.account)}
         changed: list[OrderRecord] = []
+        self.unsettled = False  # a send below that gets no answer sets it again
         for order in flying:
             state = remote.get(order.client_order_id)
             if state is not None:

@@ -3,7 +3,8 @@
 `start_up` runs before any decision is judged: it reads what the venue holds (`GET /broker`),
 settles orders left in flight, reconciles, re-arms missing guards, announces the live ones
 (under derived ids: one a killed run placed and did not announce is announced once) and takes
-emulated ones back.
+emulated ones back. An order sent later that got no answer (the provider restarting) is settled
+by `settle` as soon as the provider answers again: at the next heartbeat or decision.
 
 Every `reconcile_interval_s` and at start the store's orders, positions and balance are compared
 with the provider's (`reconcile.diff`, pure); each difference is applied by the rule of its kind
@@ -88,6 +89,27 @@ class Reconciler:
         self.ins.entries_open = True
         self.ins.log.append("entries open")
         return True
+
+    async def settle(self) -> None:
+        """Settle orders left in flight since start-up, if any; the caller holds the lock.
+
+        An order whose send got no answer (the provider down or restarting) is taken from the
+        provider's list, or sent again under its id if the provider never got it, and its
+        change handled as an event's would be (position, guards, audit). Cheap when nothing is
+        in flight: no call at all.
+
+        Raises:
+            ServiceUnreachable: The provider did not answer; nothing changed.
+        """
+        executor = self.ins.executor
+        if not self.ins.entries_open or not executor.unsettled:
+            return
+        for order in await executor.resolve(self.ins.now_ms()):
+            log.info(
+                "in-flight order settled", extra={"client_order_id": order.client_order_id,
+                                                   "status": order.status},
+            )  # fmt: skip
+            await self.ins.events.order_changed(order, None)
 
     async def read_venue(self) -> None:
         """Ask the provider what its broker's venue holds (`GET /broker`), once per start."""

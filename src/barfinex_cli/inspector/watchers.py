@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from barfinex_cli.errors import BfxError
+from barfinex_cli.errors import BfxError, ServiceUnreachable
 from barfinex_cli.inspector.governor import Governor
 from barfinex_cli.inspector.policies import PolicyWatcher
 from barfinex_cli.runtime.clock import Clock
@@ -32,7 +32,10 @@ log = logging.getLogger("bfx.inspector")
 
 
 async def watch_provider(ins: Inspector, stop: asyncio.Event) -> None:
-    """Register with the provider and heartbeat (or poll its health); track whether it answers."""
+    """Register with the provider and heartbeat (or poll its health); track whether it answers.
+
+    While an order sent earlier got no answer, each beat first tries to settle it.
+    """
     registration = None
     if ins.config.join_registry:
         registration = Registration(
@@ -43,6 +46,10 @@ async def watch_provider(ins: Inspector, stop: asyncio.Event) -> None:
             interval_s=ins.config.heartbeat_s,
         )
     while not stop.is_set():
+        if ins.executor.unsettled and ins.entries_open:
+            # before registering again: a replay held until its apps register (lock-step after
+            # a provider restart) resumes only once the order is placed, at the same moment
+            await _settle(ins)
         if registration is not None:
             ok = await registration.heartbeat()
         else:
@@ -54,6 +61,21 @@ async def watch_provider(ins: Inspector, stop: asyncio.Event) -> None:
         ins.provider_down = not ok
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), ins.config.heartbeat_s)
+
+
+async def _settle(ins: Inspector) -> None:
+    """Settle orders sent with no answer now that the provider answers (see `Reconciler.settle`).
+
+    An entry sent while the provider restarted would otherwise wait for the next decision,
+    and a protective order sent then would leave its position unguarded until one came.
+    """
+    try:
+        async with ins.lock:
+            await ins.reconciler.settle()
+    except ServiceUnreachable:
+        return  # still down: the heartbeat says so; tried again on the next beat
+    except BfxError as exc:
+        log.warning("cannot settle in-flight orders yet", extra={"error": str(exc)})
 
 
 async def every(stop: asyncio.Event, seconds: float, work: Callable[[], Awaitable[Any]]) -> None:
