@@ -99,3 +99,6 @@ def test_status_of_a_store_holding_a_stand_down_past_the_calendar_reads_until_re
     result = runner.invoke(app, ["inspector", "status", "--json", "--url", "http://127.0.0.1:9"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["health"]["stand_down_until"] == "9999-12-31T00:00:00+00:00"
+    assert "outside the times a clock can hold" in result.stderr
+    again = runner.invoke(app, ["inspector", "status", "--json", "--url", "http://127.0.0.1:9"])
+    assert again.exit_code == 0 and "outside" not in again.stderr  # repaired in the store, once

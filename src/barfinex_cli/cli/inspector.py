@@ -224,10 +224,13 @@ def _limit(fraction: float | None) -> str:
 
 
 def _offline_status(settings: Settings) -> dict[str, Any]:
+    from barfinex_cli.cli.render import err
     from barfinex_cli.contracts.times import from_ms
 
     with _store(settings) as store:
         counters = store.counters()
+        for note in store.repairs:  # a value no clock can hold, replaced: say so, once
+            err().print(f"warning: {note}")
         positions = []
         for position in store.positions():
             guards = []
