@@ -59,7 +59,17 @@ from barfinex_cli.store.market import CandleRow, SeriesKey
 
 __all__ = ["MAX_ROWS", "parse_time_ms"]  # the MCP tools check their arguments with these
 
-State = Annotated[GatewayState, Depends(gateway_state)]
+
+async def _state(request: Request) -> GatewayState:
+    """Return `gateway_state` as an async dependency.
+
+    FastAPI runs a plain `def` dependency in a worker thread: a thread hop on every request,
+    which under load cost the provider more than the routes' own work (py-spy).
+    """
+    return gateway_state(request)
+
+
+State = Annotated[GatewayState, Depends(_state)]
 
 open_router = APIRouter(prefix="/api/v1", tags=["health"])
 router = APIRouter(prefix="/api/v1")
