@@ -230,8 +230,9 @@ class Flow:
         parents = Counter(o.parent_id for o in self.outcomes)
         decided = sorted(p or "" for p in parents)
         assert decided == sorted(s.id for s in self.signals), "a signal without outcome"
-        # a decision held while the provider was away is announced once as pending, then judged
-        final = [v for v in self.verdicts if v.payload.policy != "provider_unreachable"]
+        # a decision held while the provider was away is announced as inspector.verdict.pending
+        # (its own type, not a verdict), then judged: every verdict counts, one per decision
+        final = list(self.verdicts)
         ruled = Counter(v.payload.decision_id for v in final)
         assert sorted(ruled) == sorted(d.id for d in self.decisions), "a decision without verdict"
         self.doubled = {
