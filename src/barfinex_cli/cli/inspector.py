@@ -37,7 +37,11 @@ app = typer.Typer(
 
 UrlOption = Annotated[
     str | None,
-    typer.Option("--url", help="A running inspector's API [http://127.0.0.1:8008]."),
+    typer.Option(
+        "--url",
+        help="A running inspector's API, or from another host the provider's proxy "
+        "http://HOST:8081/proxy/inspector (BFX_TOKEN is sent) [http://127.0.0.1:8008].",
+    ),
 ]
 
 
