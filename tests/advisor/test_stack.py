@@ -12,21 +12,9 @@ from barfinex_cli.kernel.stack import run_in_process
 from barfinex_cli.runtime.config import AdvisorConfig, DetectorConfig, ProviderConfig
 from barfinex_cli.runtime.settings import load_settings
 from barfinex_cli.store.audit import AuditStore
+from strategy_files import momentum
 
-MOMENTUM = """
-from barfinex_cli.detector import indicators as ta
-from barfinex_cli.detector.strategy import Rule, Strategy
-
-strategy = Strategy(
-    name="momentum", symbols=["BTC/USDT"], timeframe="1m", threshold=2.0, cooldown=2,
-    rules=[
-        Rule("above_ema", ta.close > ta.ema("close", 10), weight=1.0, direction="long"),
-        Rule("below_ema", ta.close < ta.ema("close", 10), weight=1.0, direction="short"),
-        Rule("rsi_up", ta.rsi(7) > 55, weight=1.0, direction="long"),
-        Rule("rsi_down", ta.rsi(7) < 45, weight=1.0, direction="short"),
-    ],
-)
-"""
+MOMENTUM = momentum("momentum")
 
 
 async def test_every_signal_of_a_replay_ends_in_a_decision_or_a_rejection_traced_to_it(

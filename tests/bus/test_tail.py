@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from barfinex_cli.bus.base import Bus, Delivery, entry_id_key
 from barfinex_cli.bus.memory import MemoryBus
@@ -27,7 +24,8 @@ from barfinex_cli.contracts.apps import HeartbeatSent
 from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import TickerUpdated
 from barfinex_cli.contracts.times import from_ms
-from ports import free_port
+from bus.redis_faults import RedisServer
+from polling import until
 
 T0 = from_ms(1_700_000_000_000)
 
@@ -155,42 +153,14 @@ async def test_failures_in_a_row_back_off_up_to_the_cap() -> None:
 # --- a real Redis restart -----------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _redis_server(port: int, data: Path) -> Iterator[subprocess.Popen[bytes]]:
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-            "--appendonly", "yes", "--save", ""]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-async def _until_up(port: int) -> None:
-    """Wait until the server answers PING (it refuses commands while it loads its data)."""
-    client = aioredis.Redis(port=port, socket_connect_timeout=0.5)
-    try:
-        for _ in range(1000):
-            try:
-                if await client.ping():
-                    return
-            except (RedisError, OSError):
-                await asyncio.sleep(0.01)
-        raise TimeoutError(f"redis-server on {port} did not start")
-    finally:
-        await client.aclose()
-
-
 @pytest.mark.redis
 async def test_the_tail_survives_a_redis_restart_and_misses_nothing(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
+    server = RedisServer(tmp_path, persistent=True)
     errors: list[int] = []
-    with _redis_server(port, tmp_path):
-        await _until_up(port)
-        producer = RedisStreamsBus(url, "restart")
-        reader_bus = RedisStreamsBus(url, "restart")
+    await server.start()
+    try:
+        producer = RedisStreamsBus(server.url, "restart")
+        reader_bus = RedisStreamsBus(server.url, "restart")
         tail = tail_forever(
             reader_bus, ["market.*"], since="0-0", block_ms=100, backoff_s=0.05,
             max_backoff_s=0.2, on_error=lambda _, n: errors.append(n),
@@ -200,14 +170,10 @@ async def test_the_tail_survives_a_redis_restart_and_misses_nothing(tmp_path: Pa
             await producer.publish(event)
         got = await _take(tail, 3)
         pending = asyncio.ensure_future(_take(tail, 3, within=30))
-    # the server is stopped (it saved its streams): the bus waits it out inside its reads
-    for _ in range(500):
-        if reader_bus.degraded:
-            break
-        await asyncio.sleep(0.01)
-    assert reader_bus.degraded, "the tail never noticed that Redis went away"
-    with _redis_server(port, tmp_path):
-        await _until_up(port)
+        server.stop(kill=False)  # a clean shutdown: it saves its streams
+        # the bus waits it out inside its reads
+        await until(lambda: reader_bus.degraded, 5, what="the tail to notice Redis went away")
+        await server.start()  # same port, same data
         after = [_ticker(i) for i in range(3, 6)]
         for event in after:
             await producer.publish(event)
@@ -215,6 +181,8 @@ async def test_the_tail_survives_a_redis_restart_and_misses_nothing(tmp_path: Pa
         await tail.aclose()
         await producer.close()
         await reader_bus.close()
+    finally:
+        server.stop()
     assert [d.event.id for d in got] == [e.id for e in before + after]
     assert errors == []  # the outage never reached the tail: the bus rode it out
     assert not reader_bus.degraded

@@ -31,25 +31,9 @@ from barfinex_cli.runtime.settings import Settings, load_settings
 from barfinex_cli.store.market import MarketStore, SeriesKey
 from conftest import REDIS_URL, Kernels
 from polling import until
+from strategy_files import momentum
 
-STRATEGY = """
-from barfinex_cli.detector import indicators as ta
-from barfinex_cli.detector.strategy import Rule, Strategy
-
-strategy = Strategy(
-    name="momentum_test",
-    symbols=["BTC/USDT"],
-    timeframe="1m",
-    threshold=2.0,
-    cooldown=2,
-    rules=[
-        Rule("above_ema", ta.close > ta.ema("close", 10), weight=1.0, direction="long"),
-        Rule("below_ema", ta.close < ta.ema("close", 10), weight=1.0, direction="short"),
-        Rule("rsi_up", ta.rsi(7) > 55, weight=1.0, direction="long"),
-        Rule("rsi_down", ta.rsi(7) < 45, weight=1.0, direction="short"),
-    ],
-)
-"""
+STRATEGY = momentum("momentum_test")
 
 
 @pytest.fixture

@@ -20,22 +20,9 @@ from barfinex_cli.store.audit import AuditStore
 from conftest import REDIS_URL
 from e2e.helpers import OUTCOMES, delete_namespace
 from ports import free_port
+from strategy_files import momentum
 
-STRATEGY = """
-from barfinex_cli.detector import indicators as ta
-from barfinex_cli.detector.strategy import Rule, Strategy
-
-strategy = Strategy(
-    name="momentum_kill", symbols=["BTC/USDT", "ETH/USDT"], timeframe="1m", threshold=2.0,
-    cooldown=5,
-    rules=[
-        Rule("above_ema", ta.close > ta.ema("close", 10), weight=1.0, direction="long"),
-        Rule("below_ema", ta.close < ta.ema("close", 10), weight=1.0, direction="short"),
-        Rule("rsi_up", ta.rsi(7) > 55, weight=1.0, direction="long"),
-        Rule("rsi_down", ta.rsi(7) < 45, weight=1.0, direction="short"),
-    ],
-)
-"""
+STRATEGY = momentum("momentum_kill", symbols=("BTC/USDT", "ETH/USDT"), cooldown=5)
 
 
 @pytest.fixture

@@ -18,21 +18,9 @@ from barfinex_cli.store.audit import AuditStore
 from conftest import REDIS_URL
 from polling import wait_until
 from ports import free_port
+from strategy_files import momentum
 
-STRATEGY = """
-from barfinex_cli.detector import indicators as ta
-from barfinex_cli.detector.strategy import Rule, Strategy
-
-strategy = Strategy(
-    name="momentum_e2e", symbols=["BTC/USDT"], timeframe="1m", threshold=2.0, cooldown=1,
-    rules=[
-        Rule("above_ema", ta.close > ta.ema("close", 10), weight=1.0, direction="long"),
-        Rule("below_ema", ta.close < ta.ema("close", 10), weight=1.0, direction="short"),
-        Rule("rsi_up", ta.rsi(7) > 55, weight=1.0, direction="long"),
-        Rule("rsi_down", ta.rsi(7) < 45, weight=1.0, direction="short"),
-    ],
-)
-"""
+STRATEGY = momentum("momentum_e2e", cooldown=1)
 
 
 @pytest.fixture
@@ -76,6 +64,19 @@ def _signals(env: dict[str, str], source: str) -> list[dict[str, object]]:
 
 def _signal_count(env: dict[str, str], source: str) -> int:
     return len(_signals(env, source))
+
+
+def _interrupt(procs: list[subprocess.Popen[str]]) -> None:
+    """Stop what still runs with SIGINT, newest first, as Ctrl-C would; kill what hangs."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for proc in reversed(procs):
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
 
 
 def test_killing_one_instance_leaves_the_other_running(env: dict[str, str], tmp_path: Path) -> None:
@@ -124,15 +125,7 @@ def test_killing_one_instance_leaves_the_other_running(env: dict[str, str], tmp_
         assert root["event"]["type"] == "market.candle"
         assert root["children"][0]["event"]["id"] == signal_id
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in reversed(procs):
-            try:
-                proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+        _interrupt(procs)
     assert b.returncode == 0, b.stderr
     assert provider.returncode == 0
 
@@ -179,15 +172,7 @@ def test_one_name_one_run_and_a_run_killed_hard_resumes_losing_and_doubling_noth
         wait_until(lambda: len(_signals(env, source)) >= killed_with + 5, 90)
         assert restarted.poll() is None
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in reversed(procs):
-            try:
-                proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+        _interrupt(procs)
     assert restarted.returncode == 0, restarted.stderr
 
     live = _signals(env, source)

@@ -27,21 +27,9 @@ from barfinex_cli.store.audit import AuditStore
 from conftest import REDIS_URL
 from polling import wait_until
 from ports import free_port
+from strategy_files import momentum
 
-MOMENTUM = """
-from barfinex_cli.detector import indicators as ta
-from barfinex_cli.detector.strategy import Rule, Strategy
-
-strategy = Strategy(
-    name="momentum", symbols=["BTC/USDT"], timeframe="1m", threshold=2.0, cooldown=2,
-    rules=[
-        Rule("above_ema", ta.close > ta.ema("close", 10), weight=1.0, direction="long"),
-        Rule("below_ema", ta.close < ta.ema("close", 10), weight=1.0, direction="short"),
-        Rule("rsi_up", ta.rsi(7) > 55, weight=1.0, direction="long"),
-        Rule("rsi_down", ta.rsi(7) < 45, weight=1.0, direction="short"),
-    ],
-)
-"""
+MOMENTUM = momentum("momentum")
 
 REVERSION = """
 from barfinex_cli.detector import indicators as ta

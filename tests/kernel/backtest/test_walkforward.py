@@ -11,21 +11,9 @@ from barfinex_cli.errors import UsageError
 from barfinex_cli.kernel.backtest.engine import PipelineSpec
 from barfinex_cli.kernel.backtest.walkforward import walk_forward
 from barfinex_cli.runtime.settings import load_settings
+from strategy_files import momentum
 
-BUSY = """
-from barfinex_cli.detector import indicators as ta
-from barfinex_cli.detector.strategy import Rule, Strategy
-
-strategy = Strategy(
-    name="busy", symbols=["BTC/USDT"], timeframe="1m", threshold=2.0, cooldown=1,
-    rules=[
-        Rule("above_ema", ta.close > ta.ema("close", 10), weight=1.0, direction="long"),
-        Rule("below_ema", ta.close < ta.ema("close", 10), weight=1.0, direction="short"),
-        Rule("rsi_up", ta.rsi(7) > 55, weight=1.0, direction="long"),
-        Rule("rsi_down", ta.rsi(7) < 45, weight=1.0, direction="short"),
-    ],
-)
-"""
+BUSY = momentum("busy", cooldown=1)
 
 
 @pytest.mark.slow
