@@ -10,7 +10,7 @@ import asyncio
 
 from barfinex_cli.bus.base import Bus
 from barfinex_cli.bus.settle import Settle
-from bus.test_semantics import candle, drain
+from bus.test_semantics import candle, drain_until
 
 
 async def test_a_group_with_entries_not_yet_delivered_is_behind_until_it_reads_and_acks(
@@ -42,8 +42,7 @@ async def test_a_new_stream_matching_a_group_is_behind_before_the_group_joins_it
     await bus.publish(candle(0))
     # like the first order.filled of a run: the stream is new, the group has not joined it yet
     assert await bus.behind() == [("ins", "market.candle")]
-    await asyncio.sleep(1.1)  # a Redis consumer looks for new streams once a second
-    got = await drain(consumer)
+    got = await drain_until(consumer, 1)  # a Redis consumer looks for new streams once a second
     assert len(got) == 1
     assert await bus.behind() == []
 

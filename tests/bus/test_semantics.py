@@ -10,6 +10,7 @@ from typing import Any
 from barfinex_cli.bus.base import Bus, Delivery, consume
 from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import CandleClosed
+from polling import until
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -41,6 +42,18 @@ async def drain(consumer: Any, *, ack: bool = True, rounds: int = 20) -> list[De
         got.extend(batch)
         if ack:
             await consumer.ack(batch)
+    return got
+
+
+async def drain_until(consumer: Any, count: int, within_s: float = 10.0) -> list[Delivery]:
+    """Drain until `count` deliveries came: a Redis consumer finds a new stream within a second."""
+    got: list[Delivery] = []
+
+    async def enough() -> bool:
+        got.extend(await drain(consumer))
+        return len(got) >= count
+
+    await until(enough, within_s, what=f"{count} deliveries")
     return got
 
 
@@ -189,8 +202,7 @@ async def test_a_stream_created_after_joining_is_read_from_its_start(bus: Bus) -
         source="test",
     )
     await bus.publish(trade)
-    await asyncio.sleep(1.1)  # past the stream-discovery interval
-    got = await drain(consumer)
+    got = await drain_until(consumer, 1)  # the new stream is found within a discovery interval
     assert [d.event.id for d in got] == [trade.id]
 
 
