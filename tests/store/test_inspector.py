@@ -99,3 +99,38 @@ def test_orders_and_positions_are_fsynced_and_decisions_ride_on_the_next_fsync(
         assert store.decision("d1")["status"] == "judged"
         assert store.order("i-d1-e") == order
         assert store.counters().trades_today == 1
+
+
+def test_suppression_counts_each_stopped_signal_once_and_survive_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "inspector.db"
+    with InspectorStore(path) as store:
+        assert store.record_suppressed("s1", strategy="momentum", stage="quality", at_ms=1)
+        # the run's advisor.decision.rejected after the quality block: the same signal
+        assert not store.record_suppressed("s1", strategy="momentum", stage="quality", at_ms=2)
+        store.record_suppressed("s2", strategy="breakout", stage="intake", at_ms=3)
+        store.count_decision("momentum", None)
+        store.count_decision("momentum", "cooldown")
+    with InspectorStore(path) as store:
+        assert store.suppression() == (
+            {"momentum": 2},
+            {"momentum": {"stage:quality": 1, "policy:cooldown": 1},
+             "breakout": {"stage:intake": 1}},
+        )  # fmt: skip
+
+
+def test_a_store_made_before_the_suppression_counts_has_them_rebuilt_from_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "inspector.db"
+    with InspectorStore(path) as store:
+        for i, verdict in enumerate(("ALLOW", "BLOCK", "BLOCK")):
+            store.record_decision(f"d{i}", strategy="momentum", verdict=verdict,
+                                  policy="spread", status="judged")  # fmt: skip
+        store.record_decision("d9", strategy="momentum", status="pending")
+        store.record_suppressed("s1", strategy="momentum", stage="conviction", at_ms=1)
+        store.db.execute("drop table suppression")  # as an older version left it
+    with InspectorStore(path) as store:
+        assert store.suppression() == (
+            {"momentum": 3},
+            {"momentum": {"policy:spread": 2, "stage:conviction": 1}},
+        )

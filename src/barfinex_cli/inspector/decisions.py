@@ -185,6 +185,8 @@ class Decisions:
                 figures=json.dumps(figures_of(verdict.figures)),
                 received_wall_ms=time.time_ns() // 1_000_000,
             )
+            refused = None if verdict.action == "ALLOW" else verdict.policy
+            self.ins.store.count_decision(intent.strategy, refused)  # for the KPIs' suppression
             await self.publish_verdict(event, verdict, reason)
             await self.act(event, intent, verdict)
             return verdict

@@ -31,9 +31,11 @@ Layout, money as exact decimal TEXT:
                stop_order · tp_order · best_price · generation · realised_at_open · closed_ms ·
                realised
     suppressed signal_id PK · strategy · stage · at_ms  -- signals the advisor stopped, once each
+    suppression (strategy, key) PK · n  -- running counts: `decisions`, `policy:X`, `stage:Y`
 
-Suppression (the KPIs' decisions and blocks per strategy) is read from the store, so a restart
-keeps it: decisions and policy blocks from `decisions`, advisor stages from `suppressed`.
+Suppression (the KPIs' decisions and blocks per strategy) is kept in the store, so a restart
+keeps it: a decision is counted as it is first judged, a stopped signal as its `suppressed` row
+is inserted; a store made before the counts existed has them rebuilt from its rows once.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ _DEC_ORDER = (
 _DEC_POS = (
     "size", "entry", "stop", "take_profit", "best_price", "realised_at_open", "realised"
 )  # fmt: skip
-_TABLES = ("meta", "decisions", "orders", "positions", "suppressed")
+_TABLES = ("meta", "decisions", "orders", "positions", "suppressed", "suppression")
 _FSYNCED = frozenset({"orders", "positions"})
 """Tables whose every write is fsynced (`synchronous=FULL`); the others ride on the next one."""
 _PLAIN: frozenset[type] = frozenset({str, int, float, bytes, type(None)})
@@ -227,6 +229,20 @@ class InspectorStore:
             db.table("suppressed").create(
                 {"signal_id": str, "strategy": str, "stage": str, "at_ms": int}, pk="signal_id"
             )
+        if "suppression" not in db.table_names():
+            db.table("suppression").create(
+                {"strategy": str, "key": str, "n": int}, pk=("strategy", "key")
+            )
+            # a store made before the counts were kept: count what its rows say, once
+            db.execute(
+                "insert into suppression (strategy, key, n)"
+                " select strategy, 'decisions', count(*) from decisions where status = 'judged'"
+                " group by 1"
+                " union all select strategy, 'policy:' || policy, count(*) from decisions"
+                " where status = 'judged' and verdict != 'ALLOW' group by 1, 2"
+                " union all select strategy, 'stage:' || stage, count(*) from suppressed"
+                " group by 1, 2"
+            )
 
     def _upsert(self, table: str, row: dict[str, Any], pk: str, *, alter: bool = False) -> None:
         """Insert `row` or update the given columns of the row with its key, in one statement.
@@ -321,28 +337,39 @@ class InspectorStore:
             " values (?, ?, ?, ?)",
             (signal_id, strategy, stage, at_ms),
         )
-        return cursor.rowcount > 0
+        if cursor.rowcount <= 0:
+            return False
+        self._count(strategy, f"stage:{stage}")
+        return True
+
+    def count_decision(self, strategy: str, blocked_by: str | None) -> None:
+        """Count a decision judged for the first time, and the policy that refused it if any."""
+        self._count(strategy, "decisions")
+        if blocked_by is not None:
+            self._count(strategy, f"policy:{blocked_by}")
+
+    def _count(self, strategy: str, key: str) -> None:
+        self.db.conn.execute(
+            "insert into suppression (strategy, key, n) values (?, ?, 1)"
+            " on conflict(strategy, key) do update set n = n + 1",
+            (strategy, key),
+        )
 
     def suppression(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
         """Return judged decisions per strategy, and what stopped them or their signals.
 
-        The second map is per strategy, keyed `stage:<advisor stage>` (from `suppressed`) or
-        `policy:<name>` (decisions whose verdict was not ALLOW).
+        The second map is per strategy, keyed `stage:<advisor stage>` or `policy:<name>`
+        (decisions whose verdict was not ALLOW). Read from running counts (`suppression`), so
+        the KPIs cost the same however many decisions the store holds.
         """
-        decisions = {
-            str(r["strategy"]): int(r["n"])
-            for r in self._query(
-                "select strategy, count(*) n from decisions where status = 'judged' group by 1"
-            )
-        }
+        decisions: dict[str, int] = {}
         blocked: dict[str, dict[str, int]] = {}
-        for r in self._query(
-            "select strategy, 'policy:' || policy k, count(*) n from decisions"
-            " where status = 'judged' and verdict != 'ALLOW' group by 1, 2"
-            " union all select strategy, 'stage:' || stage k, count(*) n from suppressed"
-            " group by 1, 2"
-        ):
-            blocked.setdefault(str(r["strategy"]), {})[str(r["k"])] = int(r["n"])
+        for r in self._query("select strategy, key, n from suppression"):
+            strategy, key, n = str(r["strategy"]), str(r["key"]), int(r["n"])
+            if key == "decisions":
+                decisions[strategy] = n
+            else:
+                blocked.setdefault(strategy, {})[key] = n
         return decisions, blocked
 
     # -- orders ----------------------------------------------------------------------------
