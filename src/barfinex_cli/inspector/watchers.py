@@ -69,6 +69,8 @@ async def _settle(ins: Inspector) -> None:
     An entry sent while the provider restarted would otherwise wait for the next decision,
     and a protective order sent then would leave its position unguarded until one came.
     """
+    if ins.lock.locked():
+        return  # a decision is being judged: it settles them first, and the beat must not wait
     try:
         async with ins.lock:
             await ins.reconciler.settle()
