@@ -75,15 +75,18 @@ async def _signals(settings: Settings) -> list[Envelope[Any]]:
 
 async def _recorded(settings: Settings, source: str, count: int) -> list[Envelope[Any]]:
     """Wait until the recorder holds `count` signals of `source`; return them, oldest first."""
-    for _ in range(200):
+    found: list[Envelope[Any]] = []
+
+    async def enough() -> bool:
+        nonlocal found
         found = [
             e for e in await _signals(settings)
             if e.type == "detector.signal" and e.source == source
         ]  # fmt: skip
-        if len(found) >= count:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the recorder holds {len(found)} signals of {source}, not {count}")
+        return len(found) >= count
+
+    await until(enough, 30, what=f"the recorder to hold {count} signals of {source}", step_s=0.05)
+    return found
 
 
 def _as_scanned(settings: Settings, path: Path, live: list[Envelope[Any]]) -> tuple[Any, Any]:
