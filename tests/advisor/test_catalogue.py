@@ -68,7 +68,7 @@ async def _pipeline_types(
 
 
 async def _service_types(make_signal: Callable[..., SignalView]) -> set[str]:
-    """The intake: a closing signal is dropped; a signal the down provider must warm is held."""
+    """The intake: a flip signal is dropped; a signal the down provider must warm is held."""
     bus = MemoryBus("catalogue")
     client = GatewayClient("http://127.0.0.1:9", None, retries=0, timeout=1)
     config = AdvisorConfig(serve_api=False, join_registry=False, heartbeat_s=60, retry_s=0.05)
@@ -79,7 +79,7 @@ async def _service_types(make_signal: Callable[..., SignalView]) -> set[str]:
     task = asyncio.create_task(advisor.run(stop))
     try:
         await asyncio.wait_for(advisor.ready.wait(), 10)
-        for sig in (make_signal(action="close", event_id="x"), make_signal(event_id="y")):
+        for sig in (make_signal(action="flip", event_id="x"), make_signal(event_id="y")):
             await bus.publish(make_event(sig.signal, source="detector/m"))
         async with asyncio.timeout(10):
             async for delivery in tail:
