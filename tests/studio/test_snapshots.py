@@ -62,8 +62,11 @@ def kpi() -> KpiReported:
         trades=7, win_rate=0.571, expectancy=Decimal("3.2"), pnl=Decimal("22.40"),
         pnl_currency="USDT", max_drawdown=0.012, equity=Decimal("10022.40"),
         realised_pnl=Decimal("18.10"), unrealised_pnl=Decimal("4.30"), drawdown=0.008,
-        drawdown_limit=0.05, exposure=Decimal("2104.00"),
-        policies={"stand_down": "ok", "daily_loss": "ok", "max_exposure": "ok"},
+        drawdown_limit=0.05, daily_loss=0.0021, daily_loss_limit=0.03,
+        exposure=Decimal("2104.00"),
+        policies={"stand_down": "ok", "daily_loss": "ok: down 0.21% today of daily_loss_pct 3%",
+                  "trades_per_day": "THROTTLE until 2024-01-02T00:00:00+00:00: 7 trades today, "
+                                    "at max_trades_per_day 7"},
         strategies={
             "momentum": StrategyCapital(in_positions=Decimal("2104.00"), reserved=Decimal("350"),
                                         utilisation=0.245, decisions=12,

@@ -36,6 +36,16 @@ def _money(value: Decimal | None) -> str:
     return "—" if value is None else f"{value:,.2f}"
 
 
+def _against(text: Text, label: str, value: float, limit: float | None) -> None:
+    """Append `label`, a bar of how much of `limit` `value` uses, and both figures."""
+    used = value / limit if limit else 0.0
+    style = "green" if used < 0.5 else "yellow" if used < 0.8 else "bold red"
+    text.append(label)
+    text.append(bar(used), style=style)
+    limit_text = f"{limit:.1%}" if limit is not None else "no limit"
+    text.append(f" {value:.2%} of {limit_text}")
+
+
 class RiskScreen(StudioScreen):
     """Where the account stands and what the inspector thinks of it."""
 
@@ -153,13 +163,10 @@ class RiskScreen(StudioScreen):
                     f" · expectancy {_money(kpi.expectancy)}\n")  # fmt: skip
         text.append(f"exposure    {_money(kpi.exposure)}\n")
         drawdown = kpi.drawdown if kpi.drawdown is not None else kpi.max_drawdown
-        limit = kpi.drawdown_limit
-        used = drawdown / limit if limit else 0.0
-        style = "green" if used < 0.5 else "yellow" if used < 0.8 else "bold red"
-        text.append("drawdown    ")
-        text.append(bar(used), style=style)
-        limit_text = f"{limit:.1%}" if limit is not None else "no limit"
-        text.append(f" {drawdown:.2%} of {limit_text}")
+        _against(text, "drawdown    ", drawdown, kpi.drawdown_limit)
+        if kpi.daily_loss is not None or kpi.daily_loss_limit is not None:
+            text.append("\n")
+            _against(text, "daily loss  ", kpi.daily_loss or 0.0, kpi.daily_loss_limit)
         panel.update(text)
 
     def _draw_positions(self, state: StudioState) -> None:
