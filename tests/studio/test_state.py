@@ -8,7 +8,7 @@ from decimal import Decimal
 from barfinex_cli.contracts.advisor import DecisionMade, DecisionRejected
 from barfinex_cli.contracts.apps import AppLost, AppRegistered
 from barfinex_cli.contracts.envelope import make_event
-from barfinex_cli.contracts.inspector import VerdictIssued
+from barfinex_cli.contracts.inspector import VerdictIssued, VerdictPending
 from barfinex_cli.contracts.market import CandleClosed, IncidentOpened
 from barfinex_cli.contracts.orders import PositionChanged
 from barfinex_cli.contracts.rest import HealthResponse
@@ -62,6 +62,18 @@ def test_a_verdict_is_found_by_its_decision_and_outcomes_become_decision_rows() 
     assert state.decisions[made.id]["entry"] == "100"
     assert state.decisions[rejected.id]["stage"] == "quality"
     assert state.verdict_of[made.id].verdict == "ALLOW"
+
+
+def test_a_pending_notice_is_no_verdict_and_gives_way_to_the_verdict_that_follows() -> None:
+    state = StudioState()
+    notice = VerdictPending(decision_id="d1", reason="provider unreachable; no order placed")
+    state.apply(make_event(notice, source="inspector"))
+    assert "d1" not in state.verdict_of and list(state.verdicts) == []
+    assert state.pending_of["d1"].reason.startswith("provider unreachable")
+    verdict = VerdictIssued(decision_id="d1", verdict="BLOCK", policy="spread", reason="wide")
+    state.apply(make_event(verdict, source="inspector"))
+    assert state.verdict_of["d1"].verdict == "BLOCK" and "d1" not in state.pending_of
+    assert len(state.verdicts) == 1
 
 
 def test_positions_close_at_size_zero_and_apps_follow_the_registry_events() -> None:

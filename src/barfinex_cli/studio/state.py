@@ -27,6 +27,7 @@ from barfinex_cli.contracts.inspector import (
     DivergenceFound,
     KpiReported,
     VerdictIssued,
+    VerdictPending,
 )
 from barfinex_cli.contracts.market import (
     CandleClosed,
@@ -124,6 +125,8 @@ class StudioState:
         self.advisor = RoleView(None, problem="not asked yet")
         self.verdicts: deque[Envelope[VerdictIssued]] = deque(maxlen=MAX_VERDICTS)
         self.verdict_of: OrderedDict[str, VerdictIssued] = OrderedDict()
+        self.pending_of: OrderedDict[str, VerdictPending] = OrderedDict()
+        """Decisions the inspector holds unjudged (provider away): a notice, not a verdict."""
         self.orders: OrderedDict[str, OrderState] = OrderedDict()
         self.fills: deque[Envelope[Any]] = deque(maxlen=MAX_FILLS)
         self.positions: dict[tuple[str, str], PositionChanged] = {}
@@ -237,6 +240,11 @@ class StudioState:
         if isinstance(payload, VerdictIssued):
             self.verdicts.append(event)
             _bounded_put(self.verdict_of, payload.decision_id, payload, MAX_VERDICTS)
+            self.pending_of.pop(payload.decision_id, None)
+            return "verdicts"
+        if isinstance(payload, VerdictPending):
+            if payload.decision_id not in self.verdict_of:
+                _bounded_put(self.pending_of, payload.decision_id, payload, MAX_VERDICTS)
             return "verdicts"
         if isinstance(payload, OrderFilled | OrderPartiallyFilled | OrderCancelled | OrderRejected):
             order: OrderState = payload.order

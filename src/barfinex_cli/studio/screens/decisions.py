@@ -198,8 +198,11 @@ class DecisionsScreen(StudioScreen):
         else:
             text.append(f"stopped at  {data.get('stage')}: {data.get('reason')}\n")
         verdict = self.state.verdict_of.get(key)
+        pending = self.state.pending_of.get(key)
         text.append("verdict     ")
-        if verdict is None:
+        if verdict is None and pending is not None:
+            text.append(f"pending: {pending.reason}\n", style="yellow")
+        elif verdict is None:
             text.append("— (none seen since the studio connected)\n", style="dim")
         else:
             style = "green" if verdict.verdict == "ALLOW" else "red"
