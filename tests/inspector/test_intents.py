@@ -20,6 +20,7 @@ from barfinex_cli.contracts.inspector import FillAudited
 from barfinex_cli.contracts.orders import OrderState
 from barfinex_cli.inspector.service import Inspector
 from inspector.conftest import Market, StartInspector, armed, until
+from inspector.test_exactly_once import _died, _dying_inspector
 
 SYMBOL = "BTC/USDT"
 
@@ -180,3 +181,28 @@ async def test_an_entry_filled_past_the_slippage_tolerance_is_flagged_in_its_aud
 async def _both(audits: Any, *decisions: Envelope[Any]) -> bool:
     found = await audits()
     return all(f"i-{d.id}-e" in found for d in decisions)
+
+
+async def test_a_reduce_judged_by_an_inspector_killed_after_its_verdict_is_sent_once_after_restart(
+    market: Market, start_inspector: StartInspector
+) -> None:
+    # dies right after its second verdict (the reduce's), before the exit order is sent
+    kernel, first, task = await _dying_inspector(market, "inspector.verdict", nth=2)
+    await market.decide()
+    await until(lambda: armed(first, SYMBOL))
+    reduce = await _exit(market, "reduce", size="0.4")
+    await _died(task)
+    exit_id = f"i-{reduce.id}-x1"
+    assert first.store.decision(reduce.id)["verdict"] == "ALLOW"
+    assert first.store.order(exit_id) is None  # it died before the exit
+    await kernel.close()
+
+    second, _, _ = await start_inspector()
+
+    async def reduced() -> bool:
+        return await _broker_size(market) == Decimal("0.6") and _held(second) == Decimal("0.6")
+
+    await until(reduced)
+    assert second.verdicts == 0  # the stored verdict, not a second judgment
+    orders = [o.client_order_id for o in await market.client.orders("paper")]
+    assert orders.count(exit_id) == 1
