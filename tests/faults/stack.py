@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import redis
 
+import polling
 from barfinex_cli.store.audit import AuditStore
 from bus.redis_faults import RedisServer, free_port
 
@@ -67,13 +67,8 @@ ROLE_COMMANDS = {
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout_s: float) -> None:
-    """Poll `predicate` until it holds; fail naming `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+    """Poll `predicate` until it holds; fail naming `what` (`polling.wait_until`)."""
+    polling.wait_until(predicate, timeout_s, what=what)
 
 
 class Stack:

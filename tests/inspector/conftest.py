@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import polling
 from barfinex_cli.bus.base import matches
 from barfinex_cli.bus.redis_streams import FIELD, RedisStreamsBus
 from barfinex_cli.contracts.advisor import DecisionMade
@@ -57,15 +58,8 @@ def write_market(folder: Path) -> Path:
 
 
 async def until(predicate: Callable[[], Any], within_s: float = 30.0) -> None:
-    """Poll `predicate` (sync or async) every 20 ms until it holds."""
-    for _ in range(int(within_s / 0.02)):
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out waiting")
+    """Poll `predicate` (sync or async) until it holds: the suite's `polling.until`."""
+    await polling.until(predicate, within_s)
 
 
 def armed(inspector: Inspector, symbol: str) -> bool:
