@@ -53,7 +53,7 @@ from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import CandleClosed
 from barfinex_cli.contracts.times import to_ms
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.errors import BfxError, NotFound, ServiceUnreachable, UsageError
+from barfinex_cli.errors import BfxError, NotFound, ServiceUnreachable
 from barfinex_cli.market.candles import timeframe_ms
 from barfinex_cli.runtime.client import GatewayClient
 from barfinex_cli.runtime.clock import Clock
@@ -108,7 +108,6 @@ class Advisor:
             bus, f"{self.instance}.{self.consumer_name}", role="advisor", hint=LEASE_HINT
         )
         """One running advisor per consumer name (two would split that consumer's signals)."""
-        self._lease_lost: BaseException | None = None
         scorer: ScorerLike = model.scorer if model is not None else RuleScorer()
         self.pipeline = Pipeline(
             config,
@@ -160,7 +159,7 @@ class Advisor:
         tasks: list[asyncio.Task[Any]] = []
         await self.lease.acquire()  # before the groups: a second run must not take a signal
         try:
-            tasks.append(asyncio.create_task(self._keep_lease(stop), name="lease"))
+            tasks.append(asyncio.create_task(self.lease.hold(stop), name="lease"))
             # signals are shared by the instance's group; the context events come through a
             # group of this consumer alone, so each advisor sharing the signals sees every candle
             consumer = await self.bus.consumer(
@@ -209,23 +208,14 @@ class Advisor:
                 await self._drain(consumer, stop)
                 if self._held and not deliveries and not updates and self.provider_down:
                     await self._pause(stop)
-            if self._lease_lost is not None:
-                raise self._lease_lost
+            if self.lease.lost is not None:
+                raise self.lease.lost
         finally:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*tasks, return_exceptions=True)
             await self.lease.release()
         return self.decisions
-
-    async def _keep_lease(self, stop: asyncio.Event) -> None:
-        """Renew the consumer's lease; if another run took the name, stop this one."""
-        try:
-            await self.lease.keep(stop)
-        except UsageError as exc:
-            log.error("instance lease lost; stopping", extra={"consumer": self.consumer_name})
-            self._lease_lost = exc
-            stop.set()
 
     async def _absorb(self, consumer: Any, deliveries: Sequence[Delivery]) -> list[Delivery]:
         """Apply context events (acknowledged at once); return the signals, in order."""

@@ -147,7 +147,6 @@ class Detector:
         """Symbols whose first delivered candle of this run was handled (see `_resume`)."""
         self._published_until: dict[str, int] = {}
         """Per symbol: open time of the last run's newest signal (no signal again up to it)."""
-        self._lease_lost: BaseException | None = None
 
     @property
     def provider_url(self) -> str:
@@ -159,7 +158,7 @@ class Detector:
         tasks: list[asyncio.Task[Any]] = []
         await self.lease.acquire()
         try:
-            tasks.append(asyncio.create_task(self._keep_lease(stop), name="lease"))
+            tasks.append(asyncio.create_task(self.lease.hold(stop), name="lease"))
             consumer = await bus.consumer(
                 f"detector.{self.instance}",
                 self.instance,
@@ -187,8 +186,8 @@ class Detector:
                        "health": self.health_url},
             )  # fmt: skip
             await consume(consumer, self._handle, stop, dedup=bus.deduplicator(), block_ms=250)
-            if self._lease_lost is not None:
-                raise self._lease_lost
+            if self.lease.lost is not None:
+                raise self.lease.lost
             await self._publish(self._metrics())
         finally:
             stop.set()
@@ -196,15 +195,6 @@ class Detector:
                 await asyncio.gather(*tasks, return_exceptions=True)
             await self.lease.release()
         return self.signals
-
-    async def _keep_lease(self, stop: asyncio.Event) -> None:
-        """Renew the instance lease; if another run took the name, stop this one (never split)."""
-        try:
-            await self.lease.keep(stop)
-        except UsageError as exc:
-            log.error("instance lease lost; stopping", extra={"instance": self.instance})
-            self._lease_lost = exc
-            stop.set()
 
     async def _warm_up(self) -> None:
         """Feed the engine the provider's history of each symbol."""

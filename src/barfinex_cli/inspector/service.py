@@ -53,7 +53,7 @@ from barfinex_cli.contracts.orders import PositionChanged
 from barfinex_cli.contracts.rest import BrokerCapabilities
 from barfinex_cli.contracts.times import from_ms, to_ms
 from barfinex_cli.contracts.types import Payload
-from barfinex_cli.errors import ServiceUnreachable, UsageError
+from barfinex_cli.errors import ServiceUnreachable
 from barfinex_cli.inspector import watchers
 from barfinex_cli.inspector.alerts import Alerts, Telegram
 from barfinex_cli.inspector.closing import Closer
@@ -152,7 +152,6 @@ class Inspector:
         self.verdicts = 0
         self.lease = InstanceLease(bus, self.instance, role="inspector", hint=LEASE_HINT)
         """One running inspector per name on a bus (a second would split the decisions)."""
-        self._lease_lost: BaseException | None = None
         self.store_lock = StoreLock(
             store.path, role="inspector", hint="give this one its own --data-dir"
         )
@@ -279,7 +278,7 @@ class Inspector:
         await self.lease.acquire()  # before the group: a second run must not take a decision
         try:
             self.store_lock.acquire()
-            tasks.append(asyncio.create_task(self._keep_lease(stop), name="lease"))
+            tasks.append(asyncio.create_task(self.lease.hold(stop), name="lease"))
             consumer = await self.bus.consumer(
                 f"inspector.{self.instance}", self.instance, list(TYPES), start="$"
             )
@@ -325,8 +324,8 @@ class Inspector:
                 await self._drain(consumer, stop)
                 if self.held and not deliveries:
                     await self._pause(stop)
-            if self._lease_lost is not None:
-                raise self._lease_lost
+            if self.lease.lost is not None:
+                raise self.lease.lost
         finally:
             stop.set()
             with contextlib.suppress(asyncio.CancelledError):
@@ -335,15 +334,6 @@ class Inspector:
             await self.lease.release()
             self.store_lock.release()
         return self.verdicts
-
-    async def _keep_lease(self, stop: asyncio.Event) -> None:
-        """Renew the instance lease; if another run took the name, stop this one (never split)."""
-        try:
-            await self.lease.keep(stop)
-        except UsageError as exc:
-            log.error("instance lease lost; stopping", extra={"instance": self.instance})
-            self._lease_lost = exc
-            stop.set()
 
     async def _absorb(self, consumer: Consumer, deliveries: list[Delivery]) -> None:
         """Handle every event but decisions at once (acknowledged); hold decisions in order."""

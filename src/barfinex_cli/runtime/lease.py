@@ -85,6 +85,8 @@ class InstanceLease:
         self.lease_s = lease_s
         self.token = uuid.uuid4().hex
         self.held = False
+        self.lost: UsageError | None = None
+        """Set when another run took the name while this one ran (`hold` then sets its stop)."""
         self._failures = 0
         self.log = logging.getLogger(f"bfx.{role}")
 
@@ -187,6 +189,15 @@ class InstanceLease:
                     self.log.warning("cannot renew the instance lease", extra={"error": str(exc)})
                 continue
             self._failures = 0
+
+    async def hold(self, stop: asyncio.Event) -> None:
+        """`keep` the lease; if another run took the name, set `lost` and `stop` (never split)."""
+        try:
+            await self.keep(stop)
+        except UsageError as exc:
+            self.log.error("instance lease lost; stopping", extra={"instance": self.instance})
+            self.lost = exc
+            stop.set()
 
     async def release(self) -> None:
         """Give the lease up (a graceful stop), so the next run starts at once."""
