@@ -85,3 +85,38 @@ async def test_a_position_found_at_start_is_legacy_alert_only_and_never_managed(
     assert await market.client.orders("paper", open_only=True) == []  # no protection placed
     view = inspector.positions_view()
     assert view[0]["managed"] == "legacy" and view[0]["protective"] == []
+
+
+async def test_a_decision_on_a_symbol_held_as_a_legacy_position_is_blocked_and_the_row_kept(
+    market: Market, start_inspector: StartInspector
+) -> None:
+    await market.client.place_order(_manual("by-hand", "market"))
+    inspector, _, _ = await start_inspector()
+    decision = await market.decide("BTC/USDT")
+
+    async def verdicts() -> list[object]:
+        return [
+            e.payload for e in await market.published("inspector.verdict")
+            if e.payload.decision_id == decision.id
+        ]  # fmt: skip
+
+    await until(verdicts)
+    verdict = (await verdicts())[0]
+    assert (verdict.verdict, verdict.policy) == ("BLOCK", "legacy_position")
+    assert "did not open" in verdict.reason
+    legacy = inspector.store.position("BTC/USDT")
+    assert legacy is not None and not legacy.runtime and legacy.strategy == "legacy"
+    assert legacy.size == Decimal(1) and legacy.decision_id is None
+    placed = [o.client_order_id for o in await market.client.orders("paper")]
+    assert placed == ["by-hand"]  # no entry, no guard
+
+
+async def test_a_decision_on_another_symbol_than_the_legacy_position_still_trades(
+    market: Market, start_inspector: StartInspector
+) -> None:
+    await market.client.place_order(_manual("by-hand", "market"))
+    inspector, _, _ = await start_inspector()
+    decision = await market.decide("ETH/USDT")
+    await until(lambda: inspector.store.decision(decision.id).get("verdict") == "ALLOW")
+    legacy = inspector.store.position("BTC/USDT")
+    assert legacy is not None and not legacy.runtime and legacy.size == Decimal(1)

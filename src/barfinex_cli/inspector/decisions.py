@@ -9,7 +9,9 @@ The decision's `kind` says what it does to the strategy's position: an `open` (a
 before the field too) opens or adds, or flips when the other side is held; a `close` or
 `reduce` takes the held amount (or the decision's size) off with a market exit order, never
 deferred, and the guards follow the smaller position (`positions`). An entry whose stop or
-take-profit is on the wrong side of its price is refused first (`levels`).
+take-profit is on the wrong side of its price is refused first (`levels`), and so is any
+decision on a symbol held by a position the inspector did not open (legacy or adopted: policy
+`legacy_position`), which it can neither net nor guard.
 
 Exactly once across a crash: the verdict (and the pending notice, and a throttle) carries an id
 derived from the decision's (`ids.derived_uuid7`), and the judgment is in the store before it is
@@ -156,6 +158,7 @@ class Decisions:
             now = self.ins.clock.now()
             verdict = (
                 self.once_per_signal(event)
+                or self.not_ours(intent)
                 or wrong_side(intent)
                 or self.ins.governor.evaluate(intent, self.ins.portfolio(), now)
             )
@@ -249,6 +252,26 @@ class Decisions:
             action="BLOCK",
             policy="duplicate_signal",
             reason=f"signal {signal_id} was decided already by {first}; no second order",
+        )
+
+    def not_ours(self, intent: Intent) -> Verdict | None:
+        """Return a BLOCK if the symbol holds a position the inspector did not open.
+
+        A legacy position (found at start) or one adopted from the provider is not managed:
+        its fills are not the inspector's, so an entry could neither be netted into it nor
+        guarded for the sum, and a close or reduce would act on what it does not own.
+        """
+        held = self.ins.store.position(intent.symbol)
+        if held is None or held.status != "open" or held.runtime:
+            return None
+        return Verdict(
+            action="BLOCK",
+            policy="legacy_position",
+            reason=(
+                f"{intent.symbol} holds a {held.strategy} position ({held.side} {held.size}) "
+                "the inspector did not open and does not manage; no order until it is closed "
+                "at the venue"
+            ),
         )
 
     async def act(self, event: Envelope[Any], intent: Intent, verdict: Verdict) -> None:
