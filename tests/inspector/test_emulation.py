@@ -16,6 +16,8 @@ import httpx
 
 from barfinex_cli.contracts.envelope import make_event
 from barfinex_cli.contracts.market import TickerUpdated
+from barfinex_cli.inspector.execution import client_order_id
+from barfinex_cli.inspector.guard import guard_event_id
 from barfinex_cli.store.market import TradeRow
 from inspector.conftest import Market, StartInspector, until
 
@@ -127,14 +129,17 @@ async def test_an_emulated_stop_trails_without_an_order_and_fires_at_its_new_pri
     market: Market, start_inspector: StartInspector, tmp_path: Path
 ) -> None:
     inspector, _, _ = await start_inspector(policy=policy(tmp_path, EMULATE), trailing_stop_pct=2)
-    await market.decide(take_profit="130")
+    decision = await market.decide(take_profit="130")
     await until(lambda: is_open(inspector))
     await market.candle("BTC/USDT", 100, 110.5, 100, 110)  # best close 110: stop to 107.8
     await until(lambda: payloads(market, "inspector.protective.moved"))
-    move = (await payloads(market, "inspector.protective.moved"))[0]
+    moved = (await market.published("inspector.protective.moved"))[0]
+    move = moved.payload
     assert (move.previous_price, move.price, move.emulated) == (
         Decimal(98), Decimal("107.8"), True
     )  # fmt: skip
+    stop_id = client_order_id(decision.id, "stop_loss", 1)
+    assert moved.id == guard_event_id(decision.id, stop_id, "moved", Decimal("107.8"))
     assert await market.client.orders("paper", open_only=True) == []
     await market.candle("BTC/USDT", 110, 110, 107.5, 107.6)  # low 107.5 <= 107.8
     await until(lambda: inspector.store.counters().wins == 1)
@@ -219,8 +224,14 @@ async def test_a_restarted_inspector_keeps_emulating_the_guards_of_its_positions
     await until(lambda: second.store.counters().losses == 1)
     ids = [o.client_order_id for o in await market.client.orders("paper")]
     assert ids == [f"i-{decision.id}-e", f"i-{decision.id}-x1"]
-    placed = [p for p in await payloads(market, "inspector.protective.placed") if p.emulated]
-    assert len(placed) == 4  # announced by the first, and again by the second at its start
+    placed = [e for e in await market.published("inspector.protective.placed")
+              if e.payload.emulated]  # fmt: skip
+    assert len(placed) == 4  # announced by the first, and again by the second at its start ...
+    assert len({e.id for e in placed}) == 2  # ... under the same ids: one event per guard
+    stop_id = client_order_id(decision.id, "stop_loss", 1)
+    fired = (await market.published("inspector.protective.triggered"))[0]
+    assert fired.payload.order_id == stop_id
+    assert fired.id == guard_event_id(decision.id, stop_id, "triggered")
 
 
 async def test_a_reload_from_emulate_to_auto_puts_the_guards_of_open_positions_at_the_venue(

@@ -48,13 +48,13 @@ class DiesAfter:
         return entry_id
 
 
-async def _dying_inspector(market: Market, event_type: str, nth: int = 1) -> tuple[
+async def _dying_inspector(market: Market, event_type: str, nth: int = 1, **extra: Any) -> tuple[
     Kernel, Inspector, asyncio.Task[int]
 ]:  # fmt: skip
     kernel = Kernel(market.settings)
     config = InspectorConfig(
         provider_url=market.url, port=0, clock="wall", kpi_interval_s=3600,
-        reconcile_interval_s=3600, retry_s=0.2, heartbeat_s=0.5, serve_api=False,
+        reconcile_interval_s=3600, retry_s=0.2, heartbeat_s=0.5, serve_api=False, **extra,
     )  # fmt: skip
     inspector = await kernel.inspector(config)
     inspector.bus = DiesAfter(inspector.bus, event_type, nth)  # type: ignore[assignment]
@@ -148,3 +148,37 @@ async def test_a_guard_placed_by_an_inspector_killed_before_announcing_it_is_ann
     assert not any(i.endswith(("-sl2", "-tp2")) for i in ids)
     verdicts = {v.id for v in await market.published("inspector.verdict")}
     assert len(verdicts) == 1
+
+
+async def test_an_emulated_guard_announced_again_after_a_kill_keeps_its_id(
+    market: Market, start_inspector: StartInspector, tmp_path: Path
+) -> None:
+    # emulated guards: dies right after the stop's announcement, the take-profit unannounced
+    policy = tmp_path / "policies.toml"
+    policy.write_text('[risk]\nper_trade_pct = 1\n\n[execution]\nprotective = "emulate"\n')
+    kernel, _, task = await _dying_inspector(market, "inspector.protective.placed", policy=policy)
+    decision = await market.decide("BTC/USDT")
+    await _died(task)
+    await kernel.close()
+    stop_id = client_order_id(decision.id, "stop_loss", 1)
+    take_id = client_order_id(decision.id, "take_profit", 1)
+    announced = [p.payload.order_id for p in await market.published("inspector.protective.*")]
+    assert announced == [stop_id]
+
+    await start_inspector(policy=policy)
+
+    async def both_announced() -> bool:
+        placed = await market.published("inspector.protective.placed")
+        return {p.payload.order_id for p in placed} == {stop_id, take_id}
+
+    await until(both_announced, 30)
+    await until(lambda: _acknowledged(market), 30)
+    placed = await market.published("inspector.protective.placed")
+    assert all(p.payload.emulated for p in placed)
+    by_order: dict[str, set[str]] = {}
+    for event in placed:
+        by_order.setdefault(event.payload.order_id, set()).add(event.id)
+    assert {k: len(v) for k, v in by_order.items()} == {stop_id: 1, take_id: 1}
+    assert [p.payload.order_id for p in placed].count(stop_id) == 2  # announced again ...
+    assert len(_recorded(tmp_path, placed)) == 2  # ... and the audit store keeps one per guard
+    assert await market.client.orders("paper", open_only=True) == []  # nothing at the venue

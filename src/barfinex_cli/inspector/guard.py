@@ -13,7 +13,11 @@ A venue guard's `inspector.protective.placed` carries an id derived from its cli
 (`placed_id`), and start-up announces every live guard of a runtime position again
 (`announce_live`): a guard an inspector placed and died before announcing is announced by the
 next one, and one that was announced is not doubled (the audit store and every consumer group
-keep the first copy of an id).
+keep the first copy of an id). Every other guard event is derived the same way
+(`guard_event_id`): an emulated guard's announcement from its decision, kind, generation and
+price, a move from the guard and the new stop, a trigger from the guard. So the announcement of
+the emulated guards that start-up makes again, or one repeated after a crash, is the same event,
+never a second guard under a new id.
 """
 
 from __future__ import annotations
@@ -50,9 +54,19 @@ PLACED_RANK = 3
 
 def placed_id(order: OrderRecord) -> str:
     """Return the id of the `inspector.protective.placed` that announces a venue guard."""
-    anchor = order.decision_id or order.client_order_id
-    key = f"inspector.protective.placed:{order.client_order_id}"
-    return derived_uuid7(anchor, key, PLACED_RANK)
+    return guard_event_id(order.decision_id, order.client_order_id, "placed")
+
+
+def guard_event_id(decision_id: str | None, guard_id: str, what: str, *facts: object) -> str:
+    """Return the id of a guard's event `what` (placed, moved, triggered), from its identity.
+
+    `guard_id` is the guard's client order id (an emulated guard's is the one it would have,
+    decision + kind + generation); `facts` are what tells two events of one guard apart (the
+    price an emulated guard is announced or moved at). The same guard and facts give the same
+    id in any run, so an announcement repeated after a restart is no new event.
+    """
+    key = ":".join([f"inspector.protective.{what}", guard_id, *(_fact(f) for f in facts)])
+    return derived_uuid7(decision_id or guard_id, key, PLACED_RANK)
 
 
 class Guard:
@@ -89,9 +103,10 @@ class Guard:
             if key in self._told:
                 continue
             self._told.add(key)
+            guard_id = client_order_id(position.decision_id, kind, position.generation)
             await self.ins.publish(
                 ProtectivePlaced(
-                    order_id=client_order_id(position.decision_id, kind, position.generation),
+                    order_id=guard_id,
                     account=self.ins.config.account,
                     symbol=position.symbol,
                     kind=kind,
@@ -99,7 +114,8 @@ class Guard:
                     amount=position.size,
                     decision_id=position.decision_id,
                     emulated=True,
-                )
+                ),
+                event_id=guard_event_id(position.decision_id, guard_id, "placed", price),
             )
 
     async def fire_emulated(
@@ -116,9 +132,10 @@ class Guard:
         close_id = self.ins.closer.close_id(position)
         close = self.ins.store.order(close_id)
         waits = "" if outcome == "sent" else "; the close waits for a better book"
+        guard_id = client_order_id(position.decision_id, touch.kind, position.generation)
         await self.ins.publish(
             ProtectiveTriggered(
-                order_id=client_order_id(position.decision_id, touch.kind, position.generation),
+                order_id=guard_id,
                 symbol=position.symbol,
                 kind=touch.kind,
                 trigger_price=touch.level,
@@ -127,7 +144,8 @@ class Guard:
                 emulated=True,
                 close_order_id=close_id,
                 reason=touch.reason + waits,
-            )
+            ),
+            event_id=guard_event_id(position.decision_id, guard_id, "triggered"),
         )
         if touch.kind == "stop_loss":
             self.ins.store.update_counters(last_loss_ms=self.ins.now_ms())
@@ -224,7 +242,8 @@ class Guard:
                 trigger_price=trigger,
                 fill_price=order.average_price,
                 amount=order.filled,
-            )
+            ),
+            event_id=guard_event_id(order.decision_id, order.client_order_id, "triggered"),
         )
         if order.role == "stop_loss":
             self.ins.store.update_counters(last_loss_ms=self.ins.now_ms())
@@ -269,7 +288,10 @@ class Guard:
                             previous_price=move.previous,
                             price=move.price,
                             reason=move.reason,
-                        )
+                        ),
+                        event_id=guard_event_id(
+                            placed.decision_id, placed.client_order_id, "moved", move.price
+                        ),
                     )
             expired = self.ins.governor.expired(
                 self.ins.portfolio().positions, self.ins.clock.now()
@@ -283,17 +305,24 @@ class Guard:
         """Move an emulated stop: only the price it is watched at changes (nothing is sent)."""
         assert position.decision_id is not None
         self.ins.store.save_position(replace(position, stop=move.price))
+        guard_id = client_order_id(position.decision_id, "stop_loss", position.generation)
         await self.ins.publish(
             ProtectiveMoved(
-                order_id=client_order_id(position.decision_id, "stop_loss", position.generation),
+                order_id=guard_id,
                 symbol=position.symbol,
                 kind="stop_loss",
                 previous_price=move.previous,
                 price=move.price,
                 reason=f"{move.reason} (emulated)",
                 emulated=True,
-            )
+            ),
+            event_id=guard_event_id(position.decision_id, guard_id, "moved", move.price),
         )
+
+
+def _fact(value: object) -> str:
+    """Return `value` as an id's key spells it: a price by its value (107.80 is 107.8)."""
+    return format(value.normalize(), "f") if isinstance(value, Decimal) else str(value)
 
 
 def _dec(value: Any) -> Decimal | None:
