@@ -41,6 +41,9 @@ class OrderState(Model):
     decision_id: str | None = None
     status: OrderStatus | None = None
     """Where the order stands; None where the source did not say."""
+    fees: Decimal | None = None
+    """What the order's fills cost so far, in total; None where the source did not say (an
+    audit of its fills then waits for the fill events, which carry each fee)."""
 
 
 class Fill(Model):

@@ -8,8 +8,12 @@ service hands it the order as the store holds it.
 
 The service publishes it once the fees are known: when the provider's fill events read so far
 cover the filled amount, or its final order event (filled, cancelled, rejected) has been read.
-An order filled by the call that placed it (a market entry, a close) is not audited from that
-answer, which carries no fee, but from its `order.filled` that follows.
+A provider whose order state carries the fees (the paper broker; an exchange that reports them)
+gives them with the REST answer too: an order settled from that answer (the placing call, the
+in-flight settle, a reconciliation, a catch-up) is audited from it at once, so an audit is not
+lost when the fill event never arrives. From a provider that gives no fee with the state, the
+audit waits for the fill events. The audit's id is derived from the client order id
+(`audit_id`): the fill event read later, or a repeat after a restart, is no second audit.
 
 Slippage tolerance: entries go out as the decision's order type (a market order), and neither
 the paper broker nor the exchange connectors take an immediate-or-cancel limit, so the fill
@@ -26,8 +30,23 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from barfinex_cli.contracts.ids import derived_uuid7
 from barfinex_cli.contracts.inspector import FillAudited
 from barfinex_cli.store.inspector import OrderRecord
+
+AUDIT_RANK = 4
+"""Sorts an order's audit after its decision's verdict, throttle and guard announcements."""
+
+
+def audit_id(order: OrderRecord) -> str:
+    """Return the one id of `order`'s `inspector.fill_audit`, derived from its client order id.
+
+    Whichever path publishes the audit (the fill events, or the provider's REST answer when a
+    reconciliation or the in-flight settle took the fill first), and however often a restart
+    repeats it, it is one event.
+    """
+    anchor = order.decision_id or order.client_order_id
+    return derived_uuid7(anchor, f"inspector.fill_audit:{order.client_order_id}", AUDIT_RANK)
 
 
 def slippage_bps(side: str, intended: Decimal, average: Decimal) -> float:

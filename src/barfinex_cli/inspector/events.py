@@ -102,7 +102,9 @@ class Events:
             fill = getattr(event.payload, "fill", None)
             if fill is not None:
                 partial = isinstance(event.payload, OrderPartiallyFilled)
-                updated = _with_fill(updated, fill.fee, fill.amount, partial)
+                # a state with its fees gave the total already (`merged`): only count the part
+                fee = Decimal(0) if state.fees is not None else fill.fee
+                updated = _with_fill(updated, fee, fill.amount, partial)
             self.ins.store.save_order(updated)
             final = isinstance(event.payload, OrderFilled | OrderCancelled) or (
                 event.type == "order.rejected"
@@ -153,7 +155,7 @@ class Events:
             tolerance_bps=tolerance,
         )
         if audited is not None:
-            await self.ins.publish(audited)
+            await self.ins.publish(audited, event_id=audit.audit_id(order))
             if audited.past_tolerance and tolerance is not None:
                 await self.ins.alerts.raise_(
                     "warning",
@@ -245,7 +247,7 @@ def _with_fill(order: OrderRecord, fee: Decimal, amount: Decimal, partial: bool)
     return replace(
         order,
         fees=order.fees + fee,
-        fill_seen=order.fill_seen + amount,
+        fill_seen=min(order.fill_seen + amount, max(order.filled, order.fill_seen)),
         partials=order.partials + (1 if partial else 0),
     )
 

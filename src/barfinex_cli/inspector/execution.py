@@ -65,9 +65,14 @@ def merged(order: OrderRecord, state: OrderState, now_ms: int) -> OrderRecord:
     Events can arrive after the answer that already reported more (a placing call returns the
     filled order before its `order.submitted` is read off the bus): a state that is behind the
     one held — less filled, or live where the order has settled — is ignored.
+
+    A state that carries the order's fees (the paper broker's, an exchange's that reports
+    them) gives them as read for its whole filled amount, so the fill audit need not wait for
+    fill events that may never come (`events.order_changed`).
     """
     if state.filled < order.filled or (not order.live and status_of(state) == "open"):
         return order
+    known = state.fees is not None
     return replace(
         order,
         status=status_of(state),
@@ -75,6 +80,8 @@ def merged(order: OrderRecord, state: OrderState, now_ms: int) -> OrderRecord:
         filled=state.filled,
         average_price=state.average_price,
         updated_ms=now_ms,
+        fees=state.fees if state.fees is not None else order.fees,
+        fill_seen=max(order.fill_seen, state.filled) if known else order.fill_seen,
     )
 
 

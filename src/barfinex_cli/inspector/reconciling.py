@@ -262,6 +262,11 @@ class Reconciler:
         """A position found at start that the inspector did not open: legacy, alert only."""
         remote = difference.remote_position
         assert remote is not None
+        now_held = self.ins.store.position(remote.symbol)
+        if now_held is not None and now_held.status == "open" and now_held.runtime:
+            # an order of ours settled earlier in this pass (an entry that filled while the
+            # inspector was down) opened it: it is the inspector's, never legacy
+            return
         record = PositionRecord(
             symbol=remote.symbol,
             side="long" if remote.side == "long" else "short",

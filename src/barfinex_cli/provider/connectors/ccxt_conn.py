@@ -688,7 +688,17 @@ def _state(
         filled=_dec(raw.get("filled") or 0),
         average_price=_dec(raw["average"]) if raw.get("average") else None,
         decision_id=asked.decision_id if asked else None,
+        fees=_fees_of(raw),
     )
+
+
+def _fees_of(raw: dict[str, Any]) -> Decimal | None:
+    """Return the total fee the exchange reported for an order (None if it reported none)."""
+    fees = [f for f in (raw.get("fees") or [raw.get("fee")]) if f and f.get("cost") is not None]
+    if not fees:
+        return None
+    currency = fees[0].get("currency")
+    return sum((_dec(f["cost"]) for f in fees if f.get("currency") == currency), Decimal(0))
 
 
 def _order_type(raw: dict[str, Any]) -> OrderType:

@@ -225,6 +225,7 @@ class PaperEngine:
                 "filled": filled,
                 "average_price": self.config.price(order.notional / filled),
                 "status": "filled" if filled >= state.amount else "open",
+                "fees": (state.fees or Decimal(0)) + fee,
             }
         )
         self.ledger.apply(state.account, state.symbol, state.side, amount, price, fee)
