@@ -204,6 +204,7 @@ async def test_market_order_fills_with_its_fee(fake: FakeBinance, keys: None) ->
     finally:
         await conn.stop()
     assert state.filled == Decimal("0.002") and state.average_price is not None
+    assert state.fees == Decimal("0.000002")  # the order state carries the fee too
     filled = events[-1]
     assert isinstance(filled, OrderFilled)
     assert filled.fill.fee == Decimal("0.000002") and filled.fill.fee_currency == "BTC"
