@@ -61,7 +61,7 @@ def _advisor_lag(client: redis.Redis) -> int:
     assert len(groups) == 1, groups
     group = groups[0]
     unread = client.xrange(SIGNALS, "(" + _text(group["last-delivered-id"]), "+")
-    return int(group["pending"]) + len(unread)
+    return int(group["pending"]) + len(unread or [])
 
 
 def _stream_lengths(client: redis.Redis) -> dict[str, int]:
