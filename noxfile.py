@@ -42,7 +42,7 @@ def bench(session: nox.Session) -> None:
 def faults_long(session: nox.Session) -> None:
     """Run the role-kill fault test over 10,000 candles, as issue 13 asks (BFX_FAULTS_CANDLES).
 
-    About an hour on a loaded 2-core machine (1,000 candles took 7-9 minutes).
+    About 30 minutes on this 2-core machine (29 min on 2026-11-26, a test suite running beside it).
     """
     session.install("-e", ".[dev]")
     session.env["BFX_FAULTS_CANDLES"] = os.environ.get("BFX_FAULTS_CANDLES", "10000")
