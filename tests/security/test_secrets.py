@@ -9,14 +9,18 @@ every request, and no other server got it), Telegram has been called with its to
 webhook receiver with a signed alert, which proves the keys were in use. Then every captured log
 record (litellm's debug log among them), every file of the data directory
 (the SQLite stores and their WAL files; the gateway's own 0600 token file aside), every Redis key
-of the namespace, and the output of `bfx config show` and `bfx doctor` are searched for each key.
+of the namespace, the text of the studio's six screens (run against the live gateway) and the
+output of `bfx config show` and `bfx doctor` are searched for each key.
 """
 
 from __future__ import annotations
 
+import asyncio
+import html
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -30,6 +34,7 @@ import httpx
 import pytest
 import redis
 
+import polling
 from barfinex_cli.runtime.settings import load_settings
 from conftest import REDIS_URL
 from security.stack import running_stack
@@ -140,6 +145,27 @@ def _found(haystack: bytes | str, where: str) -> list[str]:
     return [f"{name} in {where}" for name, value in SECRETS.items() if value.encode() in text]
 
 
+async def _studio_screens(url: str, token: str) -> str:
+    """Return the text of each of the studio's six screens, run against the live gateway."""
+    from barfinex_cli.studio.app import StudioApp
+
+    app = StudioApp(url, token, poll_s=0.5, feed_options={"backoff_s": 0.05, "max_backoff_s": 0.2})
+    shots: list[str] = []
+    async with app.run_test(size=(160, 48)) as pilot:
+        await polling.until(
+            lambda: app.state.connection.state == "connected" and app.state.inspector.app,
+            60,
+            what="the studio to connect and see the inspector",
+        )
+        for key in "123456":
+            await pilot.press(key)
+            await pilot.pause()
+            shots.append(app.export_screenshot())
+    text = html.unescape(re.sub(r"<[^>]+>", "", "\n".join(shots))).replace("\xa0", " ")
+    assert "Services" in text and "Decisions" in text  # the screens were drawn
+    return text
+
+
 @pytest.mark.redis
 @pytest.mark.timeout(300)  # the LLM stage waits for the replay's first signals: slow when loaded
 def test_planted_keys_appear_in_no_output_log_store_or_redis_key(
@@ -178,6 +204,7 @@ def test_planted_keys_appear_in_no_output_log_store_or_redis_key(
         config = stack.run.advisors[0].config  # the LLM key reached the advisor, as a SecretStr
         assert config.llm_api_key.get_secret_value() == SECRETS["BFX_ADVISOR__LLM_API_KEY"]
         _poll(lambda: any(p == "/hook" for p, _ in _Recorder.seen), 20, "a webhook")
+        screens = asyncio.run(_studio_screens(stack.gateway_url, stack.token))
     seen = dict(_Recorder.seen[::-1])
     llm_key = SECRETS["BFX_ADVISOR__LLM_API_KEY"]
     asked = [request for path, request in _Recorder.seen if path.endswith("/chat/completions")]
@@ -207,6 +234,7 @@ def test_planted_keys_appear_in_no_output_log_store_or_redis_key(
     assert b"detector.signal" in dump and b"inspector.alert" in dump  # the bus was used
     assert b"advisor.llm.responded" in dump  # the LLM's answer went over the bus too
     leaks += _found(dump, "Redis")
+    leaks += _found(screens, "the studio's screens")
 
     env = {**os.environ, "BFX_HOME": str(home), "BFX_NAMESPACE": namespace,
            "BFX_REDIS_URL": REDIS_URL, "BFX_LOG_JSON": "true"}  # fmt: skip

@@ -54,3 +54,23 @@ def setup_logging(level: str = "INFO", *, json_lines: bool | None = None) -> Non
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+class MaskCredentials(logging.Filter):
+    """Mask the value of a credential header that websockets logs at DEBUG (`"> %s: %s"`)."""
+
+    HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-bfx-token"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() in self.HEADERS:
+            record.args = (args[0], "***")
+        return True
+
+
+def mask_websocket_credentials() -> None:
+    """Keep tokens out of websockets' DEBUG header lines, on the client and the server side."""
+    for name in ("websockets.client", "websockets.server"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, MaskCredentials) for f in logger.filters):
+            logger.addFilter(MaskCredentials())

@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from barfinex_cli.backoff import delay
 from barfinex_cli.contracts.codec import MalformedEvent, decode
 from barfinex_cli.contracts.envelope import Envelope
+from barfinex_cli.runtime.logs import mask_websocket_credentials
 from barfinex_cli.studio.state import Connection
 
 log = logging.getLogger("bfx.studio.feed")
@@ -102,6 +103,7 @@ class LiveFeed:
 
     async def _session(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        mask_websocket_credentials()  # websockets logs each header at DEBUG, the token among them
         try:
             ws = await connect(self.url, additional_headers=headers, open_timeout=5)
         except InvalidStatus as exc:
