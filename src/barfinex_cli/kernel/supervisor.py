@@ -258,10 +258,13 @@ def _last_error(role: RoleProcess, code: int) -> str:
     """Return the role's own one-line error (`error: ...`) of its last run, or where its log is."""
     log_path = role.log_path
     if log_path is not None and log_path.is_file():
-        with log_path.open("rb") as log_file:
-            log_file.seek(max(role.log_start, log_path.stat().st_size - 8192))
-            lines = log_file.read().decode(errors="replace").splitlines()
-        for line in reversed(lines):
-            if line.startswith("error: "):
-                return line.removeprefix("error: ")
+        size = log_path.stat().st_size
+        # its last run first; a restart that has not written its error yet leaves the run before
+        for start in (max(role.log_start, size - 8192), max(0, size - 8192)):
+            with log_path.open("rb") as log_file:
+                log_file.seek(start)
+                lines = log_file.read().decode(errors="replace").splitlines()
+            for line in reversed(lines):
+                if line.startswith("error: "):
+                    return line.removeprefix("error: ")
     return f"exit code {code} — see {log_path}"
