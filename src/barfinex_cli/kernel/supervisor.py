@@ -260,7 +260,8 @@ def _last_error(role: RoleProcess, code: int) -> str:
     if log_path is not None and log_path.is_file():
         size = log_path.stat().st_size
         # its last run first; a restart that has not written its error yet leaves the run before
-        for start in (max(role.log_start, size - 8192), max(0, size - 8192)):
+        tail = max(0, size - 8192)
+        for start in dict.fromkeys((max(role.log_start, tail), tail)):  # the tail once if equal
             with log_path.open("rb") as log_file:
                 log_file.seek(start)
                 lines = log_file.read().decode(errors="replace").splitlines()
