@@ -21,14 +21,22 @@ def _text(value: Decimal | None) -> str:
     return "none" if value is None else f"{value:f}"
 
 
+def crossed(
+    long: bool, price: Decimal, stop: Decimal | None, target: Decimal | None
+) -> tuple[bool, bool]:
+    """Tell whether the stop and the take-profit are on the wrong side of `price` (fire at once)."""
+    bad_stop = stop is not None and (stop >= price if long else stop <= price)
+    bad_target = target is not None and (target <= price if long else target >= price)
+    return bad_stop, bad_target
+
+
 def wrong_side(intent: Intent) -> Verdict | None:
     """Return a BLOCK naming the levels when the stop or take-profit is on the wrong side."""
     if not intent.is_entry:
         return None
     buy = intent.side == "buy"
     entry, stop, target = intent.entry, intent.stop, intent.take_profit
-    bad_stop = stop is not None and (stop >= entry if buy else stop <= entry)
-    bad_target = target is not None and (target <= entry if buy else target >= entry)
+    bad_stop, bad_target = crossed(buy, entry, stop, target)
     if not (bad_stop or bad_target):
         return None
     wrong = " and ".join(

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from barfinex_cli.inspector.levels import crossed
 from barfinex_cli.store.inspector import PositionRecord
 
 ZERO = Decimal(0)
@@ -63,11 +64,9 @@ def add(
     fill price already passed (a stop at or beyond it, a take-profit reached) is ignored: it
     would fire at once and close the whole position, the part held before included.
     """
-    long = held.side == "long"
-    if stop is not None and (stop >= price if long else stop <= price):
-        stop = None
-    if take_profit is not None and (take_profit <= price if long else take_profit >= price):
-        take_profit = None
+    bad_stop, bad_target = crossed(held.side == "long", price, stop, take_profit)
+    stop = None if bad_stop else stop
+    take_profit = None if bad_target else take_profit
     size = held.size + amount
     entry = (held.size * held.entry + amount * price) / size if size > 0 else price
     return replace(
