@@ -90,3 +90,29 @@ async def test_entries_published_right_after_an_empty_restart_reach_the_lost_gro
     assert consumer.rejoined == 1
     assert [i for i in got if i != new.id] == [e.id for e in after]  # every one, in order, once
     assert got.count(new.id) == 1  # and the entry of the stream new since the restart
+
+
+async def test_a_group_that_joined_before_its_streams_existed_is_waited_for_after_an_empty_restart(
+    tmp_path: Path,
+) -> None:
+    """A role that joined before anything was published has no group to lose, so it never meets
+    NOGROUP; Redis restarted empty still lost its registration, and a run's end (`behind`) must
+    not stop it before it has read what the publisher wrote after the restart."""
+    server = RedisServer(tmp_path, persistent=False)
+    await server.start()
+    bus = RedisStreamsBus(server.url, "early", outage_s=30)
+    try:
+        await bus.consumer("recorder", "r", ["*"], start="0")  # no stream yet: nothing joined
+        server.stop(kill=True)
+        restarting = asyncio.create_task(_start_later(server))
+        await bus.publish(candle(1))  # waits out the outage; the first call after it
+        await restarting
+        assert ("recorder", "market.candle") in await bus.behind()
+    finally:
+        await bus.close()
+        server.stop()
+
+
+async def _start_later(server: RedisServer) -> None:
+    await asyncio.sleep(0.3)
+    await server.start()

@@ -149,11 +149,12 @@ class Bus(Protocol):
 
     @property
     def lost_in_outage(self) -> tuple[str, ...]:
-        """Types whose entries from before the latest outage the transport no longer holds.
+        """Types whose entries from before an outage the transport no longer held.
 
-        Non-empty when Redis came back without its data (restarted without persistence): what
-        was published on them before and not yet handled is gone. Empty for a bus that cannot
-        lose its data, or when nothing was lost.
+        Non-empty once Redis came back without its data (restarted without persistence): what
+        was published on them before and not yet handled is gone. Kept over the bus's life (a
+        later outage that loses nothing does not clear it), so a run that lost events knows it
+        at its end. Empty for a bus that cannot lose its data, or when nothing was lost.
         """
         ...
 

@@ -61,6 +61,7 @@ class Outage:
         self, url: str, limit_s: float, *, backoff_s: float = 0.05, max_backoff_s: float = 2.0
     ) -> None:
         self.url = url
+        self._answered_at = float("-inf")  # monotonic end of the latest outage
         self.limit_s = limit_s
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -94,10 +95,17 @@ class Outage:
         Raise `RedisUnreachable` once the outage has lasted longer than `limit_s`.
         """
 
+        began = 0.0  # when the current attempt began (monotonic)
+
+        async def attempt_fn() -> T:
+            nonlocal began
+            began = time.monotonic()
+            return await fn()
+
         def transient(exc: BaseException) -> bool:
             if not isinstance(exc, TRANSIENT):
                 return False
-            self._failed(exc)
+            self._failed(exc, began)
             if on_failure is not None:
                 on_failure()
             return True
@@ -114,7 +122,7 @@ class Outage:
         try:
             async for attempt in retrying:
                 with attempt:
-                    result = await fn()
+                    result = await attempt_fn()
         except TRANSIENT as exc:
             raise RedisUnreachable(
                 self.url,
@@ -124,8 +132,14 @@ class Outage:
         self._answered()
         return result
 
-    def _failed(self, exc: BaseException) -> None:
-        if self._since is not None:
+    def _failed(self, exc: BaseException, began: float) -> None:
+        """Start an outage, unless one is on or the failed attempt began before the last ended.
+
+        Calls run concurrently: an attempt sent while Redis was away can fail after another
+        call has seen Redis answer again. That failure belongs to the outage that just ended;
+        counting it as a new one made one restart look like several.
+        """
+        if self._since is not None or began < self._answered_at:
             return
         self._since = time.monotonic()
         self.since = datetime.now(UTC)
@@ -139,6 +153,7 @@ class Outage:
         if self._since is None:
             return
         lasted = self.elapsed_s()
+        self._answered_at = time.monotonic()
         if self.since is not None:
             self.last = (self.since, lasted)
         self._since = None

@@ -70,8 +70,24 @@ def _text(value: Any) -> str:
 
 
 async def register(bus: RedisStreamsBus, group: str, types: Collection[str]) -> None:
-    """Record that `group` reads `types` (patterns), so `behind` knows to wait for it."""
-    await bus.redis.hset(bus.prefix + GROUPS_KEY, group, json.dumps(sorted(types)))
+    """Record that `group` reads `types` (patterns), so `behind` knows to wait for it.
+
+    The bus remembers it too, and writes its groups again after an outage (`register_again`).
+    """
+    bus.groups[group] = json.dumps(sorted(types))
+    await bus.redis.hset(bus.prefix + GROUPS_KEY, group, bus.groups[group])
+
+
+async def register_again(bus: RedisStreamsBus) -> None:
+    """Write every group this bus registered again: Redis may have restarted without them.
+
+    A consumer registers again at its next read after an outage, but a role may be waiting out
+    its backoff then; the publisher's first call after the outage must not find a run's end
+    (`behind`) blind to the groups in between.
+    """
+    if bus.groups:
+        groups: dict[Any, Any] = dict(bus.groups)  # redis-py's mapping type is invariant
+        await bus.redis.hset(bus.prefix + GROUPS_KEY, mapping=groups)
 
 
 async def behind(

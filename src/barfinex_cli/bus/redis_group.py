@@ -105,12 +105,17 @@ class RedisConsumer(ConsumerBase):
         self._streams: dict[str, str] = {}  # stream key -> type
         self._refreshed = 0.0
         self._claimed = 0.0
+        self._registered = bus.outages  # the bus's outage count at its latest registration
+        self._stale = False
 
     async def refresh(self) -> None:
         """Join the group on every stream matching the patterns; create groups as needed."""
         initial = not self._refreshed
-        if initial:  # say which types this group reads, so a lock-step replay waits for it
+        if initial or self._registered != self.bus.outages:
+            # say which types this group reads, so a lock-step replay and a run's end wait for
+            # it; again after an outage, which a Redis restarted empty may have lost it in
             await redis_behind.register(self.bus, self.group, self.types)
+            self._registered = self.bus.outages
         for event_type in await self.bus._stream_types():
             key = self.bus.key(event_type)
             if key in self._streams or not matches(event_type, self.types):
@@ -120,6 +125,7 @@ class RedisConsumer(ConsumerBase):
             self._streams[key] = event_type
             self._recovering = True  # a new stream may hold our pending entries from before
         self._refreshed = time.monotonic()
+        self._stale = False
 
     async def _create_group(self, key: str, first_id: str) -> None:
         try:
@@ -137,6 +143,7 @@ class RedisConsumer(ConsumerBase):
             extra={"group": self.group, "types": sorted(self._streams.values())},
         )
         await redis_behind.register(self.bus, self.group, self.types)
+        self._registered = self.bus.outages
         if self._streams:
             await self.bus.redis.sadd(self.bus.types_key, *self._streams.values())
         for key in self._streams:
@@ -145,6 +152,7 @@ class RedisConsumer(ConsumerBase):
 
     def _after_failure(self) -> None:
         self._recovering = True  # a read whose reply was lost left its entries pending on us
+        self._stale = True  # refresh on the next read: Redis may come back without our groups
 
     async def fetch(self, count: int = 100, block_ms: int = 1000) -> list[Delivery]:
         return await self.bus.outage.call(
@@ -161,7 +169,7 @@ class RedisConsumer(ConsumerBase):
         return await self._read(count, 0)
 
     async def _read(self, count: int, block_ms: int) -> list[Delivery]:
-        if not self._streams or time.monotonic() - self._refreshed > REFRESH_S:
+        if not self._streams or self._stale or time.monotonic() - self._refreshed > REFRESH_S:
             await self.refresh()
         if not self._streams:
             await asyncio.sleep(min(block_ms / 1000, REFRESH_S))

@@ -27,6 +27,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from barfinex_cli.bus import redis_behind
 from barfinex_cli.bus.base import (
     DEAD_LETTER,
     DEDUP_TTL_S,
@@ -104,7 +105,9 @@ class RedisStreamsBus:
         self.types_key = self.prefix + "_types"
         self.dead_key = self.prefix + DEAD_LETTER
         self.lost_in_outage: tuple[str, ...] = ()
-        """Types whose entries from before the latest outage Redis no longer holds."""
+        """Types whose entries from before an outage Redis no longer held, over this bus's life."""
+        self.groups: dict[str, str] = {}
+        """The consumer groups made on this bus: name -> its patterns as JSON (`redis_behind`)."""
         self._marks: dict[str, str] = {}  # event type -> the last entry id this bus published
         self._checked = 0  # the outage whose losses were last looked for
 
@@ -188,14 +191,17 @@ class RedisStreamsBus:
 
         marks = dict(self._marks)
         ids = await self.outage.call(attempt)
-        if self.outage.outages != self._checked and marks:  # once per outage, by the first call
+        if self.outage.outages != self._checked:  # once per outage, by the first publish after
             self._checked = self.outage.outages
-            self.lost_in_outage = await self.outage.call(lambda: self._missing(marks))
-            if self.lost_in_outage:
+            await self.outage.call(lambda: redis_behind.register_again(self))
+            lost = await self.outage.call(lambda: self._missing(marks)) if marks else ()
+            if lost:
+                # kept across outages: a later outage that loses nothing does not undo a loss
+                self.lost_in_outage = tuple(dict.fromkeys((*self.lost_in_outage, *lost)))
                 log.warning(
                     "Redis came back without what was published before the outage (restarted "
                     "without persistence?): events on these streams not yet handled are lost",
-                    extra={"types": list(self.lost_in_outage)},
+                    extra={"types": list(lost)},
                 )
         for (event_type, _), entry_id in zip(items, ids, strict=True):
             self._marks[event_type] = entry_id
@@ -248,8 +254,6 @@ class RedisStreamsBus:
     async def behind(
         self, ignore: Collection[str] = (), limit: int | None = None
     ) -> list[tuple[str, str]]:
-        from barfinex_cli.bus import redis_behind
-
         return await self.outage.call(lambda: redis_behind.behind(self, ignore, limit))
 
     async def _stream_types(self) -> list[str]:

@@ -231,8 +231,9 @@ class BusRecovered(Payload):
     held_events: NonNegativeInt
     """Events the provider held while Redis was away, published once it answered."""
     lost_types: list[str] = []
-    """Types whose earlier entries Redis no longer holds (it restarted without persistence):
-    what was on them and not yet handled by a role is gone. Empty when nothing was lost."""
+    """Types whose earlier entries Redis no longer held after an outage of this provider's bus
+    (it restarted without persistence), over the provider's run: what was on them and not yet
+    handled by a role is gone. Empty when nothing was lost."""
 
 
 EVENTS: tuple[type[Payload], ...] = (

@@ -114,6 +114,16 @@ class ProviderRuntime:
     flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held by the flush in flight: flushes from the stream, the flusher, the barrier and the
     integrity checks go one at a time, so batches reach the bus in the order they were queued."""
+    reported_outages: int = -1
+    """The bus outages already announced as `provider.bus.recovered` (set from the bus at start).
+
+    Counted against the bus, not around one publish: the bus is shared (in one process, every
+    role's calls go through it), so another role's read can be the call that meets the outage
+    first, before the provider's next publish begins."""
+
+    def __post_init__(self) -> None:
+        if self.reported_outages < 0:
+            self.reported_outages = self.bus.outages
 
     @property
     def books(self) -> dict[str, BookUpdated]:
@@ -162,14 +172,14 @@ class ProviderRuntime:
         self.trade_rows.clear()
         if self.outbox:
             batch, self.outbox = self.outbox, []
-            outages = self.bus.outages
             await self.bus.publish_many(batch)  # in a Redis outage: waits, holding the batch
             self.events += len(batch)
             if self.on_published is not None:
                 self.on_published(batch)
             ended = self.bus.last_outage
-            if self.bus.outages != outages and ended is not None:
+            if self.bus.outages != self.reported_outages and ended and not self.bus.degraded:
                 # Redis answers again: say what happened, now that it can be heard.
+                self.reported_outages = self.bus.outages
                 started, lasted = ended
                 recovered = BusRecovered(
                     started_at=started, lasted_s=round(lasted, 3), held_events=len(batch),
