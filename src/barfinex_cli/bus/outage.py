@@ -9,12 +9,17 @@ to the roles as `degraded` / `since` for their health. Only a Redis that stays u
 than `limit_s` (the setting `redis_outage_s`) ends the call, with a `RedisUnreachable` that says
 how long it waited.
 
+A role that is stopping does not wait for Redis (`stop_waiting`): a failed call gives up at once
+and the calls already waiting for Redis are cut, so Ctrl-C ends a role in seconds during an
+outage. What it could not acknowledge stays pending and is delivered again on its next start.
+
 redis-py's own retry is switched off on the bus's client (`no_retry`): it would retry blindly,
 including a batch of XADDs that Redis may already have applied, and hide the outage from us.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -72,6 +77,10 @@ class Outage:
         """When the current outage began (UTC), or None while Redis answers."""
         self.last: tuple[datetime, float] | None = None
         """The latest outage that ended: when it began (UTC) and how long it lasted (s)."""
+        self.stopping = False
+        """Set by `stop_waiting`: calls no longer ride out an outage."""
+        self._calls: dict[asyncio.Task[object], int] = {}  # tasks inside `call`, nesting depth
+        self._cut: set[asyncio.Task[object]] = set()  # tasks `stop_waiting` cancelled
 
     @property
     def degraded(self) -> bool:
@@ -81,6 +90,31 @@ class Outage:
     def elapsed_s(self) -> float:
         """Return how long the current outage has lasted (0 while Redis answers)."""
         return 0.0 if self._since is None else time.monotonic() - self._since
+
+    def stop_waiting(self) -> None:
+        """Stop riding out outages: the role is stopping, and its stop must not wait for Redis.
+
+        From now on a call that fails gives up at once (and cuts every call waiting for Redis),
+        a call made while Redis is unreachable gives up without trying, and if Redis is
+        unreachable now the calls waiting for it are cut. Calls Redis answers go on as before,
+        so a stop with Redis up still acknowledges what its role handled.
+        """
+        self.stopping = True
+        if self.degraded:
+            self._cut_waiting()
+
+    def _cut_waiting(self) -> None:
+        """Cancel the calls in flight (not the caller's own); each raises `RedisUnreachable`."""
+        me = asyncio.current_task()
+        for task in self._calls:
+            if task is not me and task not in self._cut and not task.done():
+                self._cut.add(task)
+                task.cancel()
+
+    def _gave_up(self) -> RedisUnreachable:
+        return RedisUnreachable(
+            self.url, f"stopping; gave up waiting for it after {self.elapsed_s():.1f} s"
+        )
 
     async def call(
         self,
@@ -92,9 +126,32 @@ class Outage:
 
         `fn` must be safe to call again after a failure at any point (the callers make it so);
         `on_failure` runs after each failure, before the wait, to reset what the retry needs.
-        Raise `RedisUnreachable` once the outage has lasted longer than `limit_s`.
+        Raise `RedisUnreachable` once the outage has lasted longer than `limit_s`, or at once
+        when a stopping role meets it (`stop_waiting`).
         """
+        if self.stopping and self.degraded:
+            raise self._gave_up()
+        task: asyncio.Task[object] | None = asyncio.current_task()
+        if task is None:  # not in a task (never under asyncio.run): nothing to cut
+            return await self._call(fn, on_failure)
+        self._calls[task] = self._calls.get(task, 0) + 1
+        try:
+            return await self._call(fn, on_failure)
+        except asyncio.CancelledError:
+            if task not in self._cut:
+                raise
+            self._cut.discard(task)
+            if task.uncancel() > 0:  # cancelled by someone else too: let that through
+                raise
+            raise self._gave_up() from None
+        finally:
+            depth = self._calls.pop(task) - 1
+            if depth:
+                self._calls[task] = depth
 
+    async def _call(
+        self, fn: Callable[[], Awaitable[T]], on_failure: Callable[[], None] | None
+    ) -> T:
         began = 0.0  # when the current attempt began (monotonic)
 
         async def attempt_fn() -> T:
@@ -108,10 +165,12 @@ class Outage:
             self._failed(exc, began)
             if on_failure is not None:
                 on_failure()
+            if self.stopping:  # Redis is failing a stopping role: stop waiting for it anywhere
+                self._cut_waiting()
             return True
 
         def out_of_time(_: RetryCallState) -> bool:
-            return self.elapsed_s() >= self.limit_s
+            return self.stopping or self.elapsed_s() >= self.limit_s
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(transient),
@@ -124,6 +183,8 @@ class Outage:
                 with attempt:
                     result = await attempt_fn()
         except TRANSIENT as exc:
+            if self.stopping:
+                raise self._gave_up() from None
             raise RedisUnreachable(
                 self.url,
                 f"no answer for {self.elapsed_s():.1f} s, longer than redis_outage_s="

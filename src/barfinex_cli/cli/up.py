@@ -139,7 +139,9 @@ def up(
     that crashes is restarted and handles what it had not finished. Redis is the one you name,
     one answering on 127.0.0.1:6379, or an embedded server bfx starts in the data dir. The
     gateway listens on :8081 so `bfx studio` can attach. Ctrl-C, --for, or the end of the replay
-    stops every role in order and prints a summary.
+    stops every role in order and prints a summary; a role not stopped within 10 s is killed,
+    and a second Ctrl-C kills the rest at once. With Redis gone the roles stop without waiting
+    for it, and `bfx up` says so and exits 3 after the summary.
 
     Examples:
 
@@ -197,6 +199,14 @@ def up(
             )
         )
     print_summary(summary, as_json)
+    if summary.get("redis_lost"):
+        from barfinex_cli.errors import RedisUnreachable
+
+        raise RedisUnreachable(
+            summary["redis"],
+            "it stopped answering and the roles stopped without it; what they had not "
+            "acknowledged is left pending in Redis for the next start",
+        )
 
 
 def _plan(
@@ -297,10 +307,17 @@ async def _run(
     title = f"bfx up — Redis {url}, provider {gateway}, data {settings.home}"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:  # the first stops the roles in order, a second kills the rest
+        if stop.is_set():
+            supervisor.hurry()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     started = time.monotonic()
     error: BaseException | None = None
+    redis_gone = False
     try:
         if not local_provider and names - {"recorder"}:
             await _remote_gateway(gateway, token)  # the roles here warm up from it
@@ -315,6 +332,8 @@ async def _run(
             error = exc
         stop.set()
         await supervisor.stop()
+        if any(role.stop_code for role in supervisor.roles):  # did they stop for want of Redis?
+            redis_gone = not await _redis_answers(url)
         shown.cancel()
         ended.cancel()
         if timer is not None:
@@ -330,7 +349,24 @@ async def _run(
     summary = summary_of(settings, supervisor, counts, "embedded" if embedded else url)
     summary["provider"] = gateway
     summary["wall_s"] = round(time.monotonic() - started, 1)
+    summary["redis_lost"] = redis_gone
     return summary
+
+
+async def _redis_answers(url: str, timeout_s: float = 2.0) -> bool:
+    """Tell whether the stack's Redis answers a PING within `timeout_s`."""
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+
+    client = aioredis.Redis.from_url(
+        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+    )
+    try:
+        return bool(await client.ping())
+    except (RedisError, OSError):
+        return False
+    finally:
+        await client.aclose()
 
 
 def host_id(settings: Settings, given: str | None) -> str:

@@ -35,18 +35,29 @@ async def serve(
 ) -> tuple[R, object]:
     """Build a role on a fresh kernel and run it until SIGINT/SIGTERM; return it and its result.
 
-    `on_ready` is called once the role says it is ready (to print where it listens).
+    `on_ready` is called once the role says it is ready (to print where it listens). Once the
+    stop is asked, the bus no longer waits out a Redis outage (`Kernel.stop_waiting`), so a
+    role stops in seconds with Redis gone, leaving what it had not acknowledged pending.
     """
 
     async def main(stop: asyncio.Event) -> tuple[R, object]:
         async with Kernel(settings) as kernel:
-            role = await build(kernel)
-            task = asyncio.ensure_future(role.run(stop))
-            waiter = asyncio.ensure_future(role.ready.wait())
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if role.ready.is_set() and on_ready is not None:
-                on_ready(role)
-            waiter.cancel()
-            return role, await task
+            stopping = asyncio.ensure_future(_stop_waiting(stop, kernel))
+            try:
+                role = await build(kernel)
+                task = asyncio.ensure_future(role.run(stop))
+                waiter = asyncio.ensure_future(role.ready.wait())
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if role.ready.is_set() and on_ready is not None:
+                    on_ready(role)
+                waiter.cancel()
+                return role, await task
+            finally:
+                stopping.cancel()
 
     return await run_until_signalled(main)
+
+
+async def _stop_waiting(stop: asyncio.Event, kernel: Kernel) -> None:
+    await stop.wait()
+    kernel.stop_waiting()

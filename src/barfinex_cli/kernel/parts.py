@@ -105,6 +105,17 @@ class Kernel:
             await self._bus.close()
             self._bus = None
 
+    def stop_waiting(self) -> None:
+        """Tell the bus its role is stopping: its calls stop riding out a Redis outage.
+
+        A stop then takes seconds even with Redis gone (`bus.outage.Outage.stop_waiting`);
+        what the role could not acknowledge stays pending for its next start.
+        """
+        from barfinex_cli.bus.redis_streams import RedisStreamsBus
+
+        if isinstance(self._bus, RedisStreamsBus):
+            self._bus.outage.stop_waiting()
+
     # -- parts ---------------------------------------------------------------------------
 
     async def bus(self) -> Bus:

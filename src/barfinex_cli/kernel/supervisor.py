@@ -8,7 +8,9 @@ loop forever. A role that exits with 2 refused to start (a mistake a restart can
 a detector instance name already running on another host): it is not restarted, and the stack
 stops with the role's own one-line error. A role that ends on its own with exit 0 (a provider at
 the end of its replay) ends the stack. Stopping goes consumers first and producers last: the
-reverse of the start order, the detectors together.
+reverse of the start order, the detectors together. Each role gets SIGINT and `stop_timeout_s`
+(10 s) to finish; past that it is killed (SIGKILL), which loses nothing: what it had not
+acknowledged stays pending for its next start. `hurry` (a second Ctrl-C) kills the rest at once.
 
 The `root` role (the provider under `bfx up`) is the one every other role depends on: when it
 fails to start the stack stops at once with its own one-line error and exit code (`bfx up
@@ -74,6 +76,9 @@ class RoleProcess:
     """The size of its log when it was last started: its own error is read from there on."""
     env: dict[str, str] = field(default_factory=dict)
     """Variables set for this role only, over the supervisor's environment."""
+    stop_code: int | None = None
+    """How it ended when the stack stopped it: its exit code (-9 when killed), None if it was
+    not running then."""
 
     @property
     def pid(self) -> int | None:
@@ -93,7 +98,7 @@ class Supervisor:
         window_s: float = 60.0,
         backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
-        stop_timeout_s: float = 20.0,
+        stop_timeout_s: float = 10.0,
         root: str | None = None,
     ) -> None:
         self.roles = list(roles)
@@ -108,6 +113,11 @@ class Supervisor:
         """The name of the role the others depend on (the provider); see the module doc."""
         self.finished: RoleProcess | None = None
         """The role whose clean exit ended the stack (a replay that reached its end)."""
+        self._hurry = asyncio.Event()
+
+    def hurry(self) -> None:
+        """Kill the roles still stopping, and stop the rest without waiting (a second Ctrl-C)."""
+        self._hurry.set()
 
     async def _spawn(self, role: RoleProcess) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -237,17 +247,28 @@ class Supervisor:
         began = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(process.wait(), self.stop_timeout_s)
-        except TimeoutError:
-            log.warning("role did not stop in time; killed", extra={"role": role.name})
+        exited = asyncio.ensure_future(process.wait())
+        hurried = asyncio.ensure_future(self._hurry.wait())
+        await asyncio.wait(
+            {exited, hurried}, timeout=self.stop_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        hurried.cancel()
+        if not exited.done():
+            why = "asked to hurry" if self._hurry.is_set() else f"{self.stop_timeout_s:g} s"
+            log.warning(
+                "role did not stop in time; killed", extra={"role": role.name, "after": why}
+            )
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            await process.wait()
+        role.stop_code = await exited
         role.state = "stopped"
         log.info(
-            "role stopped", extra={"role": role.name, "in_s": round(time.monotonic() - began, 2)}
-        )
+            "role stopped",
+            extra={
+                "role": role.name, "code": role.stop_code,
+                "in_s": round(time.monotonic() - began, 2),
+            },
+        )  # fmt: skip
 
 
 def _kind(role: RoleProcess) -> str:
