@@ -54,12 +54,23 @@ class Recording:
         return self.recorder.written
 
     async def drain(self, published: int, timeout_s: float = 30.0) -> bool:
-        """Wait until it has handled `published` events (or time runs out); tell whether it did."""
+        """Wait until it has handled `published` events (or time runs out); tell whether it did.
+
+        With the bus unreachable it gives up at once and says so: the recorder cannot read
+        what is left, which stays pending on the bus for its next start.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
             if self.handled >= published:
                 return True
+            if self.bus.degraded:
+                log.warning(
+                    "the bus is unreachable; the recorder stops without catching up, the rest "
+                    "stays pending on the bus",
+                    extra={"not_recorded": published - self.handled},
+                )
+                return False
             await asyncio.sleep(0.05)
         log.warning("the recorder did not catch up in time; the rest stays pending on the bus")
         return False
