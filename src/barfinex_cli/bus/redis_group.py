@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 
 from barfinex_cli.bus import redis_behind
 from barfinex_cli.bus.base import ConsumerBase, Delivery, StartFrom, matches
+from barfinex_cli.bus.redis_trimmed import TrimWatch
 from barfinex_cli.contracts.codec import MalformedEvent
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ class RedisConsumer(ConsumerBase):
         self.bus = bus
         self.rejoined = 0
         """How many times it found its groups gone (Redis restarted empty) and made them again."""
+        self.trim = TrimWatch(bus, group)
+        """What the group lost to the stream cap, found before reads (`redis_trimmed`)."""
         self._streams: dict[str, str] = {}  # stream key -> type
         self._refreshed = 0.0
         self._claimed = 0.0
@@ -189,9 +192,11 @@ class RedisConsumer(ConsumerBase):
             if out:
                 return out
         block = max(1, min(block_ms, int(REFRESH_S * 1000)))
+        await self.trim.watch(self._streams.values())  # did the cap trim what we have not read?
         fresh: Any = await redis.xreadgroup(
             self.group, self.name, dict.fromkeys(self._streams, ">"), count=count, block=block
         )
+        self.trim.read(count, fresh)
         return await self._decode_reply(fresh)
 
     async def _autoclaim(self, count: int) -> list[Delivery]:
@@ -200,6 +205,8 @@ class RedisConsumer(ConsumerBase):
             reply: Any = await self.bus.redis.xautoclaim(
                 key, self.group, self.name, self.claim_idle_ms, start_id="0-0", count=count
             )
+            if len(reply) > 2 and reply[2]:  # Redis 7 drops entries trimmed while pending
+                await self.trim.pending(self._streams[key], len(reply[2]))
             out.extend(await self._decode_entries(key, reply[1]))
         return out
 
@@ -213,10 +220,12 @@ class RedisConsumer(ConsumerBase):
         event_type = self._streams[key]
         out: list[Delivery] = []
         gone: list[str] = []
+        trimmed = 0
         for raw_id, fields in entries:
             entry_id = text(raw_id)
-            if not fields:  # trimmed while pending: nothing left to handle
+            if not fields:  # trimmed while pending: nothing left to handle, and it is said
                 gone.append(entry_id)
+                trimmed += 1
                 continue
             data = fields.get(FIELD)
             if data is None:
@@ -236,6 +245,8 @@ class RedisConsumer(ConsumerBase):
                 gone.append(entry_id)
         if gone:
             await self.bus.redis.xack(key, self.group, *gone)
+        if trimmed:
+            await self.trim.pending(event_type, trimmed)
         return out
 
     async def _dead_letter(self, event_type: str, entry_id: str, error: str, data: bytes) -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from barfinex_cli.cli.events_lag import lag
 from barfinex_cli.cli.events_purge import purge
 from barfinex_cli.cli.state import state_of
 
@@ -380,3 +381,4 @@ def dead_letter_preview(data: bytes, size: int, width: int = PREVIEW_CHARS) -> t
 
 
 app.command("purge")(purge)  # cli/events_purge.py: drop a namespace's Redis keys
+app.command("lag")(lag)  # cli/events_lag.py: each group's backlog and what the cap trimmed

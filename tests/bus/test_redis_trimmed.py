@@ -1,0 +1,162 @@
+"""A group further behind than the stream cap loses entries, and says so (`bus/redis_trimmed.py`).
+
+Each test runs on the shared Redis (7 here: the loss is counted) and on a `redis-server` of its
+own (6.2 here, like the embedded one: a loss is "some"); what is expected follows the server's
+version. Streams are capped at 50 entries, so a few hundred events overrun a group.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from barfinex_cli.bus import redis_trimmed
+from barfinex_cli.bus.base import Delivery
+from barfinex_cli.bus.redis_streams import RedisStreamsBus
+from bus.redis_faults import RedisServer
+from bus.test_semantics import candle, drain_until
+from conftest import REDIS_URL
+from polling import until
+
+pytestmark = pytest.mark.redis
+
+CAP = 50
+CANDLES = "market.candle"
+
+
+@pytest.fixture(params=["shared", "own"])
+async def capped(
+    request: pytest.FixtureRequest, namespace: str, tmp_path: Path
+) -> AsyncIterator[RedisStreamsBus]:
+    """Yield a bus capped at `CAP` on the shared Redis, then on a `redis-server` of the test's."""
+    server = None
+    url = REDIS_URL
+    if request.param == "own":
+        server = RedisServer(tmp_path / "redis", persistent=False)
+        server.data.mkdir()
+        await server.start()
+        url = server.url
+    bus = RedisStreamsBus(url, namespace, maxlen=CAP)
+    try:
+        yield bus
+    finally:
+        await bus.delete_namespace()
+        await bus.close()
+        if server is not None:
+            server.stop()
+
+
+async def counts(bus: RedisStreamsBus) -> bool:
+    """Tell whether the server counts what a group lost (Redis 7: `entries-read`)."""
+    info = await bus.redis.info("server")
+    return int(str(info["redis_version"]).split(".")[0]) >= 7
+
+
+def losses(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if " lost " in r.getMessage()]
+
+
+async def test_a_group_further_behind_than_the_cap_is_warned_once_with_what_it_lost(
+    capped: RedisStreamsBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "bfx.bus")
+    bus = capped
+    await bus.publish(candle(0))
+    slow = await bus.consumer("slow", "c1", [CANDLES], start="$")
+    await bus.publish_many([candle(i) for i in range(1, 41)])
+    assert len(await drain_until(slow, 40)) == 40  # caught up once: Redis 7 counts its reads
+    await bus.publish_many([candle(i) for i in range(41, 61)])
+    batch = await slow.fetch(10, 50)  # a full batch: the group is behind on the stream
+    assert len(batch) == 10
+    await slow.ack(batch)
+    assert losses(caplog) == []
+    await bus.publish_many([candle(i) for i in range(61, 461)])  # 410 unread: far over the cap
+    length = int(await bus.redis.xlen(bus.key(CANDLES)))
+    assert length < 410
+    got = await drain_until(slow, length)
+    assert len(got) == length  # what the stream still held; the rest is gone ...
+    assert got[0].event.payload == candle(461 - length).payload
+    lost = str(410 - length) if await counts(bus) else "some"
+    assert losses(caplog) == [  # ... and said, once
+        f"consumer group slow lost {lost} entries of {CANDLES} to the stream cap (bus_maxlen "
+        f"{CAP}): trimmed before the group read them; speed it up or raise bus_maxlen "
+        "(`bfx events lag` shows every group's losses)"
+    ]
+    record = next(r for r in caplog.records if " lost " in r.getMessage())
+    assert (record.group, record.type) == ("slow", CANDLES)  # type: ignore[attr-defined]
+    assert slow.trim.lost == (410 - length if await counts(bus) else 0)
+    assert slow.trim.lost_uncounted == (0 if await counts(bus) else 1)
+    await bus.publish_many([candle(i) for i in range(461, 471)])
+    assert len(await drain_until(slow, 10)) == 10
+    assert len(losses(caplog)) == 1  # reading on loses nothing more and says nothing more
+
+
+async def test_a_group_that_keeps_up_is_never_said_to_lose_entries(
+    capped: RedisStreamsBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "bfx.bus")
+    bus = capped
+    await bus.publish(candle(0))
+    keeping_up = await bus.consumer("fast", "c1", [CANDLES], start="$")
+    for start in range(1, 401, 25):  # 8 times the cap in all, half of it at a time
+        await bus.publish_many([candle(i) for i in range(start, start + 25)])
+        assert len(await drain_until(keeping_up, 25)) == 25
+    assert losses(caplog) == []
+    [row] = await redis_trimmed.lags(bus)
+    assert (row.group, row.type, row.pending, row.unread) == ("fast", CANDLES, 0, 0)
+    assert row.lost.describe() == "0"
+
+
+async def test_a_group_near_the_cap_is_warned_before_it_loses_anything(
+    capped: RedisStreamsBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "bfx.bus")
+    bus = capped
+    await bus.publish(candle(0))
+    slow = await bus.consumer("slow", "c1", [CANDLES], start="$")
+    await bus.publish_many([candle(i) for i in range(1, 11)])
+    batch = await slow.fetch(10, 50)  # a full batch: the group is behind on the stream
+    assert len(batch) == 10
+    await slow.ack(batch)
+    await bus.publish_many([candle(i) for i in range(11, 56)])  # 45 unread: 90% of the cap
+    await slow.ack(await slow.fetch(1, 50))  # its watch runs before the read
+    [early] = [r.getMessage() for r in caplog.records if "behind" in r.getMessage()]
+    assert early.startswith(
+        f"consumer group slow is 45 entries behind on {CANDLES}, 90% of the stream cap "
+        f"(bus_maxlen {CAP}): once it is the cap behind, entries it has not read are trimmed"
+    )
+    assert len(await drain_until(slow, 44)) == 44
+    assert losses(caplog) == []
+
+
+async def test_entries_trimmed_while_pending_are_counted_and_said(
+    capped: RedisStreamsBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "bfx.bus")
+    bus = capped
+    await bus.publish(candle(0))
+    first = await bus.consumer("g", "c1", [CANDLES], start="$")
+    await bus.publish_many([candle(i) for i in range(1, 11)])
+    held: list[Delivery] = []
+
+    async def read_ten() -> bool:  # read, never acknowledged: c1 "crashed"
+        held.extend(await first.fetch(100, 50))
+        return len(held) >= 10
+
+    await until(read_ten, 10, what="10 deliveries")
+    await bus.publish_many([candle(i) for i in range(11, 311)])  # the 10 trimmed while pending
+    again = await bus.consumer("g", "c1", [CANDLES], start="$")  # c1 restarted
+    length = int(await bus.redis.xlen(bus.key(CANDLES)))
+    got = await drain_until(again, length)
+    assert got[0].event.payload == candle(311 - length).payload  # none of the 10 came back
+    pending = [m for m in losses(caplog) if "while pending" in m]
+    assert pending == [
+        f"consumer group g lost 10 entries of {CANDLES} to the stream cap (bus_maxlen {CAP}): "
+        "trimmed while pending on a consumer, before it handled them; speed it up or raise "
+        "bus_maxlen (`bfx events lag` shows every group's losses)"
+    ]
+    lost = (await redis_trimmed.recorded(bus))[("g", CANDLES)]
+    assert lost.pending == 10
