@@ -116,3 +116,25 @@ async def test_bfx_inspector_status_and_reconcile_talk_to_the_running_inspector(
     assert dry.exit_code == 0, dry.output
     assert "1 differences (dry run: nothing changed)" in dry.stdout
     assert "order by-hand: store -, provider open buy 1 BTC/USDT -> alert only" in dry.stdout
+
+
+async def test_a_control_body_that_is_not_a_json_object_is_a_422_and_changes_nothing(
+    market: Market, start_inspector: StartInspector
+) -> None:
+    # found by an audit: a reconcile asked for as a form (dry_run=true) ran as a real one, and a
+    # stand-down sent a JSON list stood down until resumed
+    inspector, _, _ = await start_inspector()
+    assert inspector.api_url is not None
+    async with httpx.AsyncClient(base_url=inspector.api_url) as http:
+        before = len(await market.published("inspector.reconciled"))
+        form = await http.post("/api/v1/reconcile", content=b"dry_run=true")
+        text = await http.post("/api/v1/reconcile", json={"dry_run": "false"})
+        listed = await http.post("/api/v1/stand-down", json=[1, 2])
+        assert len(await market.published("inspector.reconciled")) == before  # nothing applied
+        empty = await http.post("/api/v1/reconcile")  # no body: a reconcile, rules applied
+    assert (form.status_code, text.status_code, listed.status_code) == (422, 422, 422)
+    assert "send a JSON object" in form.json()["detail"]
+    assert text.json()["detail"] == "dry_run: expected true or false, not 'false'"
+    assert listed.json()["detail"] == "the body must be a JSON object, not list"
+    assert inspector.store.counters().stand_down_until_ms is None
+    assert empty.status_code == 200 and empty.json()["dry_run"] is False

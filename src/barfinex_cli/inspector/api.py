@@ -13,6 +13,9 @@
     POST /api/v1/close-all           flatten every runtime position now
     POST /api/v1/reconcile           {"dry_run": bool}: the differences and what each rule does
 
+A control's body, when it has one, is a JSON object: anything else (a form, a list, `"dry_run":
+"false"`) is a 422 naming what to send, never read as an empty body.
+
 A control that needs the provider and cannot reach it answers 503 with `detail` (the reason) and
 `"unreachable": "provider"`, never a report of a comparison it did not make.
 
@@ -22,6 +25,7 @@ through the provider's `/proxy/inspector/...`, which checks the gateway token.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +82,41 @@ def stand_down_end(data: dict[str, Any], now: datetime) -> datetime | None:
     return until
 
 
+def body_of(raw: bytes) -> dict[str, Any]:
+    """Return a control's JSON object body; an empty body is `{}`.
+
+    A body that is there but is not a JSON object is refused rather than read as empty: a
+    reconcile asked for as a form (`dry_run=true`) once ran as a real one, rules applied.
+
+    Raises:
+        ValueError: The body is not JSON, or not an object; the message says what to send.
+    """
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ValueError(
+            'the body is not JSON: send a JSON object (e.g. {"dry_run": true}) with '
+            "content-type application/json, or no body"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"the body must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def reconcile_mode(data: dict[str, Any]) -> bool:
+    """Return whether a reconcile asked for with `data` is a dry run (absent: it is not).
+
+    Raises:
+        ValueError: `dry_run` is not true or false (a string "false" would have been true).
+    """
+    dry_run = data.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ValueError(f"dry_run: expected true or false, not {dry_run!r}")
+    return dry_run
+
+
 def api_app(inspector: Inspector) -> Any:
     """Return the Starlette app serving the inspector's routes."""
     from starlette.applications import Starlette
@@ -119,16 +158,9 @@ def api_app(inspector: Inspector) -> Any:
             }
         )
 
-    async def body_of(request: Request) -> dict[str, Any]:
-        try:
-            data = await request.json()
-        except ValueError:
-            return {}
-        return data if isinstance(data, dict) else {}
-
     async def stand_down(request: Request) -> JSONResponse:
-        data = await body_of(request)
         try:
+            data = body_of(await request.body())
             until = stand_down_end(data, inspector.clock.now())
         except ValueError as exc:
             return JSONResponse({"detail": str(exc)}, 422)
@@ -147,9 +179,12 @@ def api_app(inspector: Inspector) -> Any:
         return JSONResponse({"closed": closed})
 
     async def reconcile(request: Request) -> JSONResponse:
-        data = await body_of(request)
         try:
-            report = await inspector.reconciler.reconcile_now(bool(data.get("dry_run", False)))
+            dry_run = reconcile_mode(body_of(await request.body()))
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, 422)
+        try:
+            report = await inspector.reconciler.reconcile_now(dry_run)
         except BfxError as exc:
             return fail(exc)
         return JSONResponse(report)
