@@ -54,6 +54,32 @@ def test_up_refuses_an_unknown_role_in_one_line(bfx: BfxRun) -> None:
     assert sys.executable  # the run used this interpreter
 
 
+def test_up_refuses_a_broken_policy_or_strategy_file_before_starting_any_role(
+    bfx: BfxRun, tmp_path: Path
+) -> None:
+    # found by an audit: the roles started, the inspector (or detector) died on its file and was
+    # restarted in a loop, no candle was played, and `bfx up --for 30s` exited 0 with the reason
+    # only in the role's log
+    policy = tmp_path / "policies.toml"
+    policy.write_text('[risk]\nper_trade_pct = "one"\n')
+    strategy = tmp_path / "broken.py"
+    strategy.write_text("this is not python(\n")
+    port = str(free_port())
+    bad_policy = bfx("up", "--policy", str(policy), "--port", port, "--for", "30s")
+    bad_strategy = bfx("up", "--strategy", str(strategy), "--port", port, "--for", "30s")
+    missing = bfx("up", "--policy", str(tmp_path / "nope.toml"), "--port", port, "--for", "30s")
+    assert bad_policy.returncode == 1
+    assert bad_policy.stderr.strip().splitlines() == [
+        f"error: {policy}: key 'risk.per_trade_pct': Input should be a valid decimal"
+    ]
+    assert bad_strategy.returncode == 1
+    [line] = bad_strategy.stderr.strip().splitlines()
+    assert line.startswith(f"error: {strategy}:1:") and "Traceback" not in line
+    assert missing.returncode == 2
+    assert missing.stderr.strip().startswith("error: no policy file at ")
+    assert not (tmp_path / "home" / "audit.db").exists()  # no role was started
+
+
 @pytest.mark.slow
 def test_up_single_process_runs_every_role_on_the_in_process_bus(
     bfx: BfxRun, cli_env: dict[str, str]

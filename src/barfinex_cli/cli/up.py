@@ -182,6 +182,7 @@ def up(
             raise UsageError(f"no strategy file at {path} — see `strategies/` for examples")
     if not strategies and (wanted is None or "detector" in wanted):
         raise UsageError("no strategy files found — pass --strategy FILE")
+    _check_files(strategies, policy, wanted)
     options = {
         "replay": replay, "speed": speed, "days": days, "live": live, "exchange": exchange,
         "symbols": symbols, "policy": policy, "port": port, "history": history, "host": host,
@@ -207,6 +208,33 @@ def up(
             "it stopped answering and the roles stopped without it; what they had not "
             "acknowledged is left pending in Redis for the next start",
         )
+
+
+def _check_files(strategies: list[Path], policy: Path | None, wanted: set[str] | None) -> None:
+    """Load the strategy and policy files the roles started here will load, before any starts.
+
+    A broken file otherwise stops its role at start, the supervisor restarts it in a loop, and
+    the reason is only in the role's log. Here it is one line naming the file and what is wrong
+    (the role's own message) and `bfx up` starts nothing.
+
+    Raises:
+        UsageError: No policy file at `policy`.
+        StrategyError: A strategy file does not load (its file:line and the reason).
+        ConfigError: The policy file does not validate (its file, key and reason).
+    """
+    from barfinex_cli.errors import UsageError
+
+    if wanted is None or "detector" in wanted:
+        from barfinex_cli.detector.loader import load_strategy
+
+        for path in strategies:
+            load_strategy(path)
+    if policy is not None and (wanted is None or "inspector" in wanted):
+        if not policy.is_file():
+            raise UsageError(f"no policy file at {policy} — pass an existing TOML file to --policy")
+        from barfinex_cli.inspector.policies.loading import load_policies
+
+        load_policies(policy)
 
 
 def _plan(
