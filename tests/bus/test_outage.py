@@ -122,3 +122,35 @@ async def test_a_call_its_owner_cancelled_stays_cancelled_when_stop_waiting_cuts
     outage.stop_waiting()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_stopping_role_cuts_calls_a_hung_redis_neither_answers_nor_fails() -> None:
+    outage = Outage("redis://test", limit_s=60, stop_grace_s=0.2)
+    hung = asyncio.Event()  # never set: a server that accepted the command and went silent
+    sent = asyncio.Event()
+
+    async def silent() -> None:
+        sent.set()
+        await hung.wait()
+
+    in_flight = asyncio.create_task(outage.call(silent))
+    await asyncio.wait_for(sent.wait(), 5)
+    outage.stop_waiting()
+    with pytest.raises(RedisUnreachable, match=r"stopping; no answer within 0\.2 s"):
+        await asyncio.wait_for(in_flight, 5)
+    with pytest.raises(RedisUnreachable, match="no answer"):  # Redis hangs: no new wait
+        await asyncio.wait_for(outage.call(silent), 0.1)
+
+
+async def test_a_call_made_after_the_stop_waits_for_a_silent_redis_no_longer_than_the_grace() -> (
+    None
+):
+    outage = Outage("redis://test", limit_s=60, stop_grace_s=0.2)
+    outage.stop_waiting()
+    hung = asyncio.Event()
+
+    async def silent() -> None:
+        await hung.wait()
+
+    with pytest.raises(RedisUnreachable, match=r"no answer within 0\.2 s"):
+        await asyncio.wait_for(outage.call(silent), 5)

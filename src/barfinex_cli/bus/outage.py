@@ -10,8 +10,10 @@ than `limit_s` (the setting `redis_outage_s`) ends the call, with a `RedisUnreac
 how long it waited.
 
 A role that is stopping does not wait for Redis (`stop_waiting`): a failed call gives up at once
-and the calls already waiting for Redis are cut, so Ctrl-C ends a role in seconds during an
-outage. What it could not acknowledge stays pending and is delivered again on its next start.
+and the calls already waiting for Redis are cut, and a call Redis neither answers nor fails (a
+hung server) is cut after `stop_grace_s`, so Ctrl-C ends a role in seconds during an outage.
+Cutting a call leaves Redis as a crash at that point would: what the role could not acknowledge
+stays pending and is delivered again on its next start.
 
 redis-py's own retry is switched off on the bus's client (`no_retry`): it would retry blindly,
 including a batch of XADDs that Redis may already have applied, and hide the outage from us.
@@ -60,10 +62,18 @@ class Outage:
         limit_s: How long an outage may last before a call gives up (`redis_outage_s`).
         backoff_s: The scale of the first waits; they double per failure, with full jitter.
         max_backoff_s: The cap on one wait between attempts.
+        stop_grace_s: Once stopping, how long a call may wait for a Redis that neither answers
+            nor fails (a hung server) before it is cut.
     """
 
     def __init__(
-        self, url: str, limit_s: float, *, backoff_s: float = 0.05, max_backoff_s: float = 2.0
+        self,
+        url: str,
+        limit_s: float,
+        *,
+        backoff_s: float = 0.05,
+        max_backoff_s: float = 2.0,
+        stop_grace_s: float = 3.0,
     ) -> None:
         self.url = url
         self._answered_at = float("-inf")  # monotonic end of the latest outage
@@ -77,15 +87,26 @@ class Outage:
         """When the current outage began (UTC), or None while Redis answers."""
         self.last: tuple[datetime, float] | None = None
         """The latest outage that ended: when it began (UTC) and how long it lasted (s)."""
+        self.stop_grace_s = stop_grace_s
         self.stopping = False
         """Set by `stop_waiting`: calls no longer ride out an outage."""
-        self._calls: dict[asyncio.Task[object], int] = {}  # tasks inside `call`, nesting depth
+        self._unanswered = False  # a stopping call got no answer within the grace: Redis hangs
+        # tasks inside `call`: nesting depth, and when their outermost call began (monotonic)
+        self._calls: dict[asyncio.Task[object], tuple[int, float]] = {}
         self._cut: set[asyncio.Task[object]] = set()  # tasks `stop_waiting` cancelled
 
     @property
     def degraded(self) -> bool:
         """Tell whether Redis is unreachable right now (calls are waiting for it)."""
         return self._since is not None
+
+    @property
+    def gave_up(self) -> bool:
+        """Tell whether a stopping role has stopped waiting for Redis (it failed or hung).
+
+        Its other calls to Redis (a lease's release) are then not worth making either.
+        """
+        return self.stopping and (self.degraded or self._unanswered)
 
     def elapsed_s(self) -> float:
         """Return how long the current outage has lasted (0 while Redis answers)."""
@@ -96,25 +117,41 @@ class Outage:
 
         From now on a call that fails gives up at once (and cuts every call waiting for Redis),
         a call made while Redis is unreachable gives up without trying, and if Redis is
-        unreachable now the calls waiting for it are cut. Calls Redis answers go on as before,
-        so a stop with Redis up still acknowledges what its role handled.
+        unreachable now the calls waiting for it are cut. A call Redis neither answers nor
+        fails is cut after `stop_grace_s`. Calls Redis answers go on as before, so a stop with
+        Redis up still acknowledges what its role handled.
         """
+        if self.stopping:
+            return
         self.stopping = True
         if self.degraded:
             self._cut_waiting()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the event loop: no call can be in flight
+            return
+        loop.call_later(self.stop_grace_s, self._cut_waiting, time.monotonic())
 
-    def _cut_waiting(self) -> None:
-        """Cancel the calls in flight (not the caller's own); each raises `RedisUnreachable`."""
+    def _cut_waiting(self, began_by: float = float("inf")) -> None:
+        """Cancel the calls in flight since `began_by` or before (not the caller's own).
+
+        Each raises `RedisUnreachable` in its caller.
+        """
         me = asyncio.current_task()
-        for task in self._calls:
-            if task is not me and task not in self._cut and not task.done():
+        for task, (_, began) in self._calls.items():
+            if began <= began_by and task is not me and task not in self._cut:
                 self._cut.add(task)
                 task.cancel()
 
     def _gave_up(self) -> RedisUnreachable:
-        return RedisUnreachable(
-            self.url, f"stopping; gave up waiting for it after {self.elapsed_s():.1f} s"
-        )
+        if self.degraded:
+            reason = f"gave up waiting for it after {self.elapsed_s():.1f} s"
+        elif self._unanswered:
+            reason = f"no answer within {self.stop_grace_s:g} s"
+        else:
+            reason = "a call failed"
+        return RedisUnreachable(self.url, f"stopping; {reason}")
 
     async def call(
         self,
@@ -129,25 +166,41 @@ class Outage:
         Raise `RedisUnreachable` once the outage has lasted longer than `limit_s`, or at once
         when a stopping role meets it (`stop_waiting`).
         """
-        if self.stopping and self.degraded:
+        if self.gave_up:
             raise self._gave_up()
         task: asyncio.Task[object] | None = asyncio.current_task()
         if task is None:  # not in a task (never under asyncio.run): nothing to cut
-            return await self._call(fn, on_failure)
-        self._calls[task] = self._calls.get(task, 0) + 1
+            return await self._bounded(fn, on_failure)
+        depth, began = self._calls.get(task, (0, time.monotonic()))
+        self._calls[task] = (depth + 1, began)
         try:
-            return await self._call(fn, on_failure)
+            return await self._bounded(fn, on_failure)
         except asyncio.CancelledError:
             if task not in self._cut:
                 raise
             self._cut.discard(task)
             if task.uncancel() > 0:  # cancelled by someone else too: let that through
                 raise
+            self._unanswered = self._unanswered or not self.degraded
             raise self._gave_up() from None
         finally:
-            depth = self._calls.pop(task) - 1
             if depth:
-                self._calls[task] = depth
+                self._calls[task] = (depth, began)
+            else:
+                del self._calls[task]
+
+    async def _bounded(
+        self, fn: Callable[[], Awaitable[T]], on_failure: Callable[[], None] | None
+    ) -> T:
+        """Run the call; once stopping, for `stop_grace_s` at most (a hung Redis never fails)."""
+        if not self.stopping:
+            return await self._call(fn, on_failure)
+        try:
+            async with asyncio.timeout(self.stop_grace_s):
+                return await self._call(fn, on_failure)
+        except TimeoutError:  # the grace ran out (a failure inside is RedisUnreachable)
+            self._unanswered = True
+            raise self._gave_up() from None
 
     async def _call(
         self, fn: Callable[[], Awaitable[T]], on_failure: Callable[[], None] | None

@@ -208,6 +208,8 @@ class InstanceLease:
         if redis_bus is None:
             _LOCAL.get(self.bus, set()).discard(self.key)
             return
+        if redis_bus.outage.gave_up:  # a stop without Redis: the lease lapses in `lease_s`
+            return
         with contextlib.suppress(RedisError, OSError):
             await redis_bus.redis.eval(_RELEASE, 1, self.key, self.token)
 
