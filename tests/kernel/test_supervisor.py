@@ -1,6 +1,7 @@
 """The supervisor restarts a crashing role with backoff, gives up on one that keeps crashing,
 never restarts one that refused to start, ends the stack when a role finishes, and stops the
-rest in reverse order."""
+rest in reverse order, killing one that has not stopped within the grace (or at once when asked
+to hurry)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from barfinex_cli.kernel.supervisor import (
     RootFailed,
     Supervisor,
 )
+from polling import until
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -114,3 +116,53 @@ async def test_roles_crashing_while_the_root_is_down_report_the_roots_error(
     message = str(raised.value)  # whichever gave up first, the provider's own error is shown
     assert message.startswith("provider ") and "127.0.0.1:1" in message
     assert "127.0.0.1:2" not in message and raised.value.exit_code == 3
+
+
+def _deaf(tmp_path: Path) -> RoleProcess:
+    """A role whose process never sees SIGINT (blocked from its start): it cannot stop itself."""
+    site = tmp_path / "deaf"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        "import signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+    )
+    return RoleProcess("deaf", ("events", "tail"), env={"PYTHONPATH": str(site)})
+
+
+async def _tailing(role: RoleProcess) -> None:
+    for _ in range(1200):
+        if "tailing" in (role.log_path or Path()).read_text():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{role.name} never started tailing")
+
+
+async def test_a_role_that_does_not_stop_within_the_grace_is_killed(tmp_path: Path) -> None:
+    deaf = _deaf(tmp_path)
+    env = {**_env(tmp_path), "BFX_BUS": "memory"}
+    supervisor = Supervisor([deaf], env, tmp_path / "logs", stop_timeout_s=0.5)
+    await supervisor.start(_tailing)
+    await asyncio.wait_for(supervisor.stop(), 30)
+    assert deaf.state == "stopped" and deaf.stop_code == -9
+
+
+async def test_hurry_kills_a_stopping_role_without_waiting_for_the_grace(tmp_path: Path) -> None:
+    deaf = _deaf(tmp_path)
+    env = {**_env(tmp_path), "BFX_BUS": "memory"}
+    supervisor = Supervisor([deaf], env, tmp_path / "logs", stop_timeout_s=600)
+    await supervisor.start(_tailing)
+    stopping = asyncio.create_task(supervisor.stop())
+    await until(lambda: deaf.state == "stopping", 30, what="the stop to begin")
+    supervisor.hurry()  # a second Ctrl-C
+    await asyncio.wait_for(stopping, 30)
+    assert deaf.state == "stopped" and deaf.stop_code == -9
+
+
+async def test_a_role_that_stops_on_sigint_reports_its_exit_code_as_its_stop_code(
+    tmp_path: Path,
+) -> None:
+    tail = RoleProcess("tail", ("events", "tail"))
+    env = {**_env(tmp_path), "BFX_BUS": "memory"}
+    supervisor = Supervisor([tail], env, tmp_path / "logs")
+    await supervisor.start(_tailing)
+    await asyncio.wait_for(supervisor.stop(), 60)
+    assert tail.stop_code == 0
