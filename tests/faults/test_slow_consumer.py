@@ -12,11 +12,14 @@ grows past the bus's cap, and once the run has ended every signal has exactly on
 
 The cap is the other bound: a backlog longer than `bus_maxlen` entries is trimmed from its oldest
 end, unread or not, so it is also how far a consumer may fall behind before it loses events (the
-second test, on a bus capped at 1,000).
+second test, on a bus capped at 1,000). The loss is not silent: the consumer logs a WARNING
+naming its group, the stream and how many entries it lost, and the namespace keeps the count for
+`bfx events lag` (`bus/redis_trimmed.py`; tests/bus/test_redis_trimmed.py for the details).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -25,6 +28,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from barfinex_cli.bus import redis_trimmed
+from barfinex_cli.bus.base import Delivery
 from barfinex_cli.bus.redis_streams import RedisStreamsBus
 from barfinex_cli.contracts.market import CandleClosed
 from barfinex_cli.runtime.settings import Settings
@@ -32,6 +37,7 @@ from bus.redis_faults import RedisServer
 from bus.test_semantics import candle, drain_until
 from conftest import REDIS_URL
 from faults.stack import NAMESPACE, OUTCOMES, Flow, Stack, wait_for
+from polling import until
 
 pytestmark = pytest.mark.redis
 
@@ -126,6 +132,7 @@ async def test_advisor_paused_30s_while_signals_keep_coming_catches_up_losing_no
             rss_after = stack.rss_kib(advisor)
             summary = stack.finish(timeout_s=240)
             lengths = _stream_lengths(client)
+            trimmed = client.hgetall(f"bfx:{NAMESPACE}:{redis_trimmed.TRIMMED_KEY}")
         finally:
             stack.close()
     finally:
@@ -135,6 +142,7 @@ async def test_advisor_paused_30s_while_signals_keep_coming_catches_up_losing_no
     maxlen = Settings.model_fields["bus_maxlen"].default  # the cap every XADD trims to (MAXLEN ~)
     assert lag_peak < maxlen  # the backlog never reached the cap: nothing trimmed unread
     assert max(lengths.values()) <= maxlen, lengths
+    assert trimmed == {}  # and no group was found to have lost an entry to it
     advisor_role = next(r for r in summary["roles"] if r["name"].split(":")[0] == "advisor")
     assert advisor_role["restarts"] == 0, summary["roles"]
     flow = Flow(stack.home)
@@ -146,14 +154,26 @@ async def test_advisor_paused_30s_while_signals_keep_coming_catches_up_losing_no
           rss_before, "->", rss_after)  # fmt: skip
 
 
-async def test_a_backlog_longer_than_the_cap_is_trimmed_and_its_oldest_unread_entries_are_lost(
-    namespace: str,
+async def test_a_backlog_longer_than_the_cap_is_trimmed_and_the_consumer_says_how_much_it_lost(
+    namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The other side of bounded memory: the cap bounds how far a consumer may fall behind."""
+    caplog.set_level(logging.WARNING, "bfx.bus")
     cap = 1_000  # the least `bus_maxlen` allows
     bus = RedisStreamsBus(REDIS_URL, namespace, maxlen=cap)
     try:
         slow = await bus.consumer("slow", "c1", ["market.candle"], start="$")
+        await bus.publish_many([candle(i) for i in range(-150, 0)])
+        read: list[Delivery] = []
+
+        async def a_full_batch() -> bool:  # 100 of the 150: it is behind, like a slow consumer
+            batch = await slow.fetch(100, 50)
+            await slow.ack(batch)
+            read.extend(batch)
+            return bool(read)
+
+        await until(a_full_batch, 10, what="a first batch")
+        assert len(read) == 100
         for start in range(0, 3 * cap, 250):
             await bus.publish_many([candle(i) for i in range(start, start + 250)])
         length = int(await bus.redis.xlen(bus.key("market.candle")))
@@ -163,7 +183,17 @@ async def test_a_backlog_longer_than_the_cap_is_trimmed_and_its_oldest_unread_en
         assert len(got) == length
         first = got[0].event.payload
         assert isinstance(first, CandleClosed)
-        assert first.open == candle(3 * cap - length).payload.open  # the oldest 2,000 are gone
+        assert first.open == candle(3 * cap - length).payload.open  # the oldest 2,050 are gone
+        lost = 3 * cap + 50 - length
+        counted = int(str((await bus.redis.info("server"))["redis_version"]).split(".")[0]) >= 7
+        said = [r.getMessage() for r in caplog.records if " lost " in r.getMessage()]
+        assert said == [  # ... and said, with the count where Redis keeps one (7 and later)
+            f"consumer group slow lost {lost if counted else 'some'} entries of market.candle "
+            f"to the stream cap (bus_maxlen {cap}): trimmed before the group read them; speed "
+            "it up or raise bus_maxlen (`bfx events lag` shows every group's losses)"
+        ]
+        recorded = (await redis_trimmed.recorded(bus))[("slow", "market.candle")]
+        assert recorded.describe() == (str(lost) if counted else "some")
     finally:
         await bus.delete_namespace()
         await bus.close()

@@ -58,8 +58,9 @@ Between, it checks before a read only the streams whose last read filled its bat
 is behind there): a group that was caught up at its last read can lose entries only if more than
 the cap came since, and a read more than `CHECK_S` after the last check checks everything."""
 RECOUNT = 1_000
-"""On Redis 7, the largest backlog a check counts entry by entry to find a loss the group has
-already read past (a burst over the cap between two reads): see the module doc."""
+"""On Redis 7, how many unread entries a check of every stream (once per `CHECK_S`) counts at
+most to find a loss the group has already read past (a burst over the cap between two reads):
+see the module doc."""
 COUNT_S = 10.0
 """How often a consumer may count its unread entries (up to the cap, entry by entry, inside
 Redis) on a stream at least `EARLY` of the cap long, where Redis (6.2) gives no lag."""
@@ -106,12 +107,17 @@ for i = 2, #KEYS do
         local known = tonumber(redis.call('HGET', hash, field .. 'lost') or '0')
         local behind = first ~= nil and older(delivered, first)
         local counted = type(added) == 'number' and type(read) == 'number'
-        local new, total = 0, known
+        local new, total, ahead = 0, known, -1
         if behind and counted then
           total = added - length - read
-        elseif counted and type(lag) == 'number' and lag - known > 0 and lag - known <= small then
-          local ahead = #redis.call('XRANGE', key, '(' .. delivered, '+', 'COUNT', lag - known)
-          total = lag - ahead
+        elseif counted and type(lag) == 'number' and lag > known and small > 0 then
+          local most = math.min(lag - known, small)
+          ahead = #redis.call('XRANGE', key, '(' .. delivered, '+', 'COUNT', most)
+          if ahead < most then
+            total = lag - ahead  -- every entry after the group's is counted: the rest is lost
+          else
+            ahead = -1  -- too many to count: a loss among them waits for a later check
+          end
         end
         if total > known then
           new = total - known
@@ -126,6 +132,8 @@ for i = 2, #KEYS do
         local unread, scanned = -1, 0
         if behind then
           unread = length
+        elseif ahead >= 0 then
+          unread = ahead
         elseif counted and type(lag) == 'number' then
           unread = math.max(0, math.min(length, lag - known))
         elseif cap > 0 and length >= least then
@@ -347,7 +355,8 @@ class TrimWatch:
         """Check the group on `types` as `CHECK_S` says, before a read; log what it found."""
         now = time.monotonic()
         self._flush(now)
-        if now - self._checked >= CHECK_S:
+        every = now - self._checked >= CHECK_S
+        if every:
             self._checked = now
         else:
             types = [t for t in types if t in self._full]
@@ -362,6 +371,7 @@ class TrimWatch:
                 sorted(types),
                 count_up_to=self.bus.maxlen if scan else 0,
                 least_length=threshold,
+                recount=RECOUNT if every else 0,
             )
         except ResponseError as exc:  # a watch that fails must not stop the reads it guards
             if not self._failed:
