@@ -1,8 +1,9 @@
 """A group further behind than the stream cap loses entries, and says so (`bus/redis_trimmed.py`).
 
-Each test runs on the shared Redis (7 here: the loss is counted) and on a `redis-server` of its
-own (6.2 here, like the embedded one: a loss is "some"); what is expected follows the server's
-version. Streams are capped at 50 entries, so a few hundred events overrun a group.
+Each Redis test runs on the shared Redis (7 here: the loss is counted) and on a `redis-server` of
+its own (6.2 here, like the embedded one: a loss is "some"); what is expected follows the
+server's version; the last test holds the in-process bus to the same. Streams are capped at 50
+entries, so a few hundred events overrun a group.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from barfinex_cli.bus import redis_trimmed
 from barfinex_cli.bus.base import Delivery
+from barfinex_cli.bus.memory import MemoryBus
 from barfinex_cli.bus.redis_streams import RedisStreamsBus
 from bus.redis_faults import RedisServer
 from bus.test_semantics import candle, drain_until
@@ -191,3 +193,29 @@ async def test_on_redis_7_a_burst_over_the_cap_between_two_reads_is_found_after_
         f"(bus_maxlen {CAP}): trimmed before the group read them; speed it up or raise "
         "bus_maxlen (`bfx events lag` shows every group's losses)"
     ]
+
+
+async def test_the_in_process_bus_counts_and_says_what_a_group_lost_to_the_cap(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "bfx.bus")
+    bus = MemoryBus("trimmed", maxlen=CAP)
+    try:
+        await bus.publish(candle(0))
+        slow = await bus.consumer("slow", "c1", [CANDLES], start="$")
+        await bus.publish_many([candle(i) for i in range(1, 21)])
+        got = await slow.fetch(10, 50)
+        assert [d.event.payload for d in got] == [candle(i).payload for i in range(1, 11)]
+        await slow.ack(got)
+        await bus.publish_many([candle(i) for i in range(21, 121)])  # 110 unread
+        kept = len(bus._streams[CANDLES].entries)
+        got = await slow.fetch(1000, 50)
+        assert got[0].event.payload == candle(121 - kept).payload  # the trimmed head is gone ...
+        assert slow.lost == 110 - kept  # ... counted ...
+        assert losses(caplog) == [  # ... and said
+            f"consumer group slow lost {110 - kept} entries of {CANDLES} to the stream cap "
+            f"(bus_maxlen {CAP}): trimmed before the group handled them; speed it up or raise "
+            "bus_maxlen"
+        ]
+    finally:
+        await bus.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Sequence
@@ -32,7 +33,12 @@ from barfinex_cli.bus.base import (
 )
 from barfinex_cli.contracts.codec import DEFAULT_MAX_EVENT_BYTES, MalformedEvent, decode
 
+log = logging.getLogger("bfx.bus")
+
 Item = AnyEnvelope | bytes
+
+LOG_EVERY_S = 60.0
+"""A group losing entries to the cap on a stream again within this long is logged with the sum."""
 
 
 class _Pending(NamedTuple):
@@ -315,6 +321,10 @@ class MemoryConsumer(ConsumerBase):
         super().__init__(group, name, types, start, claim_idle_ms)
         self.bus = bus
         self._initialised = False
+        self.lost = 0
+        """Entries its group lost to the cap (trimmed before it read or handled them), counted."""
+        self._quiet_until: dict[str, float] = {}
+        self._held: dict[str, int] = {}  # type -> entries lost and not logged yet
 
     def _join(self) -> list[tuple[str, _Stream]]:
         joined = []
@@ -358,10 +368,15 @@ class MemoryConsumer(ConsumerBase):
                     group.pending[entry_id] = _Pending(self.name, p.position, now)
                     self._deliver(out, event_type, stream, group, p.position, entry_id)
         self._recovering = False
+        if self._held:
+            self._lost("", 0)  # log what was held once its quiet time passed
         for event_type, stream in streams:
             group = stream.groups[me]
             base = stream.base
             end = base + len(stream.entries)  # `stream.end`, inlined: this runs per fetch
+            if group.next_index < base:  # trimmed before the group read them: say so, once
+                self._lost(event_type, base - group.next_index)
+                group.next_index = base
             first = group.next_index if group.next_index > base else base
             if first >= end:
                 continue
@@ -386,6 +401,27 @@ class MemoryConsumer(ConsumerBase):
                 out.append(delivery)
         return out
 
+    def _lost(self, event_type: str, count: int) -> None:
+        """Count `count` entries of `event_type` lost to the cap; log, at most once a minute."""
+        self.lost += count
+        if count:
+            self._held[event_type] = self._held.get(event_type, 0) + count
+        now = time.monotonic()
+        for held_type, entries in list(self._held.items()):
+            if now < self._quiet_until.get(held_type, 0.0):
+                continue
+            del self._held[held_type]
+            self._quiet_until[held_type] = now + LOG_EVERY_S
+            log.warning(
+                "consumer group %s lost %d entries of %s to the stream cap (bus_maxlen %d): "
+                "trimmed before the group handled them; speed it up or raise bus_maxlen",
+                self.group,
+                entries,
+                held_type,
+                self.bus.maxlen,
+                extra={"group": self.group, "type": held_type, "lost": entries},
+            )
+
     def _deliver(
         self,
         out: list[Delivery],
@@ -398,6 +434,7 @@ class MemoryConsumer(ConsumerBase):
         got = stream.get(index)
         if got is None:  # trimmed away while pending, as XREADGROUP returns a deleted entry
             group.pending.pop(entry_id, None)
+            self._lost(event_type, 1)
             return
         delivery = self.bus._decode(event_type, entry_id, got[1])
         if delivery is None:
