@@ -21,7 +21,14 @@ A candle (1m, or a 5m/15m/1h aggregate) brings about 2.3 events in this stack (i
 provider's health, signals, the advisor's stages, verdicts, orders), so the default 230 candles/s
 asks for the 500 events/s of issue 13.
 
+`--trace inspector,provider --trace-dir DIR` runs those roles under tracemalloc and writes
+snapshots and an RSS/traced-size log to DIR every `--trace-interval` seconds from
+`--trace-after` seconds after each traced role starts
+(`benchmarks/memtrace.py`, which also compares them). `MALLOC_ARENA_MAX=2` in this process's
+environment reaches every role: RSS growth that goes away with it is glibc's arenas.
+
 Usage: python benchmarks/load.py [--rate 230] [--minutes 10] [--lockstep]
+                                 [--trace ROLES --trace-dir DIR [--trace-after 60]]
 Prints a table and one JSON line with every figure.
 """
 
@@ -46,6 +53,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
 from latency import POLICY, STRATEGY, Probe, _days, _free_port, _quantile, _speed
+from memtrace import write_sitecustomize
 
 URL = os.environ.get("BFX_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROLES = {
@@ -109,7 +117,13 @@ def bus_lag(url: str, namespace: str, active_s: float = 60.0) -> tuple[int, floa
     return behind, (now_ms - oldest) / 1000
 
 
-async def run(rate: float, minutes: float, folder: Path, lockstep: bool) -> dict[str, Any]:
+async def run(
+    rate: float,
+    minutes: float,
+    folder: Path,
+    lockstep: bool,
+    trace: tuple[list[str], Path, int, float, float] | None = None,
+) -> dict[str, Any]:
     from barfinex_cli.bus.redis_streams import RedisStreamsBus
     from barfinex_cli.store.audit import AuditStore
 
@@ -121,6 +135,10 @@ async def run(rate: float, minutes: float, folder: Path, lockstep: bool) -> dict
     following = asyncio.create_task(probe.follow(bus))
     env = {k: v for k, v in os.environ.items() if not k.startswith("BFX_")}
     env.update(BFX_HOME=str(folder / "home"), BFX_NAMESPACE=namespace, BFX_REDIS_URL=URL)
+    if trace is not None:
+        roles, trace_dir, frames, interval, after = trace
+        write_sitecustomize(trace_dir, roles, frames, interval, after)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(trace_dir), env.get("PYTHONPATH")]))
     market_minutes = int(minutes * 60 * _speed(rate) / 60 * 1.3) + 60  # outlasts --for
     samples: list[dict[str, Any]] = []
     began = time.monotonic()
@@ -208,9 +226,36 @@ def main() -> None:
         help="replay in lock-step (each moment waits for every role): measures what the stack "
         "keeps up with instead of offering the rate as a live feed would",
     )  # fmt: skip
+    parser.add_argument(
+        "--trace", default="", help="roles to run under tracemalloc, e.g. inspector,provider"
+    )
+    parser.add_argument("--trace-dir", type=Path, help="where the traced roles write snapshots")
+    parser.add_argument("--trace-frames", type=int, default=8, help="frames kept per allocation")
+    parser.add_argument(
+        "--trace-interval", type=float, default=30.0, help="seconds between snapshots"
+    )
+    parser.add_argument(
+        "--trace-after",
+        type=float,
+        default=60.0,
+        help="seconds after a role starts to begin tracing",
+    )
     args = parser.parse_args()
+    trace = None
+    if args.trace:
+        roles = [r.strip() for r in args.trace.split(",") if r.strip()]
+        if unknown := [r for r in roles if r not in ROLES]:
+            parser.error(
+                f"--trace: unknown role {', '.join(unknown)}; choose from {', '.join(ROLES)}"
+            )
+        if args.trace_dir is None:
+            parser.error("--trace needs --trace-dir DIR (the snapshots outlive the run)")
+        trace = (
+            roles, args.trace_dir.resolve(), args.trace_frames, args.trace_interval,
+            args.trace_after,
+        )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        result = asyncio.run(run(args.rate, args.minutes, Path(tmp), args.lockstep))
+        result = asyncio.run(run(args.rate, args.minutes, Path(tmp), args.lockstep, trace))
     print(json.dumps(report(args.rate, args.minutes, result)))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import httpx
@@ -120,3 +121,26 @@ async def test_a_decision_on_another_symbol_than_the_legacy_position_still_trade
     await until(lambda: inspector.store.decision(decision.id).get("verdict") == "ALLOW")
     legacy = inspector.store.position("BTC/USDT")
     assert legacy is not None and not legacy.runtime and legacy.size == Decimal(1)
+
+
+async def test_a_reconciliation_reads_the_live_orders_not_every_order_the_run_placed(
+    market: Market, start_inspector: StartInspector
+) -> None:
+    inspector, _, _ = await start_inspector(divergence_order="adopt")
+    await market.client.place_order(_manual("manual-open"))
+    assert inspector.api_url is not None
+    async with httpx.AsyncClient() as http:
+        await http.post(inspector.api_url + "/api/v1/reconcile", json={"dry_run": False})
+    adopted = inspector.store.order("manual-open")
+    assert adopted is not None and adopted.status == "open"
+    # the store now holds it closed while the provider holds it open: it is still the store's
+    # order, never flagged as one placed behind the inspector's back
+    inspector.store.save_order(replace(adopted, status="cancelled"))
+    for i in range(6):  # filled at once: closed at the provider, never the inspector's
+        await market.client.place_order(_manual(f"manual-filled-{i}", kind="market"))
+    assert len(await market.client.orders("paper")) == 7
+    async with httpx.AsyncClient() as http:
+        answer = (await http.post(inspector.api_url + "/api/v1/reconcile",
+                                  json={"dry_run": True})).json()  # fmt: skip
+    assert answer["orders_checked"] == 1  # the open one; the six closed ones were not read
+    assert [d["key"] for d in answer["differences"] if d["kind"] == "order"] == []

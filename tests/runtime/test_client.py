@@ -22,6 +22,7 @@ from barfinex_cli.errors import NotFound, ServiceUnreachable, TokenRefused, Usag
 from barfinex_cli.provider.connectors.replay import ReplayConnector
 from barfinex_cli.provider.gateway.app import bind, create_app, serve
 from barfinex_cli.provider.gateway.context import GatewayContext
+from barfinex_cli.runtime import client as client_module
 from barfinex_cli.runtime.client import GatewayClient, token_from
 from barfinex_cli.runtime.settings import Settings
 from barfinex_cli.store.market import CandleRow, SeriesKey, TradeRow
@@ -114,6 +115,31 @@ async def test_orders_round_trip_and_a_repeat_is_not_created_twice(client: Gatew
     assert [b.balances for b in balances] == [b.balances for b in await client.accounts("paper")]
     assert balances[0].balances["USDT"].total == Decimal(10_000)
     assert await client.positions() == []
+
+
+async def test_orders_asked_for_by_id_are_read_in_chunks_and_an_empty_ask_sends_nothing(
+    base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "ORDER_IDS_PER_CALL", 2)
+    transport = _Counting()
+    async with GatewayClient(base_url, TOKEN, retries=0, transport=transport) as gateway:
+        for i in range(5):
+            request = PlaceOrderRequest(
+                client_order_id=f"c-{i}", account="paper", symbol="BTC/USDT", side="buy",
+                type="limit", amount=Decimal("0.1"), price=Decimal(50),
+            )  # fmt: skip
+            await gateway.place_order(request)
+        await gateway.cancel_order("c-3")
+        sent = transport.sent
+        asked = ["c-4", "c-3", "c-1", "c-3", "c-0", "never-placed"]
+        found = await gateway.orders("paper", ids=asked)
+        assert transport.sent - sent == 3  # five distinct ids, two a call
+        assert sorted((o.client_order_id, o.status) for o in found) == [
+            ("c-0", "open"), ("c-1", "open"), ("c-3", "cancelled"), ("c-4", "open"),
+        ]  # fmt: skip
+        sent = transport.sent
+        assert await gateway.orders("paper", ids=[]) == []
+        assert transport.sent == sent
 
 
 async def test_apps_register_heartbeat_and_list(client: GatewayClient) -> None:

@@ -165,7 +165,8 @@ class Executor:
         if not flying:
             self.unsettled = False
             return []
-        remote = {o.client_order_id: o for o in await self.client.orders(self.account)}
+        asked = [o.client_order_id for o in flying]
+        remote = {o.client_order_id: o for o in await self.client.orders(self.account, ids=asked)}
         changed: list[OrderRecord] = []
         self.unsettled = False  # a send below that gets no answer sets it again
         for order in flying:

@@ -29,6 +29,7 @@ from barfinex_cli.contracts.inspector import (
 )
 from barfinex_cli.contracts.orders import (
     BalanceUpdated,
+    OrderState,
     PositionChanged,
 )
 from barfinex_cli.contracts.times import to_ms
@@ -169,7 +170,7 @@ class Reconciler:
     async def reconcile(self, *, dry_run: bool, initial: bool = False) -> dict[str, Any]:
         """Compare the store with the provider and apply each difference's rule."""
         start = time.perf_counter()
-        remote_orders = await self.ins.client.orders(self.ins.config.account)
+        local_orders, remote_orders = await self.compared_orders()
         remote_positions = await self.ins.client.positions(self.ins.config.account)
         balances = await self.ins.client.accounts(self.ins.config.account)
         total = None
@@ -192,7 +193,7 @@ class Reconciler:
             "balance": self.ins.config.divergence_balance,
         }
         differences = diffs.diff(
-            orders=self.ins.store.orders(),
+            orders=local_orders,
             positions=self.ins.store.positions(),
             remote_orders=remote_orders,
             remote_positions=remote_positions,
@@ -249,6 +250,25 @@ class Reconciler:
             "divergences": divergences,
         }
         return report
+
+    async def compared_orders(self) -> tuple[list[OrderRecord], list[OrderState]]:
+        """Return the orders a reconciliation compares: the store's and the provider's.
+
+        Those are the orders either side holds open (or, for the store, in flight), and the
+        provider's state of each live one of the store, whatever its status there. Orders closed
+        on both sides cannot diverge, and reading them all on every pass made each pass's
+        memory and time grow with every order the run ever placed: this reads what is live.
+        """
+        account = self.ins.config.account
+        live = self.ins.store.orders(live_only=True)
+        remote = await self.ins.client.orders(account, open_only=True)
+        mine = {o.client_order_id for o in live}
+        theirs = {o.client_order_id for o in remote}
+        asked = [o.client_order_id for o in live if o.client_order_id not in theirs]
+        remote += await self.ins.client.orders(account, ids=asked)
+        # an order open at the provider that the store holds closed is the store's, not foreign
+        known = (self.ins.store.order(c) for c in theirs if c not in mine)
+        return live + [o for o in known if o is not None], remote
 
     @staticmethod
     def exchange(positions: list[PositionChanged], balances: list[BalanceUpdated]) -> str:
@@ -417,7 +437,8 @@ class Reconciler:
         if have == want or not live:
             return
         account = self.ins.config.account
-        states = {o.client_order_id: o for o in await self.ins.client.orders(account)}
+        asked = [o.client_order_id for o in live]
+        states = {o.client_order_id: o for o in await self.ins.client.orders(account, ids=asked)}
         now = self.ins.now_ms()
         for order in live:
             state = states.get(order.client_order_id)

@@ -19,7 +19,7 @@ Only connection failures are retried: every route is safe to send twice (orders 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 from urllib.parse import quote
@@ -72,6 +72,8 @@ from barfinex_cli.runtime.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 TOKEN_FILE = "token"
+ORDER_IDS_PER_CALL = 100
+"""Client order ids asked for in one `GET /orders` (the gateway takes at most 200)."""
 
 
 class PlacedOrder(NamedTuple):
@@ -242,12 +244,33 @@ class GatewayClient:
         response = await self._call("GET", "/api/v1/positions", params=_params(account=account))
         return _parse(PositionsResponse, response).positions
 
-    async def orders(self, account: str | None = None, open_only: bool = False) -> list[OrderState]:
-        """Return orders, oldest first."""
-        params = _params(account=account, open_only=open_only)
-        return _parse(
-            OrdersResponse, await self._call("GET", "/api/v1/orders", params=params)
-        ).orders
+    async def orders(
+        self,
+        account: str | None = None,
+        open_only: bool = False,
+        ids: Collection[str] | None = None,
+    ) -> list[OrderState]:
+        """Return orders, oldest first; with `ids`, only those orders, whatever their status.
+
+        `ids` is asked for in chunks of `ORDER_IDS_PER_CALL` (oldest first within each), and an
+        empty `ids` asks nothing: a role settling its few live orders reads those, not every
+        order the provider ever placed (a list that grows with the run).
+        """
+        if ids is None:
+            params = _params(account=account, open_only=open_only)
+            return _parse(
+                OrdersResponse, await self._call("GET", "/api/v1/orders", params=params)
+            ).orders
+        wanted = list(dict.fromkeys(ids))
+        out: list[OrderState] = []
+        for start in range(0, len(wanted), ORDER_IDS_PER_CALL):
+            query: dict[str, str | list[str]] = {
+                **_params(account=account, open_only=open_only),
+                "client_order_id": wanted[start : start + ORDER_IDS_PER_CALL],
+            }
+            response = await self._call("GET", "/api/v1/orders", params=query)
+            out += _parse(OrdersResponse, response).orders
+        return out
 
     async def broker(self) -> BrokerCapabilities:
         """Return what the provider's broker venue holds (stop orders, reduce-only)."""
@@ -306,7 +329,7 @@ class GatewayClient:
         method: str,
         path: str,
         *,
-        params: dict[str, str] | None = None,
+        params: Mapping[str, str | list[str]] | None = None,
         json: Any = None,
         accept: tuple[int, ...] = (),
     ) -> httpx.Response:

@@ -281,6 +281,31 @@ async def test_an_open_order_is_cancelled_and_an_unknown_one_is_404(
     assert "never-placed" in unknown.json()["detail"]
 
 
+async def test_orders_asked_for_by_client_order_id_come_alone_whatever_their_status(
+    client: httpx.AsyncClient,
+) -> None:
+    for cid, extra in (("filled-1", {}), ("open-2", {"type": "limit", "price": "50"})):
+        assert (
+            await client.post("/api/v1/orders", json=_order(client_order_id=cid, **extra))
+        ).is_success
+    assert (await client.post("/api/v1/orders", json=_order(client_order_id="other-3"))).is_success
+    asked = {"client_order_id": ["filled-1", "open-2", "never-placed"]}
+    orders = (await client.get("/api/v1/orders", params=asked)).json()["orders"]
+    assert [(o["client_order_id"], o["status"]) for o in orders] == [
+        ("filled-1", "filled"), ("open-2", "open"),
+    ]  # fmt: skip
+    both = {**asked, "open_only": "true"}
+    assert [
+        o["client_order_id"]
+        for o in (await client.get("/api/v1/orders", params=both)).json()["orders"]
+    ] == ["open-2"]
+    too_many = await client.get(
+        "/api/v1/orders", params={"client_order_id": [f"c{i}" for i in range(201)]}
+    )
+    assert too_many.status_code == 422
+    assert "client_order_id" in _locs(too_many)
+
+
 async def test_order_routes_say_so_when_there_is_no_broker(tmp_path: Path) -> None:
     async with gateway(make_context(tmp_path, MemoryBus("nb"))) as http:
         response = await http.get("/api/v1/orders")
