@@ -320,6 +320,18 @@ def test_trace_of_an_unknown_id_raises_not_found(store: AuditStore) -> None:
         store.trace(fixed_id(1, 1))
 
 
+def test_an_id_longer_than_sqlite_s_like_patterns_is_not_found_in_a_short_line(
+    store: AuditStore,
+) -> None:
+    # found by an audit: `bfx trace` of a 100,000-character id was a traceback (sqlite3's "LIKE
+    # or GLOB pattern too complex"), and a 30,000-character one was echoed whole in the error
+    store.append(chain())
+    for ref in ("x" * 100_000, "0" * 30_000):
+        with pytest.raises(NotFound, match="no event whose id starts or ends with") as raised:
+            store.trace(ref)
+        assert len(str(raised.value)) < 300
+
+
 def test_row_written_under_an_older_model_reads_back_with_a_plain_payload(
     store: AuditStore,
 ) -> None:

@@ -272,16 +272,18 @@ class AuditStore:
         by_prefix = conn.execute(
             "SELECT id FROM events WHERE id >= ? AND id < ? ORDER BY id LIMIT 3", (low, high)
         )
-        pattern = "%" + ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        # the end compared as text, not as a LIKE pattern: SQLite refuses patterns over 50,000
+        # characters, and a pasted blob of that size is a user's mistake, not an error of ours
         by_suffix = conn.execute(
-            "SELECT id FROM events WHERE id LIKE ? ESCAPE '\\' LIMIT 3", (pattern,)
+            "SELECT id FROM events WHERE lower(substr(id, ?)) = lower(?) LIMIT 3", (-len(ref), ref)
         )
         ids = sorted({str(found) for (found,) in [*by_prefix, *by_suffix]})
+        shown = repr(ref) if len(ref) <= 80 else f"{ref[:40]!r}... ({len(ref)} characters)"
         if not ids:
-            raise NotFound(f"no event whose id starts or ends with {ref!r}; {hint}")
+            raise NotFound(f"no event whose id starts or ends with {shown}; {hint}")
         if len(ids) > 1:
             raise UsageError(
-                f"{ref!r} matches more than one event ({ids[0]}, {ids[1]}, ...); give more "
+                f"{shown} matches more than one event ({ids[0]}, {ids[1]}, ...); give more "
                 "characters, or the end of the id (its last 12 characters are random)"
             )
         return ids[0]
