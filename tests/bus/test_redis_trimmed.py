@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from barfinex_cli.bus import redis_trimmed
-from barfinex_cli.bus.base import Delivery
+from barfinex_cli.bus.base import Delivery, TrimLoss
 from barfinex_cli.bus.memory import MemoryBus
 from barfinex_cli.bus.redis_streams import RedisStreamsBus
 from bus.redis_faults import RedisServer
@@ -91,6 +91,7 @@ async def test_a_group_further_behind_than_the_cap_is_warned_once_with_what_it_l
     assert (record.group, record.type) == ("slow", CANDLES)  # type: ignore[attr-defined]
     assert slow.trim.lost == (410 - length if await counts(bus) else 0)
     assert slow.trim.lost_uncounted == (0 if await counts(bus) else 1)
+    assert bus.trimmed == {("slow", CANDLES): TrimLoss(slow.trim.lost, slow.trim.lost_uncounted)}
     await bus.publish_many([candle(i) for i in range(461, 471)])
     assert len(await drain_until(slow, 10)) == 10
     assert len(losses(caplog)) == 1  # reading on loses nothing more and says nothing more

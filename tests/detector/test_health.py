@@ -1,10 +1,15 @@
-"""A detector's /health says degraded while its bus waits out a Redis outage."""
+"""A detector's /health says degraded while its bus waits out a Redis outage, and what was lost.
+
+What a group lost to the stream cap is listed under `bus_trimmed` (the advisor's and the
+inspector's /health say it the same way, from the same `Bus.trimmed`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+from barfinex_cli.bus.memory import MemoryBus
 from barfinex_cli.bus.redis_streams import RedisStreamsBus
 from barfinex_cli.detector.loader import load_strategy
 from barfinex_cli.detector.service import Detector
@@ -39,3 +44,22 @@ async def test_health_is_degraded_while_redis_is_away_and_ok_again_after(tmp_pat
         finally:
             await bus.close()
             server.stop()
+
+
+async def test_health_lists_the_entries_a_group_on_its_bus_lost_to_the_stream_cap() -> None:
+    bus = MemoryBus("detector-trimmed", maxlen=50)
+    async with GatewayClient("http://127.0.0.1:1", None) as client:
+        detector = Detector(
+            DetectorConfig(strategy=STRATEGY), strategy=load_strategy(STRATEGY), bus=bus,
+            clock=SimClock(), client=client,
+        )  # fmt: skip
+        assert detector.status()["bus_trimmed"] == []
+        await bus.publish(candle(0))
+        slow = await bus.consumer("slow", "c1", ["market.candle"], start="$")
+        await bus.publish_many([candle(i) for i in range(1, 201)])  # four times the cap
+        kept = len(bus._streams["market.candle"].entries)
+        assert len(await slow.fetch(1000, 50)) == kept
+        assert detector.status()["bus_trimmed"] == [
+            {"group": "slow", "type": "market.candle", "entries": 200 - kept, "uncounted": 0}
+        ]
+        await bus.close()

@@ -46,7 +46,7 @@ from barfinex_cli.advisor.recent import RecentRuns, Run
 from barfinex_cli.advisor.stages.base import SignalView
 from barfinex_cli.advisor.stages.intent import make_exit
 from barfinex_cli.advisor.stages.scoring import ScorerLike
-from barfinex_cli.bus.base import Bus, Delivery, Handled
+from barfinex_cli.bus.base import Bus, Delivery, Handled, trimmed_rows
 from barfinex_cli.contracts.advisor import SignalDropped, StageFailed
 from barfinex_cli.contracts.detector import SignalGenerated
 from barfinex_cli.contracts.envelope import Envelope, make_event
@@ -578,6 +578,7 @@ class Advisor:
             "model": self.model.name if self.model is not None else None,
             "llm_models": list(self.config.llm_models),
             "provider_down": self.provider_down,
+            "bus_trimmed": trimmed_rows(self.bus.trimmed),  # entries lost to the stream cap
             "signals": self.signals_seen,
             "decisions": self.decisions,
             "rejections": self.rejections,

@@ -59,6 +59,35 @@ DEDUP_TTL_S = 86_400
 """How long a group remembers a handled id (the default of `Bus.deduplicator`)."""
 
 
+class TrimLoss(NamedTuple):
+    """What a group lost to the stream cap on one stream, as this process's consumers found."""
+
+    entries: int
+    """Entries counted lost (trimmed before the group read or handled them)."""
+    uncounted: int
+    """Losses found that the server could not count (Redis 6.2)."""
+
+
+def trimmed_rows(trimmed: dict[tuple[str, str], TrimLoss]) -> list[dict[str, Any]]:
+    """Return `Bus.trimmed` as JSON rows for a role's `/health` (empty when nothing was lost)."""
+    return [
+        {"group": group, "type": event_type, "entries": loss.entries, "uncounted": loss.uncounted}
+        for (group, event_type), loss in sorted(trimmed.items())
+    ]
+
+
+def add_trimmed(
+    trimmed: dict[tuple[str, str], TrimLoss],
+    group: str,
+    event_type: str,
+    entries: int,
+    uncounted: int,
+) -> None:
+    """Add a loss to a bus's `trimmed` tally."""
+    before = trimmed.get((group, event_type), TrimLoss(0, 0))
+    trimmed[(group, event_type)] = TrimLoss(before.entries + entries, before.uncounted + uncounted)
+
+
 @dataclass(slots=True, frozen=True)
 class DeadLetter:
     """A message that could not be decoded, with where it came from and why."""
@@ -155,6 +184,16 @@ class Bus(Protocol):
         was published on them before and not yet handled is gone. Kept over the bus's life (a
         later outage that loses nothing does not clear it), so a run that lost events knows it
         at its end. Empty for a bus that cannot lose its data, or when nothing was lost.
+        """
+        ...
+
+    @property
+    def trimmed(self) -> dict[tuple[str, str], TrimLoss]:
+        """What groups read in this process lost to the stream cap, by (group, type).
+
+        A group further behind than the cap (`bus_maxlen`) loses the oldest entries it had not
+        read; its consumers find it, log it and add it here (`redis_trimmed`). Empty when
+        nothing was lost; `bfx events lag` shows every group of the namespace.
         """
         ...
 

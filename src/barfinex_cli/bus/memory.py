@@ -28,6 +28,8 @@ from barfinex_cli.bus.base import (
     Delivery,
     Handled,
     StartFrom,
+    TrimLoss,
+    add_trimmed,
     entry_id_key,
     matches,
 )
@@ -115,6 +117,8 @@ class MemoryBus:
         self._seq = 0
         self._dead: list[DeadLetter] = []
         self._seen: dict[str, OrderedDict[str, None]] = {}
+        self.trimmed: dict[tuple[str, str], TrimLoss] = {}
+        """What its consumers found their groups lost to the stream cap."""
         self._patterns: dict[str, tuple[str, ...]] = {}  # group -> the type patterns it reads
         self._readers: dict[str, tuple[str, ...]] = {}  # type -> groups reading it (a cache)
 
@@ -405,6 +409,7 @@ class MemoryConsumer(ConsumerBase):
         """Count `count` entries of `event_type` lost to the cap; log, at most once a minute."""
         self.lost += count
         if count:
+            add_trimmed(self.bus.trimmed, self.group, event_type, count, 0)
             self._held[event_type] = self._held.get(event_type, 0) + count
         now = time.monotonic()
         for held_type, entries in list(self._held.items()):

@@ -37,6 +37,7 @@ from barfinex_cli.bus.base import (
     Delivery,
     Handled,
     StartFrom,
+    TrimLoss,
     matches,
     now_entry_id,
 )
@@ -108,6 +109,8 @@ class RedisStreamsBus:
         """Types whose entries from before an outage Redis no longer held, over this bus's life."""
         self.groups: dict[str, str] = {}
         """The consumer groups made on this bus: name -> its patterns as JSON (`redis_behind`)."""
+        self.trimmed: dict[tuple[str, str], TrimLoss] = {}
+        """What its consumers found their groups lost to the stream cap (`redis_trimmed`)."""
         self._marks: dict[str, str] = {}  # event type -> the last entry id this bus published
         self._checked = 0  # the outage whose losses were last looked for
 

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
+from barfinex_cli.bus.base import add_trimmed
+
 if TYPE_CHECKING:
     from barfinex_cli.bus.redis_streams import RedisStreamsBus
 
@@ -414,6 +416,7 @@ class TrimWatch:
     def _note(self, event_type: str, entries: int, uncounted: int, where: str) -> None:
         self.lost += entries
         self.lost_uncounted += uncounted
+        add_trimmed(self.bus.trimmed, self.group, event_type, entries, uncounted)
         held = self._held.get(event_type)
         if held is not None:
             entries, uncounted = entries + held[0], uncounted + held[1]

@@ -45,7 +45,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from barfinex_cli.bus.base import Bus, consume
+from barfinex_cli.bus.base import Bus, consume, trimmed_rows
 from barfinex_cli.contracts.detector import DetectorMetricsReported, DetectorThrottled
 from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.ids import uuid7_time_ms
@@ -388,6 +388,7 @@ class Detector:
         return {
             "status": state,
             "bus": "waiting for Redis" if self.bus.degraded else "ok",
+            "bus_trimmed": trimmed_rows(self.bus.trimmed),  # entries lost to the stream cap
             "stalled_candles": self.gate.streak,
             "refused_ahead": self.gate.refused,
             "last_refused": None

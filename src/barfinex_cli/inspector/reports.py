@@ -11,6 +11,7 @@ import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from barfinex_cli.bus.base import trimmed_rows
 from barfinex_cli.contracts.times import from_ms
 from barfinex_cli.inspector import kpi, states
 
@@ -123,6 +124,7 @@ class Reports:
             "entries_open": self.ins.entries_open,
             "provider_down": self.ins.provider_down,
             "bus": "waiting for Redis" if self.ins.bus.degraded else "ok",
+            "bus_trimmed": trimmed_rows(self.ins.bus.trimmed),  # entries lost to the stream cap
             "pending": len(self.ins.held),
             "verdicts": self.ins.verdicts,
             "in_flight": len(
