@@ -20,6 +20,7 @@ from barfinex_cli.cli.main import app
 from barfinex_cli.contracts.detector import RuleAttribution, SignalGenerated
 from barfinex_cli.contracts.envelope import Envelope, make_event
 from barfinex_cli.contracts.market import CandleClosed
+from barfinex_cli.store.audit import AuditStore
 from cli.conftest import BfxRun
 from conftest import REDIS_URL
 
@@ -74,6 +75,20 @@ def test_unknown_event_type_lists_the_known_types_and_exits_2(runner: CliRunner)
         result = runner.invoke(app, args)
         assert result.exit_code == 2
         assert "unknown event type" in result.output and "market.candle" in result.output
+
+
+def test_a_type_glob_too_long_to_name_any_type_is_one_line_and_exit_2(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    # found by an audit: a 60,000-character --type glob reached SQLite, whose "LIKE or GLOB
+    # pattern too complex" came out as a traceback
+    (tmp_path / "home").mkdir()
+    with AuditStore(tmp_path / "home" / "audit.db"):
+        pass
+    result = runner.invoke(app, ["events", "query", "-t", "a*" * 30_000])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: --type: a pattern of 60000 characters")
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_publish_rejects_an_invalid_payload_naming_the_field(runner: CliRunner) -> None:

@@ -23,12 +23,21 @@ TypeOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON lines on stdout, for scripts.")]
 
 
+MAX_TYPE_PATTERN = 200
+"""Characters of a `--type` glob: far past any type name, short of SQLite's pattern limit."""
+
+
 def check_types(patterns: list[str] | None) -> list[str]:
     """Return the patterns, rejecting a plain (non-glob) type that is not in the catalogue."""
     from barfinex_cli.contracts.catalog import is_known, known_types
-    from barfinex_cli.errors import UnknownEventType
+    from barfinex_cli.errors import UnknownEventType, UsageError
 
     for p in patterns or []:
+        if len(p) > MAX_TYPE_PATTERN:
+            raise UsageError(
+                f"--type: a pattern of {len(p)} characters; give an event type or a glob of at "
+                f"most {MAX_TYPE_PATTERN} (e.g. 'market.*'; `bfx events schema` lists the types)"
+            )
         if not any(ch in p for ch in "*?[") and not is_known(p):
             raise UnknownEventType(p, known_types())
     return list(patterns or ["*"])
