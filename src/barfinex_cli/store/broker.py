@@ -287,19 +287,7 @@ class BrokerStore:
                 "SELECT account, symbol, size, entry, realised FROM positions ORDER BY 1, 2"
             )
         ]
-        orders = [
-            OrderRow(
-                state=OrderState.model_validate_json(state),
-                status=status,
-                seq=seq,
-                triggered=bool(triggered),
-                notional=Decimal(notional),
-                fills=fills,
-            )
-            for status, seq, triggered, notional, fills, state in conn.execute(
-                "SELECT status, seq, triggered, notional, fills, state FROM orders ORDER BY seq"
-            )
-        ]
+        orders = self.orders()
         last_price: dict[str, Decimal] = {}
         last_volume: dict[str, Decimal] = {}
         for symbol, price, volume in conn.execute("SELECT symbol, price, volume FROM marks"):
@@ -315,6 +303,18 @@ class BrokerStore:
             last_price=last_price,
             last_volume=last_volume,
         )
+
+    def orders(self, account: str | None = None) -> list[OrderRow]:
+        """Return every stored order (or one account's), oldest first."""
+        where, params = ("WHERE account = ?", [account]) if account is not None else ("", [])
+        rows = self.db.conn.execute(f"{_ORDER_SELECT} {where} ORDER BY seq", params)
+        return [_order_row(*r) for r in rows]
+
+    def order(self, client_order_id: str) -> OrderRow | None:
+        """Return one stored order, or None if the broker never placed it."""
+        rows = self.db.conn.execute(f"{_ORDER_SELECT} WHERE client_order_id = ?", [client_order_id])
+        found = rows.fetchone()
+        return None if found is None else _order_row(*found)
 
     def fills(self, client_order_id: str | None = None) -> list[FillRow]:
         """Return the fills of one order (or of all), in the order the broker made them."""
@@ -451,6 +451,22 @@ class BrokerStore:
         conn.executemany(
             "INSERT OR IGNORE INTO outbox VALUES (?, ?)", [(e.id, e.event) for e in change.events]
         )
+
+
+_ORDER_SELECT = "SELECT status, seq, triggered, notional, fills, state FROM orders"
+
+
+def _order_row(
+    status: PaperStatus, seq: int, triggered: int, notional: str, fills: int, state: str
+) -> OrderRow:
+    return OrderRow(
+        state=OrderState.model_validate_json(state),
+        status=status,
+        seq=seq,
+        triggered=bool(triggered),
+        notional=Decimal(notional),
+        fills=fills,
+    )
 
 
 def _order_rows(orders: Iterable[OrderRow]) -> list[tuple[object, ...]]:

@@ -9,7 +9,7 @@ events identical in shape.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -167,8 +167,13 @@ class Broker(Protocol):
         """Cancel an open order; raise `NotFound` if there is no such order."""
         ...
 
-    async def orders(self, account: str | None = None, open_only: bool = False) -> list[OrderState]:
-        """Return orders, newest last."""
+    async def orders(
+        self,
+        account: str | None = None,
+        open_only: bool = False,
+        ids: Collection[str] | None = None,
+    ) -> list[OrderState]:
+        """Return orders, newest last; with `ids`, only those (an unknown id is left out)."""
         ...
 
     async def positions(self, account: str | None = None) -> Sequence[PositionChanged]:

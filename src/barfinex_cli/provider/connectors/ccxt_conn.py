@@ -21,7 +21,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
@@ -430,8 +430,16 @@ class CcxtConnector(ConnectorBase):
             source=f"ccxt {self.exchange} has: {seen}",
         )
 
-    async def orders(self, account: str | None = None, open_only: bool = False) -> list[OrderState]:
-        """Return the orders of the configured symbols (and of those we placed), newest last."""
+    async def orders(
+        self,
+        account: str | None = None,
+        open_only: bool = False,
+        ids: Collection[str] | None = None,
+    ) -> list[OrderState]:
+        """Return the orders of the configured symbols (and of those we placed), newest last.
+
+        With `ids`, only those: the exchange is still asked for every order of those symbols.
+        """
         if account is not None and account != self.account:
             return []
         symbols = dict.fromkeys([*self.symbols_wanted, *(o.symbol for o in self._orders.values())])
@@ -445,6 +453,9 @@ class CcxtConnector(ConnectorBase):
                 raws += await self._rest(partial(self._ex.fetch_open_orders, symbol))
                 raws += await self._rest(partial(self._ex.fetch_closed_orders, symbol))
         raws.sort(key=lambda r: r.get("timestamp") or 0)
+        if ids is not None:
+            wanted = set(ids)
+            raws = [r for r in raws if str(r.get("clientOrderId")) in wanted]
         return [self._state(r, self._orders.get(str(r.get("clientOrderId")))) for r in raws]
 
     async def positions(self, account: str | None = None) -> Sequence[PositionChanged]:

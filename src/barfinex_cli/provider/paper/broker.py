@@ -34,7 +34,7 @@ import logging
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, localcontext
 from typing import Any, TypeVar
@@ -65,7 +65,13 @@ from barfinex_cli.provider.paper.guard import (
 )
 from barfinex_cli.provider.paper.ledger import Ledger, cash_currency
 from barfinex_cli.provider.paper.state import Savepoint, engine_of, state_of
-from barfinex_cli.store.broker import BrokerChange, BrokerState, BrokerStore, OutboxEvent
+from barfinex_cli.store.broker import (
+    BrokerChange,
+    BrokerState,
+    BrokerStore,
+    OrderRow,
+    OutboxEvent,
+)
 from barfinex_cli.store.market import CandleRow, TradeRow
 
 MARKS_EVERY_S = 5.0
@@ -79,6 +85,10 @@ _CANCEL_BY: dict[str, CancelBy] = {
     "exchange": "exchange",
     "expiry": "expiry",
 }
+KEEP_CLOSED = 1_000
+"""Closed orders a broker with a store keeps in memory, the most recent; from twice as many on,
+the oldest are dropped and read back from the store when asked for (`_lookup`, `orders`), so the
+memory of a long run does not grow by about 2 KB with every order it places."""
 BookSide = Sequence[tuple[Decimal | float, Decimal | float]]
 EmitEvent = Callable[[Envelope[Any]], Awaitable[None]]
 """Where the broker's events go, each wrapped in its envelope, in order (the provider's outbox)."""
@@ -101,8 +111,9 @@ class PaperBroker:
         drive_timeframe: The candle timeframe that matches resting orders; others are ignored.
         clock: The time of fills at placement and of balance snapshots; UTC now by default.
         store: Where the account persists (`paper.db`); the broker resumes what it holds and
-            writes every change, with the events describing it, before emitting them. None (the
-            default) keeps it in memory only. The caller opens and closes the store.
+            writes every change, with the events describing it, before emitting them, and keeps
+            only open and recent closed orders in memory (`KEEP_CLOSED`). None (the default)
+            keeps it in memory only, every order with it. The caller opens and closes the store.
 
     Raises:
         ConfigError: an opening balance that is negative, not finite, or absurdly large.
@@ -156,6 +167,8 @@ class PaperBroker:
         self._marks: set[str] = set()
         self._marks_saved = time.monotonic()
         """Symbols whose last price a trade moved since the last write to the store."""
+        self._dropped = 0
+        """Closed orders dropped from memory (`_forget_closed`): only then is the store read."""
         if store is not None:
             self._resume(store, opening)
 
@@ -178,6 +191,7 @@ class PaperBroker:
             left = _or_transient(store, store.unpublished)
             self._queue.extend(codec.decode(row.event) for row in left)
             self._unpublished.update(row.id for row in left)
+            self._forget_closed()
         log.info(
             "paper broker resumed from %s: %d orders, order sequence at %d, %d events to publish",
             store.path,
@@ -239,7 +253,7 @@ class PaperBroker:
                 Every other refusal is an `order.rejected`.
             TransientError: the store could not write the order; nothing changed.
         """
-        known = self._engine.orders.get(request.client_order_id)
+        known = self._lookup(request.client_order_id)
         if known is not None:
             return known.state
         check_request(request)
@@ -262,11 +276,32 @@ class PaperBroker:
             await self._flush()
         return order.state
 
-    async def orders(self, account: str | None = None, open_only: bool = False) -> list[OrderState]:
-        """Return orders, oldest first."""
+    async def orders(
+        self,
+        account: str | None = None,
+        open_only: bool = False,
+        ids: Collection[str] | None = None,
+    ) -> list[OrderState]:
+        """Return orders, oldest first; with `ids`, only those (an unknown id is left out)."""
+        engine = self._engine
+        found: Iterable[PaperOrder]
+        if ids is not None:
+            found = sorted(
+                (o for cid in dict.fromkeys(ids) if (o := self._lookup(cid)) is not None),
+                key=lambda o: o.seq,
+            )
+        elif open_only:
+            found = engine.active.values()  # every open order is held, in placement order
+        elif self._store is None or not self._dropped:
+            found = engine.orders.values()  # kept in placement order
+        else:  # closed ones may have been dropped from memory: the store has them all
+            store = self._store
+            rows = _or_transient(store, lambda: store.orders(account))
+            held = engine.orders
+            found = [held.get(r.state.client_order_id) or _paper_order(r) for r in rows]
         return [
             o.state
-            for o in self._engine.orders.values()  # kept in placement order
+            for o in found
             if account in (None, o.state.account) and (not open_only or o.status == "open")
         ]
 
@@ -303,7 +338,14 @@ class PaperBroker:
 
     def snapshot(self) -> dict[str, Any]:
         """Return the broker's state as JSON-ready data (see `restore`); books are not kept."""
-        return state_of(self._engine, self._seq).model_dump(mode="json")
+        state = state_of(self._engine, self._seq)
+        if self._store is not None and self._dropped:  # with the closed orders dropped
+            store = self._store
+            held = {r.state.client_order_id: r for r in state.orders}
+            rows = _or_transient(store, store.orders)
+            orders = [held.get(r.state.client_order_id, r) for r in rows]
+            state = state.model_copy(update={"orders": orders})
+        return state.model_dump(mode="json")
 
     def restore(self, data: Mapping[str, Any]) -> None:
         """Replace this broker's state with a `snapshot()`, validated first; books start empty.
@@ -319,6 +361,8 @@ class PaperBroker:
         self._engine = engine
         self._seq = state.seq
         self._marks.clear()
+        self._dropped = 0
+        self._forget_closed()
 
     def _save(self, change: BrokerChange) -> None:
         """Write a change; one that only moves last prices waits for the next write.
@@ -373,7 +417,32 @@ class PaperBroker:
         while len(pending) > save.pending:
             pending.pop()
         self._queue.extend(events)
+        self._forget_closed()
         return result
+
+    def _forget_closed(self) -> None:
+        """Drop the oldest closed orders from memory once twice `KEEP_CLOSED` are held.
+
+        Only with a store, which has every order committed before this runs, and only between
+        changes (a `Savepoint` counts on the orders a change adds being the last ones). Dropping
+        down to `KEEP_CLOSED` at a time makes the scan's cost a constant per order placed.
+        """
+        engine = self._engine
+        if self._store is None or len(engine.orders) - len(engine.active) <= 2 * KEEP_CLOSED:
+            return
+        closed = [cid for cid in engine.orders if cid not in engine.active]
+        for cid in closed[: len(closed) - KEEP_CLOSED]:
+            del engine.orders[cid]
+        self._dropped += len(closed) - KEEP_CLOSED
+
+    def _lookup(self, client_order_id: str) -> PaperOrder | None:
+        """Return an order from memory, or a closed one read back from the store, or None."""
+        order = self._engine.orders.get(client_order_id)
+        if order is None and self._dropped and self._store is not None:
+            store = self._store
+            row = _or_transient(store, lambda: store.order(client_order_id))
+            order = None if row is None else _paper_order(row)
+        return order
 
     def _wrap(self, since: int) -> list[Envelope[Any]]:
         """Return the payloads the call queued (from `since` on) in envelopes, stamped now."""
@@ -463,7 +532,7 @@ class PaperBroker:
         return None
 
     def _order(self, client_order_id: str) -> PaperOrder:
-        order = self._engine.orders.get(client_order_id)
+        order = self._lookup(client_order_id)
         if order is None:
             raise NotFound(f"no paper order with client_order_id {client_order_id!r}")
         return order
@@ -502,6 +571,10 @@ class PaperBroker:
                 queue.popleft()
         finally:
             self._draining = False
+
+
+def _paper_order(row: OrderRow) -> PaperOrder:
+    return PaperOrder(row.state, row.status, row.seq, row.triggered, row.notional, row.fills)
 
 
 def _store_failed(store: BrokerStore, exc: BaseException) -> TransientError:
