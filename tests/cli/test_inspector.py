@@ -89,6 +89,23 @@ def test_an_absurd_stand_down_is_one_line_with_exit_2_and_leaves_the_store_alone
     assert fine.exit_code == 0, fine.output
 
 
+def test_a_zero_or_past_stand_down_says_what_is_wrong_with_it(
+    runner: CliRunner, cli_env: dict[str, str]
+) -> None:
+    # found by an audit: `--until 0s` answered "at most 366d", and a past time began
+    # "--until: until:"
+    _seed(Path(cli_env["BFX_HOME"]))
+    url = ["--url", "http://127.0.0.1:9"]
+    zero = runner.invoke(app, ["inspector", "stand-down", "--until", "0s", *url])
+    past = runner.invoke(app, ["inspector", "stand-down", "--until", "2020-01-01", *url])
+    assert zero.exit_code == 2 and past.exit_code == 2
+    assert zero.output.strip() == (
+        "error: --until 0s: give a duration longer than 0 (e.g. 30m, 2h); leave --until out to "
+        "stand down until resumed"
+    )
+    assert past.output.startswith("error: --until 2020-01-01: 2020-01-01T00:00:00+00:00 is not ")
+
+
 def test_status_of_a_store_holding_a_stand_down_past_the_calendar_reads_until_resumed(
     runner: CliRunner, cli_env: dict[str, str]
 ) -> None:

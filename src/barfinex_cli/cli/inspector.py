@@ -281,6 +281,11 @@ def _until(text: str | None) -> dict[str, Any]:
     limit = f"at most {MAX_STAND_DOWN.days}d; leave --until out to stand down until resumed"
     stripped = text.strip()
     if stripped[-1:] in ("s", "m", "h", "d", "w") and stripped[:-1].isdigit():
+        if int(stripped[:-1]) == 0:
+            raise UsageError(
+                f"--until {text}: give a duration longer than 0 (e.g. 30m, 2h); leave --until "
+                "out to stand down until resumed"
+            )
         try:
             seconds = parse_duration(stripped)
         except UsageError:
@@ -336,8 +341,9 @@ def stand_down(
 
         try:
             moment = stand_down_end(body, datetime.now(UTC))
-        except ValueError as exc:
-            raise UsageError(f"--until: {exc}") from None
+        except ValueError as exc:  # its reason starts with the body's key: say the option's
+            reason = str(exc).removeprefix("until: ").removeprefix("for: ")
+            raise UsageError(f"--until {until}: {reason}") from None
         with _store(settings) as store:
             store.update_counters(
                 stand_down_until_ms=to_ms(moment or FOREVER),
