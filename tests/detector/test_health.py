@@ -16,6 +16,7 @@ from barfinex_cli.detector.service import Detector
 from barfinex_cli.runtime.client import GatewayClient
 from barfinex_cli.runtime.clock import SimClock
 from barfinex_cli.runtime.config import DetectorConfig
+from barfinex_cli.runtime.health import render_metrics
 from bus.redis_faults import RedisServer
 from bus.test_reconnect import candle, until
 
@@ -62,4 +63,9 @@ async def test_health_lists_the_entries_a_group_on_its_bus_lost_to_the_stream_ca
         assert detector.status()["bus_trimmed"] == [
             {"group": "slow", "type": "market.candle", "entries": 200 - kept, "uncounted": 0}
         ]
+        metrics, _ = render_metrics(detector.prometheus())
+        assert (
+            f'bfx_bus_trimmed_total{{group="slow",type="market.candle"}} {200 - kept}.0'
+            in metrics.decode()
+        )
         await bus.close()

@@ -58,6 +58,7 @@ from barfinex_cli.market.candles import timeframe_ms
 from barfinex_cli.runtime.client import GatewayClient
 from barfinex_cli.runtime.clock import Clock
 from barfinex_cli.runtime.config import AdvisorConfig
+from barfinex_cli.runtime.health import TrimmedCollector
 from barfinex_cli.runtime.lease import InstanceLease
 from barfinex_cli.runtime.registration import Registration
 
@@ -136,6 +137,7 @@ class Advisor:
         self._announced: set[str] = set()
         self._wake = asyncio.Event()
         self.registry = CollectorRegistry()
+        self.registry.register(TrimmedCollector(bus))  # bfx_bus_trimmed_total
         self._m_signals = Counter(
             "bfx_advisor_signals", "Signals handled.", ["outcome"], registry=self.registry
         )

@@ -56,6 +56,9 @@ class DetectorCollector(Collector):
 
 def registry_of(detector: Detector) -> CollectorRegistry:
     """Return a registry holding only this detector's collector."""
+    from barfinex_cli.runtime.health import TrimmedCollector
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DetectorCollector(detector))
+    registry.register(TrimmedCollector(detector.bus))
     return registry

@@ -71,6 +71,7 @@ from barfinex_cli.inspector.reports import Reports
 from barfinex_cli.runtime.client import GatewayClient
 from barfinex_cli.runtime.clock import Clock
 from barfinex_cli.runtime.config import InspectorConfig
+from barfinex_cli.runtime.health import TrimmedCollector
 from barfinex_cli.runtime.lease import InstanceLease, StoreLock
 from barfinex_cli.store.inspector import STAND_DOWN_LATEST_MS, InspectorStore
 
@@ -170,6 +171,7 @@ class Inspector:
         self.ticks: watchers.MarketTicks | None = None
         """Periodic work on a market clock (reconcile, KPIs, deferred closes), run inline."""
         self.registry = CollectorRegistry()
+        self.registry.register(TrimmedCollector(self.bus))  # bfx_bus_trimmed_total
         self.m_verdicts = Counter(
             "bfx_inspector_verdicts", "Verdicts by action.", ["action"], registry=self.registry
         )

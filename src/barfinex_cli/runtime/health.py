@@ -15,7 +15,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from barfinex_cli.bus.base import Bus
 from barfinex_cli.errors import ServiceUnreachable
 
 Status = Callable[[], dict[str, Any]]
@@ -41,6 +44,33 @@ def bind_first_free(host: str, port: int, *, tries: int = 100) -> socket.socket:
     raise ServiceUnreachable(
         f"no free port on {host} from {port} to {port + tries - 1} ({last}) — pass --port"
     )
+
+
+class TrimmedCollector(Collector):
+    """Report what the groups read on a bus lost to the stream cap (`Bus.trimmed`).
+
+    `bfx_bus_trimmed_total{group,type}` counts the entries lost; `bfx_bus_trimmed_uncounted_total`
+    the losses the server could not count (Redis 6.2). Every role's registry holds one.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["group", "type"]
+        entries = CounterMetricFamily(
+            "bfx_bus_trimmed", "Entries a group lost to the stream cap.", labels=labels
+        )
+        uncounted = CounterMetricFamily(
+            "bfx_bus_trimmed_uncounted",
+            "Losses to the stream cap the server could not count (Redis 6.2).",
+            labels=labels,
+        )
+        for (group, event_type), loss in sorted(self.bus.trimmed.items()):
+            entries.add_metric([group, event_type], loss.entries)
+            uncounted.add_metric([group, event_type], loss.uncounted)
+        yield entries
+        yield uncounted
 
 
 def render_metrics(metrics: Metrics) -> tuple[bytes, str]:
