@@ -220,3 +220,28 @@ async def test_the_in_process_bus_counts_and_says_what_a_group_lost_to_the_cap(
         ]
     finally:
         await bus.close()
+
+
+async def test_a_long_backlog_is_counted_for_the_early_warning_without_reading_all_of_it(
+    capped: RedisStreamsBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On 6.2 a backlog over `SCAN_NEAR` is counted from the stream's start up to the group's."""
+    caplog.set_level(logging.WARNING, "bfx.bus")
+    bus = RedisStreamsBus(capped.url, capped.namespace, maxlen=1_250)  # warns at 1,000 unread
+    try:
+        await bus.publish(candle(0))
+        slow = await bus.consumer("slow", "c1", [CANDLES], start="$")
+        await bus.publish_many([candle(i) for i in range(1, 11)])
+        batch = await slow.fetch(10, 50)  # a full batch: the group is behind on the stream
+        assert len(batch) == 10
+        await slow.ack(batch)
+        await bus.publish_many([candle(i) for i in range(11, 1111)])  # 1,100 unread
+        await slow.ack(await slow.fetch(1, 50))  # its watch runs before the read
+        [early] = [r.getMessage() for r in caplog.records if "behind" in r.getMessage()]
+        assert early.startswith(
+            f"consumer group slow is 1100 entries behind on {CANDLES}, 88% of the stream cap "
+            "(bus_maxlen 1250)"
+        )
+        assert losses(caplog) == []
+    finally:
+        await bus.close()

@@ -59,13 +59,16 @@ CHECK_S = 1.0
 Between, it checks before a read only the streams whose last read filled its batch (the group
 is behind there): a group that was caught up at its last read can lose entries only if more than
 the cap came since, and a read more than `CHECK_S` after the last check checks everything."""
-RECOUNT = 1_000
+RECOUNT = 100
 """On Redis 7, how many unread entries a check of every stream (once per `CHECK_S`) counts at
 most to find a loss the group has already read past (a burst over the cap between two reads):
 see the module doc."""
 COUNT_S = 10.0
-"""How often a consumer may count its unread entries (up to the cap, entry by entry, inside
-Redis) on a stream at least `EARLY` of the cap long, where Redis (6.2) gives no lag."""
+"""How often a consumer counts its unread entries on one of its streams (in turn) at least
+`EARLY` of the cap long, where Redis (6.2) gives no lag: entry by entry inside Redis, at most
+`SCAN_NEAR` after the group's and, if there are more, about a fifth of the cap from the start."""
+SCAN_NEAR = 1_000
+"""Unread entries counted from the group's position before counting from the stream's start."""
 EARLY = 0.8
 """The share of `bus_maxlen` unread entries at which a consumer warns that it is about to lose."""
 LOG_EVERY_S = 60.0
@@ -139,8 +142,16 @@ for i = 2, #KEYS do
         elseif counted and type(lag) == 'number' then
           unread = math.max(0, math.min(length, lag - known))
         elseif cap > 0 and length >= least then
-          unread = #redis.call('XRANGE', key, '(' .. delivered, '+', 'COUNT', cap)
           scanned = 1
+          unread = #redis.call('XRANGE', key, '(' .. delivered, '+', 'COUNT', cap)
+          if unread >= cap then  -- many: count the entries up to the group's from the start
+            local limit = length - least + 1
+            unread = -1
+            if least > 0 and limit > 0 then
+              local head = #redis.call('XRANGE', key, '-', delivered, 'COUNT', limit)
+              if head < limit then unread = length - head end
+            end
+          end
         end
         table.insert(row, {name, consumers, pending, unread, new, scanned})
       end
@@ -152,8 +163,11 @@ return out
 """
 """KEYS: the `_trimmed` hash, then stream keys. ARGV: the group to check ('' for every group),
 how many unread entries to count at most where Redis does not give the group's lag (0: none),
-the least stream length worth counting them on, the time (ms) to record, the largest backlog
-to count on Redis 7 for a loss read past (`RECOUNT`), then each stream's type. Returns per
+the least stream length worth counting them on (where more are unread, the entries up to the
+group's are counted from the stream's start, at most length - least + 1: so a count costs at
+most that plus the first figure, and tells whether at least `least` are unread), the time (ms)
+to record, the largest backlog to count on Redis 7 for a loss read past (`RECOUNT`), then each
+stream's type. Returns per
 stream key {{group, consumers, pending, unread or -1, entries newly lost (-1: some, not
 counted), 1 if unread was counted entry by entry}, ...}."""
 
@@ -337,6 +351,7 @@ class TrimWatch:
         """Losses it found that Redis (6.2) could not count."""
         self._checked = 0.0
         self._scanned = 0.0
+        self._turn = -1  # which of its streams Redis 6.2 had counted last (`COUNT_S`)
         self._full: set[str] = set()  # types whose last read filled its batch
         self._near: set[str] = set()  # types past the early warning, not yet back under half
         self._quiet_until: dict[str, float] = {}
@@ -365,16 +380,25 @@ class TrimWatch:
         if not types:
             return []
         threshold = self.threshold
-        scan = now - self._scanned >= COUNT_S
         try:
             found = await check(
-                self.bus,
-                self.group,
-                sorted(types),
-                count_up_to=self.bus.maxlen if scan else 0,
-                least_length=threshold,
-                recount=RECOUNT if every else 0,
+                self.bus, self.group, sorted(types), recount=RECOUNT if every else 0
             )
+            unknown = sorted({f.type for f in found if f.unread == UNKNOWN})
+            if unknown and now - self._scanned >= COUNT_S:  # Redis 6.2: count one stream
+                self._turn += 1
+                scanned = unknown[self._turn % len(unknown)]
+                counted = await check(
+                    self.bus,
+                    self.group,
+                    [scanned],
+                    count_up_to=SCAN_NEAR,
+                    least_length=threshold,
+                    recount=0,
+                )
+                found = [f for f in found if f.type != scanned] + counted
+                if any(f.scanned for f in counted):  # long enough to be counted: it was
+                    self._scanned = now
         except ResponseError as exc:  # a watch that fails must not stop the reads it guards
             if not self._failed:
                 self._failed = True
@@ -385,8 +409,6 @@ class TrimWatch:
                     extra={"group": self.group},
                 )
             return []
-        if any(f.scanned for f in found):
-            self._scanned = now
         for f in found:
             if f.lost:
                 self._near.add(f.type)  # lost already: no "about to" after the fact
