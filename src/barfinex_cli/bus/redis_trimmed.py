@@ -19,6 +19,8 @@ the stream's first entry (XINFO STREAM `first-entry`), and counted where Redis c
   group's last entry was the last of a trimmed node and the next one survived; the group was at
   least the cap behind then anyway. A group at `0-0` (made from the stream's start, never read)
   is not reported on 6.2: the entries trimmed before the group existed were not its to lose.
+  Nor is a loss its consumers read past before a check: a burst of more than the cap within a
+  second, between two reads of a consumer that was keeping up (see `CHECK_S`).
 - An entry trimmed while pending on a consumer (read, not acknowledged) is counted exactly by
   the consumer that finds it gone (`record_pending`).
 
@@ -27,6 +29,10 @@ What was found is kept in the hash `_trimmed` under the namespace (fields `GROUP
 and `bfx events lag` shows it after the consumer is gone. One Lua call per check reads each
 stream's first entry and length and its groups (XINFO STREAM, XINFO GROUPS), updates the hash
 and returns figures only (no entry data crosses the wire).
+
+Over 400 lines because the Lua script, the figures it returns, the records it keeps and the
+consumer's watch over them (`TrimWatch`: when to check, when to warn, how often to log) are one
+piece: each part's meaning is the others' contract.
 """
 
 from __future__ import annotations
