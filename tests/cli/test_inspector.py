@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -104,6 +107,42 @@ def test_a_zero_or_past_stand_down_says_what_is_wrong_with_it(
         "stand down until resumed"
     )
     assert past.output.startswith("error: --until 2020-01-01: 2020-01-01T00:00:00+00:00 is not ")
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    """A web server that is not an inspector: 404 for its routes, 501 for a POST."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def test_a_url_that_is_not_an_inspector_is_one_line_and_exit_2_not_the_store(
+    runner: CliRunner, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # found by an audit: `--url http://[::1` was a traceback; `--url ftp://x`, a port past 65535
+    # or a typo fell back to the store as if no inspector ran; a URL answering 404 (the provider
+    # without /proxy/inspector) was exit 1 with "answered 404: Not Found"
+    _seed(Path(cli_env["BFX_HOME"]))  # a fallback to the store would answer, exit 0
+    for url in ("http://[::1", "ftp://x", "notaurl", "http://127.0.0.1:99999", "http://exa mple"):
+        result = runner.invoke(app, ["inspector", "status", "--url", url])
+        assert result.exit_code == 2, (url, result.output)
+        assert result.output.startswith(f"error: --url {url!r}: give an http(s) URL")
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(tmp_path))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = runner.invoke(app, ["inspector", "resume", "--url", url])
+        status = runner.invoke(app, ["inspector", "status", "--url", url])
+    finally:
+        server.shutdown()
+        server.server_close()
+    for answered in (result, status):
+        assert answered.exit_code == 2, answered.output
+        assert f"no inspector API at {url}" in answered.output and "--url" in answered.output
+        assert len(answered.output.strip().splitlines()) == 1, answered.output
 
 
 def test_status_of_a_store_holding_a_stand_down_past_the_calendar_reads_until_resumed(

@@ -105,8 +105,35 @@ def run(
 
 
 def _url(settings: Settings, url: str | None) -> str:
+    """Return the inspector API's base URL: `--url`, else the settings' host and port.
+
+    Raises:
+        UsageError: `--url` is not an http(s) address a request can go to (a typo used to fall
+            back to the store as if no inspector ran, or to end in a traceback).
+    """
     config = settings.inspector
-    return (url or f"http://{config.host}:{config.port}").rstrip("/")
+    if not url:
+        return f"http://{config.host}:{config.port}"
+    import httpx
+
+    from barfinex_cli.errors import UsageError
+
+    try:
+        parsed = httpx.URL(url)
+        usable = (
+            parsed.scheme in ("http", "https")
+            and bool(parsed.host)
+            and not any(c in parsed.host for c in "% ")
+            and (parsed.port is None or 0 < parsed.port <= 65535)
+        )
+    except httpx.InvalidURL:
+        usable = False
+    if not usable:
+        raise UsageError(
+            f"--url {url!r}: give an http(s) URL, e.g. http://127.0.0.1:8008 (the inspector's "
+            "API) or http://HOST:8081/proxy/inspector (through the provider)"
+        )
+    return url.rstrip("/")
 
 
 def _call(
@@ -151,6 +178,14 @@ def _call(
         raise ServiceUnreachable(
             f"no inspector answers behind {url} ({response.status_code}: {detail}) — start it "
             "with `bfx inspector run`, or check --url"
+        )
+    if response.status_code in (404, 405, 501):  # something answers, not an inspector's API
+        from barfinex_cli.errors import UsageError
+
+        raise UsageError(
+            f"no inspector API at {url} ({method} {path} answered {response.status_code}: "
+            f"{detail[:200]}) — check --url: http://127.0.0.1:8008, or "
+            "http://HOST:8081/proxy/inspector"
         )
     if response.status_code == 422:  # a value the command was given: the caller's to fix
         from barfinex_cli.errors import UsageError
