@@ -165,6 +165,40 @@ async def test_entries_trimmed_while_pending_are_counted_and_said(
     assert lost.pending == 10
 
 
+async def test_entries_trimmed_while_pending_on_another_consumer_are_counted_when_claimed(
+    capped: RedisStreamsBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "bfx.bus")
+    bus = capped
+    await bus.publish(candle(0))
+    gone = await bus.consumer("g", "c1", [CANDLES], start="$")
+    await bus.publish_many([candle(i) for i in range(1, 11)])
+    held: list[Delivery] = []
+
+    async def read_ten() -> bool:  # read, never acknowledged: c1 is gone for good
+        held.extend(await gone.fetch(100, 50))
+        return len(held) >= 10
+
+    await until(read_ten, 10, what="10 deliveries")
+    keen = await bus.consumer("g", "c2", [CANDLES], start="$", claim_idle_ms=600_000)
+    for start in range(11, 311, 25):  # the group goes on; c1's 10 are trimmed while pending
+        await bus.publish_many([candle(i) for i in range(start, start + 25)])
+        assert len(await drain_until(keen, 25)) == 25
+    other = await bus.consumer("g", "c3", [CANDLES], start="$", claim_idle_ms=20)
+
+    async def claimed() -> bool:  # c3 claims what c1 left idle (XAUTOCLAIM): it is gone
+        await other.ack(await other.fetch(100, 50))
+        return ("g", CANDLES) in await redis_trimmed.recorded(bus)
+
+    await until(claimed, 10, what="the 10 entries pending on c1 to be claimed and counted")
+    assert (await redis_trimmed.recorded(bus))[("g", CANDLES)].pending == 10
+    assert losses(caplog) == [
+        f"consumer group g lost 10 entries of {CANDLES} to the stream cap (bus_maxlen {CAP}): "
+        "trimmed while pending on a consumer, before it handled them; speed it up or raise "
+        "bus_maxlen (`bfx events lag` shows every group's losses)"
+    ]
+
+
 async def test_on_redis_7_a_burst_over_the_cap_between_two_reads_is_found_after_it_is_read_past(
     capped: RedisStreamsBus, caplog: pytest.LogCaptureFixture
 ) -> None:

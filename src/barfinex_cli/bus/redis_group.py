@@ -207,7 +207,10 @@ class RedisConsumer(ConsumerBase):
             )
             if len(reply) > 2 and reply[2]:  # Redis 7 drops entries trimmed while pending
                 await self.trim.pending(self._streams[key], len(reply[2]))
-            out.extend(await self._decode_entries(key, reply[1]))
+            entries = [e for e in reply[1] if e[0] is not None]
+            if len(entries) < len(reply[1]):  # Redis 6.2 claims a trimmed entry as a bare nil:
+                self._recovering = True  # our pending re-read gives its id, to ack and count
+            out.extend(await self._decode_entries(key, entries))
         return out
 
     async def _decode_reply(self, reply: Any) -> list[Delivery]:
