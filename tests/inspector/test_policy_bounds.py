@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from barfinex_cli.errors import ConfigError
 from barfinex_cli.inspector.governor import Governor
 from barfinex_cli.inspector.model import Position
-from barfinex_cli.inspector.policies import PolicyWatcher, parse_policies
+from barfinex_cli.inspector.policies import PolicyWatcher, load_policies, parse_policies
 from barfinex_cli.inspector.policies.config import MAX_MINUTES, PolicyFile, Section
 from inspector.samples import FLAT, INTENT, NOW, D
 
@@ -143,3 +143,33 @@ def test_a_reload_to_infinite_minutes_keeps_the_policies_in_force(tmp_path: Path
     assert found is not None and found.policies is None and found.alert is not None
     assert f"{path}: key 'cooldown.after_loss_minutes': " in found.alert
     assert watcher.policies is before
+
+
+def _overrides(symbols: int, strategies: int) -> str:
+    return "".join(
+        [f'[symbols."S{i}/USDT".size]\nmax_notional = 100\n' for i in range(symbols)]
+        + [f"[strategies.s{i}.risk]\nper_trade_pct = 0.5\n" for i in range(strategies)]
+    )
+
+
+def test_a_file_too_large_or_naming_too_many_overrides_is_refused_before_merging(
+    tmp_path: Path,
+) -> None:
+    # found by an audit: every symbol x strategy pair is merged and validated at load, so 1,000
+    # symbols and 1,000 strategies (a 90 KB file) took 216 s and gigabytes, and 300 x 300 froze
+    # a running inspector's event loop for 19 s on a reload (its lease lapses after 8 s)
+    with pytest.raises(ConfigError) as raised:
+        parse_policies(_overrides(101, 100).encode(), "p.toml")
+    assert str(raised.value) == (
+        "p.toml: 101 symbol overrides and 100 strategy overrides are 10301 combinations to "
+        "merge and check; at most 10000 — override fewer symbols or strategies"
+    )
+    huge = tmp_path / "huge.toml"
+    huge.write_bytes(b"# padding\n" * 110_000)  # 1.1 MB
+    with pytest.raises(ConfigError, match=r"huge.toml: 1100000 bytes; a policy file is at most"):
+        load_policies(huge)
+    with pytest.raises(ConfigError, match="bytes; a policy file is at most"):
+        parse_policies(huge.read_bytes(), "huge.toml")
+    fine = parse_policies(_overrides(20, 20).encode(), "p.toml")
+    assert fine.limits("S3/USDT", "s4").risk.per_trade_pct == Decimal("0.5")
+    assert fine.limits("S3/USDT", "s4").size.max_notional == Decimal(100)

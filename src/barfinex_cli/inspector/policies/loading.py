@@ -28,6 +28,16 @@ from barfinex_cli.inspector.policies.config import OVERRIDABLE, Limits, Override
 
 _Key = tuple[str | None, str | None]
 
+MAX_POLICY_BYTES = 1 << 20
+"""A policy file is a few kilobytes; one past a mebibyte is a mistake, refused before parsing."""
+MAX_COMBINATIONS = 10_000
+"""Override tables merged and validated at load: symbols + strategies + symbols x strategies.
+
+Each costs about 0.15 ms and its own `Limits`, and a reload runs on the inspector's event loop:
+10,000 is about 1.5 s; 1,000 symbols by 1,000 strategies (a 90 KB file) took 216 s and
+gigabytes.
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class PolicySet:
@@ -80,12 +90,23 @@ def load_policies(path: Path) -> PolicySet:
             names the file, the key and the reason.
     """
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_POLICY_BYTES + 1)
+            size = max(len(raw), path.stat().st_size)
     except FileNotFoundError:
         raise ConfigError(f"policy file {path} does not exist — check the --policy path") from None
     except OSError as exc:
         raise ConfigError(f"policy file {path}: cannot read it ({exc.strerror})") from None
+    _check_size(size, str(path))
     return parse_policies(raw, str(path))
+
+
+def _check_size(size: int, source: str) -> None:
+    if size > MAX_POLICY_BYTES:
+        raise ConfigError(
+            f"{source}: {size} bytes; a policy file is at most {MAX_POLICY_BYTES} bytes "
+            "(the packaged one is under 4 KB) — is this the right file?"
+        )
 
 
 def parse_policies(raw: bytes, source: str) -> PolicySet:
@@ -94,6 +115,7 @@ def parse_policies(raw: bytes, source: str) -> PolicySet:
     Raises:
         ConfigError: As `load_policies`.
     """
+    _check_size(len(raw), source)
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -112,6 +134,14 @@ def parse_policies(raw: bytes, source: str) -> PolicySet:
 
 
 def _merge_all(rules: PolicyFile, source: str) -> dict[_Key, Limits]:
+    symbols, strategies = len(rules.symbols), len(rules.strategies)
+    combinations = symbols + strategies + symbols * strategies
+    if combinations > MAX_COMBINATIONS:
+        raise ConfigError(
+            f"{source}: {symbols} symbol overrides and {strategies} strategy overrides are "
+            f"{combinations} combinations to merge and check; at most {MAX_COMBINATIONS} — "
+            "override fewer symbols or strategies"
+        )
     base = {name: getattr(rules, name).model_dump() for name in OVERRIDABLE}
     table: dict[_Key, Limits] = {(None, None): Limits.model_validate(base)}
     for strategy, over in rules.strategies.items():
