@@ -145,6 +145,19 @@ def test_a_url_that_is_not_an_inspector_is_one_line_and_exit_2_not_the_store(
         assert len(answered.output.strip().splitlines()) == 1, answered.output
 
 
+def test_each_inspector_command_s_help_names_its_limits_and_settings(runner: CliRunner) -> None:
+    # found by an audit: --until did not say it is at most 366d, --yes said "every position"
+    # (legacy ones are left alone), and neither run nor reconcile said where their settings live
+    helps = {
+        command: " ".join(runner.invoke(app, ["inspector", command, "--help"]).output.split())
+        for command in ("run", "stand-down", "close-all", "reconcile")
+    }
+    assert "at most 366d" in helps["stand-down"] and "2024-06-01T12:00Z" in helps["stand-down"]
+    assert "flatten every runtime-managed position now" in helps["close-all"]
+    assert "divergence_order, divergence_position and divergence_balance" in helps["reconcile"]
+    assert "trailing_stop_pct and breakeven_at_r" in helps["run"]
+
+
 def test_status_of_a_store_holding_a_stand_down_past_the_calendar_reads_until_resumed(
     runner: CliRunner, cli_env: dict[str, str]
 ) -> None:

@@ -65,6 +65,10 @@ def run(
     while it runs reloads it (an invalid edit keeps the old policies and raises an alert).
     Telegram alerts: set BFX_TELEGRAM_TOKEN and BFX_TELEGRAM_CHAT. Stop with Ctrl-C.
 
+    The rest of its settings are [inspector] in bfx.toml (BFX_INSPECTOR__KEY): e.g.
+    trailing_stop_pct and breakeven_at_r (off unless set), the divergence rules of `reconcile`,
+    kpi_interval_s; every key in docs/inspector.md, "Running it".
+
     Examples: bfx inspector run --policy my_policies.toml --port 8008
     """
     import asyncio
@@ -347,8 +351,8 @@ def stand_down(
         str | None,
         typer.Option(
             "--until",
-            help="Until when: a duration (2h) on the inspector's clock, or an ISO time; "
-            "default: until resume.",
+            help="Until when: a duration (30m, 2h, 1d; at most 366d) counted on the "
+            "inspector's clock, or an ISO time (2024-06-01T12:00Z); default: until `resume`.",
         ),
     ] = None,
     url: UrlOption = None,
@@ -412,7 +416,7 @@ def resume(ctx: typer.Context, url: UrlOption = None) -> None:
 def close_all(
     ctx: typer.Context,
     yes: Annotated[
-        bool, typer.Option("--yes", help="Confirm: flatten every position now.")
+        bool, typer.Option("--yes", help="Confirm: flatten every runtime-managed position now.")
     ] = False,
     url: UrlOption = None,
 ) -> None:
@@ -448,7 +452,11 @@ def reconcile(
 ) -> None:
     """Compare the inspector's orders and positions with the provider's; apply the rules.
 
-    With no inspector running it always runs as a dry run against inspector.db.
+    Each difference is handled by the rule of its kind, set in bfx.toml's [inspector] as
+    divergence_order, divergence_position and divergence_balance: alert (flag it), adopt (take
+    the provider's figure) or stand_down. --dry-run prints each difference and what its rule
+    would do, changing nothing. With no inspector running it always runs as a dry run against
+    inspector.db.
 
     Examples: bfx inspector reconcile --dry-run
     """
