@@ -41,6 +41,26 @@ def test_status_with_no_inspector_running_reads_the_store(
     assert position["protective"] == [{"role": "stop_loss", "status": "open", "price": "98"}]
 
 
+def test_status_as_text_with_no_inspector_running_shows_the_stored_counters(
+    runner: CliRunner, cli_env: dict[str, str]
+) -> None:
+    # found by an audit: only --json showed the counters the policies judge by; the text said
+    # the stand-down and the positions, and nothing of trades, losses or the loss streak
+    home = Path(cli_env["BFX_HOME"])
+    _seed(home)
+    with InspectorStore(home / "inspector.db") as store:
+        store.update_counters(
+            trades_today=4, losing_trades_today=3, loss_streak=2, wins=7, losses=24,
+            realised_today=Decimal("-15.8997848641763655"), day="2024-01-04",
+        )  # fmt: skip
+    result = runner.invoke(app, ["inspector", "status", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "as last stored (day 2024-01-04): 4 trades today (3 losing), realised -15.90, loss "
+        "streak 2; 7 wins and 24 losses in all"
+    ) in " ".join(result.stdout.split())
+
+
 def test_stand_down_and_resume_with_no_inspector_running_write_the_store(
     runner: CliRunner, cli_env: dict[str, str]
 ) -> None:

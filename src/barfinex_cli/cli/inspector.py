@@ -252,6 +252,16 @@ def status(
             f"drawdown {kpi['drawdown']:.2%} from the peak ({_limit(kpi.get('drawdown_limit'))}), "
             f"{(kpi.get('daily_loss') or 0):.2%} today ({_limit(kpi.get('daily_loss_limit'))})"
         )
+    counters = answer.get("counters")
+    if counters:  # no inspector running: what the store last held
+        from decimal import Decimal
+
+        console.print(
+            f"as last stored (day {counters['day'] or '-'}): {counters['trades_today']} trades "
+            f"today ({counters['losing_trades_today']} losing), realised "
+            f"{Decimal(counters['realised_today']):.2f}, loss streak {counters['loss_streak']}; "
+            f"{counters['wins']} wins and {counters['losses']} losses in all"
+        )
     positions = answer.get("positions", [])
     console.print(f"{len(positions)} open positions")
     for p in positions:
@@ -296,7 +306,9 @@ def _offline_status(settings: Settings) -> dict[str, Any]:
                 "stand_down_until": None if until is None else from_ms(until).isoformat(),
             },
             "counters": {
+                "day": counters.day,
                 "trades_today": counters.trades_today,
+                "losing_trades_today": counters.losing_trades_today,
                 "wins": counters.wins,
                 "losses": counters.losses,
                 "loss_streak": counters.loss_streak,
