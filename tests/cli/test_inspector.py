@@ -61,6 +61,17 @@ def test_status_as_text_with_no_inspector_running_shows_the_stored_counters(
     ) in " ".join(result.stdout.split())
 
 
+def test_status_as_text_shows_each_position_s_management_and_strategy_in_brackets(
+    runner: CliRunner, cli_env: dict[str, str]
+) -> None:
+    # found by an audit: "[runtime, momentum]" was read as console markup and vanished, so a
+    # legacy position could not be told from a runtime one in the text
+    _seed(Path(cli_env["BFX_HOME"]))
+    result = runner.invoke(app, ["inspector", "status", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 0, result.output
+    assert "  BTC/USDT long 1 @ 100 [runtime, momentum] stop_loss 98 (open)" in result.stdout
+
+
 def test_stand_down_and_resume_with_no_inspector_running_write_the_store(
     runner: CliRunner, cli_env: dict[str, str]
 ) -> None:

@@ -11,6 +11,7 @@ manages the positions, so it says to start one.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -234,21 +235,22 @@ def status(
         print_json(answer)
         return
     console = out()
+    say = partial(console.print, markup=False)  # data: a [bracket] is text, not a style
     health = answer["health"]
     running = "running" if health.get("running", True) else "not running (from the store)"
-    console.print(f"inspector {health.get('instance', '?')}: {running}, {health['status']}")
+    say(f"inspector {health.get('instance', '?')}: {running}, {health['status']}")
     if health.get("stand_down_until"):
-        console.print(f"stand-down until {health['stand_down_until']}")
+        say(f"stand-down until {health['stand_down_until']}")
     for name, state in answer.get("policies", {}).items():
-        console.print(f"  policy {name}: {state}")
+        say(f"  policy {name}: {state}")
     kpi = answer.get("kpi")
     if kpi:
-        console.print(
+        say(
             f"equity {kpi['equity']} {kpi['pnl_currency']}, P&L realised {kpi['realised_pnl']} "
             f"unrealised {kpi['unrealised_pnl']}, win rate {kpi['win_rate']:.0%} over "
             f"{kpi['trades']} trades today"
         )
-        console.print(
+        say(
             f"drawdown {kpi['drawdown']:.2%} from the peak ({_limit(kpi.get('drawdown_limit'))}), "
             f"{(kpi.get('daily_loss') or 0):.2%} today ({_limit(kpi.get('daily_loss_limit'))})"
         )
@@ -256,17 +258,17 @@ def status(
     if counters:  # no inspector running: what the store last held
         from decimal import Decimal
 
-        console.print(
+        say(
             f"as last stored (day {counters['day'] or '-'}): {counters['trades_today']} trades "
             f"today ({counters['losing_trades_today']} losing), realised "
             f"{Decimal(counters['realised_today']):.2f}, loss streak {counters['loss_streak']}; "
             f"{counters['wins']} wins and {counters['losses']} losses in all"
         )
     positions = answer.get("positions", [])
-    console.print(f"{len(positions)} open positions")
+    say(f"{len(positions)} open positions")
     for p in positions:
         guards = ", ".join(f"{g['role']} {g['price']} ({g['status']})" for g in p["protective"])
-        console.print(
+        say(
             f"  {p['symbol']} {p['side']} {p['size']} @ {p['entry']} [{p['managed']}, "
             f"{p['strategy']}] {guards or 'no protective orders'}"
         )
@@ -482,14 +484,15 @@ def reconcile(
         print_json(answer)
         return
     console = out()
+    say = partial(console.print, markup=False)
     lines = answer.get("differences", [])
     mode = "dry run: nothing changed" if answer.get("dry_run") else "applied"
-    console.print(
+    say(
         f"{answer.get('orders_checked', 0)} orders, {answer.get('positions_checked', 0)} "
         f"positions checked; {len(lines)} differences ({mode})"
     )
     for line in lines:
-        console.print(f"  {line['line']}")
+        say(f"  {line['line']}")
 
 
 def _offline_reconcile(settings: Settings) -> dict[str, Any]:
