@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
+import uvicorn
 from prometheus_client import CollectorRegistry, Counter
 
-from barfinex_cli.runtime.health import health_app
+from barfinex_cli.runtime.health import bind_first_free, health_app, serve_until
 from provider.gateway_server import serving
 
 
@@ -58,3 +64,66 @@ def test_two_instances_binding_one_port_get_two_ports() -> None:
     finally:
         first.close()
         second.close()
+
+
+def _hanging_server(sock: socket.socket, entered: asyncio.Event) -> uvicorn.Server:
+    """A uvicorn server on `sock` whose one route never answers (a request that would hang)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def hang(_: Request) -> Response:
+        entered.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+    host, port = sock.getsockname()[:2]
+    app = Starlette(routes=[Route("/hang", hang)])
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="critical"))
+
+
+@contextlib.asynccontextmanager
+async def _hanging_request(sock: socket.socket) -> AsyncIterator[asyncio.StreamReader]:
+    """Open a connection to the server on `sock`, leave a request hanging on it, close it after."""
+    host, port = sock.getsockname()[:2]
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(b"GET /hang HTTP/1.1\r\nHost: test\r\n\r\n")
+        await writer.drain()
+        yield reader
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_cancelled_server_closes_its_listener_and_every_connection() -> None:
+    # cancelled mid-serve, uvicorn used to keep its listener and connections open until the
+    # event loop closed, and the garbage collector reported them in whichever test came later
+    sock = bind_first_free("127.0.0.1", 0)
+    entered = asyncio.Event()
+    server = _hanging_server(sock, entered)
+    task = asyncio.create_task(serve_until(server, sock, asyncio.Event()))
+    async with _hanging_request(sock) as reader:
+        await asyncio.wait_for(entered.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert sock.fileno() == -1
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # the server closed its end
+    assert not server.server_state.connections
+
+
+async def test_a_stop_ends_the_server_within_its_grace_though_a_request_hangs() -> None:
+    sock = bind_first_free("127.0.0.1", 0)
+    entered = asyncio.Event()
+    server = _hanging_server(sock, entered)
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_until(server, sock, stop, grace_s=0.5))
+    async with _hanging_request(sock) as reader:
+        await asyncio.wait_for(entered.wait(), 10)
+        stop.set()
+        await asyncio.wait_for(task, 10)  # graceful for 0.5 s, then the hanging request is cut
+        assert sock.fileno() == -1
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    assert not server.server_state.connections

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -20,6 +20,9 @@ from prometheus_client.registry import Collector
 
 from barfinex_cli.bus.base import Bus
 from barfinex_cli.errors import ServiceUnreachable
+
+if TYPE_CHECKING:
+    import uvicorn
 
 Status = Callable[[], dict[str, Any]]
 Metrics = CollectorRegistry | Callable[[], CollectorRegistry | str]
@@ -110,7 +113,50 @@ async def serve_health(app: Any, sock: socket.socket, stop: asyncio.Event) -> No
 
     host, port = sock.getsockname()[:2]
     server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    await stop.wait()
+    await serve_until(server, sock, stop)
+
+
+async def serve_until(
+    server: uvicorn.Server, sock: socket.socket, stop: asyncio.Event, *, grace_s: float = 5.0
+) -> None:
+    """Run `server` on the bound `sock` until `stop` is set or it ends; leave nothing open.
+
+    The server shuts down gracefully for up to `grace_s`; then, or at once if this coroutine is
+    cancelled, its listener and every connection are closed and its shutdown given `grace_s`
+    more before it is cancelled. A server cut off mid-shutdown (a role cancelling its tasks, a
+    stop that outlived its grace) used to keep its listening socket and connections open until
+    the event loop closed, for the garbage collector to find in some later test or call.
+    """
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
+    stopper = asyncio.create_task(stop.wait(), name="uvicorn-stop")
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await asyncio.wait({task}, timeout=grace_s)
+    finally:
+        stopper.cancel()
+        try:
+            if not task.done():
+                await _stop_now(server, task, grace_s)
+        finally:
+            sock.close()  # uvicorn closes it only once started: a failed startup left it open
+    if not task.cancelled():  # cancelled by `_stop_now` only, once nothing was left open
+        task.result()
+
+
+async def _stop_now(server: uvicorn.Server, task: asyncio.Task[None], grace_s: float) -> None:
+    """Close `server`'s listener and connections so its shutdown ends; cancel it if it hangs."""
     server.should_exit = True
-    await task
+    for listener in server.servers:
+        listener.close()
+    for connection in list(server.server_state.connections):
+        transport = getattr(connection, "transport", None)
+        if transport is not None:
+            transport.abort()  # closed even if nothing awaits again: the loop's next pass does it
+    for running in list(server.server_state.tasks):
+        running.cancel()
+    await asyncio.wait({task}, timeout=grace_s)  # connections gone: its lifespan shutdown runs
+    if not task.done():
+        server.force_exit = True
+        task.cancel()
+        await asyncio.wait({task})

@@ -55,6 +55,7 @@ from barfinex_cli.provider.gateway.context import (
 from barfinex_cli.provider.gateway.guard import OPEN_PATHS, Guard
 from barfinex_cli.provider.gateway.metrics import CONTENT_TYPE, MetricsMiddleware
 from barfinex_cli.provider.gateway.registry import NameTaken
+from barfinex_cli.runtime.health import serve_until
 
 __all__ = [
     "GatewayContext",
@@ -219,10 +220,5 @@ def _warn_if_exposed(host: str) -> None:
 async def serve(app: Any, stop: asyncio.Event, sock: socket.socket) -> None:
     """Serve `app` on the bound socket `sock` (see `bind`) until `stop` is set, then shut down."""
     host, port = sock.getsockname()[:2]
-    server = make_server(app, host, port)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    stopper.cancel()
-    await task
+    # shut down within the provider's grace, and completely even if cancelled (`serve_until`)
+    await serve_until(make_server(app, host, port), sock, stop)
