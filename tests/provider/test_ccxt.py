@@ -248,6 +248,27 @@ async def test_cancel_orders_and_balances_read_the_account(fake: FakeBinance, ke
     assert positions == []  # a spot account: holdings are balances
 
 
+async def test_a_limit_keeps_the_latest_orders_the_exchange_listed(
+    fake: FakeBinance, keys: None
+) -> None:
+    async def emit(payload: Payload) -> None:
+        return None
+
+    conn = make(fake, symbols=["BTC/USDT"], emit=emit)
+    try:
+        for cid in ("dec-0005", "dec-0006", "dec-0007"):
+            request = OrderRequest(
+                cid, "main", "BTC/USDT", "sell", "limit", Decimal("0.1"), price=Decimal("90000")
+            )
+            await conn.place(request)
+        every = [o.client_order_id for o in await conn.orders()]
+        latest = [o.client_order_id for o in await conn.orders(limit=2)]
+    finally:
+        await conn.stop()
+    assert every == ["dec-0005", "dec-0006", "dec-0007"]
+    assert latest == every[-2:]
+
+
 async def test_insufficient_funds_is_a_clear_rejection(fake: FakeBinance, keys: None) -> None:
     events: list[Payload] = []
 

@@ -142,6 +142,24 @@ async def test_orders_asked_for_by_id_are_read_in_chunks_and_an_empty_ask_sends_
         assert transport.sent == sent
 
 
+async def test_orders_with_a_limit_are_the_latest_oldest_first_and_not_asked_with_ids(
+    client: GatewayClient,
+) -> None:
+    for i in range(4):
+        request = PlaceOrderRequest(
+            client_order_id=f"c-{i}", account="paper", symbol="BTC/USDT", side="buy",
+            type="limit", amount=Decimal("0.1"), price=Decimal(50),
+        )  # fmt: skip
+        await client.place_order(request)
+    await client.cancel_order("c-3")
+    assert [o.client_order_id for o in await client.orders(limit=2)] == ["c-2", "c-3"]
+    assert [o.client_order_id for o in await client.orders(open_only=True, limit=2)] == [
+        "c-1", "c-2",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="not both"):
+        await client.orders(ids=["c-0"], limit=1)
+
+
 async def test_apps_register_heartbeat_and_list(client: GatewayClient) -> None:
     info = await client.register_app("det-1", "detector", url="http://127.0.0.1:8101")
     beat = await client.heartbeat(info.id, "degraded")

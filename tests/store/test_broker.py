@@ -121,6 +121,30 @@ def test_an_order_written_again_replaces_its_row_and_fills_list_in_the_order_mad
     assert store.fills("other") == []
 
 
+def test_the_latest_orders_come_oldest_first_read_newest_first_through_an_index(
+    store: BrokerStore,
+) -> None:
+    def row(cid: str, seq: int, account: str) -> OrderRow:
+        made = order_row(cid, seq)
+        return made.model_copy(update={"state": made.state.model_copy(update={"account": account})})
+
+    rows = [row(f"c{seq}", seq, "a" if seq % 3 else "b") for seq in range(1, 10)]
+    store.commit(BrokerChange(seq=9, orders=rows[::-1]))  # written newest first
+    assert [r.seq for r in store.orders()] == list(range(1, 10))
+    assert [r.seq for r in store.orders(limit=3)] == [7, 8, 9]
+    assert [r.seq for r in store.orders("b", limit=2)] == [6, 9]
+    assert [r.seq for r in store.orders("a", limit=100)] == [1, 2, 4, 5, 7, 8]
+    ran: list[str] = []
+    store.db.conn.set_trace_callback(ran.append)
+    store.orders("a", limit=2)
+    store.orders(limit=2)
+    store.db.conn.set_trace_callback(None)
+    assert len(ran) == 2
+    for sql in ran:  # neither sorts the whole table: the index gives the newest first
+        plan = " ".join(str(r[-1]) for r in store.db.conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "INDEX" in plan and "TEMP B-TREE" not in plan, (sql, plan)
+
+
 def test_a_change_that_fails_half_way_writes_nothing(store: BrokerStore) -> None:
     store.commit(BrokerChange(seq=1, cash={"paper": {"USDT": D(100)}}))
     twice = [fill_row("a", "paper-1-1", 0), fill_row("a", "paper-1-1", 1)]

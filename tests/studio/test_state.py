@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
 from barfinex_cli.contracts.advisor import DecisionMade, DecisionRejected
 from barfinex_cli.contracts.apps import AppLost, AppRegistered
 from barfinex_cli.contracts.envelope import make_event
 from barfinex_cli.contracts.inspector import VerdictIssued, VerdictPending
 from barfinex_cli.contracts.market import CandleClosed, IncidentOpened
-from barfinex_cli.contracts.orders import PositionChanged
+from barfinex_cli.contracts.orders import OrderCancelled, OrderState, PositionChanged
 from barfinex_cli.contracts.rest import HealthResponse
 from barfinex_cli.studio import state as st
 from barfinex_cli.studio.state import RoleView, Snapshot, StudioState
@@ -25,10 +27,20 @@ def candle(minute: int) -> CandleClosed:
     )  # fmt: skip
 
 
-def snapshot(clock: str = "wall", paper: bool = True) -> Snapshot:
+def snapshot(
+    clock: str = "wall", paper: bool = True, orders: list[OrderState] | None = None
+) -> Snapshot:
     health = HealthResponse(status="ok", version="0", uptime_s=1.0, clock=clock)
-    return Snapshot(health, [], [], [], [], [], paper, RoleView(None, problem="no advisor"),
+    return Snapshot(health, [], [], [], [], orders or [], paper,
+                    RoleView(None, problem="no advisor"),
                     RoleView(None, problem="no inspector"))  # fmt: skip
+
+
+def an_order(cid: str, status: str) -> OrderState:
+    return OrderState.model_validate({
+        "client_order_id": cid, "account": "paper", "exchange": "paper", "symbol": "BTC/USDT",
+        "side": "sell", "type": "limit", "amount": "1", "price": "110", "status": status,
+    })  # fmt: skip
 
 
 def test_candles_are_kept_per_series_bounded_and_move_the_market_clock() -> None:
@@ -148,3 +160,19 @@ async def test_a_growing_log_appends_and_trims_rows_and_anything_else_rebuilds()
         assert row_of("c") is not kept
         sync_rows(grid, [])
         assert grid.row_count == 0
+
+
+def test_orders_held_are_bounded_but_an_open_one_outlives_newer_done_ones_until_a_poll_lacks_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(st, "MAX_ORDERS", 3)
+    state = StudioState()
+    polled = [an_order("tp", "open"), *(an_order(f"d{i}", "filled") for i in range(3))]
+    state.apply_snapshot(snapshot(orders=polled))
+    assert list(state.orders) == ["tp", "d1", "d2"]  # the oldest done one went, not the open one
+    cancelled = OrderCancelled(order=an_order("d3", "cancelled"), reason="user", by="user")
+    assert state.apply(make_event(cancelled, source="t")) == "orders"
+    assert list(state.orders) == ["tp", "d2", "d3"]
+    # the next poll holds every open order: "tp" closed since, its event missed, out of the window
+    state.apply_snapshot(snapshot(orders=[an_order("d3", "cancelled"), an_order("d4", "filled")]))
+    assert list(state.orders) == ["d2", "d3", "d4"]

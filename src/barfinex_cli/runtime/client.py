@@ -249,18 +249,26 @@ class GatewayClient:
         account: str | None = None,
         open_only: bool = False,
         ids: Collection[str] | None = None,
+        limit: int | None = None,
     ) -> list[OrderState]:
         """Return orders, oldest first; with `ids`, only those orders, whatever their status.
 
         `ids` is asked for in chunks of `ORDER_IDS_PER_CALL` (oldest first within each), and an
         empty `ids` asks nothing: a role settling its few live orders reads those, not every
-        order the provider ever placed (a list that grows with the run).
+        order the provider ever placed (a list that grows with the run). `limit` asks for only
+        the latest that many (1 to 10,000), still oldest first: a screen showing recent orders
+        reads those.
+
+        Raises:
+            ValueError: both `ids` and `limit` (chunks answer separately, so no single latest).
         """
         if ids is None:
-            params = _params(account=account, open_only=open_only)
+            params = _params(account=account, open_only=open_only, limit=limit)
             return _parse(
                 OrdersResponse, await self._call("GET", "/api/v1/orders", params=params)
             ).orders
+        if limit is not None:
+            raise ValueError("ask for orders by ids or for the latest ones, not both")
         wanted = list(dict.fromkeys(ids))
         out: list[OrderState] = []
         for start in range(0, len(wanted), ORDER_IDS_PER_CALL):

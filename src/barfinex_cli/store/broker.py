@@ -304,11 +304,20 @@ class BrokerStore:
             last_volume=last_volume,
         )
 
-    def orders(self, account: str | None = None) -> list[OrderRow]:
-        """Return every stored order (or one account's), oldest first."""
+    def orders(self, account: str | None = None, limit: int | None = None) -> list[OrderRow]:
+        """Return every stored order (or one account's), oldest first.
+
+        With `limit`, only the latest that many, still oldest first: read newest first through
+        the (account, seq) or seq index, so only those rows are read and parsed.
+        """
         where, params = ("WHERE account = ?", [account]) if account is not None else ("", [])
-        rows = self.db.conn.execute(f"{_ORDER_SELECT} {where} ORDER BY seq", params)
-        return [_order_row(*r) for r in rows]
+        if limit is None:
+            rows = self.db.conn.execute(f"{_ORDER_SELECT} {where} ORDER BY seq", params)
+            return [_order_row(*r) for r in rows]
+        rows = self.db.conn.execute(
+            f"{_ORDER_SELECT} {where} ORDER BY seq DESC LIMIT ?", [*params, limit]
+        )
+        return [_order_row(*r) for r in reversed(rows.fetchall())]
 
     def order(self, client_order_id: str) -> OrderRow | None:
         """Return one stored order, or None if the broker never placed it."""

@@ -20,7 +20,7 @@ import httpx
 from barfinex_cli.contracts.rest import AppInfo
 from barfinex_cli.errors import BfxError, TokenRefused
 from barfinex_cli.runtime.client import GatewayClient
-from barfinex_cli.studio.state import RoleView, Snapshot
+from barfinex_cli.studio.state import MAX_ORDERS, RoleView, Snapshot
 
 START_HINT = {
     "advisor": "start one with `bfx advisor run`",
@@ -108,22 +108,30 @@ class Roles:
         return await self.call(app, f"/api/v1/decisions/{quote(decision_id, safe='')}")
 
 
-async def load_snapshot(client: GatewayClient, roles: Roles, *, decisions: int = 200) -> Snapshot:
+async def load_snapshot(
+    client: GatewayClient, roles: Roles, *, decisions: int = 200, orders: int = MAX_ORDERS
+) -> Snapshot:
     """Read everything the screens draw from REST, at once.
+
+    Orders are the open ones and the latest `orders`, oldest first: what the studio holds, not
+    every order of the run (a list that grows with it, and costs the provider to read).
 
     Raises:
         ServiceUnreachable: The provider does not answer.
         TokenRefused: The provider refused the token.
     """
     health = await client.health()
-    apps, connectors, series, positions, orders, accounts = await asyncio.gather(
+    apps, connectors, series, positions, (open_orders, latest), accounts = await asyncio.gather(
         client.list_apps(),
         client.connectors(),
         client.series(),
         client.positions(),
-        client.orders(),
+        asyncio.gather(client.orders(open_only=True), client.orders(limit=orders)),
         client.accounts(),
     )
+    # an open order outside the latest window is older than all of them: it goes first
+    windowed = {o.client_order_id for o in latest}
+    held = [o for o in open_orders if o.client_order_id not in windowed] + latest
     advisor, inspector = await asyncio.gather(
         roles.view(apps, "advisor", f"/api/v1/decisions?limit={decisions}"),
         roles.view(apps, "inspector", "/api/v1/status"),
@@ -134,7 +142,7 @@ async def load_snapshot(client: GatewayClient, roles: Roles, *, decisions: int =
         connectors=connectors,
         series=series,
         positions=positions,
-        orders=orders,
+        orders=held,
         paper=any(a.exchange == "paper" for a in accounts),
         advisor=advisor,
         inspector=inspector,

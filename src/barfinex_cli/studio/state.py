@@ -57,6 +57,10 @@ MAX_DECISIONS = 500
 MAX_VERDICTS = 500
 MAX_CANDLES = 2000
 MAX_FILLS = 500
+MAX_ORDERS = 500
+"""Orders held: the latest, and before them every one still open (the market screen draws the
+open stops and take-profits of a held position, however old); a poll asks for as many."""
+ORDER_DONE = ("filled", "cancelled", "rejected")
 _TF_MINUTES = {"m": 1, "h": 60, "d": 1440, "w": 10080}
 
 
@@ -99,6 +103,18 @@ def _bounded_put(mapping: OrderedDict[str, Any], key: str, value: Any, cap: int)
     mapping.move_to_end(key)
     while len(mapping) > cap:
         mapping.popitem(last=False)
+
+
+def _put_order(orders: OrderedDict[str, OrderState], order: OrderState) -> None:
+    """Hold `order` as the newest; past `MAX_ORDERS`, forget the oldest done one (else oldest)."""
+    orders[order.client_order_id] = order
+    orders.move_to_end(order.client_order_id)
+    while len(orders) > MAX_ORDERS:
+        done = next((cid for cid, o in orders.items() if o.status in ORDER_DONE), None)
+        if done is None:
+            orders.popitem(last=False)
+        else:
+            del orders[done]
 
 
 def timeframe_delta(timeframe: str) -> timedelta:
@@ -189,8 +205,14 @@ class StudioState:
         self.versions["apps"] += 1
         self.positions = {(p.account, p.symbol): p for p in snap.positions if p.size}
         self.versions["positions"] += 1
-        for order in snap.orders[-MAX_DECISIONS:]:
-            _bounded_put(self.orders, order.client_order_id, order, MAX_DECISIONS)
+        # a poll holds every open order and the latest: one held as open that the poll lacks
+        # was closed since, out of the window, with its event missed (a stale stop line else)
+        polled = {o.client_order_id for o in snap.orders}
+        for cid in [c for c, o in self.orders.items() if o.status not in ORDER_DONE]:
+            if cid not in polled:
+                del self.orders[cid]
+        for order in snap.orders:
+            _put_order(self.orders, order)
         self.versions["orders"] += 1
         self.advisor = snap.advisor
         for row in reversed(snap.advisor.data.get("decisions", [])):
@@ -248,7 +270,7 @@ class StudioState:
             return "verdicts"
         if isinstance(payload, OrderFilled | OrderPartiallyFilled | OrderCancelled | OrderRejected):
             order: OrderState = payload.order
-            _bounded_put(self.orders, order.client_order_id, order, MAX_DECISIONS)
+            _put_order(self.orders, order)
             if isinstance(payload, OrderFilled | OrderPartiallyFilled):
                 self.fills.append(event)
             return "orders"

@@ -306,6 +306,33 @@ async def test_orders_asked_for_by_client_order_id_come_alone_whatever_their_sta
     assert "client_order_id" in _locs(too_many)
 
 
+async def test_a_limit_lists_the_latest_orders_oldest_first_with_open_only_and_account(
+    client: httpx.AsyncClient,
+) -> None:
+    for cid in ("f1", "o2", "f3", "o4", "f5"):
+        extra = {"type": "limit", "price": "50"} if cid.startswith("o") else {}
+        placed = await client.post("/api/v1/orders", json=_order(client_order_id=cid, **extra))
+        assert placed.status_code == 201
+
+    async def listed(**params: Any) -> list[tuple[str, str]]:
+        response = await client.get("/api/v1/orders", params=params)
+        assert response.status_code == 200, response.text
+        return [(o["client_order_id"], o["status"]) for o in response.json()["orders"]]
+
+    assert await listed(limit=2) == [("o4", "open"), ("f5", "filled")]
+    assert await listed(limit=10_000) == await listed()
+    assert await listed(open_only="true", limit=1) == [("o4", "open")]
+    assert [cid for cid, _ in await listed(account="paper", limit=3)] == ["f3", "o4", "f5"]
+    assert await listed(account="nobody", limit=3) == []
+    assert [cid for cid, _ in await listed(client_order_id=["f1", "o2", "f5"], limit=2)] == [
+        "o2", "f5",
+    ]  # fmt: skip
+    for bad in (0, -1, 10_001, "many"):
+        refused = await client.get("/api/v1/orders", params={"limit": bad})
+        assert refused.status_code == 422, bad
+        assert _locs(refused) == ["limit"]
+
+
 async def test_order_routes_say_so_when_there_is_no_broker(tmp_path: Path) -> None:
     async with gateway(make_context(tmp_path, MemoryBus("nb"))) as http:
         response = await http.get("/api/v1/orders")

@@ -7,12 +7,16 @@ from the store when asked for, so every answer stays the same. Real SQLite files
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from barfinex_cli.provider.paper import broker as broker_module
 from barfinex_cli.provider.paper.broker import PaperBroker
+from barfinex_cli.store import broker as store_module
+from barfinex_cli.store.broker import OrderRow
 from provider.paper.test_broker import close_at, order, paper, stored
 
 KEEP = 3
@@ -27,6 +31,23 @@ async def _trade(broker: PaperBroker, n: int) -> None:
 
 def _held(broker: PaperBroker) -> int:
     return len(broker._engine.orders)  # what the broker holds in memory
+
+
+class _Parsed:
+    """Counts the order rows the store reads and parses (its one way from a row to an order)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.rows = 0
+        parse = store_module._order_row
+
+        def counting(*row: Any) -> OrderRow:
+            self.rows += 1
+            return parse(*row)
+
+        monkeypatch.setattr(store_module, "_order_row", counting)
+
+    def since(self, before: int) -> int:
+        return self.rows - before
 
 
 async def test_a_stored_broker_holds_a_bounded_number_of_closed_orders_and_answers_for_all(
@@ -80,3 +101,38 @@ async def test_a_broker_without_a_store_keeps_every_order(
     await _trade(broker, 20)
     assert _held(broker) == 21  # nowhere to read a dropped one back from
     assert len(await broker.orders()) == 21
+
+
+async def test_a_window_of_a_stored_broker_s_orders_reads_only_the_window_s_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(broker_module, "KEEP_CLOSED", KEEP)
+    parsed = _Parsed(monkeypatch)
+    cash = {"USDT": Decimal(10_000)}
+    broker, _, store = stored(tmp_path / "paper.db", accounts={"paper": cash, "other": cash})
+    await _trade(broker, 20)  # "resting" stays open; m00..m19 fill
+    for i in range(4):
+        await broker.place(order(f"o{i}", "buy", "market", "0.1", account="other"))
+    assert _held(broker) <= 1 + 2 * KEEP
+
+    def ids(found: list[Any]) -> list[str]:
+        return [o.client_order_id for o in found]
+
+    before = parsed.rows
+    everything = await broker.orders()
+    assert parsed.since(before) == 25  # the full listing reads every stored order
+    before = parsed.rows
+    assert ids(await broker.orders(limit=2)) == ["o2", "o3"]
+    assert parsed.since(before) == 0  # memory holds the newest: nothing read
+    window = await broker.orders(limit=10)
+    assert ids(window) == [*(f"m{i}" for i in range(14, 20)), "o0", "o1", "o2", "o3"]
+    assert window == everything[-10:]
+    assert parsed.since(before) == 10  # the window's rows, dropped ones among them, and no more
+    before = parsed.rows
+    assert ids(await broker.orders("paper", limit=3)) == ["m17", "m18", "m19"]
+    assert parsed.since(before) <= 3
+    before = parsed.rows
+    assert ids(await broker.orders(open_only=True, limit=1)) == ["resting"]
+    assert ids(await broker.orders(ids=["m00", "o3", "m05"], limit=2)) == ["m05", "o3"]
+    assert parsed.since(before) == 2  # the two dropped ones asked for by id
+    store.close()

@@ -172,8 +172,13 @@ class Broker(Protocol):
         account: str | None = None,
         open_only: bool = False,
         ids: Collection[str] | None = None,
+        limit: int | None = None,
     ) -> list[OrderState]:
-        """Return orders, newest last; with `ids`, only those (an unknown id is left out)."""
+        """Return orders, newest last; with `ids`, only those (an unknown id is left out).
+
+        With `limit`, only the latest that many of those, still newest last; a broker that
+        keeps its orders in a store reads only those.
+        """
         ...
 
     async def positions(self, account: str | None = None) -> Sequence[PositionChanged]:

@@ -435,10 +435,13 @@ class CcxtConnector(ConnectorBase):
         account: str | None = None,
         open_only: bool = False,
         ids: Collection[str] | None = None,
+        limit: int | None = None,
     ) -> list[OrderState]:
         """Return the orders of the configured symbols (and of those we placed), newest last.
 
-        With `ids`, only those: the exchange is still asked for every order of those symbols.
+        With `ids`, only those, and with `limit`, only the latest that many: the exchange is
+        still asked for every order of those symbols (what an exchange's own limit keeps, the
+        oldest or the newest, differs between exchanges), only the answer is cut.
         """
         if account is not None and account != self.account:
             return []
@@ -456,6 +459,8 @@ class CcxtConnector(ConnectorBase):
         if ids is not None:
             wanted = set(ids)
             raws = [r for r in raws if str(r.get("clientOrderId")) in wanted]
+        if limit is not None:
+            raws = raws[-limit:]
         return [self._state(r, self._orders.get(str(r.get("clientOrderId")))) for r in raws]
 
     async def positions(self, account: str | None = None) -> Sequence[PositionChanged]:

@@ -361,12 +361,31 @@ OrderIds = Annotated[
 ]  # fmt: skip
 
 
+MAX_ORDERS_LIMIT = 10_000
+"""The largest window one `GET /orders?limit=` may ask for."""
+
+OrdersLimit = Annotated[
+    int | None,
+    Query(
+        ge=1, le=MAX_ORDERS_LIMIT,
+        description="only the latest this many of the orders the other parameters select, still "
+        f"oldest first (1 to {MAX_ORDERS_LIMIT}); without it, every one of them",
+    ),
+]  # fmt: skip
+
+
 @router.get("/orders", tags=["orders"], summary="Orders, oldest first")
 async def orders(
-    state: State, account: Account = None, open_only: bool = False, ids: OrderIds = None
+    state: State,
+    account: Account = None,
+    open_only: bool = False,
+    ids: OrderIds = None,
+    limit: OrdersLimit = None,
 ) -> OrdersResponse:
-    # with ids, a role settling a few orders does not pay for every order ever placed
-    return OrdersResponse(orders=await broker_of(state.ctx).orders(account, open_only, ids))
+    # with ids or a limit, a role settling a few orders, or a screen showing the latest, does
+    # not pay for every order ever placed
+    found = await broker_of(state.ctx).orders(account, open_only, ids, limit=limit)
+    return OrdersResponse(orders=found)
 
 
 @router.post(

@@ -169,6 +169,8 @@ class PaperBroker:
         """Symbols whose last price a trade moved since the last write to the store."""
         self._dropped = 0
         """Closed orders dropped from memory (`_forget_closed`): only then is the store read."""
+        self._dropped_seq = 0
+        """The highest `seq` of an order dropped from memory: every older order may be gone."""
         if store is not None:
             self._resume(store, opening)
 
@@ -281,8 +283,14 @@ class PaperBroker:
         account: str | None = None,
         open_only: bool = False,
         ids: Collection[str] | None = None,
+        limit: int | None = None,
     ) -> list[OrderState]:
-        """Return orders, oldest first; with `ids`, only those (an unknown id is left out)."""
+        """Return orders, oldest first; with `ids`, only those (an unknown id is left out).
+
+        With `limit`, only the latest that many of them, still oldest first. A window that
+        memory holds entirely is answered from it; otherwise only the window's rows are read
+        from the store, never every order the run placed.
+        """
         engine = self._engine
         found: Iterable[PaperOrder]
         if ids is not None:
@@ -292,18 +300,37 @@ class PaperBroker:
             )
         elif open_only:
             found = engine.active.values()  # every open order is held, in placement order
-        elif self._store is None or not self._dropped:
+        elif self._store is None or not self._dropped or self._holds_latest(account, limit):
             found = engine.orders.values()  # kept in placement order
         else:  # closed ones may have been dropped from memory: the store has them all
             store = self._store
-            rows = _or_transient(store, lambda: store.orders(account))
+            rows = _or_transient(store, lambda: store.orders(account, limit))
             held = engine.orders
             found = [held.get(r.state.client_order_id) or _paper_order(r) for r in rows]
-        return [
+        out = [
             o.state
             for o in found
             if account in (None, o.state.account) and (not open_only or o.status == "open")
         ]
+        return out if limit is None else out[-limit:]
+
+    def _holds_latest(self, account: str | None, limit: int | None) -> bool:
+        """Say whether memory holds the latest `limit` orders of `account` (of all with None).
+
+        No dropped order is newer than `_dropped_seq`, so once `limit` held orders of the
+        account are newer than it, none of the latest `limit` was dropped.
+        """
+        if limit is None:
+            return False
+        newer = 0
+        for order in reversed(self._engine.orders.values()):
+            if order.seq <= self._dropped_seq:
+                return False
+            if account in (None, order.state.account):
+                newer += 1
+                if newer >= limit:
+                    return True
+        return False
 
     async def positions(self, account: str | None = None) -> list[PositionChanged]:
         """Return every position ever opened, per (account, symbol), marked to the last price."""
@@ -361,7 +388,7 @@ class PaperBroker:
         self._engine = engine
         self._seq = state.seq
         self._marks.clear()
-        self._dropped = 0
+        self._dropped = self._dropped_seq = 0
         self._forget_closed()
 
     def _save(self, change: BrokerChange) -> None:
@@ -431,9 +458,12 @@ class PaperBroker:
         if self._store is None or len(engine.orders) - len(engine.active) <= 2 * KEEP_CLOSED:
             return
         closed = [cid for cid in engine.orders if cid not in engine.active]
-        for cid in closed[: len(closed) - KEEP_CLOSED]:
+        dropped = closed[: len(closed) - KEEP_CLOSED]
+        # placement order, so the last one dropped is the newest
+        self._dropped_seq = max(self._dropped_seq, engine.orders[dropped[-1]].seq)
+        for cid in dropped:
             del engine.orders[cid]
-        self._dropped += len(closed) - KEEP_CLOSED
+        self._dropped += len(dropped)
 
     def _lookup(self, client_order_id: str) -> PaperOrder | None:
         """Return an order from memory, or a closed one read back from the store, or None."""
