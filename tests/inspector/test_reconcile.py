@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import replace
 from decimal import Decimal
 
 import httpx
+from typer.testing import CliRunner
 
+from barfinex_cli.cli.main import app
 from barfinex_cli.contracts.rest import PlaceOrderRequest
+from barfinex_cli.store.inspector import InspectorStore
 from inspector.conftest import Market, StartInspector, until
+from ports import free_port
 
 
 def _manual(cid: str, kind: str = "limit") -> PlaceOrderRequest:
@@ -144,3 +150,22 @@ async def test_a_reconciliation_reads_the_live_orders_not_every_order_the_run_pl
                                   json={"dry_run": True})).json()  # fmt: skip
     assert answer["orders_checked"] == 1  # the open one; the six closed ones were not read
     assert [d["key"] for d in answer["differences"] if d["kind"] == "order"] == []
+
+
+async def test_bfx_inspector_reconcile_with_no_inspector_reads_the_live_orders_not_every_one(
+    market: Market,
+) -> None:
+    InspectorStore(market.settings.inspector_path).close()  # an inspector ran here once
+    await market.client.place_order(_manual("manual-open"))
+    for i in range(6):  # filled at once: closed at the provider, never the inspector's
+        await market.client.place_order(_manual(f"manual-filled-{i}", kind="market"))
+    assert len(await market.client.orders("paper")) == 7
+    runner = CliRunner(env={"BFX_TOKEN": "t0ken", "BFX_PROVIDER_URL": market.url})
+    nobody = f"http://127.0.0.1:{free_port()}"  # no inspector answers: the offline dry run
+    args = ["--data-dir", str(market.settings.home), "inspector", "reconcile", "--dry-run"]
+    result = await asyncio.to_thread(runner.invoke, app, [*args, "--json", "--url", nobody])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert answer["dry_run"] is True
+    assert answer["orders_checked"] == 1  # the open one; the six closed ones were not read
+    assert [d["key"] for d in answer["differences"] if d["kind"] == "order"] == ["manual-open"]

@@ -499,24 +499,27 @@ def _offline_reconcile(settings: Settings) -> dict[str, Any]:
     import asyncio
 
     from barfinex_cli.inspector import reconcile as rec
+    from barfinex_cli.inspector.reconciling import compared_orders
     from barfinex_cli.runtime.client import GatewayClient, token_from
 
     config = settings.inspector
     base = config.provider_url or settings.provider_url
 
-    async def fetch() -> tuple[Any, Any]:
+    async def fetch(store: Any) -> tuple[Any, Any, Any]:
+        # the live orders of either side, as the running inspector compares, not every order
         async with GatewayClient(base, token_from(settings)) as client:
-            return await client.orders(config.account), await client.positions(config.account)
+            local, remote = await compared_orders(store, client, config.account)
+            return local, remote, await client.positions(config.account)
 
     with _store(settings) as store:
-        remote_orders, remote_positions = asyncio.run(fetch())
+        local_orders, remote_orders, remote_positions = asyncio.run(fetch(store))
         rules: dict[rec.Kind, rec.Rule] = {
             "order": config.divergence_order,
             "position": config.divergence_position,
             "balance": config.divergence_balance,
         }
         differences = rec.diff(
-            orders=store.orders(), positions=store.positions(), remote_orders=remote_orders,
+            orders=local_orders, positions=store.positions(), remote_orders=remote_orders,
             remote_positions=remote_positions, rules=rules,
         )  # fmt: skip
     return {

@@ -42,6 +42,8 @@ from barfinex_cli.store.inspector import OrderRecord, PositionRecord
 
 if TYPE_CHECKING:
     from barfinex_cli.inspector.service import Inspector
+    from barfinex_cli.runtime.client import GatewayClient
+    from barfinex_cli.store.inspector import InspectorStore
 
 log = logging.getLogger("bfx.inspector")
 
@@ -252,23 +254,8 @@ class Reconciler:
         return report
 
     async def compared_orders(self) -> tuple[list[OrderRecord], list[OrderState]]:
-        """Return the orders a reconciliation compares: the store's and the provider's.
-
-        Those are the orders either side holds open (or, for the store, in flight), and the
-        provider's state of each live one of the store, whatever its status there. Orders closed
-        on both sides cannot diverge, and reading them all on every pass made each pass's
-        memory and time grow with every order the run ever placed: this reads what is live.
-        """
-        account = self.ins.config.account
-        live = self.ins.store.orders(live_only=True)
-        remote = await self.ins.client.orders(account, open_only=True)
-        mine = {o.client_order_id for o in live}
-        theirs = {o.client_order_id for o in remote}
-        asked = [o.client_order_id for o in live if o.client_order_id not in theirs]
-        remote += await self.ins.client.orders(account, ids=asked)
-        # an order open at the provider that the store holds closed is the store's, not foreign
-        known = (self.ins.store.order(c) for c in theirs if c not in mine)
-        return live + [o for o in known if o is not None], remote
+        """Return the orders a reconciliation compares: the store's and the provider's."""
+        return await compared_orders(self.ins.store, self.ins.client, self.ins.config.account)
 
     @staticmethod
     def exchange(positions: list[PositionChanged], balances: list[BalanceUpdated]) -> str:
@@ -471,3 +458,25 @@ class Reconciler:
 
 def _side_of(position: PositionChanged) -> Literal["long", "short"]:
     return "long" if position.side == "long" else "short"
+
+
+async def compared_orders(
+    store: InspectorStore, client: GatewayClient, account: str
+) -> tuple[list[OrderRecord], list[OrderState]]:
+    """Return the orders a reconciliation compares: the store's and the provider's.
+
+    Those are the orders either side holds open (or, for the store, in flight), and the
+    provider's state of each live one of the store, whatever its status there. Orders closed
+    on both sides cannot diverge, and reading them all on every pass made each pass's memory
+    and time grow with every order the run ever placed: this reads what is live. The running
+    inspector and `bfx inspector reconcile` with no inspector running both ask this.
+    """
+    live = store.orders(live_only=True)
+    remote = await client.orders(account, open_only=True)
+    mine = {o.client_order_id for o in live}
+    theirs = {o.client_order_id for o in remote}
+    asked = [o.client_order_id for o in live if o.client_order_id not in theirs]
+    remote += await client.orders(account, ids=asked)
+    # an order open at the provider that the store holds closed is the store's, not foreign
+    known = (store.order(c) for c in theirs if c not in mine)
+    return live + [o for o in known if o is not None], remote
