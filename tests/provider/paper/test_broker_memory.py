@@ -90,6 +90,7 @@ async def test_a_reopened_store_is_held_bounded_and_still_knows_every_order(
     assert _held(again) == 1 + KEEP
     assert len(await again.orders()) == 13
     assert [o.client_order_id for o in await again.orders(ids=["m00"])] == ["m00"]
+    assert await again.orders(limit=5) == (await again.orders())[-5:]  # dropped at the resume
     store2.close()
 
 
