@@ -352,6 +352,8 @@ class StudioApp(App[None]):
 
     def _flush_market(self) -> None:
         self._flush_pending = False
+        if not self.screen_stack:  # the timer fired while the app was closing
+            return
         screen = self.screen
         if isinstance(screen, MarketScreen) and screen.is_mounted:
             if not screen.query(StudioHeader):
