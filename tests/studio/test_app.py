@@ -214,9 +214,11 @@ async def test_the_command_palette_and_help_reach_the_screens() -> None:
         assert line.startswith("not running: inspector")
 
 
-def test_a_chart_redraw_timer_firing_while_the_app_closes_draws_nothing() -> None:
-    """The market screen's redraw is a timer; one that fires after the screens are gone (the app
-    closing) must not ask for a screen (textual's ScreenStackError, seen as a flaky failure)."""
+def test_timers_firing_while_the_app_closes_draw_nothing() -> None:
+    """The header's clock tick and the market screen's redraw are timers; one that fires after
+    the screens are gone (the app closing) must not ask for a screen (textual's
+    ScreenStackError, seen as flaky failures of the studio tests)."""
     app = StudioApp(f"http://127.0.0.1:{free_port()}", TOKEN, poll_s=60, feed_options=FEED)
     assert not app.screen_stack
     app._flush_market()
+    app._tick()

@@ -198,6 +198,8 @@ class StudioApp(App[None]):
             self.state.skipped = self.feed.skipped  # malformed frames make no batch to say so
             self.state.versions["health"] += 1
             self._changed()
+        if not self.screen_stack:  # the clock's timer fired while the app was closing
+            return
         screen = self.screen
         if isinstance(screen, StudioScreen):
             screen.refresh_header()
