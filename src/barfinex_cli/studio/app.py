@@ -18,6 +18,7 @@ Signals screen's `ChartRequested` switches to the Market screen and calls its `s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from textual.binding import Binding
 from textual.events import Resize
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
+from textual.worker import Worker, WorkerCancelled, WorkerError, WorkerFailed
 
 from barfinex_cli.backoff import delay
 from barfinex_cli.contracts.envelope import Envelope
@@ -189,7 +191,9 @@ class StudioApp(App[None]):
             self.connect()
 
     async def on_unmount(self) -> None:
+        workers = list(self.workers)
         self.workers.cancel_all()
+        await _ended(workers)
         await self.client.aclose()
         await self.roles.aclose()
 
@@ -323,8 +327,9 @@ class StudioApp(App[None]):
 
     async def on_token_screen_token_entered(self, message: TokenScreen.TokenEntered) -> None:
         self.token = message.token
-        self.workers.cancel_group(self, "feed")
-        self.workers.cancel_group(self, "poll")
+        await _ended(
+            [*self.workers.cancel_group(self, "feed"), *self.workers.cancel_group(self, "poll")]
+        )
         await self.client.aclose()
         await self.roles.aclose()
         self.client = self._client()
@@ -401,3 +406,17 @@ class StudioApp(App[None]):
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield from palette_commands(self)
+
+
+async def _ended(workers: list[Worker[Any]], within_s: float = 3.0) -> None:
+    """Wait (a bounded time) for cancelled workers to finish unwinding.
+
+    Cancelling only asks: a worker's websocket or in-flight request closes its connection as it
+    unwinds. Closing the clients, or the app, before that left their sockets to the garbage
+    collector (an unclosed-socket warning in a later test).
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within_s):
+            for worker in workers:
+                with contextlib.suppress(WorkerCancelled, WorkerFailed, WorkerError):
+                    await worker.wait()
