@@ -109,7 +109,6 @@ class RedisConsumer(ConsumerBase):
         self._refreshed = 0.0
         self._claimed = 0.0
         self._registered = bus.outages  # the bus's outage count at its latest registration
-        self._stale = False
 
     async def refresh(self) -> None:
         """Join the group on every stream matching the patterns; create groups as needed."""
@@ -128,7 +127,6 @@ class RedisConsumer(ConsumerBase):
             self._streams[key] = event_type
             self._recovering = True  # a new stream may hold our pending entries from before
         self._refreshed = time.monotonic()
-        self._stale = False
 
     async def _create_group(self, key: str, first_id: str) -> None:
         try:
@@ -155,7 +153,6 @@ class RedisConsumer(ConsumerBase):
 
     def _after_failure(self) -> None:
         self._recovering = True  # a read whose reply was lost left its entries pending on us
-        self._stale = True  # refresh on the next read: Redis may come back without our groups
 
     async def fetch(self, count: int = 100, block_ms: int = 1000) -> list[Delivery]:
         return await self.bus.outage.call(
@@ -172,7 +169,9 @@ class RedisConsumer(ConsumerBase):
         return await self._read(count, 0)
 
     async def _read(self, count: int, block_ms: int) -> list[Delivery]:
-        if not self._streams or self._stale or time.monotonic() - self._refreshed > REFRESH_S:
+        # after an outage, at once: Redis may have come back without our groups
+        outage = self._registered != self.bus.outages
+        if not self._streams or outage or time.monotonic() - self._refreshed > REFRESH_S:
             await self.refresh()
         if not self._streams:
             await asyncio.sleep(min(block_ms / 1000, REFRESH_S))

@@ -114,16 +114,15 @@ class ProviderRuntime:
     flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held by the flush in flight: flushes from the stream, the flusher, the barrier and the
     integrity checks go one at a time, so batches reach the bus in the order they were queued."""
-    reported_outages: int = -1
-    """The bus outages already announced as `provider.bus.recovered` (set from the bus at start).
+    reported_outages: int = field(init=False)
+    """The bus outages already announced as `provider.bus.recovered` (the bus's count at start).
 
     Counted against the bus, not around one publish: the bus is shared (in one process, every
     role's calls go through it), so another role's read can be the call that meets the outage
     first, before the provider's next publish begins."""
 
     def __post_init__(self) -> None:
-        if self.reported_outages < 0:
-            self.reported_outages = self.bus.outages
+        self.reported_outages = self.bus.outages
 
     @property
     def books(self) -> dict[str, BookUpdated]:
