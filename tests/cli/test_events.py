@@ -23,6 +23,7 @@ from barfinex_cli.contracts.market import CandleClosed
 from barfinex_cli.store.audit import AuditStore
 from cli.conftest import BfxRun
 from conftest import REDIS_URL
+from namespaces import purge
 
 CANDLE = CandleClosed(
     exchange="replay",
@@ -146,12 +147,6 @@ async def _publish(namespace: str, events: list[Envelope[Any]]) -> None:
     await bus.close()
 
 
-async def _purge(namespace: str) -> None:
-    bus = RedisStreamsBus(REDIS_URL, namespace)
-    await bus.delete_namespace()
-    await bus.close()
-
-
 def test_record_then_query_and_trace_a_chain(bfx: BfxRun, cli_env: dict[str, str]) -> None:
     candle = make_event(CANDLE, source="provider")
     signal_event = make_event(_signal(), source="detector/t1", parent=candle)
@@ -189,7 +184,7 @@ def test_record_then_query_and_trace_a_chain(bfx: BfxRun, cli_env: dict[str, str
     human = bfx("trace", signal_event.id[:28])
     assert human.returncode == 0
     assert "market.candle" in human.stdout and "detector.signal" in human.stdout
-    asyncio.run(_purge(cli_env["BFX_NAMESPACE"]))
+    asyncio.run(purge(cli_env["BFX_NAMESPACE"]))
 
 
 def test_trace_of_an_unknown_id_names_the_fix(bfx: BfxRun) -> None:
@@ -216,7 +211,7 @@ def test_tail_since_an_age_or_an_iso_time_reads_what_came_before(
         result = bfx("events", "tail", "--since", since, "--count", "1", "--json", timeout=30)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["id"] == sent.id
-    asyncio.run(_purge(cli_env["BFX_NAMESPACE"]))
+    asyncio.run(purge(cli_env["BFX_NAMESPACE"]))
 
 
 async def test_tail_rides_out_a_redis_restart_and_prints_what_comes_after(

@@ -13,6 +13,7 @@ from barfinex_cli.contracts.codec import encode
 from barfinex_cli.contracts.envelope import make_event
 from barfinex_cli.contracts.inspector import AlertRaised
 from conftest import REDIS_URL
+from namespaces import purge
 
 HUGE = encode(make_event(AlertRaised(severity="warning", message="x" * 500_000), source="t"))
 
@@ -33,12 +34,6 @@ async def _dead_letter(namespace: str) -> None:
         await bus.close()
 
 
-async def _purge(namespace: str) -> None:
-    bus = RedisStreamsBus(REDIS_URL, namespace)
-    await bus.delete_namespace()
-    await bus.close()
-
-
 def test_dead_letters_print_the_reason_and_a_clipped_preview(
     runner: CliRunner, cli_env: dict[str, str]
 ) -> None:
@@ -48,7 +43,7 @@ def test_dead_letters_print_the_reason_and_a_clipped_preview(
         text = runner.invoke(app, ["events", "dead-letters"])
         as_json = runner.invoke(app, ["events", "dead-letters", "--json"])
     finally:
-        asyncio.run(_purge(namespace))
+        asyncio.run(purge(namespace))
     assert text.exit_code == 0, text.output
     huge_line, garbage_line = text.stdout.splitlines()  # one line each: newlines are escaped
     assert f"over the limit of 262144 bytes (max_event_bytes)  [{len(HUGE)} bytes] " in huge_line

@@ -12,6 +12,7 @@ from barfinex_cli.bus.redis_streams import RedisStreamsBus
 from barfinex_cli.cli.main import app
 from bus.test_semantics import candle, drain
 from conftest import REDIS_URL
+from namespaces import purge
 
 CAP = 50
 
@@ -39,12 +40,6 @@ async def _overrun(namespace: str) -> tuple[int, bool]:
         await bus.close()
 
 
-async def _purge(namespace: str) -> None:
-    bus = RedisStreamsBus(REDIS_URL, namespace)
-    await bus.delete_namespace()
-    await bus.close()
-
-
 def test_lag_shows_the_unread_entries_and_what_the_cap_trimmed_of_each_group(
     runner: CliRunner, cli_env: dict[str, str]
 ) -> None:
@@ -54,7 +49,7 @@ def test_lag_shows_the_unread_entries_and_what_the_cap_trimmed_of_each_group(
         as_json = runner.invoke(app, ["events", "lag", "--json"])
         text = runner.invoke(app, ["events", "lag"])
     finally:
-        asyncio.run(_purge(namespace))
+        asyncio.run(purge(namespace))
     assert as_json.exit_code == 0, as_json.output
     keen, slow = (json.loads(line) for line in as_json.stdout.splitlines())
     assert keen["group"] == "keen" and keen["unread"] == 0 and keen["pending"] == 0
